@@ -1,0 +1,3 @@
+from lanspan.cli import main
+
+main()
