@@ -1,0 +1,159 @@
+"""Network namespaces, veth links and processes in them — removing only what was made.
+
+Used by the lab, the namespace tests and the benchmarks. A `Netns` set names
+everything it creates with one unique prefix, records it, and on `close()`
+ends exactly the processes it started (by PID) and deletes exactly the
+namespaces it added. Nothing here matches by pattern.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+
+class NetnsError(RuntimeError):
+    """A command run to build or inspect namespaces failed."""
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    ns: str | None = None,
+    check: bool = True,
+    timeout: float = 30.0,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run `argv` (inside namespace `ns` if given); raise NetnsError naming it on failure."""
+    full = ["ip", "netns", "exec", ns, *argv] if ns else list(argv)
+    proc = subprocess.run(
+        full, capture_output=True, text=True, timeout=timeout, input=input, check=False
+    )
+    if check and proc.returncode != 0:
+        raise NetnsError(
+            f"{' '.join(full)} exited {proc.returncode}: "
+            f"{proc.stderr.strip() or proc.stdout.strip()}"
+        )
+    return proc
+
+
+def existing() -> set[str]:
+    """Names of the namespaces that exist now."""
+    out = run(["ip", "netns", "list"]).stdout
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+def wait_for(
+    predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.05
+) -> None:
+    """Poll `predicate` until true; raise TimeoutError naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:.1f} s waiting for {what}")
+        time.sleep(interval)
+
+
+class Netns:
+    """A set of namespaces and processes created under one unique prefix."""
+
+    def __init__(self, prefix: str | None = None) -> None:
+        # Short: interface names derived from it must stay within 15 bytes.
+        self.prefix = prefix or f"ls{secrets.token_hex(2)}"
+        self.namespaces: list[str] = []
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def name(self, short: str) -> str:
+        return f"{self.prefix}-{short}"
+
+    def add(self, short: str) -> str:
+        """Create namespace `<prefix>-<short>` with loopback up; return its name."""
+        ns = self.name(short)
+        run(["ip", "netns", "add", ns])
+        self.namespaces.append(ns)
+        run(["ip", "link", "set", "lo", "up"], ns=ns)
+        return ns
+
+    def veth(self, ns_a: str, if_a: str, ns_b: str, if_b: str, mtu: int | None = None) -> None:
+        """Create a veth pair with one end in each namespace, both up."""
+        tmp_a, tmp_b = f"t{secrets.token_hex(5)}", f"t{secrets.token_hex(5)}"
+        run(["ip", "link", "add", tmp_a, "type", "veth", "peer", "name", tmp_b])
+        for tmp, ns, ifname in ((tmp_a, ns_a, if_a), (tmp_b, ns_b, if_b)):
+            run(["ip", "link", "set", tmp, "netns", ns])
+            run(["ip", "link", "set", tmp, "name", ifname], ns=ns)
+            if mtu:
+                run(["ip", "link", "set", ifname, "mtu", str(mtu)], ns=ns)
+            run(["ip", "link", "set", ifname, "up"], ns=ns)
+
+    def address(self, ns: str, ifname: str, cidr: str) -> None:
+        flags = ["nodad"] if ":" in cidr else []
+        run(["ip", "addr", "add", cidr, "dev", ifname, *flags], ns=ns)
+
+    def exec(self, ns: str, argv: Sequence[str], **kw: object) -> subprocess.CompletedProcess[str]:
+        return run(argv, ns=ns, **kw)  # type: ignore[arg-type]
+
+    def spawn(
+        self,
+        ns: str,
+        argv: Sequence[str],
+        log: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.Popen[bytes]:
+        """Start `argv` in `ns`, remembered so `close()` ends it by PID."""
+        out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
+        try:
+            proc = subprocess.Popen(
+                ["ip", "netns", "exec", ns, *argv],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
+        finally:
+            if log:
+                out.close()  # type: ignore[union-attr]
+        self.processes.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes], timeout: float = 5.0) -> int:
+        """SIGTERM then, after `timeout`, SIGKILL one process we started."""
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout)
+        return proc.returncode
+
+    def close(self) -> None:
+        """End our processes, then delete our namespaces (their devices go with them)."""
+        for proc in reversed(self.processes):
+            self.stop(proc)
+        self.processes.clear()
+        for ns in reversed(self.namespaces):
+            # A process we did not start may hold the namespace; deleting the
+            # name is still right: the kernel frees it when that process exits.
+            run(["ip", "netns", "delete", ns], check=False)
+        self.namespaces.clear()
+
+    def __enter__(self) -> Netns:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def require_root() -> str | None:
+    """None when namespaces can be made here; otherwise why not."""
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, TAP devices); run it with sudo"
+    return None
