@@ -1,0 +1,52 @@
+"""The one interface every local frame port offers to the data plane loop.
+
+A frame port hands out and takes ``vnet header (10 bytes) + Ethernet frame``;
+see `lanspan.wire.vnet` for the header. TAP devices (`TapPort`) and existing
+interfaces attached over AF_PACKET (`PacketPort`) both implement it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+__all__ = ["FramePort", "PortCounters"]
+
+
+@dataclass(slots=True)
+class PortCounters:
+    """What a port counted since it was opened; errors never raise out of read/write."""
+
+    rx_frames: int = 0
+    rx_bytes: int = 0
+    rx_errors: int = 0  # reads that failed with something else than EAGAIN
+    tx_frames: int = 0
+    tx_bytes: int = 0
+    tx_dropped: int = 0  # EAGAIN / ENOBUFS: the device queue is full
+    tx_errors: int = 0  # any other write error (EINVAL from a bad vnet header, EIO...)
+    last_error: str = ""
+
+
+@runtime_checkable
+class FramePort(Protocol):
+    """A local Layer-2 port: read and write vnet header + frame, non-blocking."""
+
+    name: str  # the port's name in the network file
+    device: str  # the kernel interface name
+    counters: PortCounters
+
+    def fileno(self) -> int:
+        """A file descriptor that polls readable when `read` has a frame."""
+        ...
+
+    def read(self) -> bytes | None:
+        """One vnet header + frame, or None when nothing is waiting (EAGAIN)."""
+        ...
+
+    def write(self, data: bytes) -> None:
+        """Send one vnet header + frame; a full queue or bad frame is counted, never raised."""
+        ...
+
+    def close(self) -> None:
+        """Release the port (a TAP disappears; an attached interface is restored)."""
+        ...

@@ -1,0 +1,249 @@
+"""The one UDP socket of a node: dual-stack, big buffers, UDP GSO and GRO.
+
+``send_batch`` hands the kernel up to 64 equal-size datagrams (the last may be
+shorter) in one ``sendmsg`` with UDP_SEGMENT; ``recv_batch`` gets a GRO
+buffer in one ``recvmsg`` and splits it by the segment size the kernel
+reports. Where the kernel or the egress device refuses segmentation
+offload, sending falls back to one ``sendto`` per datagram (logged once).
+
+Addresses are ``(host, port)`` with IPv4 as plain dotted strings: IPv4-mapped
+IPv6 (``::ffff:a.b.c.d``) is normalised on receive and plain IPv4 is mapped
+on send.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["MAX_GSO_BYTES", "MAX_GSO_SEGMENTS", "Addr", "UdpCounters", "UdpEndpoint", "chunks"]
+
+log = logging.getLogger(__name__)
+
+Addr = tuple[str, int]
+
+SOL_UDP = 17
+UDP_SEGMENT = 103
+UDP_GRO = 104
+SO_RCVBUFFORCE = 33
+SO_SNDBUFFORCE = 32
+
+MAX_GSO_SEGMENTS = 64
+MAX_GSO_BYTES = 65507  # largest IPv4 UDP payload; the kernel's limit per call
+RECV_SIZE = 65536 + 1024
+SOCKBUF = 8 << 20
+
+_GRO_CMSG_SPACE = socket.CMSG_SPACE(4)
+_SEG = struct.Struct("=H")
+_INT = struct.Struct("=i")
+_MAPPED = "::ffff:"
+_GSO_OFF_ERRNOS = frozenset({errno.EIO, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOPROTOOPT})
+
+
+@dataclass(slots=True)
+class UdpCounters:
+    rx_calls: int = 0
+    rx_datagrams: int = 0
+    rx_bytes: int = 0
+    rx_errors: int = 0
+    tx_calls: int = 0
+    tx_datagrams: int = 0
+    tx_bytes: int = 0
+    tx_errors: int = 0  # unreachable peers, full buffers...: never raised
+    last_error: str = ""
+
+
+def chunks(datagrams: Sequence[bytes]) -> list[list[bytes]]:
+    """Group datagrams into runs one UDP_SEGMENT call can carry, in order.
+
+    Each run: all of one size but the last, which may be shorter; at most
+    MAX_GSO_SEGMENTS datagrams and MAX_GSO_BYTES bytes.
+    """
+    out: list[list[bytes]] = []
+    run: list[bytes] = []
+    seg = total = 0
+    for d in datagrams:
+        n = len(d)
+        if run and n <= seg and len(run) < MAX_GSO_SEGMENTS and total + n <= MAX_GSO_BYTES:
+            run.append(d)
+            total += n
+            if n < seg:  # a shorter one ends the run
+                out.append(run)
+                run = []
+            continue
+        if run:
+            out.append(run)
+        run, seg, total = [d], n, n
+    if run:
+        out.append(run)
+    return out
+
+
+def _unmap(host: str) -> str:
+    if host.startswith(_MAPPED) and "." in host:
+        return host[len(_MAPPED) :]
+    return host
+
+
+class UdpEndpoint:
+    """A bound UDP socket that sends and receives datagrams in batches."""
+
+    def __init__(self, sock: socket.socket, gro: bool, gso: bool) -> None:
+        self._sock = sock
+        self._v6 = sock.family == socket.AF_INET6
+        self.gro = gro  # the kernel accepted UDP_GRO
+        self.gso = gso  # UDP_SEGMENT in use (turned off after the first refusal)
+        self.counters = UdpCounters()
+
+    @classmethod
+    def bind(cls, port: int, host: str = "::") -> UdpEndpoint:
+        """Bind one socket for IPv4 and IPv6 (AF_INET if the host has no IPv6).
+
+        Raises OSError (errno kept) if the address cannot be bound.
+        """
+        sock: socket.socket
+        if socket.has_ipv6 and ":" in host:
+            try:
+                sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            except OSError:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                host = "0.0.0.0" if host == "::" else _unmap(host)
+        elif ":" in host and host != "::":
+            raise OSError(errno.EAFNOSUPPORT, f"no IPv6 for {host}")
+        else:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            host = "0.0.0.0" if host == "::" else host
+        try:
+            if sock.family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            for force, plain in (
+                (SO_RCVBUFFORCE, socket.SO_RCVBUF),
+                (SO_SNDBUFFORCE, socket.SO_SNDBUF),
+            ):
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, force, SOCKBUF)
+                except OSError:
+                    sock.setsockopt(socket.SOL_SOCKET, plain, SOCKBUF)
+            try:
+                sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+                gro = True
+            except OSError:
+                gro = False
+            gso = True
+            try:
+                sock.getsockopt(SOL_UDP, UDP_SEGMENT)
+            except OSError:
+                gso = False
+            sock.bind((host, port))
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        return cls(sock, gro, gso)
+
+    @property
+    def port(self) -> int:
+        return int(self._sock.getsockname()[1])
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def recv_batch(self) -> tuple[list[bytes], Addr] | None:
+        """Datagrams from one sender (one GRO buffer split), or None when none wait."""
+        try:
+            data, anc, _flags, addr = self._sock.recvmsg(RECV_SIZE, _GRO_CMSG_SPACE)
+        except BlockingIOError:
+            return None
+        except OSError as e:  # e.g. ECONNREFUSED reported from an earlier send
+            self.counters.rx_errors += 1
+            self.counters.last_error = f"recv: {e}"
+            return None
+        seg = 0
+        for level, typ, cdata in anc:
+            if level == SOL_UDP and typ == UDP_GRO and len(cdata) >= 2:
+                seg = _INT.unpack_from(cdata)[0] if len(cdata) >= 4 else _SEG.unpack(cdata)[0]
+        n = len(data)
+        if 0 < seg < n:
+            mv = memoryview(data)
+            datagrams = [bytes(mv[i : i + seg]) for i in range(0, n, seg)]
+        else:
+            datagrams = [data]
+        c = self.counters
+        c.rx_calls += 1
+        c.rx_datagrams += len(datagrams)
+        c.rx_bytes += n
+        return datagrams, (_unmap(addr[0]), addr[1])
+
+    def send_batch(self, addr: Addr, datagrams: Sequence[bytes]) -> None:
+        """Send datagrams to `addr`, segmentation-offloaded when possible; never raises."""
+        if not datagrams:
+            return
+        sa = self._sockaddr(addr)
+        if sa is None:
+            return
+        if not self.gso:
+            for d in datagrams:
+                self._sendto(d, sa)
+            return
+        for run in chunks(datagrams):
+            if len(run) == 1:
+                self._sendto(run[0], sa)
+                continue
+            try:
+                self._sock.sendmsg(run, [(SOL_UDP, UDP_SEGMENT, _SEG.pack(len(run[0])))], 0, sa)
+            except OSError as e:
+                if e.errno in _GSO_OFF_ERRNOS and self.gso:
+                    self.gso = False
+                    log.warning("UDP GSO refused (%s); sending datagrams one by one", e)
+                    for d in run:
+                        self._sendto(d, sa)
+                    continue
+                self._count_error(e, len(run))
+                continue
+            c = self.counters
+            c.tx_calls += 1
+            c.tx_datagrams += len(run)
+            c.tx_bytes += sum(map(len, run))
+
+    def _sockaddr(self, addr: Addr) -> tuple[str, int] | None:
+        host, port = addr
+        if self._v6:
+            if ":" not in host:
+                host = _MAPPED + host
+        elif ":" in host:
+            host = _unmap(host)
+            if ":" in host:
+                self._count_error(OSError(errno.EAFNOSUPPORT, "no IPv6 socket"), 1)
+                return None
+        return (host, port)
+
+    def _sendto(self, d: bytes, sa: tuple[str, int]) -> None:
+        try:
+            self._sock.sendto(d, sa)
+        except OSError as e:
+            self._count_error(e, 1)
+            return
+        c = self.counters
+        c.tx_calls += 1
+        c.tx_datagrams += 1
+        c.tx_bytes += len(d)
+
+    def _count_error(self, e: OSError, n: int) -> None:
+        self.counters.tx_errors += n
+        self.counters.last_error = f"send: {e}"
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> UdpEndpoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"UdpEndpoint(port={self.port}, gso={self.gso}, gro={self.gro})"
