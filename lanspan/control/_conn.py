@@ -1,0 +1,142 @@
+"""A non-blocking stream connection on the agent's selector (shared by control and metrics).
+
+The agent's loop is single-threaded: nothing here may block. Each connection
+has a bounded input and a bounded output buffer; a connection that exceeds
+either, or that errors, is closed and forgotten. While output is pending the
+connection stops reading, so a client that never reads its answers cannot make
+the agent queue more for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import selectors
+import socket
+from collections.abc import Callable
+
+log = logging.getLogger("lanspan.control")
+
+RECV_SIZE = 65536
+
+
+class Conn:
+    """One accepted socket; `on_data` is called with the new bytes in `inbuf`."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        sel: selectors.BaseSelector | None,
+        on_data: Callable[[Conn], None],
+        on_closed: Callable[[Conn], None],
+        max_in: int,
+        max_out: int,
+    ) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self.inbuf = bytearray()
+        self.outbuf = bytearray()
+        self.closed = False
+        self.close_when_flushed = False
+        self._sel = sel
+        self._on_data = on_data
+        self._on_closed = on_closed
+        self._max_in = max_in
+        self._max_out = max_out
+        self._mask = 0
+        if sel is not None:
+            self._set_mask(selectors.EVENT_READ)
+
+    def attach(self, sel: selectors.BaseSelector) -> None:
+        self._sel = sel
+        self._set_mask(selectors.EVENT_WRITE if self.outbuf else selectors.EVENT_READ)
+
+    def _set_mask(self, mask: int) -> None:
+        if self._sel is None or self.closed or mask == self._mask:
+            return
+        if self._mask == 0:
+            self._sel.register(self.sock, mask, self.handle)
+        else:
+            self._sel.modify(self.sock, mask, self.handle)
+        self._mask = mask
+
+    def handle(self, mask: int) -> None:
+        """Selector callback: never raises."""
+        try:
+            if mask & selectors.EVENT_WRITE:
+                self._flush()
+                if not self.closed and not self.outbuf and self.inbuf:
+                    # requests that arrived while we were writing: serve them now
+                    self._on_data(self)
+            if mask & selectors.EVENT_READ and not self.closed:
+                self._read()
+        except Exception:  # a bug here must not take the agent down
+            log.exception("control connection failed; closing it")
+            self.close()
+
+    def _read(self) -> None:
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            log.debug("control client read error: %s", e)
+            self.close()
+            return
+        if not data:
+            self.close()
+            return
+        self.inbuf += data
+        self._on_data(self)
+        # with no output pending the handler has consumed every complete
+        # request, so what is left is one unfinished request
+        if not self.closed and not self.outbuf and len(self.inbuf) > self._max_in:
+            log.warning(
+                "control client sent %d bytes without a complete request; dropping it",
+                len(self.inbuf),
+                extra={"fields": {"limit": self._max_in}},
+            )
+            self.close()
+
+    def send(self, data: bytes) -> None:
+        """Queue `data` and try to write it now; closes the client if it is too far behind."""
+        if self.closed:
+            return
+        self.outbuf += data
+        if len(self.outbuf) > self._max_out:
+            log.warning(
+                "control client is not reading its answers (%d bytes queued); dropping it",
+                len(self.outbuf),
+            )
+            self.close()
+            return
+        self._flush()
+
+    def _flush(self) -> None:
+        while self.outbuf and not self.closed:
+            try:
+                n = self.sock.send(self.outbuf)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:
+                log.debug("control client write error: %s", e)
+                self.close()
+                return
+            del self.outbuf[:n]
+        if self.closed:
+            return
+        if not self.outbuf and self.close_when_flushed:
+            self.close()
+            return
+        self._set_mask(selectors.EVENT_WRITE if self.outbuf else selectors.EVENT_READ)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._sel is not None and self._mask:
+            with contextlib.suppress(KeyError, ValueError):
+                self._sel.unregister(self.sock)
+        self._mask = 0
+        self.sock.close()
+        self._on_closed(self)

@@ -1,0 +1,259 @@
+"""The agent's control socket: a unix stream socket speaking JSON lines.
+
+One request per line, one response line per request, in order::
+
+    -> {"op": "status"}
+    <- {"ok": true, "result": {...the show document...}}
+    -> {"op": "macs", "segment": "lan"}
+    <- {"ok": true, "result": [{"segment": "lan", "mac": "52:54:00:12:34:56", ...}]}
+    -> {"op": "nope"}
+    <- {"ok": false, "error": "unknown op 'nope'; expected one of macs, ping, reload, status"}
+
+Everything runs on the agent's selector and never blocks: sockets are
+non-blocking, per-client buffers are bounded, a client that sends an
+over-long line or does not read its answers is dropped. Malformed requests
+get an error response; a failing `StatusSource` gets an error response and a
+log line, never an exception into the agent's loop. See docs/control-api.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import selectors
+import socket
+import stat
+from pathlib import Path
+from typing import Protocol
+
+from lanspan.control._conn import Conn
+
+__all__ = [
+    "MAX_CLIENTS",
+    "MAX_REQUEST_BYTES",
+    "OPS",
+    "ControlError",
+    "ControlServer",
+    "StatusSource",
+    "handle_request",
+]
+
+log = logging.getLogger("lanspan.control")
+
+OPS = ("macs", "ping", "reload", "status")
+MAX_REQUEST_BYTES = 64 * 1024  # one request line
+MAX_RESPONSE_BACKLOG = 64 * 1024 * 1024  # unread answers queued for one client
+MAX_CLIENTS = 32  # beyond this the longest-connected client is dropped
+
+
+class StatusSource(Protocol):
+    """What the agent exposes to the control socket and the metrics endpoint."""
+
+    def status(self) -> dict[str, object]:
+        """The `show` document (schema in docs/control-api.md)."""
+        ...
+
+    def macs(self, segment: str | None) -> list[dict[str, object]]:
+        """MAC table rows, all segments when `segment` is None."""
+        ...
+
+    def reload(self) -> dict[str, object]:
+        """Re-read the network file: {"ok": bool, "changes": [...], "error": str | None}."""
+        ...
+
+
+class ControlError(Exception):
+    """The control socket cannot be set up (path in use, not a socket, permissions)."""
+
+
+def _error(message: str) -> dict[str, object]:
+    return {"ok": False, "error": message}
+
+
+def handle_request(line: bytes, source: StatusSource) -> dict[str, object]:
+    """Answer one request line; pure apart from calling `source`. Never raises."""
+    try:
+        req = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        return _error(f"malformed request: not JSON ({e})")
+    if not isinstance(req, dict):
+        return _error('malformed request: expected a JSON object like {"op": "status"}')
+    op = req.get("op")
+    if not isinstance(op, str):
+        return _error('malformed request: missing "op" (string)')
+    if op not in OPS:
+        return _error(f"unknown op {op!r}; expected one of {', '.join(OPS)}")
+    try:
+        if op == "ping":
+            return {"ok": True, "result": "pong"}
+        if op == "status":
+            return {"ok": True, "result": source.status()}
+        if op == "macs":
+            segment = req.get("segment")
+            if segment is not None and not isinstance(segment, str):
+                return _error('malformed request: "segment" must be a string or null')
+            return {"ok": True, "result": source.macs(segment)}
+        return {"ok": True, "result": source.reload()}
+    except Exception as e:
+        log.exception("control op %r failed", op, extra={"fields": {"op": op}})
+        return _error(f"internal error in the agent while handling {op!r}: {e}")
+
+
+def _encode(response: dict[str, object]) -> bytes:
+    try:
+        text = json.dumps(response, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as e:
+        log.error("control response is not JSON-serialisable: %s", e)
+        text = json.dumps(_error(f"internal error: response not serialisable ({e})"))
+    return text.encode() + b"\n"
+
+
+def _someone_listens(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        return False
+    except OSError as e:
+        # EAGAIN (backlog full) or a timeout: something is there
+        return e.errno not in (errno.ECONNREFUSED, errno.ENOENT)
+    finally:
+        probe.close()
+    return True
+
+
+class ControlServer:
+    """Listens on `path` (mode 0600) and answers requests from `source`."""
+
+    def __init__(self, path: Path, source: StatusSource) -> None:
+        self.path = Path(path)
+        self._source = source
+        self._sel: selectors.BaseSelector | None = None
+        self._clients: list[Conn] = []
+        self._prepare_path()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)
+        try:
+            sock.bind(str(self.path))
+        except OSError as e:
+            sock.close()
+            raise ControlError(f"cannot bind control socket {self.path}: {e}") from e
+        finally:
+            os.umask(old_umask)
+        try:
+            os.chmod(self.path, 0o600)
+            st = os.stat(self.path)
+            self._ident = (st.st_dev, st.st_ino)
+            sock.listen(16)
+            sock.setblocking(False)
+        except OSError as e:
+            sock.close()
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            raise ControlError(f"cannot set up control socket {self.path}: {e}") from e
+        self._sock = sock
+        self._closed = False
+
+    def _prepare_path(self) -> None:
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            if not self.path.parent.is_dir():
+                raise ControlError(
+                    f"cannot create control socket {self.path}: "
+                    f"directory {self.path.parent} does not exist"
+                ) from None
+            return
+        if not stat.S_ISSOCK(st.st_mode):
+            raise ControlError(f"{self.path} exists and is not a socket; refusing to replace it")
+        if _someone_listens(self.path):
+            raise ControlError(
+                f"another agent is already listening on {self.path}; "
+                "stop it first or choose another --control path"
+            )
+        log.info("removing stale control socket %s", self.path)
+        self.path.unlink()
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def register(self, sel: selectors.BaseSelector) -> None:
+        """Watch the listening socket and every client on `sel`; data is a `handle(mask)`."""
+        self._sel = sel
+        sel.register(self._sock, selectors.EVENT_READ, self.handle)
+        for c in self._clients:
+            c.attach(sel)
+
+    def handle(self, mask: int) -> None:
+        """Accept every pending connection; never raises."""
+        while not self._closed:
+            try:
+                sock, _ = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                log.warning("control socket accept failed: %s", e)
+                return
+            if len(self._clients) >= MAX_CLIENTS:
+                oldest = self._clients[0]
+                log.warning("too many control clients; dropping the oldest")
+                oldest.close()
+            self._clients.append(
+                Conn(
+                    sock,
+                    self._sel,
+                    on_data=self._on_data,
+                    on_closed=self._on_closed,
+                    max_in=MAX_REQUEST_BYTES,
+                    max_out=MAX_RESPONSE_BACKLOG,
+                )
+            )
+
+    def _on_data(self, conn: Conn) -> None:
+        # answer complete lines while the client keeps up; the rest waits
+        while not conn.closed and not conn.outbuf:
+            nl = conn.inbuf.find(b"\n")
+            if nl < 0:
+                return
+            line = bytes(conn.inbuf[:nl]).strip()
+            del conn.inbuf[: nl + 1]
+            if not line:
+                continue
+            conn.send(_encode(handle_request(line, self._source)))
+
+    def _on_closed(self, conn: Conn) -> None:
+        with contextlib.suppress(ValueError):
+            self._clients.remove(conn)
+
+    @property
+    def client_count(self) -> int:
+        return len(self._clients)
+
+    def close(self) -> None:
+        """Close every client and the listener; unlink the socket file if it is still ours."""
+        if self._closed:
+            return
+        self._closed = True
+        for c in list(self._clients):
+            c.close()
+        if self._sel is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._sel.unregister(self._sock)
+        self._sock.close()
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return
+        if (st.st_dev, st.st_ino) == self._ident:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+    def __enter__(self) -> ControlServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
