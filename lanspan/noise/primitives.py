@@ -1,0 +1,142 @@
+"""Noise Protocol Framework primitives (revision 34): DH, HASH, HKDF, CipherState.
+
+DH is X25519, HASH is BLAKE2s (HASHLEN 32, BLOCKLEN 64), the cipher is
+ChaChaPoly (nonce: 4 zero bytes + 64-bit little-endian counter) or AESGCM
+(AES-256-GCM, nonce: 4 zero bytes + 64-bit big-endian counter).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+from typing import Literal
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+
+from lanspan.errors import BadPacket
+
+__all__ = [
+    "DHLEN",
+    "HASHLEN",
+    "MAX_NONCE",
+    "CipherName",
+    "CipherState",
+    "aead_for",
+    "dh",
+    "hash_",
+    "hkdf",
+    "hmac_hash",
+    "nonce_struct",
+    "public_key",
+]
+
+DHLEN = 32
+HASHLEN = 32
+MAX_NONCE = 2**64 - 1  # reserved by the spec: never used to encrypt
+
+CipherName = Literal["ChaChaPoly", "AESGCM"]
+
+_NONCE_LE = struct.Struct("<4xQ")
+_NONCE_BE = struct.Struct(">4xQ")
+
+
+def nonce_struct(cipher: CipherName) -> struct.Struct:
+    """The packer turning a 64-bit counter into this cipher's 96-bit nonce."""
+    return _NONCE_LE if cipher == "ChaChaPoly" else _NONCE_BE
+
+
+def aead_for(cipher: CipherName, key: bytes) -> ChaCha20Poly1305 | AESGCM:
+    return ChaCha20Poly1305(key) if cipher == "ChaChaPoly" else AESGCM(key)
+
+
+def public_key(private: bytes) -> bytes:
+    """X25519 public key of a 32-byte private key (clamped by `cryptography`)."""
+    return X25519PrivateKey.from_private_bytes(private).public_key().public_bytes_raw()
+
+
+def dh(private: bytes, public: bytes) -> bytes:
+    """X25519; a low-order public key (all-zero output) is a peer's fault."""
+    try:
+        return X25519PrivateKey.from_private_bytes(private).exchange(
+            X25519PublicKey.from_public_bytes(public)
+        )
+    except ValueError as exc:  # cryptography rejects an all-zero shared secret
+        raise BadPacket("bad_dh") from exc
+
+
+def hash_(data: bytes) -> bytes:
+    return hashlib.blake2s(data).digest()
+
+
+def hmac_hash(key: bytes, data: bytes) -> bytes:
+    return hmac.new(key, data, hashlib.blake2s).digest()
+
+
+def hkdf(chaining_key: bytes, ikm: bytes, outputs: int) -> tuple[bytes, ...]:
+    """Noise HKDF: 2 or 3 outputs of HASHLEN bytes."""
+    temp = hmac_hash(chaining_key, ikm)
+    out1 = hmac_hash(temp, b"\x01")
+    out2 = hmac_hash(temp, out1 + b"\x02")
+    if outputs == 2:
+        return out1, out2
+    return out1, out2, hmac_hash(temp, out2 + b"\x03")
+
+
+class CipherState:
+    """Noise CipherState: a key (or none) and a 64-bit nonce counter."""
+
+    __slots__ = ("_aead", "_cipher", "_nonce", "n")
+
+    def __init__(self, cipher: CipherName, key: bytes | None = None) -> None:
+        self._cipher: CipherName = cipher
+        self._nonce = nonce_struct(cipher)
+        self._aead: ChaCha20Poly1305 | AESGCM | None = None
+        self.n = 0
+        if key is not None:
+            self.initialize_key(key)
+
+    def __repr__(self) -> str:  # never show the key
+        return f"CipherState({self._cipher}, has_key={self.has_key()}, n={self.n})"
+
+    def initialize_key(self, key: bytes) -> None:
+        self._aead = aead_for(self._cipher, key)
+        self.n = 0
+
+    def has_key(self) -> bool:
+        return self._aead is not None
+
+    def set_nonce(self, n: int) -> None:
+        self.n = n
+
+    def encrypt_with_ad(self, ad: bytes, plaintext: bytes) -> bytes:
+        if self._aead is None:
+            return plaintext
+        if self.n >= MAX_NONCE:
+            raise OverflowError("nonce exhausted")
+        out = self._aead.encrypt(self._nonce.pack(self.n), plaintext, ad)
+        self.n += 1
+        return out
+
+    def decrypt_with_ad_untrusted(self, ad: bytes, ciphertext: bytes) -> bytes:
+        if self._aead is None:
+            return ciphertext
+        if self.n >= MAX_NONCE:
+            raise BadPacket("nonce_exhausted")
+        try:
+            out = self._aead.decrypt(self._nonce.pack(self.n), ciphertext, ad)
+        except InvalidTag as exc:
+            raise BadPacket("bad_auth") from exc
+        self.n += 1
+        return out
+
+    def rekey(self) -> None:
+        """REKEY(k) = first 32 bytes of ENCRYPT(k, maxnonce, zerolen, zeros)."""
+        if self._aead is None:
+            raise ValueError("no key")
+        key = self._aead.encrypt(self._nonce.pack(MAX_NONCE), bytes(32), b"")[:32]
+        n = self.n
+        self.initialize_key(key)
+        self.n = n
