@@ -1,0 +1,371 @@
+"""The lab file: sites, nodes, segments, guests, impairments and fault scenarios.
+
+`load_lab(path)` parses and validates a lab file once; errors name the file,
+the field and the bad value (`ConfigError`). The result is frozen and trusted
+by the expansion (`lanspan.lab.topology`) and the runner.
+
+Lab addresses come only from 198.18.0.0/15 and fd00::/8: a lab never routes
+anything that could leave the machine.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from ipaddress import IPv4Interface, IPv4Network, IPv6Interface, IPv6Network
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from lanspan.errors import ConfigError
+
+LAB_V4 = IPv4Network("198.18.0.0/15")
+LAB_V6 = IPv6Network("fd00::/8")
+
+Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]*$", min_length=1, max_length=24)]
+SiteName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]*$", min_length=1, max_length=12)]
+
+
+def _check_lab_address(value: Any) -> Any:
+    net = value.network if isinstance(value, IPv4Interface | IPv6Interface) else value
+    if isinstance(net, IPv4Network) and not net.subnet_of(LAB_V4):
+        raise ValueError(f"{value} is outside the lab range 198.18.0.0/15")
+    if isinstance(net, IPv6Network) and not net.subnet_of(LAB_V6):
+        raise ValueError(f"{value} is outside the lab range fd00::/8")
+    return value
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Impairment(_Model):
+    """Underlay impairment of a site's uplink (both directions)."""
+
+    loss: float = Field(default=0.0, ge=0, le=100)  # percent of packets dropped
+    delay_ms: float = Field(default=0.0, ge=0, le=10_000)  # added one-way delay
+    jitter_ms: float = Field(default=0.0, ge=0, le=10_000)  # uniform +- around delay
+    duplicate: float = Field(default=0.0, ge=0, le=100)  # percent sent twice
+    reorder: float = Field(default=0.0, ge=0, le=100)  # percent held back behind the next packet
+    corrupt: float = Field(default=0.0, ge=0, le=100)  # percent with one payload byte flipped
+
+    @property
+    def empty(self) -> bool:
+        return not any(
+            (self.loss, self.delay_ms, self.jitter_ms, self.duplicate, self.reorder, self.corrupt)
+        )
+
+    @property
+    def needs_userspace(self) -> bool:
+        """Anything but loss needs the userspace impairer (no netem here)."""
+        return bool(
+            self.delay_ms or self.jitter_ms or self.duplicate or self.reorder or self.corrupt
+        )
+
+
+class LabHeader(_Model):
+    name: Name
+    port: int = Field(default=51820, ge=1, le=65535)  # UDP port of every agent
+    cipher: Literal["aesgcm", "chachapoly"] = "aesgcm"
+    up_timeout: float = Field(default=60.0, gt=0, le=600)  # seconds to wait for every session
+    throughput_seconds: float = Field(default=3.0, gt=0, le=60)
+    min_throughput_mbps: float = Field(default=1.0, ge=0)
+
+
+class Segment(_Model):
+    name: Name
+    vlan: int = Field(ge=1, le=4094)
+    vni: int | None = Field(default=None, ge=1, le=2**24 - 1)
+    ipv4: IPv4Network
+    ipv6: IPv6Network | None = None
+    mtu: int = Field(default=1400, ge=576, le=9000)
+
+    _lab_v4 = field_validator("ipv4", "ipv6")(_check_lab_address)
+
+
+class Site(_Model):
+    name: SiteName
+    nat: bool = False  # a NAT (masquerade) in front of the site: its nodes have no endpoints
+    uplink: Impairment = Field(default_factory=Impairment)
+
+
+class Node(_Model):
+    name: Name
+    site: SiteName
+    segments: tuple[Name, ...] | None = None  # default: the segments its guests use
+    relay: bool = True
+
+
+class Guest(_Model):
+    """A machine plugged into a node: access (one segment) or trunk (several, tagged)."""
+
+    name: Name
+    node: Name
+    kind: Literal["access", "trunk"] = "access"
+    segment: Name | None = None  # access
+    segments: tuple[Name, ...] | None = None  # trunk
+    native: Name | None = None  # trunk: the segment travelling untagged
+    # access: ["198.18.10.11/24", ...]; trunk: {segment = [addresses]}
+    address: (
+        tuple[IPv4Interface | IPv6Interface, ...]
+        | dict[str, tuple[IPv4Interface | IPv6Interface, ...]]
+    ) = ()
+
+    @field_validator("address", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return (v,)
+        if isinstance(v, dict):
+            return {k: (x,) if isinstance(x, str) else x for k, x in v.items()}
+        return v
+
+    @model_validator(mode="after")
+    def _shape(self) -> Guest:
+        if self.kind == "access":
+            if self.segment is None:
+                raise ValueError("an access guest needs `segment`")
+            if self.segments is not None or self.native is not None:
+                raise ValueError("`segments`/`native` are for trunk guests; use `segment`")
+            if isinstance(self.address, dict):
+                raise ValueError('an access guest takes `address = ["a/len", ...]`')
+        else:
+            if not self.segments:
+                raise ValueError("a trunk guest needs `segments = [...]`")
+            if self.segment is not None:
+                raise ValueError("a trunk guest takes `segments`, not `segment`")
+            if self.native is not None and self.native not in self.segments:
+                raise ValueError(f"native = {self.native!r} is not in segments")
+            if not isinstance(self.address, dict) and self.address:
+                raise ValueError("a trunk guest takes `address = {segment = [...]}`")
+        addrs = self.address.values() if isinstance(self.address, dict) else [self.address]
+        for group in addrs:
+            for a in group:
+                _check_lab_address(a)
+        return self
+
+    @property
+    def guest_segments(self) -> tuple[str, ...]:
+        if self.kind == "access":
+            assert self.segment is not None
+            return (self.segment,)
+        assert self.segments is not None
+        return self.segments
+
+    def addresses(self, segment: str) -> tuple[IPv4Interface | IPv6Interface, ...]:
+        if isinstance(self.address, dict):
+            return self.address.get(segment, ())
+        return self.address
+
+
+class Probe(_Model):
+    source: Name  # guest sending the continuous probe
+    target: Name  # guest answering it (same segment)
+
+
+class Fault(_Model):
+    name: Name
+    kind: Literal["cut-uplink", "kill-agent", "impair"]
+    site: SiteName | None = None  # cut-uplink, impair
+    node: Name | None = None  # kill-agent
+    duration: float = Field(default=2.0, gt=0, le=120)  # seconds the fault lasts
+    recovery_timeout: float = Field(default=20.0, gt=0, le=300)  # seconds allowed to recover after
+    probe: Probe | None = None  # default: a pair of guests across the faulted place
+    impair: Impairment = Field(default_factory=Impairment)  # impair
+
+    @model_validator(mode="after")
+    def _shape(self) -> Fault:
+        if self.kind in ("cut-uplink", "impair") and self.site is None:
+            raise ValueError(f"a {self.kind} fault needs `site`")
+        if self.kind == "kill-agent" and self.node is None:
+            raise ValueError("a kill-agent fault needs `node`")
+        if self.kind == "impair" and self.impair.empty:
+            raise ValueError(
+                "an impair fault needs at least one of [fault.impair] loss, "
+                "delay_ms, jitter_ms, duplicate, reorder, corrupt"
+            )
+        return self
+
+
+class Lab(_Model):
+    lab: LabHeader
+    segment: tuple[Segment, ...] = Field(min_length=1)
+    site: tuple[Site, ...] = Field(min_length=1)
+    node: tuple[Node, ...] = Field(min_length=1)
+    guest: tuple[Guest, ...] = ()
+    fault: tuple[Fault, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.lab.name
+
+    def seg(self, name: str) -> Segment:
+        return next(s for s in self.segment if s.name == name)
+
+    def node_by_name(self, name: str) -> Node:
+        return next(n for n in self.node if n.name == name)
+
+    def guest_by_name(self, name: str) -> Guest:
+        return next(g for g in self.guest if g.name == name)
+
+    def node_segments(self, node: Node) -> tuple[str, ...]:
+        if node.segments is not None:
+            return node.segments
+        used: list[str] = []
+        for g in self.guest:
+            if g.node == node.name:
+                used += [s for s in g.guest_segments if s not in used]
+        return tuple(s.name for s in self.segment if s.name in used)
+
+
+def _cross_check(lab: Lab) -> list[str]:
+    """Rules between sections; each message names the field and the value."""
+    problems: list[str] = []
+
+    def dupes(kind: str, names: list[str]) -> None:
+        seen: set[str] = set()
+        for n in names:
+            if n in seen:
+                problems.append(f"{kind}: name {n!r} is used twice")
+            seen.add(n)
+
+    dupes("segment", [s.name for s in lab.segment])
+    dupes("segment.vlan", [str(s.vlan) for s in lab.segment])
+    dupes("site", [s.name for s in lab.site])
+    dupes("node/guest", [n.name for n in lab.node] + [g.name for g in lab.guest])
+    if len(lab.site) > 60:
+        problems.append(f"site: at most 60 sites (got {len(lab.site)})")
+    segs = {s.name for s in lab.segment}
+    sites = {s.name for s in lab.site}
+    nodes = {n.name: n for n in lab.node}
+    for i, n in enumerate(lab.node):
+        if n.site not in sites:
+            problems.append(f"node[{i}].site: unknown site {n.site!r} (sites: {sorted(sites)})")
+        for s in n.segments or ():
+            if s not in segs:
+                problems.append(f"node[{i}].segments: unknown segment {s!r}")
+    per_node: dict[str, int] = {}
+    used: dict[tuple[str, str], str] = {}
+    for i, g in enumerate(lab.guest):
+        if g.node not in nodes:
+            problems.append(f"guest[{i}].node: unknown node {g.node!r} (nodes: {sorted(nodes)})")
+            continue
+        per_node[g.node] = per_node.get(g.node, 0) + 1
+        node = nodes[g.node]
+        for s in g.guest_segments:
+            if s not in segs:
+                problems.append(f"guest[{i}].segment: unknown segment {s!r}")
+                continue
+            if node.segments is not None and s not in node.segments:
+                problems.append(
+                    f"guest[{i}].segment: {s!r} is not among node {g.node!r} segments "
+                    f"{list(node.segments)}"
+                )
+            seg = lab.seg(s)
+            for a in g.addresses(s):
+                net = seg.ipv4 if a.version == 4 else seg.ipv6
+                if net is None or a.network != net:
+                    problems.append(f"guest[{i}].address: {a} is not in segment {s!r} subnet {net}")
+                elif (s, str(a.ip)) in used:
+                    problems.append(
+                        f"guest[{i}].address: {a.ip} is already used by guest "
+                        f"{used[(s, str(a.ip))]!r}"
+                    )
+                else:
+                    used[(s, str(a.ip))] = g.name
+        if isinstance(g.address, dict):
+            for k in g.address:
+                if k not in g.guest_segments:
+                    problems.append(f"guest[{i}].address: {k!r} is not among its segments")
+        if g.kind == "trunk":
+            nets = [lab.seg(s).ipv4 for s in g.guest_segments if s in segs]
+            for n_i, na in enumerate(nets):
+                for nb in nets[n_i + 1 :]:
+                    if na.overlaps(nb):
+                        problems.append(
+                            f"guest[{i}].segments: a trunk guest holds all its segments in one "
+                            f"namespace; subnets {na} and {nb} overlap"
+                        )
+    for name, count in per_node.items():
+        if count > 50:
+            problems.append(f"node {name!r}: at most 50 guests (got {count})")
+    guests = {g.name: g for g in lab.guest}
+    for i, f in enumerate(lab.fault):
+        if f.site is not None and f.site not in sites:
+            problems.append(f"fault[{i}].site: unknown site {f.site!r}")
+        if f.node is not None and f.node not in nodes:
+            problems.append(f"fault[{i}].node: unknown node {f.node!r}")
+        if f.probe is not None:
+            for fld in ("source", "target"):
+                gname = getattr(f.probe, fld)
+                if gname not in guests:
+                    problems.append(f"fault[{i}].probe.{fld}: unknown guest {gname!r}")
+            if f.probe.source in guests and f.probe.target in guests:
+                common = set(guests[f.probe.source].guest_segments) & set(
+                    guests[f.probe.target].guest_segments
+                )
+                if not common:
+                    problems.append(
+                        f"fault[{i}].probe: guests {f.probe.source!r} and {f.probe.target!r} "
+                        "share no segment"
+                    )
+    dupes("fault", [f.name for f in lab.fault])
+    return problems
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.startswith(
+            ("function-after", "function-before", "tuple[", "dict[", "str", "int")
+        ):
+            continue
+        else:
+            out += f".{part}" if out else part
+    return out or "(top level)"
+
+
+def parse_lab(data: dict[str, Any], source: str) -> Lab:
+    """Validate a parsed lab document; raise ConfigError naming `source`."""
+    try:
+        lab = Lab.model_validate(data)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            msg = err["msg"].removeprefix("Value error, ")
+            where = _loc(tuple(err["loc"]))
+            if err["type"] == "missing":
+                problems.append(f"{where}: missing")
+            elif err["type"] == "extra_forbidden":
+                problems.append(f"{where}: unknown field")
+            else:
+                problems.append(f"{where}: {msg} (got {err.get('input')!r})")
+        raise ConfigError(source, problems) from None
+    problems = _cross_check(lab)
+    if problems:
+        raise ConfigError(source, problems)
+    return lab
+
+
+def load_lab(path: str | Path) -> Lab:
+    """Read and validate a lab file."""
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text())
+    except OSError as e:
+        raise ConfigError(str(p), [f"cannot read: {e.strerror}"]) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(str(p), [f"not valid TOML: {e}"]) from None
+    return parse_lab(data, str(p))
+
+
+__all__ = ["Fault", "Guest", "Impairment", "Lab", "Node", "Probe", "Segment", "Site", "load_lab"]

@@ -1,0 +1,340 @@
+"""Pure expansion of a lab: lab file -> namespaces, links, addresses, routes, network file.
+
+Nothing here touches the system; `expand()` is a function of the lab, the
+namespace prefix and the nodes' public keys, and its output is compared with
+golden files in the tests. The runner (`lanspan.lab.runner`) carries it out.
+
+Underlay plan (all from 198.19.0.0/16, inside the lab range 198.18.0.0/15):
+
+    core  <-- to-<site> / up0 -->  router of site i      198.19.0.<4(i-1)+1,+2>/30
+    router <-- n<j> / up0 -->      node j of site i       198.19.<i>.<4(j-1)+1,+2>/30
+
+The core routes 198.19.<i>.0/24 to site i unless the site is behind NAT: then
+the router masquerades, the core knows no route inside, and the site's nodes
+get no endpoints in the network file. Guests hang off their node by a veth:
+node side `gv<k>` (named as the port's interface in the network file), guest
+side `eth0`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from ipaddress import IPv4Interface, IPv4Network
+from typing import Any
+
+from lanspan.lab.model import Guest, Lab
+
+UNDERLAY = IPv4Network("198.19.0.0/16")
+CORE_SHORT = "core"
+PROBE_INTERFACE = "eth0"
+
+
+@dataclass(frozen=True)
+class Link:
+    """A veth pair; each end named, addressed by MAC, in its namespace."""
+
+    ns_a: str
+    if_a: str
+    mac_a: str
+    ns_b: str
+    if_b: str
+    mac_b: str
+    mtu: int = 1500
+
+
+@dataclass(frozen=True)
+class SitePlan:
+    name: str
+    ns: str  # the site router
+    core_if: str  # the core's interface towards this site
+    core_mac: str
+    router_mac: str
+    core_addr: str  # core side of the uplink
+    public_addr: str  # router side of the uplink (the NAT's public address)
+    prefix: str  # the site's underlay prefix
+    nat: bool
+
+
+@dataclass(frozen=True)
+class PortPlan:
+    guest: str
+    device: str  # node-side veth
+    kind: str  # access | trunk
+    segments: tuple[str, ...]
+    vlans: tuple[int, ...]
+    native_vlan: int | None
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    name: str
+    site: str
+    ns: str
+    underlay: str  # address/len on up0
+    endpoint: str | None  # host:port, None behind NAT
+    segments: tuple[str, ...]
+    ports: tuple[PortPlan, ...]
+
+
+@dataclass(frozen=True)
+class GuestIf:
+    ifname: str  # in the guest's namespace
+    segment: str
+    vlan: int | None  # None: untagged on eth0
+    addresses: tuple[str, ...]
+    mtu: int
+
+
+@dataclass(frozen=True)
+class GuestPlan:
+    name: str
+    node: str
+    ns: str
+    kind: str
+    interfaces: tuple[GuestIf, ...]
+
+    def on(self, segment: str) -> GuestIf | None:
+        for i in self.interfaces:
+            if i.segment == segment:
+                return i
+        return None
+
+
+@dataclass(frozen=True)
+class Plan:
+    lab: str
+    prefix: str
+    core_ns: str
+    namespaces: tuple[str, ...]  # in creation order
+    links: tuple[Link, ...]
+    sites: tuple[SitePlan, ...]
+    nodes: tuple[NodePlan, ...]
+    guests: tuple[GuestPlan, ...]
+    commands: tuple[tuple[str, tuple[str, ...]], ...]  # (namespace, argv) after the links
+    network_toml: str = field(repr=False)
+
+    def site(self, name: str) -> SitePlan:
+        return next(s for s in self.sites if s.name == name)
+
+    def node(self, name: str) -> NodePlan:
+        return next(n for n in self.nodes if n.name == name)
+
+    def guest(self, name: str) -> GuestPlan:
+        return next(g for g in self.guests if g.name == name)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["commands"] = [[ns, list(argv)] for ns, argv in self.commands]
+        del d["network_toml"]
+        return d
+
+
+def _mac(kind: int, a: int, b: int, c: int = 0) -> str:
+    return f"02:1a:{kind:02x}:{a:02x}:{b:02x}:{c:02x}"
+
+
+def _q(s: str) -> str:
+    return json.dumps(s)
+
+
+def _guest_ifs(lab: Lab, g: Guest, auto: dict[str, list[str]]) -> tuple[GuestIf, ...]:
+    out: list[GuestIf] = []
+    for s in g.guest_segments:
+        seg = lab.seg(s)
+        addrs = [str(a) for a in g.addresses(s)] or auto.get(f"{g.name}/{s}", [])
+        vlan: int | None = None
+        ifname = PROBE_INTERFACE
+        if g.kind == "trunk" and s != g.native:
+            vlan, ifname = seg.vlan, f"vl{seg.vlan}"
+        out.append(GuestIf(ifname, s, vlan, tuple(addrs), seg.mtu))
+    return tuple(out)
+
+
+def _auto_addresses(lab: Lab) -> dict[str, list[str]]:
+    """Guests without an address get one from their segment, from .101 up, skipping taken ones."""
+    taken: dict[str, set[str]] = {}
+    for g in lab.guest:
+        for s in g.guest_segments:
+            taken.setdefault(s, set()).update(str(a.ip) for a in g.addresses(s))
+    out: dict[str, list[str]] = {}
+    nxt: dict[str, int] = {}
+    for g in lab.guest:
+        for s in g.guest_segments:
+            if g.addresses(s):
+                continue
+            net = lab.seg(s).ipv4
+            i = nxt.get(s, 101)
+            while str(net[i]) in taken.setdefault(s, set()):
+                i += 1
+            taken[s].add(str(net[i]))
+            nxt[s] = i + 1
+            out[f"{g.name}/{s}"] = [str(IPv4Interface(f"{net[i]}/{net.prefixlen}"))]
+    return out
+
+
+def expand(lab: Lab, prefix: str, public_keys: dict[str, str]) -> Plan:
+    """The whole lab as data: what to create, in which order, and the network file."""
+
+    def ns(short: str) -> str:
+        return f"{prefix}-{short}"
+
+    core = ns(CORE_SHORT)
+    namespaces = [core]
+    links: list[Link] = []
+    cmds: list[tuple[str, tuple[str, ...]]] = []
+    sites: list[SitePlan] = []
+    nodes: list[NodePlan] = []
+    guests: list[GuestPlan] = []
+    auto = _auto_addresses(lab)
+
+    cmds.append((core, ("sysctl", "-qw", "net.ipv4.ip_forward=1")))
+    for i, site in enumerate(lab.site, start=1):
+        r = ns(f"r-{site.name}")
+        namespaces.append(r)
+        base = 4 * (i - 1)
+        core_addr, pub_addr = f"198.19.0.{base + 1}", f"198.19.0.{base + 2}"
+        core_if = f"to-{site.name}"
+        sp = SitePlan(
+            name=site.name,
+            ns=r,
+            core_if=core_if,
+            core_mac=_mac(1, i, 0),
+            router_mac=_mac(2, i, 0),
+            core_addr=core_addr,
+            public_addr=pub_addr,
+            prefix=f"198.19.{i}.0/24",
+            nat=site.nat,
+        )
+        sites.append(sp)
+        links.append(Link(core, core_if, sp.core_mac, r, "up0", sp.router_mac))
+        cmds += [
+            (core, ("ip", "addr", "add", f"{core_addr}/30", "dev", core_if)),
+            (r, ("ip", "addr", "add", f"{pub_addr}/30", "dev", "up0")),
+            (r, ("ip", "route", "add", "default", "via", core_addr)),
+            (r, ("sysctl", "-qw", "net.ipv4.ip_forward=1")),
+        ]
+        if site.nat:
+            cmds += [
+                (r, ("nft", "add", "table", "ip", "lablanspan")),
+                (
+                    r,
+                    (
+                        "nft", "add", "chain", "ip", "lablanspan", "post",
+                        "{ type nat hook postrouting priority 100 ; }",
+                    ),
+                ),
+                (r, ("nft", "add", "rule", "ip", "lablanspan", "post",
+                     "oifname", "up0", "masquerade")),
+            ]  # fmt: skip
+        else:
+            cmds.append((core, ("ip", "route", "add", sp.prefix, "via", pub_addr)))
+
+        site_nodes = [n for n in lab.node if n.site == site.name]
+        for j, node in enumerate(site_nodes, start=1):
+            nns = ns(f"n-{node.name}")
+            namespaces.append(nns)
+            nb = 4 * (j - 1)
+            gw, addr = f"198.19.{i}.{nb + 1}", f"198.19.{i}.{nb + 2}"
+            links.append(Link(r, f"n{j}", _mac(3, i, j), nns, "up0", _mac(4, i, j)))
+            cmds += [
+                (r, ("ip", "addr", "add", f"{gw}/30", "dev", f"n{j}")),
+                (nns, ("ip", "addr", "add", f"{addr}/30", "dev", "up0")),
+                (nns, ("ip", "route", "add", "default", "via", gw)),
+            ]
+            ports: list[PortPlan] = []
+            for k, g in enumerate(gg for gg in lab.guest if gg.node == node.name):
+                gns = ns(f"g-{g.name}")
+                namespaces.append(gns)
+                dev = f"gv{k}"
+                ifs = _guest_ifs(lab, g, auto)
+                mtu = max(x.mtu for x in ifs) + (4 if g.kind == "trunk" else 0)
+                links.append(Link(nns, dev, _mac(5, i, j, k), gns, "eth0", _mac(6, i, j, k), mtu))
+                vlans = tuple(lab.seg(s).vlan for s in g.guest_segments)
+                native = lab.seg(g.native).vlan if g.native else None
+                ports.append(PortPlan(g.name, dev, g.kind, g.guest_segments, vlans, native))
+                for gi in ifs:
+                    if gi.vlan is None:
+                        if g.kind == "access":
+                            cmds.append((gns, ("ip", "link", "set", "eth0", "mtu", str(gi.mtu))))
+                        for a in gi.addresses:
+                            cmds.append((gns, ("ip", "addr", "add", a, "dev", gi.ifname)))
+                guests.append(GuestPlan(g.name, node.name, gns, g.kind, ifs))
+            nodes.append(
+                NodePlan(
+                    name=node.name,
+                    site=site.name,
+                    ns=nns,
+                    underlay=f"{addr}/30",
+                    endpoint=None if site.nat else f"{addr}:{lab.lab.port}",
+                    segments=lab.node_segments(node),
+                    ports=tuple(ports),
+                )
+            )
+    network = render_network(lab, nodes, public_keys)
+    return Plan(
+        lab=lab.name,
+        prefix=prefix,
+        core_ns=core,
+        namespaces=tuple(namespaces),
+        links=tuple(links),
+        sites=tuple(sites),
+        nodes=tuple(nodes),
+        guests=tuple(guests),
+        commands=tuple(cmds),
+        network_toml=network,
+    )
+
+
+def render_network(lab: Lab, nodes: list[NodePlan], public_keys: dict[str, str]) -> str:
+    """The network file the agents read, in the format of examples/network.toml."""
+    out = [
+        f"# Generated by `lanspan lab` from lab {lab.name!r}; do not edit.",
+        "",
+        "[network]",
+        f"name = {_q(lab.name)}",
+        f"port = {lab.lab.port}",
+        f"cipher = {_q(lab.lab.cipher)}",
+        "",
+    ]
+    for s in lab.segment:
+        out += [
+            "[[segment]]",
+            f"name = {_q(s.name)}",
+            f"vlan = {s.vlan}",
+            f"vni = {s.vni or s.vlan}",
+            f"ipv4 = {_q(str(s.ipv4))}",
+        ]
+        if s.ipv6:
+            out.append(f"ipv6 = {_q(str(s.ipv6))}")
+        out += [f"mtu = {s.mtu}", ""]
+    for n in nodes:
+        lab_node = lab.node_by_name(n.name)
+        out += [
+            "[[node]]",
+            f"name = {_q(n.name)}",
+            f"site = {_q(n.site)}",
+            f"public_key = {_q(public_keys[n.name])}",
+            "endpoints = [" + (_q(n.endpoint) if n.endpoint else "") + "]",
+            "segments = [" + ", ".join(_q(s) for s in n.segments) + "]",
+        ]
+        if not lab_node.relay:
+            out.append("relay = false")
+        for p in n.ports:
+            out += ["", "  [[node.port]]", f"  kind = {_q(p.kind)}", f"  name = {_q(p.guest)}"]
+            if p.kind == "access":
+                out.append(f"  segment = {_q(p.segments[0])}")
+            out.append(f"  interface = {_q(p.device)}")
+            if p.kind == "trunk":
+                out.append("  vlans = [" + ", ".join(str(v) for v in p.vlans) + "]")
+                if p.native_vlan is not None:
+                    out.append(f"  native_vlan = {p.native_vlan}")
+        out.append("")
+    return "\n".join(out)
+
+
+def default_prefix(lab_name: str) -> str:
+    return f"lsl-{lab_name}"
+
+
+__all__ = ["GuestPlan", "Link", "NodePlan", "Plan", "SitePlan", "default_prefix", "expand"]

@@ -1,0 +1,156 @@
+"""The lab expansion is pure: lab file -> namespaces, links, addresses, network file (golden)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from lanspan.errors import ConfigError
+from lanspan.lab.model import load_lab, parse_lab
+from lanspan.lab.topology import expand
+
+ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = Path(__file__).resolve().parent / "data" / "lab"
+EXAMPLES = ["small", "three-datacenters", "hubs-nat"]
+UPDATE = os.environ.get("LANSPAN_UPDATE_GOLDEN") == "1"
+
+
+def fake_keys(names: list[str]) -> dict[str, str]:
+    return {n: base64.b64encode(bytes([i + 1]) * 32).decode() for i, n in enumerate(names)}
+
+
+def _golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if UPDATE:
+        path.write_text(text)
+    assert path.read_text() == text, f"{path} differs; LANSPAN_UPDATE_GOLDEN=1 rewrites it"
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_expansion_matches_golden(example: str) -> None:
+    lab = load_lab(ROOT / "examples" / f"{example}.toml")
+    plan = expand(lab, "lsl-t", fake_keys([n.name for n in lab.node]))
+    _golden(f"{example}.plan.json", json.dumps(plan.to_json(), indent=1, sort_keys=True) + "\n")
+    _golden(f"{example}.network.toml", plan.network_toml)
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_generated_network_file_loads(example: str, tmp_path: Path) -> None:
+    config = pytest.importorskip("lanspan.config")
+    load_network = getattr(config, "load_network", None)
+    if load_network is None:
+        pytest.skip("lanspan.config.load_network not written yet")
+    lab = load_lab(ROOT / "examples" / f"{example}.toml")
+    plan = expand(lab, "lsl-t", fake_keys([n.name for n in lab.node]))
+    f = tmp_path / "network.toml"
+    f.write_text(plan.network_toml)
+    net = load_network(f)
+    assert {n.name for n in net.nodes} == {n.name for n in lab.node}
+
+
+def test_expansion_is_deterministic_and_addresses_stay_in_lab_range() -> None:
+    lab = load_lab(ROOT / "examples" / "three-datacenters.toml")
+    keys = fake_keys([n.name for n in lab.node])
+    a, b = expand(lab, "p", keys), expand(lab, "p", keys)
+    assert a == b
+    text = json.dumps(a.to_json())
+    import re
+    from ipaddress import ip_address
+
+    for m in re.findall(r"\b(\d+\.\d+\.\d+\.\d+)\b", text):
+        assert ip_address(m) in __import__("ipaddress").ip_network("198.18.0.0/15"), m
+
+
+def test_nat_site_nodes_have_no_endpoint_and_core_has_no_route_inside() -> None:
+    lab = load_lab(ROOT / "examples" / "hubs-nat.toml")
+    plan = expand(lab, "p", fake_keys([n.name for n in lab.node]))
+    assert plan.node("br1-n1").endpoint is None
+    assert plan.node("hub-a1").endpoint == "198.19.1.2:51820"
+    core_routes = [argv for ns, argv in plan.commands if ns == plan.core_ns and "route" in argv]
+    assert [r[3] for r in core_routes] == ["198.19.1.0/24", "198.19.2.0/24"]
+    assert any("masquerade" in argv for ns, argv in plan.commands if ns == "p-r-branch1")
+    # auto-assigned guest addresses (hub-a-vm took .101)
+    assert plan.guest("br1-vm").interfaces[0].addresses == ("198.18.20.102/24",)
+
+
+def _errors(doc: str, tmp_path: Path) -> list[str]:
+    f = tmp_path / "bad.toml"
+    f.write_text(doc)
+    with pytest.raises(ConfigError) as e:
+        load_lab(f)
+    assert e.value.source == str(f)
+    assert str(f) in e.value.render()
+    return e.value.problems
+
+
+BASE = """
+[lab]
+name = "t"
+[[segment]]
+name = "lan"
+vlan = 10
+ipv4 = "198.18.10.0/24"
+[[site]]
+name = "gra"
+[[node]]
+name = "n1"
+site = "gra"
+"""
+
+
+def test_minimal_lab_is_valid() -> None:
+    import tomllib
+
+    lab = parse_lab(tomllib.loads(BASE), "mem")
+    assert lab.name == "t"
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (
+            '[[guest]]\nname = "g"\nnode = "nope"\nsegment = "lan"\n',
+            "guest[0].node: unknown node 'nope'",
+        ),
+        (
+            '[[guest]]\nname = "g"\nnode = "n1"\nsegment = "wan"\n',
+            "guest[0].segment: unknown segment 'wan'",
+        ),
+        (
+            '[[guest]]\nname = "g"\nnode = "n1"\nsegment = "lan"\naddress = ["10.0.0.1/24"]\n',
+            "outside the lab range",
+        ),
+        (
+            '[[guest]]\nname = "g"\nnode = "n1"\nsegment = "lan"\naddress = ["198.18.99.1/24"]\n',
+            "guest[0].address: 198.18.99.1/24 is not in segment 'lan' subnet 198.18.10.0/24",
+        ),
+        ('[[fault]]\nname = "f"\nkind = "cut-uplink"\n', "needs `site`"),
+        ('[[fault]]\nname = "f"\nkind = "explode"\nsite = "gra"\n', "fault[0].kind"),
+        (
+            '[[fault]]\nname = "f"\nkind = "kill-agent"\nnode = "n9"\n',
+            "fault[0].node: unknown node 'n9'",
+        ),
+        ('[[site]]\nname = "gra"\n', "site: name 'gra' is used twice"),
+        ('[[node]]\nname = "n2"\nsite = "ams"\n', "node[1].site: unknown site 'ams'"),
+        ('[[site]]\nname = "x"\ncolour = "red"\n', "site[1].colour: unknown field"),
+    ],
+)
+def test_errors_name_field_and_value(extra: str, expected: str, tmp_path: Path) -> None:
+    problems = _errors(BASE + extra, tmp_path)
+    assert any(expected in p for p in problems), problems
+
+
+def test_bad_vlan_and_range(tmp_path: Path) -> None:
+    doc = BASE.replace("vlan = 10", "vlan = 5000").replace("198.18.10.0/24", "192.168.1.0/24")
+    problems = _errors(doc, tmp_path)
+    assert any(p.startswith("segment[0].vlan:") and "5000" in p for p in problems), problems
+    assert any(p.startswith("segment[0].ipv4:") and "192.168.1.0/24" in p for p in problems)
+
+
+def test_not_toml(tmp_path: Path) -> None:
+    problems = _errors("[lab\n", tmp_path)
+    assert "not valid TOML" in problems[0]
