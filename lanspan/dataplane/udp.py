@@ -196,6 +196,12 @@ class UdpEndpoint:
             try:
                 self._sock.sendmsg(run, [(SOL_UDP, UDP_SEGMENT, _SEG.pack(len(run[0])))], 0, sa)
             except OSError as e:
+                if e.errno == errno.EMSGSIZE:
+                    # segments larger than the path MTU: the kernel may still
+                    # fragment them one by one
+                    for d in run:
+                        self._sendto(d, sa)
+                    continue
                 if e.errno in _GSO_OFF_ERRNOS and self.gso:
                     self.gso = False
                     log.warning("UDP GSO refused (%s); sending datagrams one by one", e)

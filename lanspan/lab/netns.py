@@ -8,12 +8,14 @@ namespaces it added. Nothing here matches by pattern.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import secrets
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -150,6 +152,38 @@ class Netns:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_CLONE_NEWNET = 0x40000000
+
+
+def _setns(fd: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, _CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+@contextmanager
+def entered(ns: str) -> Iterator[None]:
+    """Run the calling thread inside namespace `ns` for the `with` block.
+
+    Sockets and devices opened inside keep living in `ns` after the block;
+    the thread returns to the namespace it came from.
+    """
+    back = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        target = os.open(f"/run/netns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _setns(target)
+        finally:
+            os.close(target)
+        try:
+            yield
+        finally:
+            _setns(back)
+    finally:
+        os.close(back)
 
 
 def require_root() -> str | None:

@@ -1,0 +1,113 @@
+"""UdpEndpoint: batching rules (pure) and GSO/GRO round trips between namespaces."""
+
+from __future__ import annotations
+
+import select
+import time
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lanspan.dataplane.udp import MAX_GSO_BYTES, MAX_GSO_SEGMENTS, Addr, UdpEndpoint, chunks
+from lanspan.lab.netns import Netns, entered, require_root
+
+
+@given(st.lists(st.integers(1, 3000).map(bytes), max_size=300))
+def test_chunks_rules(sizes: list[bytes]) -> None:
+    datagrams = [bytes([i % 256]) * len(b) for i, b in enumerate(sizes)]
+    out = chunks(datagrams)
+    assert [d for run in out for d in run] == datagrams
+    for run in out:
+        assert 1 <= len(run) <= MAX_GSO_SEGMENTS
+        assert sum(map(len, run)) <= MAX_GSO_BYTES
+        seg = len(run[0])
+        assert all(len(d) == seg for d in run[:-1])
+        assert len(run[-1]) <= seg
+
+
+def test_chunks_examples() -> None:
+    a, b = b"a" * 1400, b"b" * 300
+    assert chunks([a] * 3 + [b]) == [[a, a, a, b]]
+    assert chunks([b, a]) == [[b], [a]]
+    assert chunks([a, b, a]) == [[a, b], [a]]
+    big = [a] * 100
+    assert [len(r) for r in chunks(big)] == [46, 46, 8]  # 46 * 1400 <= 65507 < 47 * 1400
+    small = [b"x" * 100] * 130
+    assert [len(r) for r in chunks(small)] == [64, 64, 2]
+
+
+root = pytest.mark.skipif(require_root() is not None, reason=str(require_root()))
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[Netns, str, str]]:
+    with Netns() as n:
+        a, b = n.add("ua"), n.add("ub")
+        n.veth(a, "u0", b, "u0")
+        n.address(a, "u0", "198.18.8.1/24")
+        n.address(b, "u0", "198.18.8.2/24")
+        n.address(a, "u0", "fd00:8::1/64")
+        n.address(b, "u0", "fd00:8::2/64")
+        yield n, a, b
+
+
+def _receive(ep: UdpEndpoint, want: int, timeout: float = 5.0) -> tuple[list[bytes], list[Addr]]:
+    got: list[bytes] = []
+    addrs: list[Addr] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < want:
+        left = deadline - time.monotonic()
+        assert left > 0, f"received {len(got)} of {want} datagrams"
+        select.select([ep], [], [], left)
+        while (r := ep.recv_batch()) is not None:
+            got += r[0]
+            addrs.append(r[1])
+    return got, addrs
+
+
+@pytest.mark.netns
+@root
+@pytest.mark.parametrize(("src", "dst"), [("198.18.8.1", "198.18.8.2"), ("fd00:8::1", "fd00:8::2")])
+def test_gso_gro_round_trip(pair: tuple[Netns, str, str], src: str, dst: str) -> None:
+    _, a, b = pair
+    with entered(a):
+        ea = UdpEndpoint.bind(0)
+    with entered(b):
+        eb = UdpEndpoint.bind(0)
+    with ea, eb:
+        assert ea.gso and eb.gro, "this kernel should offer UDP GSO and GRO"
+        sent: list[bytes] = []
+        for k in range(5):
+            batch = [bytes([k, i]) * 700 for i in range(44)] + [bytes([k, 99]) * 100]
+            sent += batch
+            ea.send_batch((dst, eb.port), batch)
+        odd = [b"q" * n for n in (1, 1500, 20, 20, 20, 9000)]
+        sent += odd
+        ea.send_batch((dst, eb.port), odd)
+        got, addrs = _receive(eb, len(sent))
+        assert got == sent  # boundaries and order kept
+        assert set(addrs) == {(src, ea.port)}  # IPv4-mapped shown as plain IPv4
+        assert ea.counters.tx_calls < len(sent)  # really batched on send
+        assert eb.counters.rx_calls < len(sent)  # and coalesced on receive
+        assert ea.counters.tx_errors == 0
+
+
+@pytest.mark.netns
+@root
+def test_fallback_without_gso_and_unreachable(pair: tuple[Netns, str, str]) -> None:
+    _, a, b = pair
+    with entered(a):
+        ea = UdpEndpoint.bind(0)
+    with entered(b):
+        eb = UdpEndpoint.bind(0, host="::")
+    with ea, eb:
+        ea.gso = False
+        sent = [bytes([i]) * 1000 for i in range(10)]
+        ea.send_batch(("::ffff:198.18.8.2", eb.port), sent)  # mapped form accepted too
+        got, addrs = _receive(eb, len(sent))
+        assert got == sent and addrs[0] == ("198.18.8.1", ea.port)
+        assert ea.counters.tx_calls == len(sent)
+        ea.send_batch(("198.51.100.1", 9), [b"x"] * 3)  # no route: counted, not raised
+        assert ea.counters.tx_errors == 3 and "unreachable" in ea.counters.last_error.lower()
