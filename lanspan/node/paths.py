@@ -1,0 +1,175 @@
+"""Underlay paths to one peer: probed liveness, RTT, loss, and the active choice.
+
+Each configured endpoint of a peer is one path; an authenticated packet from
+an address we did not know adds a learned path (roaming, NAT rebinding).
+A path is up while probe acks keep arriving: `probe_multiplier` intervals
+without one takes it down (BFD-like). Traffic uses the best up path; a path
+that comes back must stay up for `hold_down` seconds before it is preferred
+again, unless nothing else is up.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from lanspan.config.model import Timers
+from lanspan.wire.control import Probe
+
+Addr = tuple[str, int]
+
+MAX_LEARNED = 4
+LOSS_WINDOW = 20
+# A better path must beat the active one by this factor to take over.
+SWITCH_FACTOR = 0.7
+
+
+@dataclass(slots=True)
+class Path:
+    addr: Addr
+    configured: bool
+    up: bool = False
+    up_since: float | None = None
+    last_ack: float | None = None
+    last_seen: float | None = None
+    rtt: float | None = None  # smoothed, seconds
+    outstanding: dict[int, float] = field(default_factory=dict)  # seq -> sent at
+    results: deque[bool] = field(default_factory=lambda: deque(maxlen=LOSS_WINDOW))
+
+    @property
+    def loss(self) -> float:
+        return self.results.count(False) / len(self.results) if self.results else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class PathEvent:
+    kind: str  # "path_up", "path_down", "path_switch", "path_learned"
+    addr: Addr
+    detail: str = ""
+
+
+class PeerPaths:
+    def __init__(self, endpoints: Sequence[Addr], timers: Timers) -> None:
+        self.timers = timers
+        self.paths: list[Path] = [Path(a, configured=True) for a in endpoints]
+        self.active: Path | None = None
+        self._seq = 0
+        self.events: list[PathEvent] = []
+
+    @property
+    def dead_after(self) -> float:
+        return self.timers.probe_interval * self.timers.probe_multiplier
+
+    def set_endpoints(self, endpoints: Sequence[Addr]) -> None:
+        """New configured endpoints; paths that stay keep their state."""
+        keep = {p.addr: p for p in self.paths}
+        learned = [p for p in self.paths if not p.configured and p.addr not in endpoints]
+        self.paths = [keep.get(a) or Path(a, configured=True) for a in endpoints] + learned
+        for p in self.paths[: len(endpoints)]:
+            p.configured = True
+        if self.active is not None and self.active not in self.paths:
+            self.active = None
+        # Probe indexes changed: outstanding probes would be credited to the wrong path.
+        for p in self.paths:
+            p.outstanding.clear()
+
+    def find(self, addr: Addr) -> Path | None:
+        for p in self.paths:
+            if p.addr == addr:
+                return p
+        return None
+
+    def destination(self) -> Addr | None:
+        """Where data goes now: the active path, else the freshest sign of life."""
+        if self.active is not None:
+            return self.active.addr
+        seen = [p for p in self.paths if p.last_seen is not None]
+        if seen:
+            return max(seen, key=lambda p: p.last_seen or 0.0).addr
+        return self.paths[0].addr if self.paths else None
+
+    def candidates(self) -> list[Addr]:
+        """Where a handshake goes when no path is known to work: all of them."""
+        if self.active is not None:
+            return [self.active.addr]
+        return [p.addr for p in self.paths]
+
+    def probes(self, now: float) -> list[tuple[Addr, Probe]]:
+        out = []
+        stamp = int(now * 1e9)
+        for index, p in enumerate(self.paths):
+            self._seq = (self._seq + 1) & 0xFFFFFFFF
+            p.outstanding[self._seq] = now
+            out.append((p.addr, Probe(False, index, self._seq, stamp)))
+        return out
+
+    def ack(self, probe: Probe, now: float) -> None:
+        if probe.path >= len(self.paths):
+            return
+        p = self.paths[probe.path]
+        sent = p.outstanding.pop(probe.seq, None)
+        if sent is None:
+            return  # late, duplicated or for a path that was replaced
+        p.results.append(True)
+        sample = now - sent
+        p.rtt = sample if p.rtt is None else 0.8 * p.rtt + 0.2 * sample
+        p.last_ack = now
+        if not p.up:
+            p.up, p.up_since = True, now
+            self.events.append(PathEvent("path_up", p.addr, f"rtt {sample * 1000:.2f} ms"))
+        self._choose(now)
+
+    def seen(self, src: Addr, now: float) -> None:
+        """An authenticated datagram arrived from `src`."""
+        p = self.find(src)
+        if p is None:
+            p = Path(src, configured=False)
+            learned = [q for q in self.paths if not q.configured]
+            if len(learned) >= MAX_LEARNED:
+                self.paths.remove(min(learned, key=lambda q: q.last_seen or 0.0))
+            self.paths.append(p)
+            self.events.append(PathEvent("path_learned", src))
+            if not any(q.configured for q in self.paths):
+                # A peer we cannot dial (behind NAT): its newest address is the way back.
+                self._activate(p, now, "roamed")
+        p.last_seen = now
+        if self.active is None:
+            self._choose(now, fallback=p)
+
+    def check(self, now: float) -> None:
+        """Expire outstanding probes and declare silent paths down."""
+        for p in self.paths:
+            for seq in [s for s, t in p.outstanding.items() if now - t > self.dead_after]:
+                del p.outstanding[seq]
+                p.results.append(False)
+            if p.up and (p.last_ack is None or now - p.last_ack > self.dead_after):
+                p.up, p.up_since = False, None
+                self.events.append(PathEvent("path_down", p.addr, "probes unanswered"))
+        self._choose(now)
+
+    def _eligible(self, p: Path, now: float) -> bool:
+        return p.up and p.up_since is not None and now - p.up_since >= self.timers.hold_down
+
+    def _choose(self, now: float, fallback: Path | None = None) -> None:
+        up = [p for p in self.paths if p.up]
+        eligible = [p for p in up if self._eligible(p, now)] or up
+        best = min(eligible, key=lambda p: p.rtt if p.rtt is not None else 1e9, default=None)
+        cur = self.active
+        if best is None:
+            if cur is not None and cur.up is False and fallback is None:
+                return  # keep sending where we last could; nothing better known
+            if fallback is not None and cur is None:
+                self._activate(fallback, now, "first sign of life")
+            return
+        if cur is None or not cur.up:
+            self._activate(best, now, "active path down" if cur else "first path up")
+        elif best is not cur and cur.rtt is not None and best.rtt is not None:
+            if self._eligible(best, now) and best.rtt < SWITCH_FACTOR * cur.rtt:
+                self._activate(best, now, f"rtt {best.rtt * 1000:.2f} ms < {cur.rtt * 1000:.2f}")
+
+    def _activate(self, p: Path, now: float, why: str) -> None:
+        if self.active is p:
+            return
+        self.active = p
+        self.events.append(PathEvent("path_switch", p.addr, why))

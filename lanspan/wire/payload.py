@@ -1,0 +1,128 @@
+"""What travels inside a session: VXLAN-headed frames, fragments, control messages.
+
+Every plaintext of a transport message starts with an 8-byte VXLAN header
+(RFC 7348), so plain mode and encrypted mode share one frame format::
+
+     0               1               2               3
+    +---------------+---------------+---------------+---------------+
+    |     flags     |                reserved (0)                   |
+    +---------------+---------------+---------------+---------------+
+    |                 VNI (24 bits)                 | reserved (0)  |
+    +---------------+---------------+---------------+---------------+
+
+flags: I (0x08) — the VNI is valid, an Ethernet frame follows (RFC 7348).
+Inside a session lanspan also uses bits that RFC 7348 reserves (they are
+never set in plain VXLAN mode):
+
+- O (0x01) offload: the body starts with a 10-byte virtio_net_hdr that
+  describes checksum and segmentation state of a (super)frame.
+- F (0x02) fragment: the body starts with a fragment header
+  ``u16 superframe id (BE), u8 index, u8 count``; the bodies of fragments
+  0..count-1 concatenated form the body of the original message.
+- C (0x80) control: lanspan's own message (probes, reachability); VNI 0.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from lanspan.errors import BadPacket
+
+FLAG_I = 0x08
+FLAG_O = 0x01
+FLAG_F = 0x02
+FLAG_C = 0x80
+_KNOWN_FLAGS = FLAG_I | FLAG_O | FLAG_F | FLAG_C
+
+HEADER_LEN = 8
+FRAG_HEADER_LEN = 4
+VNET_LEN = 10
+MAX_FRAGMENTS = 64
+# Largest reassembled body: a 64 KiB GSO superframe, an 802.1Q tag and a vnet header.
+MAX_BODY = 65535 + 4 + 14 + VNET_LEN
+
+_HEADER = struct.Struct("!B3xI")  # flags, VNI << 8
+_FRAG = struct.Struct("!HBB")
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """A parsed payload header; `body` is what follows it (after a fragment header)."""
+
+    flags: int
+    vni: int
+    body: bytes
+    frag_id: int = 0
+    frag_index: int = 0
+    frag_count: int = 0
+
+    @property
+    def is_control(self) -> bool:
+        return bool(self.flags & FLAG_C)
+
+    @property
+    def has_offload(self) -> bool:
+        return bool(self.flags & FLAG_O)
+
+    @property
+    def is_fragment(self) -> bool:
+        return bool(self.flags & FLAG_F)
+
+
+def header(flags: int, vni: int) -> bytes:
+    return _HEADER.pack(flags, vni << 8)
+
+
+def build_frame(vni: int, frame: bytes, vnet: bytes | None = None) -> bytes:
+    """One whole frame; `vnet` (10 bytes) carries offload state when not None."""
+    if vnet is None:
+        return _HEADER.pack(FLAG_I, vni << 8) + frame
+    return _HEADER.pack(FLAG_I | FLAG_O, vni << 8) + vnet + frame
+
+
+def build_control(body: bytes) -> bytes:
+    return _HEADER.pack(FLAG_C, 0) + body
+
+
+def build_fragments(
+    vni: int, body: bytes, offload: bool, frag_id: int, max_plaintext: int
+) -> list[bytes]:
+    """Split `body` into payloads of at most `max_plaintext` bytes.
+
+    All but the last fragment have the same size, which lets the socket layer
+    hand them to the kernel as one UDP GSO batch.
+    """
+    chunk = max_plaintext - HEADER_LEN - FRAG_HEADER_LEN
+    count = -(-len(body) // chunk)
+    if count > MAX_FRAGMENTS or chunk <= 0:
+        raise ValueError(f"body of {len(body)} B needs {count} fragments of {chunk} B")
+    head = _HEADER.pack(FLAG_I | FLAG_F | (FLAG_O if offload else 0), vni << 8)
+    fid = frag_id & 0xFFFF
+    return [
+        head + _FRAG.pack(fid, i, count) + body[i * chunk : (i + 1) * chunk] for i in range(count)
+    ]
+
+
+def parse_untrusted(data: bytes) -> Payload:
+    """Parse a decrypted payload; raise BadPacket naming what is wrong."""
+    if len(data) < HEADER_LEN:
+        raise BadPacket("payload_short", f"{len(data)} B")
+    flags, word = _HEADER.unpack_from(data)
+    if flags & ~_KNOWN_FLAGS or word & 0xFF:
+        raise BadPacket("payload_reserved_bits", f"flags {flags:#04x}")
+    vni = word >> 8
+    if flags & FLAG_C:
+        if flags != FLAG_C or vni:
+            raise BadPacket("payload_bad_control_header", f"flags {flags:#04x}")
+        return Payload(flags, 0, data[HEADER_LEN:])
+    if not flags & FLAG_I or vni == 0:
+        raise BadPacket("payload_no_vni", f"flags {flags:#04x} vni {vni}")
+    if flags & FLAG_F:
+        if len(data) < HEADER_LEN + FRAG_HEADER_LEN:
+            raise BadPacket("fragment_short", f"{len(data)} B")
+        fid, index, count = _FRAG.unpack_from(data, HEADER_LEN)
+        if count < 1 or count > MAX_FRAGMENTS or index >= count:
+            raise BadPacket("fragment_bad_index", f"{index}/{count}")
+        return Payload(flags, vni, data[HEADER_LEN + FRAG_HEADER_LEN :], fid, index, count)
+    return Payload(flags, vni, data[HEADER_LEN:])

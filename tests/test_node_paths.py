@@ -1,0 +1,91 @@
+"""Path liveness, failover, hold-down and roaming, with a fake clock."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from lanspan.config.model import Timers
+from lanspan.node.paths import PeerPaths
+
+A = ("198.18.0.1", 51820)
+B = ("198.18.1.1", 51820)
+T = Timers(probe_interval=0.2, probe_multiplier=3, hold_down=2.0)
+
+
+def run(
+    paths: PeerPaths,
+    start: float,
+    end: float,
+    dead: set[tuple[str, int]],
+    rtt: dict[tuple[str, int], float],
+) -> float:
+    """Probe every interval; answer probes on live paths after their RTT."""
+    now = start
+    while now < end:
+        paths.check(now)
+        for addr, probe in paths.probes(now):
+            if addr not in dead:
+                paths.ack(replace(probe, ack=True), now + rtt.get(addr, 0.001))
+        now = round(now + T.probe_interval, 6)
+    return now
+
+
+def test_first_path_up_becomes_active_and_lowest_rtt_wins() -> None:
+    p = PeerPaths([A, B], T)
+    assert p.destination() == A and p.candidates() == [A, B]
+    run(p, 0.0, 5.0, set(), {A: 0.010, B: 0.001})
+    assert p.active is not None and p.active.addr == B
+    kinds = [e.kind for e in p.events]
+    assert kinds.count("path_up") == 2 and "path_switch" in kinds
+
+
+def test_dead_active_path_fails_over_within_detection_time() -> None:
+    p = PeerPaths([A, B], T)
+    now = run(p, 0.0, 5.0, set(), {A: 0.001, B: 0.005})
+    assert p.active is not None and p.active.addr == A
+    cut = now
+    while p.active is not None and p.active.addr == A:
+        now = run(p, now, now + T.probe_interval, {A}, {B: 0.005})
+    assert p.active is not None and p.active.addr == B
+    # detection within interval x multiplier plus one probe period
+    assert now - cut <= T.probe_interval * (T.probe_multiplier + 2)
+    run(p, now, now + 1.0, {A}, {B: 0.005})
+    assert not p.paths[0].up and p.paths[0].loss > 0
+
+
+def test_recovered_path_waits_out_hold_down() -> None:
+    p = PeerPaths([A, B], T)
+    now = run(p, 0.0, 5.0, set(), {A: 0.001, B: 0.005})
+    now = run(p, now, now + 2.0, {A}, {B: 0.005})
+    assert p.active is not None and p.active.addr == B
+    back = now
+    while p.active is not None and p.active.addr == B:
+        now = run(p, now, now + T.probe_interval, set(), {A: 0.001, B: 0.005})
+    assert now - back >= T.hold_down
+
+
+def test_only_path_back_is_used_at_once() -> None:
+    p = PeerPaths([A], T)
+    now = run(p, 0.0, 1.0, set(), {})
+    now = run(p, now, now + 2.0, {A}, {})
+    assert p.active is not None and not p.active.up
+    run(p, now, now + 0.4, set(), {})
+    assert p.active is not None and p.active.up
+
+
+def test_roaming_peer_without_endpoints_follows_its_newest_address() -> None:
+    p = PeerPaths([], T)
+    assert p.destination() is None
+    p.seen(A, 0.0)
+    assert p.destination() == A
+    p.seen(B, 1.0)
+    assert p.destination() == B
+    assert [e.kind for e in p.events].count("path_learned") == 2
+
+
+def test_set_endpoints_keeps_state_of_paths_that_stay() -> None:
+    p = PeerPaths([A, B], T)
+    run(p, 0.0, 3.0, set(), {})
+    kept = p.find(A)
+    p.set_endpoints([A])
+    assert p.find(A) is kept and p.find(B) is None
