@@ -191,3 +191,32 @@ def require_root() -> str | None:
     if os.geteuid() != 0:
         return "needs root (network namespaces, TAP devices); run it with sudo"
     return None
+
+
+def veth_between(
+    ns_a: str,
+    if_a: str,
+    ns_b: str,
+    if_b: str,
+    *,
+    mtu: int | None = None,
+    mac_a: str | None = None,
+    mac_b: str | None = None,
+) -> None:
+    """Create a veth pair directly inside two namespaces (never visible in the caller's), up."""
+    opt_a = (["address", mac_a] if mac_a else []) + (["mtu", str(mtu)] if mtu else [])
+    opt_b = (["address", mac_b] if mac_b else []) + (["mtu", str(mtu)] if mtu else [])
+    run(
+        ["ip", "link", "add", if_a, "netns", ns_a, *opt_a, "type", "veth",
+         "peer", "name", if_b, "netns", ns_b, *opt_b]
+    )  # fmt: skip
+    run(["ip", "link", "set", if_a, "up"], ns=ns_a)
+    run(["ip", "link", "set", if_b, "up"], ns=ns_b)
+
+
+def pids_in(ns: str) -> list[int]:
+    """PIDs of the processes whose network namespace is `ns` (empty if it is gone)."""
+    proc = run(["ip", "netns", "pids", ns], check=False)
+    if proc.returncode != 0:
+        return []
+    return [int(x) for x in proc.stdout.split() if x.isdigit()]
