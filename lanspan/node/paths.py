@@ -164,9 +164,14 @@ class PeerPaths:
             return
         if cur is None or not cur.up:
             self._activate(best, now, "active path down" if cur else "first path up")
-        elif best is not cur and cur.rtt is not None and best.rtt is not None:
-            if self._eligible(best, now) and best.rtt < SWITCH_FACTOR * cur.rtt:
-                self._activate(best, now, f"rtt {best.rtt * 1000:.2f} ms < {cur.rtt * 1000:.2f}")
+        elif (
+            best is not cur
+            and cur.rtt is not None
+            and best.rtt is not None
+            and self._eligible(best, now)
+            and best.rtt < SWITCH_FACTOR * cur.rtt
+        ):
+            self._activate(best, now, f"rtt {best.rtt * 1000:.2f} ms < {cur.rtt * 1000:.2f}")
 
     def _activate(self, p: Path, now: float, why: str) -> None:
         if self.active is p:
