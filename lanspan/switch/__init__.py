@@ -1,1 +1,22 @@
-"""lanspan.switch"""
+"""lanspan.switch: VLAN-aware forwarding across the mesh (sans-IO)."""
+
+from lanspan.switch.bucket import TokenBucket, flood_burst
+from lanspan.switch.core import (
+    DEFAULT_FLAP_MOVES,
+    DEFAULT_FLAP_WINDOW,
+    Forward,
+    MacEntry,
+    Switch,
+    SwitchEvent,
+)
+
+__all__ = [
+    "DEFAULT_FLAP_MOVES",
+    "DEFAULT_FLAP_WINDOW",
+    "Forward",
+    "MacEntry",
+    "Switch",
+    "SwitchEvent",
+    "TokenBucket",
+    "flood_burst",
+]

@@ -1,0 +1,617 @@
+"""The VLAN-aware switch of one node: every segment one 802.1Q switch across sites.
+
+Sans-IO. The node feeds it frames read from local ports (`from_port`) and
+frames received from peers (`from_peer`), each with the current time, and
+gets back a `Forward`: the frame's segment, the frame as it travels in the
+mesh (untagged), the exact bytes to write to each local port, and the peers
+to send it to. Dropped frames return None and are counted in `drops` under
+a named reason; notable happenings (MAC moves and flaps, a port hitting its
+MAC limit, a flood storm) queue up as `SwitchEvent`s for the node to log.
+
+Rules, in the order they are applied to a frame from a local port:
+
+1. The port must exist (`unknown_port`), the header must parse (`short`,
+   `runt`).
+2. Classification into a segment. Access and host ports: untagged frames (or
+   priority-tagged, VID 0) belong to the port's segment; any other tagged
+   frame, or a frame whose EtherType is a VLAN TPID, is dropped
+   (`tagged_on_access`) so a guest cannot reach another segment by tagging.
+   Trunk ports: an untagged or priority-tagged frame belongs to the native
+   VLAN (`vlan_not_allowed` if there is none); a tagged frame to its VLAN if
+   the port allows it (`vlan_not_allowed` otherwise). A VLAN the port allows
+   but whose segment this node may not carry: `segment_not_allowed`. The
+   outer tag is removed: inside the mesh frames travel untagged with a VNI;
+   an inner (QinQ) tag behind it stays untouched.
+3. Learning: the source MAC must be unicast and not zero (`bad_src_mac`); a
+   MAC pinned by a static entry elsewhere is refused
+   (`static_mac_violation`); a new MAC beyond the port's `mac_limit` is
+   refused (`mac_limit`). A MAC seen behind a new port or peer moves at once
+   (counted; a MAC moving more than `flap_moves` times within `flap_window`
+   seconds is reported as a flap).
+4. Forwarding: unicast to a known MAC goes to exactly that port or peer
+   (`same_port` if that is where it came from); anything else (broadcast,
+   multicast, unknown unicast) is flooded to the segment's other local ports
+   and to the peers that carry the segment and are up, within the ingress
+   port's flood rate (`flood_rate`).
+
+Frames from peers: the peer must exist (`unknown_peer`), the VNI must be a
+segment (`unknown_vni`) this node carries (`segment_not_allowed`) and the
+peer carries (`peer_segment_not_allowed`); learning as above, against a
+per-peer bound (`peer_mac_limit`); then split horizon: such a frame is
+delivered to local ports only, never to another peer (`split_horizon` for
+unicast to a MAC behind another peer, `same_peer` for one behind the sender).
+
+Egress tagging: a trunk port gets the frame tagged with the segment's VLAN,
+except on its native VLAN where it leaves untagged, as on access and host
+ports. A mesh frame that itself starts with a VLAN tag (the inner tag of a
+QinQ frame) is written only where it gets an outer tag: never out of an
+untagged port, where its inner tag would become the outer one (VLAN hopping
+by double tagging). Such skipped outputs count as `inner_tag_on_untagged_port`.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+from lanspan.config.model import HostPort, Network, TrunkPort
+from lanspan.errors import BadPacket
+from lanspan.switch.bucket import TokenBucket, flood_burst
+from lanspan.wire.ethernet import TAG_TPIDS, format_mac, parse_untrusted, pop_tag, push_tag
+
+__all__ = [
+    "DEFAULT_FLAP_MOVES",
+    "DEFAULT_FLAP_WINDOW",
+    "Forward",
+    "MacEntry",
+    "Switch",
+    "SwitchEvent",
+]
+
+DEFAULT_FLAP_MOVES = 3  # moves within the window beyond which a MAC is flapping
+DEFAULT_FLAP_WINDOW = 10.0  # seconds
+MAX_PENDING_EVENTS = 1024  # events beyond this, not yet taken, are counted and dropped
+_ZERO_MAC = b"\x00" * 6
+_LOCAL = "local"  # static pin: this node, any local port
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Where one accepted frame goes."""
+
+    vni: int  # segment of the frame
+    frame: bytes  # untagged frame as it travels in the mesh
+    ports: tuple[tuple[str, bytes], ...]  # local port name -> exact bytes to write
+    peers: tuple[str, ...]  # peer node names to send (vni, frame) to
+
+
+@dataclass(frozen=True, slots=True)
+class MacEntry:
+    """One row of `lanspan show macs`."""
+
+    segment: str
+    vlan: int
+    mac: str  # "02:aa:00:00:00:01"
+    where: str  # "port:<name>" or "peer:<node>"
+    static: bool
+    age: float  # seconds since last seen; 0 for static entries
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchEvent:
+    """Something worth one log line.
+
+    kind: "mac_move", "mac_flap", "mac_limit", "storm" (a port's flood rate
+    limit engaged).
+    """
+
+    kind: str
+    segment: str
+    mac: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Seg:
+    name: str
+    vlan: int
+    vni: int
+    # local ports of the segment: (name, VLAN id to tag with, or None for untagged)
+    ports: tuple[tuple[str, int | None], ...]
+    peers: tuple[str, ...]  # peers that carry the segment, in network-file order
+
+
+@dataclass(slots=True)
+class _Port:
+    name: str
+    where: str  # "port:<name>"
+    trunk: bool
+    segment: _Seg | None  # access/host: its segment, None if this node may not carry it
+    segment_ok: bool  # access/host: False when the segment is not allowed
+    vlans: dict[int, _Seg | None]  # trunk: allowed VID -> segment (None: not carried)
+    native: _Seg | None
+    native_vid: int | None
+    mac_limit: int
+    bucket: TokenBucket
+    storm: bool = False  # flood rate limit currently engaged
+    limit_reported: bool = False  # mac_limit event logged, not yet back under the limit
+
+
+@dataclass(slots=True)
+class _Peer:
+    name: str
+    where: str  # "peer:<node>"
+    vnis: frozenset[int]  # segments both ends carry
+    mac_limit: int
+    up: bool
+    limit_reported: bool = False
+
+
+@dataclass(slots=True)
+class _Learned:
+    where: str
+    seen: float
+
+
+@dataclass(slots=True)
+class _Moves:
+    times: deque[float] = field(default_factory=deque)
+    flap_reported_at: float | None = None
+
+
+class Switch:
+    """The forwarding logic of one node. See the module docstring for the rules.
+
+    Every peer starts down (not flooded to) unless `peers_up`; the node calls
+    `set_peer_up(peer, True)` when a session with it is up and
+    `set_peer_up(peer, False)` when it loses it. Frames from a peer are
+    accepted whatever its state.
+    """
+
+    drops: collections.Counter[str]
+    counters: collections.Counter[str]
+
+    def __init__(
+        self,
+        network: Network,
+        node: str,
+        *,
+        flap_moves: int = DEFAULT_FLAP_MOVES,
+        flap_window: float = DEFAULT_FLAP_WINDOW,
+        peers_up: bool = False,
+    ) -> None:
+        me = network.node(node)
+        self.network = network
+        self.node = node
+        self.ageing = network.mac_ageing
+        self.flap_moves = flap_moves
+        self.flap_window = flap_window
+        self.drops = collections.Counter()
+        self.counters = collections.Counter()
+        self._now = 0.0
+        self._events: list[SwitchEvent] = []
+
+        mine = set(me.segments)
+        known = {s.name for s in network.segments}
+        self._vni_all = {s.vni for s in network.segments}
+
+        # peers: every other node, with the segments both ends carry
+        self._peers: dict[str, _Peer] = {}
+        for n in network.nodes:
+            if n.name == node:
+                continue
+            shared = frozenset(
+                network.segment(s).vni for s in n.segments if s in mine and s in known
+            )
+            # A full mesh: a peer only sources MACs from its own ports, which it
+            # bounds by their limits. Twice that absorbs ageing skew between ends.
+            bound = 2 * max(1, sum(p.mac_limit for p in n.ports))
+            self._peers[n.name] = _Peer(n.name, "peer:" + n.name, shared, bound, peers_up)
+
+        # segments this node carries, with their local ports and peers
+        self._segs: dict[int, _Seg] = {}
+        seg_ports: dict[str, list[tuple[str, int | None]]] = {name: [] for name in mine}
+        for p in me.ports:
+            if isinstance(p, TrunkPort):
+                for vid in _trunk_vids(p):
+                    sname = _segment_by_vlan(network, vid)
+                    if sname is not None and sname in mine:
+                        seg_ports[sname].append((p.name, None if vid == p.native_vlan else vid))
+            elif p.segment in mine:
+                seg_ports[p.segment].append((p.name, None))
+        for s in network.segments:
+            if s.name not in mine:
+                continue
+            carriers = tuple(name for name, peer in self._peers.items() if s.vni in peer.vnis)
+            self._segs[s.vni] = _Seg(s.name, s.vlan, s.vni, tuple(seg_ports[s.name]), carriers)
+        by_name = {s.name: s for s in self._segs.values()}
+
+        self._ports: dict[str, _Port] = {}
+        for p in me.ports:
+            bucket = TokenBucket(p.flood_rate, flood_burst(p.flood_rate))
+            if isinstance(p, TrunkPort):
+                vlans: dict[int, _Seg | None] = {}
+                for vid in _trunk_vids(p):
+                    sname = _segment_by_vlan(network, vid)
+                    if sname is not None:
+                        vlans[vid] = by_name.get(sname)
+                native = None if p.native_vlan is None else vlans.get(p.native_vlan)
+                self._ports[p.name] = _Port(
+                    p.name, "port:" + p.name, True, None, False, vlans, native,
+                    p.native_vlan, p.mac_limit, bucket,
+                )  # fmt: skip
+            else:
+                seg = by_name.get(p.segment)
+                self._ports[p.name] = _Port(
+                    p.name, "port:" + p.name, False, seg, seg is not None, {}, None,
+                    None, p.mac_limit, bucket,
+                )  # fmt: skip
+
+        # static MACs: pins (who may source the MAC) and locations (where it is)
+        self._pins: dict[tuple[int, bytes], str] = {}
+        self._static: dict[tuple[int, bytes], str] = {}
+        statics = [(m.segment, m.mac, m.node, m.port) for m in network.static_macs]
+        for n in network.nodes:
+            for p in n.ports:
+                if isinstance(p, HostPort) and p.mac is not None:
+                    statics.append((p.segment, p.mac, n.name, p.name))
+        for seg_name, mac, owner, port in statics:
+            seg = by_name.get(seg_name)
+            if seg is None:
+                continue
+            key = (seg.vni, bytes(mac))
+            if owner != node:
+                where = "peer:" + owner
+                self._pins[key] = where
+                if owner in seg.peers:
+                    self._static[key] = where
+            elif port is None:
+                self._pins[key] = _LOCAL
+            else:
+                where = "port:" + port
+                self._pins[key] = where
+                if any(name == port for name, _ in seg.ports):
+                    self._static[key] = where
+
+        self._flood_peers: dict[int, tuple[str, ...]] = {}
+        self._refresh_flood_peers()
+        # dynamic entries in least-recently-seen order (ageing pops from the front)
+        self._table: OrderedDict[tuple[int, bytes], _Learned] = OrderedDict()
+        self._by_where: dict[str, set[tuple[int, bytes]]] = collections.defaultdict(set)
+        self._moves: dict[tuple[int, bytes], _Moves] = {}
+
+    # ------------------------------------------------------------------ input
+
+    def from_port(self, port: str, frame: bytes, now: float) -> Forward | None:
+        """A frame read from local port `port` (802.1Q-tagged on trunks)."""
+        self._now = now
+        p = self._ports.get(port)
+        if p is None:
+            self.drops["unknown_port"] += 1
+            return None
+        try:
+            h = parse_untrusted(frame)
+        except BadPacket as e:
+            self.drops[e.reason] += 1
+            return None
+        vid = h.vlan
+        seg: _Seg | None
+        if p.trunk:
+            if vid is None or vid == 0:
+                if p.native_vid is None:
+                    self.drops["vlan_not_allowed"] += 1
+                    return None
+                seg = p.native
+            elif vid in p.vlans:
+                seg = p.vlans[vid]
+            else:
+                self.drops["vlan_not_allowed"] += 1
+                return None
+            if seg is None:
+                self.drops["segment_not_allowed"] += 1
+                return None
+        else:
+            if (vid is not None and vid != 0) or h.ethertype in TAG_TPIDS:
+                self.drops["tagged_on_access"] += 1
+                return None
+            seg = p.segment
+            if seg is None:
+                self.drops["segment_not_allowed"] += 1
+                return None
+        mesh = frame if vid is None else pop_tag(frame)
+        inner_tagged = h.ethertype in TAG_TPIDS
+
+        self._expire(now)
+        if not self._learn(seg, h.src, p.where, now, p.mac_limit, p):
+            return None
+
+        dst = h.dst
+        if not dst[0] & 1:
+            where = self._lookup(seg.vni, dst)
+            if where is not None:
+                if where == p.where:
+                    self.drops["same_port"] += 1
+                    return None
+                return self._unicast(seg, mesh, inner_tagged, where)
+        # flood: broadcast, multicast, unknown unicast
+        if not p.bucket.take(now):
+            self.drops["flood_rate"] += 1
+            if not p.storm:
+                p.storm = True
+                self._event(
+                    "storm", seg.name, h.src,
+                    f"port {p.name}: floods above {p.bucket.rate:g}/s, dropping the excess",
+                )  # fmt: skip
+            return None
+        p.storm = False
+        ports = self._egress(seg, mesh, inner_tagged, p.name)
+        peers = self._flood_peers[seg.vni]
+        if not ports and not peers:
+            self.counters["no_destination"] += 1
+            return None
+        self.counters["flooded"] += 1
+        return Forward(seg.vni, mesh, ports, peers)
+
+    def from_peer(self, peer: str, vni: int, frame: bytes, now: float) -> Forward | None:
+        """A frame peer `peer` sent in segment `vni`; delivered to local ports only."""
+        self._now = now
+        pr = self._peers.get(peer)
+        if pr is None:
+            self.drops["unknown_peer"] += 1
+            return None
+        seg = self._segs.get(vni)
+        if seg is None:
+            self.drops["segment_not_allowed" if vni in self._vni_all else "unknown_vni"] += 1
+            return None
+        if vni not in pr.vnis:
+            self.drops["peer_segment_not_allowed"] += 1
+            return None
+        try:
+            h = parse_untrusted(frame)
+        except BadPacket as e:
+            self.drops[e.reason] += 1
+            return None
+        inner_tagged = h.vlan is not None or h.ethertype in TAG_TPIDS
+
+        self._expire(now)
+        if not self._learn(seg, h.src, pr.where, now, pr.mac_limit, pr):
+            return None
+
+        dst = h.dst
+        if not dst[0] & 1:
+            where = self._lookup(vni, dst)
+            if where is not None:
+                if where == pr.where:
+                    self.drops["same_peer"] += 1
+                    return None
+                if _is_peer(where):
+                    self.drops["split_horizon"] += 1
+                    return None
+                return self._unicast(seg, frame, inner_tagged, where)
+        ports = self._egress(seg, frame, inner_tagged, None)
+        if not ports:
+            self.counters["no_destination"] += 1
+            return None
+        self.counters["flooded"] += 1
+        return Forward(vni, frame, ports, ())
+
+    # ------------------------------------------------------------ management
+
+    def set_peer_up(self, peer: str, up: bool) -> None:
+        """Peers that are down are not flooded to; MACs learned behind one are flushed."""
+        pr = self._peers[peer]  # KeyError: not a peer of this node (our caller's bug)
+        if pr.up == up:
+            return
+        pr.up = up
+        self._refresh_flood_peers()
+        if not up:
+            for key in list(self._by_where.get(pr.where, ())):
+                self._forget(key)
+                self.counters["flushed"] += 1
+
+    def mac_table(self, segment: str | None = None, now: float | None = None) -> list[MacEntry]:
+        """Static and learned entries, by segment then MAC; `now` defaults to the last input's."""
+        t = self._now if now is None else now
+        rows: list[MacEntry] = []
+        for (vni, mac), where in self._static.items():
+            s = self._segs[vni]
+            if segment is None or s.name == segment:
+                rows.append(MacEntry(s.name, s.vlan, format_mac(mac), where, True, 0.0))
+        for (vni, mac), e in self._table.items():
+            s = self._segs[vni]
+            if (segment is None or s.name == segment) and e.seen + self.ageing > t:
+                age = max(0.0, t - e.seen)
+                rows.append(MacEntry(s.name, s.vlan, format_mac(mac), e.where, False, age))
+        rows.sort(key=lambda r: (r.segment, r.mac))
+        return rows
+
+    def take_events(self) -> list[SwitchEvent]:
+        events, self._events = self._events, []
+        return events
+
+    def next_timer(self) -> float | None:
+        """When the oldest learned MAC ages out; None with no learned MAC."""
+        oldest = next(iter(self._table.values()), None)
+        return None if oldest is None else oldest.seen + self.ageing
+
+    def handle_timer(self, now: float) -> None:
+        self._now = now
+        self._expire(now)
+        # forget move histories that fell out of their window
+        stale = [
+            k
+            for k, m in self._moves.items()
+            if (not m.times or m.times[-1] + self.flap_window < now)
+            and (m.flap_reported_at is None or m.flap_reported_at + self.flap_window < now)
+        ]
+        for k in stale:
+            del self._moves[k]
+
+    # ------------------------------------------------------------- internals
+
+    def _refresh_flood_peers(self) -> None:
+        for vni, s in self._segs.items():
+            self._flood_peers[vni] = tuple(p for p in s.peers if self._peers[p].up)
+
+    def _lookup(self, vni: int, mac: bytes) -> str | None:
+        key = (vni, mac)
+        where = self._static.get(key)
+        if where is not None:
+            return where
+        e = self._table.get(key)
+        return None if e is None else e.where
+
+    def _unicast(self, seg: _Seg, frame: bytes, inner_tagged: bool, where: str) -> Forward | None:
+        if _is_peer(where):
+            self.counters["unicast"] += 1
+            return Forward(seg.vni, frame, (), (where[5:],))
+        name = where[5:]
+        for pname, vid in seg.ports:
+            if pname == name:
+                if vid is None:
+                    if inner_tagged:
+                        self.drops["inner_tag_on_untagged_port"] += 1
+                        return None
+                    out = frame
+                else:
+                    out = push_tag(frame, vid)
+                self.counters["unicast"] += 1
+                return Forward(seg.vni, frame, ((name, out),), ())
+        # a static entry for a port that does not carry the segment is never installed
+        raise AssertionError(f"{where} not in segment {seg.name}")  # pragma: no cover
+
+    def _egress(
+        self, seg: _Seg, frame: bytes, inner_tagged: bool, exclude: str | None
+    ) -> tuple[tuple[str, bytes], ...]:
+        out: list[tuple[str, bytes]] = []
+        tagged: bytes | None = None
+        for name, vid in seg.ports:
+            if name == exclude:
+                continue
+            if vid is None:
+                if inner_tagged:
+                    self.drops["inner_tag_on_untagged_port"] += 1
+                    continue
+                out.append((name, frame))
+            else:
+                if tagged is None:
+                    tagged = push_tag(frame, vid)
+                out.append((name, tagged))
+        return tuple(out)
+
+    def _learn(
+        self, seg: _Seg, src: bytes, where: str, now: float, limit: int, owner: _Port | _Peer
+    ) -> bool:
+        """Learn `src` behind `where`; False (counted) when the frame must be dropped."""
+        if src[0] & 1 or src == _ZERO_MAC:
+            self.drops["bad_src_mac"] += 1
+            return False
+        key = (seg.vni, src)
+        pin = self._pins.get(key)
+        if pin is not None:
+            if pin == where:
+                return True  # a static entry: nothing to learn, never moves
+            if pin != _LOCAL or _is_peer(where):
+                self.drops["static_mac_violation"] += 1
+                return False
+        table = self._table
+        e = table.get(key)
+        if e is not None and e.where == where:
+            e.seen = now
+            table.move_to_end(key)
+            return True
+        mine = self._by_where[where]
+        if len(mine) >= limit:
+            self.drops["peer_mac_limit" if _is_peer(where) else "mac_limit"] += 1
+            if not owner.limit_reported:
+                owner.limit_reported = True
+                self._event(
+                    "mac_limit", seg.name, format_mac(src),
+                    f"{where} holds {len(mine)} learned MACs (limit {limit}); new ones dropped",
+                )  # fmt: skip
+            return False
+        if e is None:
+            table[key] = _Learned(where, now)
+            self.counters["learned"] += 1
+        else:
+            old = e.where
+            self._unindex(key, old)
+            e.where = where
+            e.seen = now
+            table.move_to_end(key)
+            self._moved(seg, key, old, where, now)
+        mine.add(key)
+        return True
+
+    def _moved(self, seg: _Seg, key: tuple[int, bytes], old: str, new: str, now: float) -> None:
+        self.counters["mac_moves"] += 1
+        m = self._moves.get(key)
+        if m is None:
+            m = self._moves[key] = _Moves()
+        m.times.append(now)
+        while m.times and m.times[0] + self.flap_window < now:
+            m.times.popleft()
+        flapping = m.flap_reported_at is not None and m.flap_reported_at + self.flap_window >= now
+        mac = format_mac(key[1])
+        if len(m.times) > self.flap_moves and not flapping:
+            m.flap_reported_at = now
+            self.counters["mac_flaps"] += 1
+            self._event(
+                "mac_flap", seg.name, mac,
+                f"flapping between {old} and {new}: {len(m.times)} moves in "
+                f"{self.flap_window:g} s",
+            )  # fmt: skip
+        elif not flapping:
+            self._event("mac_move", seg.name, mac, f"{old} -> {new}")
+
+    def _unindex(self, key: tuple[int, bytes], where: str) -> None:
+        keys = self._by_where.get(where)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_where[where]
+        owner: _Port | _Peer | None = (
+            self._peers.get(where[5:]) if _is_peer(where) else self._ports.get(where[5:])
+        )
+        if owner is not None and len(keys or ()) < owner.mac_limit:
+            owner.limit_reported = False
+
+    def _forget(self, key: tuple[int, bytes]) -> None:
+        e = self._table.pop(key)
+        self._unindex(key, e.where)
+        self._moves.pop(key, None)
+
+    def _expire(self, now: float) -> None:
+        table = self._table
+        ageing = self.ageing
+        while table:
+            key, e = next(iter(table.items()))
+            if e.seen + ageing > now:
+                return
+            self._forget(key)
+            self.counters["aged"] += 1
+
+    def _event(self, kind: str, segment: str, mac: bytes | str, detail: str) -> None:
+        if len(self._events) >= MAX_PENDING_EVENTS:
+            self.counters["events_dropped"] += 1
+            return
+        text = mac if isinstance(mac, str) else format_mac(mac)
+        self._events.append(SwitchEvent(kind, segment, text, detail))
+
+
+def _is_peer(where: str) -> bool:
+    return where.startswith("peer:")
+
+
+def _trunk_vids(port: TrunkPort) -> tuple[int, ...]:
+    """The VLAN ids a trunk accepts: its list plus the native VLAN, each once."""
+    native = () if port.native_vlan is None else (port.native_vlan,)
+    return tuple(dict.fromkeys((*port.vlans, *native)))
+
+
+def _segment_by_vlan(network: Network, vid: int) -> str | None:
+    try:
+        return network.segment_by_vlan(vid).name
+    except KeyError:
+        return None
