@@ -149,3 +149,17 @@ def test_truncated_or_extended_first_message(cut: int, extra: bytes) -> None:
         _, resp2 = _pair(bytes(32))
         with pytest.raises(BadPacket):
             resp2.read_message_untrusted(msg + extra)
+
+
+def test_clone_is_independent() -> None:
+    init, resp = _pair(bytes(32))
+    resp.read_message_untrusted(init.write_message(b""))
+    resp.psks = [bytes(32)]
+    reply = resp.write_message(b"")
+    spoiled = init.clone()
+    with pytest.raises(BadPacket):
+        spoiled.read_message_untrusted(reply[:-1] + bytes([reply[-1] ^ 1]))
+    good = init.clone()
+    good.read_message_untrusted(reply)
+    assert good.complete and not init.complete
+    assert good.split_keys() == tuple(reversed(resp.split_keys()))

@@ -7,6 +7,7 @@ the core stays free of ambient randomness.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -99,6 +100,11 @@ class SymmetricState:
     def __repr__(self) -> str:
         return "SymmetricState(<secret>)"
 
+    def clone(self) -> SymmetricState:
+        other = SymmetricState.__new__(SymmetricState)
+        other.ck, other.h, other.cs = self.ck, self.h, self.cs.clone()
+        return other
+
     def mix_key(self, ikm: bytes) -> None:
         self.ck, temp_k = hkdf(self.ck, ikm, 2)
         self.cs.initialize_key(temp_k)
@@ -171,6 +177,20 @@ class HandshakeState:
 
     def __repr__(self) -> str:
         return f"HandshakeState({self.protocol.name}, initiator={self.initiator})"
+
+    def clone(self) -> HandshakeState:
+        """An independent copy: read a message into it and keep it only if it verified
+        (a forged message must not spoil a handshake in flight)."""
+        other = copy.copy(self)
+        other._ss = self._ss.clone()
+        other.psks = list(self.psks)
+        return other
+
+    def set_ephemeral(self, ephemeral_private: bytes) -> None:
+        """Inject the ephemeral key late (a responder draws it when it replies)."""
+        if self._e_pub is not None:
+            raise ValueError("ephemeral already in use")
+        self._e = ephemeral_private
 
     def _pre_key(self, token: str, mine: bool) -> bytes:
         if token == "s":

@@ -101,6 +101,13 @@ class CipherState:
     def __repr__(self) -> str:  # never show the key
         return f"CipherState({self._cipher}, has_key={self.has_key()}, n={self.n})"
 
+    def clone(self) -> CipherState:
+        """An independent copy (the AEAD object is stateless, so it is shared)."""
+        other = CipherState(self._cipher)
+        other._aead = self._aead
+        other.n = self.n
+        return other
+
     def initialize_key(self, key: bytes) -> None:
         self._aead = aead_for(self._cipher, key)
         self.n = 0
