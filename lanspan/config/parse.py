@@ -224,6 +224,8 @@ class _Checker:
         self.seg_names: list[str] = []  # every segment name written, even if invalid
         self.seg_by_vlan: dict[int, _Seg] = {}
         self.seg_by_name: dict[str, _Seg] = {}
+        self.vlan_names: dict[int, str] = {}  # every VLAN id written, even in invalid segments
+        self.vlans_complete = True  # False: some segment's VLAN is unreadable
         self.addresses: dict[IPAddress, str] = {}
 
     def err(self, msg: str) -> None:
@@ -338,6 +340,11 @@ class _Checker:
                 else:
                     seen_names[name] = f"segment[{i}]"
                     self.seg_names.append(name)
+            vlan = item.get("vlan") if isinstance(item, dict) else None
+            if type(vlan) is int and isinstance(name, str):
+                self.vlan_names.setdefault(vlan, name)
+            else:
+                self.vlans_complete = False
             raw = self.validate(RawSegment, item, where)
             if raw is not None:
                 self.segs.append(self.segment(where, raw))
@@ -349,7 +356,7 @@ class _Checker:
             if other is not s:
                 self.err(f"{s.where} vlan: {vlan} is already used by {other.where}")
             other = by_vni.setdefault(vni, s)
-            if other is not s:
+            if other is not s and (s.raw.vni is not None or other.raw.vlan != vlan):
                 field_ = "vni" if s.raw.vni is not None else "vni (defaults to the vlan)"
                 self.err(
                     f"{s.where} {field_}: {vni} is already used by {other.where}"
@@ -540,10 +547,9 @@ class _Checker:
                 self.err(f'{where}: missing required field "kind" (access, trunk or host)')
                 continue
             if kind not in RAW_PORTS:
-                self.err(
-                    f"{where} kind: {show(kind)} is not a port kind — use "
-                    '"access", "trunk" or "host"' + _suggest(str(kind), list(RAW_PORTS))
-                )
+                close = difflib.get_close_matches(str(kind), list(RAW_PORTS), n=1)
+                fix = f'did you mean "{close[0]}"?' if close else 'use "access", "trunk" or "host"'
+                self.err(f"{where} kind: {show(kind)} is not a port kind — {fix}")
                 continue
             raw = self.validate(RAW_PORTS[kind], p, where)
             if raw is None:
@@ -560,7 +566,7 @@ class _Checker:
                 )
             if len(self.problems) == mark:
                 ports.append(port)
-                info.ports[port.name] = port
+                info.ports.setdefault(port.name, port)
         return ports
 
     def port_of(self, where: str, raw: BaseModel, info: _NodeInfo) -> Port | None:
@@ -638,20 +644,20 @@ class _Checker:
         self.check_name(where, "name", raw.name)
         if not raw.vlans:
             self.err(f"{where} vlans: the list is empty — list the VLAN ids this trunk carries")
-        known = ", ".join(f'{v} "{s.raw.name}"' for v, s in sorted(self.seg_by_vlan.items()))
+        known = ", ".join(f'{v} "{n}"' for v, n in sorted(self.vlan_names.items()))
         seen: set[int] = set()
         for k, vlan in enumerate(raw.vlans):
             if vlan in seen:
                 self.err(f"{where} vlans[{k}]: {vlan} is listed twice")
             seen.add(vlan)
-            seg = self.seg_by_vlan.get(vlan)
-            if seg is None:
+            seg = self.vlan_names.get(vlan)
+            if seg is None and self.vlans_complete:
                 self.err(f"{where} vlans[{k}]: {vlan} is not the VLAN of any segment ({known})")
-            elif info.segments is not None and seg.raw.name not in info.segments:
+            elif seg is not None and info.segments is not None and seg not in info.segments:
                 node = f'node "{info.name}"' if info.name else "the node"
                 self.err(
-                    f'{where} vlans[{k}]: {vlan} is segment "{seg.raw.name}", which {node} '
-                    f'does not carry — add "{seg.raw.name}" to its segments'
+                    f'{where} vlans[{k}]: {vlan} is segment "{seg}", which {node} '
+                    f'does not carry — add "{seg}" to its segments'
                 )
         if raw.native_vlan is not None and raw.native_vlan not in raw.vlans:
             self.err(
