@@ -344,7 +344,8 @@ class Switch:
                     f"port {p.name}: floods above {p.bucket.rate:g}/s, dropping the excess",
                 )  # fmt: skip
             return None
-        p.storm = False
+        if p.storm and p.bucket.tokens >= p.bucket.burst - 1.0:
+            p.storm = False  # the bucket refilled: the storm is over
         ports = self._egress(seg, mesh, inner_tagged, p.name)
         peers = self._flood_peers[seg.vni]
         if not ports and not peers:

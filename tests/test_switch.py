@@ -1,0 +1,627 @@
+"""lanspan.switch: one unit test per forwarding rule, on a hand-built network."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+import pytest
+
+from lanspan.config.model import (
+    AccessPort,
+    HostPort,
+    Network,
+    Node,
+    Segment,
+    StaticMac,
+    TrunkPort,
+)
+from lanspan.switch import Forward, MacEntry, Switch, SwitchEvent, TokenBucket, flood_burst
+from lanspan.wire.ethernet import BROADCAST, build, parse_untrusted, pop_tag, push_tag
+
+LAN, API, ADMIN, DMZ = 10010, 10011, 10012, 10013
+A = bytes.fromhex("020000000a01")
+B = bytes.fromhex("020000000b02")
+C = bytes.fromhex("020000000c03")
+D = bytes.fromhex("020000000d04")
+STATIC_LOCAL = bytes.fromhex("02aa00000001")
+STATIC_P1 = bytes.fromhex("02aa00000011")
+HOST_MAC = bytes.fromhex("02ff00000001")
+P2_HOST_MAC = bytes.fromhex("02ff00000002")
+MCAST = bytes.fromhex("01005e000001")
+
+
+def node(name: str, segments: tuple[str, ...], ports: tuple[object, ...] = ()) -> Node:
+    return Node(name, "site", b"\x00" * 32, (), segments, ports)  # type: ignore[arg-type]
+
+
+def network(ageing: float = 300.0) -> Network:
+    me = node(
+        "me",
+        ("lan", "api", "admin"),
+        (
+            AccessPort("vm1", "lan", "vm1", True),
+            AccessPort("vm2", "api", "vm2", True),
+            AccessPort("vm3", "lan", "vm3", True, mac_limit=2, flood_rate=10.0),
+            AccessPort("vmx", "dmz", "vmx", True),
+            TrunkPort("trunk1", "eth1", False, (10, 11, 13, 99), native_vlan=10),
+            TrunkPort("trunk2", "eth2", False, (11, 12)),
+            HostPort("lan0", "lan", "lan0", mac=HOST_MAC),
+        ),
+    )
+    return Network(
+        "test",
+        segments=(
+            Segment("lan", 10, LAN),
+            Segment("api", 11, API),
+            Segment("admin", 12, ADMIN),
+            Segment("dmz", 13, DMZ),
+        ),
+        nodes=(
+            me,
+            node("p1", ("lan", "api"), (AccessPort("a", "lan", "a", True, mac_limit=2),)),
+            node(
+                "p2", ("lan", "admin", "dmz"), (HostPort("lan0", "lan", "lan0", mac=P2_HOST_MAC),)
+            ),
+            node("p3", ("api",)),
+        ),
+        static_macs=(
+            StaticMac("lan", STATIC_LOCAL, "me", "vm1"),
+            StaticMac("lan", STATIC_P1, "p1"),
+        ),
+        mac_ageing=ageing,
+    )
+
+
+def switch(ageing: float = 300.0, up: tuple[str, ...] = ("p1", "p2", "p3")) -> Switch:
+    sw = Switch(network(ageing), "me")
+    for p in up:
+        sw.set_peer_up(p, True)
+    return sw
+
+
+def eth(dst: bytes, src: bytes, vlan: int | None = None, payload: bytes = b"data") -> bytes:
+    return build(dst, src, 0x0800, payload, vlan=vlan)
+
+
+def out_ports(fwd: Forward | None) -> dict[str, bytes]:
+    assert fwd is not None
+    return dict(fwd.ports)
+
+
+# ------------------------------------------------------------------ flooding
+
+
+def test_access_broadcast_floods_segment_only() -> None:
+    sw = switch()
+    frame = eth(BROADCAST, A)
+    fwd = sw.from_port("vm1", frame, 1.0)
+    assert fwd is not None
+    assert fwd.vni == LAN and fwd.frame == frame
+    # vm3 and the host port untagged, trunk1 untagged (native VLAN 10); not vm2/trunk2 (no lan)
+    assert out_ports(fwd) == {"vm3": frame, "trunk1": frame, "lan0": frame}
+    assert fwd.peers == ("p1", "p2")  # p3 does not carry lan
+    assert sw.counters["flooded"] == 1
+
+
+def test_trunk_tagged_ingress_untagged_in_mesh_tagged_on_trunk_egress() -> None:
+    sw = switch()
+    frame = eth(BROADCAST, A)
+    fwd = sw.from_port("trunk1", push_tag(frame, 11, pcp=3), 1.0)
+    assert fwd is not None
+    assert fwd.vni == API and fwd.frame == frame
+    assert out_ports(fwd) == {"vm2": frame, "trunk2": push_tag(frame, 11)}
+    assert fwd.peers == ("p1", "p3")
+
+
+def test_trunk_native_untagged_and_tagged_with_native_id() -> None:
+    sw = switch()
+    frame = eth(BROADCAST, A)
+    for ingress in (frame, push_tag(frame, 10), push_tag(frame, 0, pcp=5)):
+        fwd = sw.from_port("trunk1", ingress, 1.0)
+        assert fwd is not None
+        assert fwd.vni == LAN and fwd.frame == frame
+        assert out_ports(fwd) == {"vm1": frame, "vm3": frame, "lan0": frame}
+
+
+def test_trunk_untagged_without_native_dropped() -> None:
+    sw = switch()
+    assert sw.from_port("trunk2", eth(BROADCAST, A), 1.0) is None
+    assert sw.from_port("trunk2", push_tag(eth(BROADCAST, A), 0), 1.0) is None
+    assert sw.drops["vlan_not_allowed"] == 2
+
+
+def test_trunk_vlan_not_allowed_dropped() -> None:
+    sw = switch()
+    assert sw.from_port("trunk1", eth(BROADCAST, A, vlan=12), 1.0) is None  # admin not on trunk1
+    assert sw.from_port("trunk2", eth(BROADCAST, A, vlan=10), 1.0) is None
+    assert sw.from_port("trunk1", eth(BROADCAST, A, vlan=4000), 1.0) is None
+    assert sw.drops["vlan_not_allowed"] == 3
+    # allowed on the port but a segment this node may not carry
+    assert sw.from_port("trunk1", eth(BROADCAST, A, vlan=13), 1.0) is None
+    assert sw.drops["segment_not_allowed"] == 1
+    # allowed on the port but no segment has VLAN 99
+    assert sw.from_port("trunk1", eth(BROADCAST, A, vlan=99), 1.0) is None
+    assert sw.drops["vlan_not_allowed"] == 4
+    assert sw.mac_table() == [
+        MacEntry("lan", 10, "02:aa:00:00:00:01", "port:vm1", True, 0.0),
+        MacEntry("lan", 10, "02:aa:00:00:00:11", "peer:p1", True, 0.0),
+        MacEntry("lan", 10, "02:ff:00:00:00:01", "port:lan0", True, 0.0),
+        MacEntry("lan", 10, "02:ff:00:00:00:02", "peer:p2", True, 0.0),
+    ]  # nothing learned from dropped frames
+
+
+def test_access_port_in_segment_not_carried() -> None:
+    sw = switch()
+    assert sw.from_port("vmx", eth(BROADCAST, A), 1.0) is None
+    assert sw.drops["segment_not_allowed"] == 1
+
+
+def test_tagged_on_access_dropped_priority_tag_accepted() -> None:
+    sw = switch()
+    frame = eth(BROADCAST, A)
+    for port in ("vm1", "lan0"):
+        assert sw.from_port(port, push_tag(frame, 11), 1.0) is None
+        assert sw.from_port(port, push_tag(frame, 10), 1.0) is None  # even its own VLAN
+    assert sw.drops["tagged_on_access"] == 4
+    # an S-tag, or a priority tag hiding a C-tag: still tagged
+    stag = build(BROADCAST, A, 0x88A8, b"\x00\x0b\x08\x00")
+    assert sw.from_port("vm1", stag, 1.0) is None
+    assert sw.from_port("vm1", push_tag(push_tag(frame, 11), 0), 1.0) is None
+    assert sw.drops["tagged_on_access"] == 6
+    # 802.1p priority tag: untagged of the access segment, tag removed
+    fwd = sw.from_port("vm1", push_tag(frame, 0, pcp=6), 1.0)
+    assert fwd is not None and fwd.vni == LAN and fwd.frame == frame
+    assert out_ports(fwd)["vm3"] == frame
+
+
+def test_qinq_inner_tag_passes_trunk_to_trunk_only() -> None:
+    sw = switch()
+    inner = push_tag(eth(BROADCAST, A), 300)  # customer's own tag
+    fwd = sw.from_port("trunk1", push_tag(inner, 11), 1.0)
+    assert fwd is not None and fwd.vni == API
+    assert fwd.frame == inner  # inner tag untouched inside the mesh
+    # trunk2 gets the outer tag back; access vm2 would see the inner tag as outer: not sent
+    assert out_ports(fwd) == {"trunk2": push_tag(inner, 11)}
+    assert fwd.peers == ("p1", "p3")
+    assert sw.drops["inner_tag_on_untagged_port"] == 1
+    # the same frame from a peer: never out of the native (untagged) VLAN of trunk1
+    # (lan has no tagged port here: nowhere to go)
+    assert sw.from_peer("p1", LAN, push_tag(eth(BROADCAST, B), 300), 1.0) is None
+    assert sw.drops["inner_tag_on_untagged_port"] == 1 + 4
+    assert sw.counters["no_destination"] == 1
+
+
+def test_qinq_from_peer_to_tagged_trunk() -> None:
+    sw = switch()
+    inner = push_tag(eth(BROADCAST, B), 300)
+    fwd = sw.from_peer("p1", API, inner, 1.0)
+    assert fwd is not None
+    assert out_ports(fwd) == {"trunk1": push_tag(inner, 11), "trunk2": push_tag(inner, 11)}
+
+
+# ------------------------------------------------------------------ learning
+
+
+def test_learned_unicast_goes_to_exactly_one_port() -> None:
+    sw = switch()
+    sw.from_port("vm1", eth(BROADCAST, A), 1.0)
+    fwd = sw.from_port("lan0", eth(A, B), 2.0)
+    assert fwd is not None
+    assert fwd.ports == (("vm1", eth(A, B)),) and fwd.peers == ()
+    assert sw.counters["unicast"] == 1
+    # and back: B was learned on lan0
+    fwd = sw.from_port("trunk1", eth(B, C), 3.0)
+    assert fwd is not None and fwd.ports == (("lan0", eth(B, C)),)
+
+
+def test_unicast_to_trunk_is_tagged_unless_native() -> None:
+    sw = switch()
+    sw.from_port("trunk1", eth(BROADCAST, A, vlan=11), 1.0)  # A in api behind trunk1
+    sw.from_port("trunk1", eth(BROADCAST, B), 1.0)  # B in lan (native) behind trunk1
+    fwd = sw.from_port("vm2", eth(A, C), 2.0)
+    assert fwd is not None and fwd.ports == (("trunk1", eth(A, C, vlan=11)),)
+    fwd = sw.from_port("vm1", eth(B, C), 2.0)
+    assert fwd is not None and fwd.ports == (("trunk1", eth(B, C)),)
+
+
+def test_same_mac_in_two_segments_is_two_entries() -> None:
+    sw = switch()
+    sw.from_port("vm1", eth(BROADCAST, A), 1.0)
+    sw.from_port("vm2", eth(BROADCAST, A), 1.0)
+    assert sw.counters["mac_moves"] == 0
+    assert {(e.segment, e.where) for e in sw.mac_table() if e.mac == "02:00:00:00:0a:01"} == {
+        ("lan", "port:vm1"),
+        ("api", "port:vm2"),
+    }
+    assert sw.mac_table("api") == [MacEntry("api", 11, "02:00:00:00:0a:01", "port:vm2", False, 0.0)]
+
+
+def test_never_back_to_ingress_port() -> None:
+    sw = switch()
+    sw.from_port("vm1", eth(BROADCAST, A), 1.0)
+    sw.from_port("vm1", eth(BROADCAST, B), 1.0)
+    assert sw.from_port("vm1", eth(A, B), 2.0) is None
+    assert sw.drops["same_port"] == 1
+
+
+def test_unicast_to_mac_behind_peer() -> None:
+    sw = switch()
+    sw.from_peer("p2", LAN, eth(BROADCAST, B), 1.0)
+    fwd = sw.from_port("vm1", eth(B, A), 2.0)
+    assert fwd is not None
+    assert fwd.ports == () and fwd.peers == ("p2",)
+    assert fwd.frame == eth(B, A)
+    # from a trunk, tag removed before it goes to the peer
+    fwd = sw.from_port("trunk1", eth(B, C, vlan=10), 2.0)
+    assert fwd is not None and fwd.peers == ("p2",) and fwd.frame == eth(B, C)
+
+
+def test_bad_source_mac_dropped() -> None:
+    sw = switch()
+    assert sw.from_port("vm1", eth(BROADCAST, MCAST), 1.0) is None
+    assert sw.from_port("vm1", eth(BROADCAST, b"\x00" * 6), 1.0) is None
+    assert sw.from_peer("p1", LAN, eth(BROADCAST, BROADCAST), 1.0) is None
+    assert sw.drops["bad_src_mac"] == 3
+
+
+def test_runt_and_short() -> None:
+    sw = switch()
+    assert sw.from_port("vm1", b"\x00" * 13, 1.0) is None
+    assert sw.from_port("trunk1", eth(BROADCAST, A, vlan=11)[:17], 1.0) is None
+    assert sw.from_peer("p1", LAN, b"", 1.0) is None
+    assert sw.drops == {"short": 2, "runt": 1}
+
+
+def test_unknown_port() -> None:
+    sw = switch()
+    assert sw.from_port("nope", eth(BROADCAST, A), 1.0) is None
+    assert sw.drops["unknown_port"] == 1
+
+
+# --------------------------------------------------------------- from peers
+
+
+def test_from_peer_floods_local_ports_only() -> None:
+    sw = switch()
+    frame = eth(BROADCAST, B)
+    fwd = sw.from_peer("p1", LAN, frame, 1.0)
+    assert fwd is not None
+    assert fwd.peers == ()
+    assert out_ports(fwd) == {"vm1": frame, "vm3": frame, "trunk1": frame, "lan0": frame}
+    fwd = sw.from_peer("p2", ADMIN, frame, 1.0)
+    assert fwd is not None and out_ports(fwd) == {"trunk2": push_tag(frame, 12)}
+
+
+def test_from_peer_split_horizon() -> None:
+    sw = switch()
+    sw.from_peer("p2", LAN, eth(BROADCAST, B), 1.0)
+    assert sw.from_peer("p1", LAN, eth(B, C), 2.0) is None
+    assert sw.drops["split_horizon"] == 1
+    assert sw.from_peer("p2", LAN, eth(B, D), 2.0) is None
+    assert sw.drops["same_peer"] == 1
+    # to a local MAC: exactly that port
+    sw.from_port("vm3", eth(BROADCAST, A), 2.0)
+    fwd = sw.from_peer("p1", LAN, eth(A, C), 3.0)
+    assert fwd is not None and fwd.ports == (("vm3", eth(A, C)),) and fwd.peers == ()
+
+
+def test_from_peer_authorization() -> None:
+    sw = switch()
+    assert sw.from_peer("stranger", LAN, eth(BROADCAST, B), 1.0) is None
+    assert sw.from_peer("p1", 777, eth(BROADCAST, B), 1.0) is None
+    assert sw.from_peer("p2", DMZ, eth(BROADCAST, B), 1.0) is None  # we do not carry dmz
+    assert sw.from_peer("p3", LAN, eth(BROADCAST, B), 1.0) is None  # p3 does not carry lan
+    assert sw.from_peer("p1", ADMIN, eth(BROADCAST, B), 1.0) is None  # nor p1 admin
+    assert sw.drops == {
+        "unknown_peer": 1,
+        "unknown_vni": 1,
+        "segment_not_allowed": 1,
+        "peer_segment_not_allowed": 2,
+    }
+    assert [e for e in sw.mac_table() if not e.static] == []
+
+
+def test_peer_mac_limit() -> None:
+    sw = switch()  # p1 has one port with mac_limit 2: bound 4
+    for i in range(4):
+        assert sw.from_peer("p1", LAN, eth(BROADCAST, bytes([2, 0, 0, 0, 1, i])), 1.0)
+    assert sw.from_peer("p1", API, eth(BROADCAST, bytes([2, 0, 0, 0, 1, 9])), 1.0) is None
+    assert sw.drops["peer_mac_limit"] == 1
+    assert [e.kind for e in sw.take_events()] == ["mac_limit"]
+
+
+# --------------------------------------------------------------------- peers
+
+
+def test_peers_start_down_and_are_not_flooded_to() -> None:
+    sw = Switch(network(), "me")
+    fwd = sw.from_port("vm1", eth(BROADCAST, A), 1.0)
+    assert fwd is not None and fwd.peers == ()
+    sw.set_peer_up("p2", True)
+    fwd = sw.from_port("vm1", eth(BROADCAST, A), 1.0)
+    assert fwd is not None and fwd.peers == ("p2",)
+    assert Switch(network(), "me", peers_up=True).from_port("vm1", eth(BROADCAST, A), 1.0) == (
+        Forward(LAN, eth(BROADCAST, A), fwd.ports, ("p1", "p2"))
+    )
+
+
+def test_peer_down_flushes_its_macs() -> None:
+    sw = switch()
+    sw.from_peer("p1", LAN, eth(BROADCAST, B), 1.0)
+    sw.from_peer("p1", API, eth(BROADCAST, C), 1.0)
+    sw.from_peer("p2", LAN, eth(BROADCAST, D), 1.0)
+    sw.set_peer_up("p1", False)
+    assert sw.counters["flushed"] == 2
+    assert {e.mac for e in sw.mac_table() if not e.static} == {"02:00:00:00:0d:04"}
+    fwd = sw.from_port("vm1", eth(B, A), 2.0)  # unknown now: flooded, not to p1
+    assert fwd is not None and fwd.peers == ("p2",)
+    with pytest.raises(KeyError):
+        sw.set_peer_up("stranger", True)
+    sw.set_peer_up("p1", False)  # idempotent
+    assert sw.counters["flushed"] == 2
+
+
+def test_no_destination_is_none() -> None:
+    net = Network(
+        "solo",
+        segments=(Segment("lan", 10, 10),),
+        nodes=(node("me", ("lan",), (AccessPort("vm1", "lan", "vm1", True),)),),
+    )
+    sw = Switch(net, "me")
+    assert sw.from_port("vm1", eth(BROADCAST, A), 1.0) is None
+    assert sw.counters["no_destination"] == 1
+    assert sw.drops == {}
+
+
+# -------------------------------------------------------------------- statics
+
+
+def test_static_mac_forwarded_before_seen_and_pinned() -> None:
+    sw = switch()
+    fwd = sw.from_port("lan0", eth(STATIC_LOCAL, A), 1.0)
+    assert fwd is not None and fwd.ports == (("vm1", eth(STATIC_LOCAL, A)),)
+    fwd = sw.from_port("vm1", eth(STATIC_P1, B), 1.0)
+    assert fwd is not None and fwd.peers == ("p1",) and fwd.ports == ()
+    fwd = sw.from_port("vm1", eth(HOST_MAC, B), 1.0)
+    assert fwd is not None and fwd.ports == (("lan0", eth(HOST_MAC, B)),)
+    # a static MAC sourced anywhere else is refused
+    assert sw.from_port("vm3", eth(BROADCAST, STATIC_LOCAL), 1.0) is None
+    assert sw.from_peer("p2", LAN, eth(BROADCAST, STATIC_LOCAL), 1.0) is None
+    assert sw.from_peer("p2", LAN, eth(BROADCAST, STATIC_P1), 1.0) is None
+    assert sw.from_port("vm1", eth(BROADCAST, P2_HOST_MAC), 1.0) is None
+    assert sw.drops["static_mac_violation"] == 4
+    # from where it belongs it is fine, and does not count against the port's limit
+    assert sw.from_port("vm1", eth(BROADCAST, STATIC_LOCAL), 1.0) is not None
+    assert sw.from_peer("p1", LAN, eth(BROADCAST, STATIC_P1), 1.0) is not None
+    # statics never age and never move
+    sw.handle_timer(10_000.0)
+    statics = [e for e in sw.mac_table() if e.static]
+    assert [(e.mac, e.where) for e in statics] == [
+        ("02:aa:00:00:00:01", "port:vm1"),
+        ("02:aa:00:00:00:11", "peer:p1"),
+        ("02:ff:00:00:00:01", "port:lan0"),
+        ("02:ff:00:00:00:02", "peer:p2"),
+    ]
+    assert sw.counters["mac_moves"] == 0
+    assert sw.next_timer() is None
+
+
+def test_static_pinned_to_node_without_port() -> None:
+    net = network()
+    net = Network(
+        net.name,
+        segments=net.segments,
+        nodes=net.nodes,
+        static_macs=(StaticMac("lan", STATIC_LOCAL, "me"),),
+    )
+    sw = Switch(net, "me", peers_up=True)
+    # any local port may source it (learned normally), no peer may
+    assert sw.from_port("vm3", eth(BROADCAST, STATIC_LOCAL), 1.0) is not None
+    assert sw.from_peer("p1", LAN, eth(BROADCAST, STATIC_LOCAL), 1.0) is None
+    assert sw.drops["static_mac_violation"] == 1
+    fwd = sw.from_port("vm1", eth(STATIC_LOCAL, A), 2.0)
+    assert fwd is not None and fwd.ports == (("vm3", eth(STATIC_LOCAL, A)),)
+
+
+# --------------------------------------------------------------------- ageing
+
+
+def test_ageing_and_timer() -> None:
+    sw = switch(ageing=30.0)
+    assert sw.next_timer() is None
+    sw.from_port("vm1", eth(BROADCAST, A), 100.0)
+    sw.from_port("vm3", eth(BROADCAST, B), 110.0)
+    assert sw.next_timer() == 130.0
+    assert [(e.mac, e.age) for e in sw.mac_table("lan", now=120.0) if not e.static] == [
+        ("02:00:00:00:0a:01", 20.0),
+        ("02:00:00:00:0b:02", 10.0),
+    ]
+    sw.from_port("vm1", eth(BROADCAST, A), 125.0)  # refresh A
+    assert sw.next_timer() == 140.0
+    fwd = sw.from_port("lan0", eth(B, C), 139.9)
+    assert fwd is not None and fwd.ports == (("vm3", eth(B, C)),)
+    sw.handle_timer(140.0)
+    assert sw.counters["aged"] == 1
+    assert sw.next_timer() == 155.0  # A, refreshed at 125
+    # B aged out: unicast to it floods again
+    fwd = sw.from_port("vm1", eth(B, A), 141.0)
+    assert fwd is not None and len(fwd.ports) == 3 and fwd.peers == ("p1", "p2")
+
+
+def test_ageing_without_timer_call() -> None:
+    """An entry past its age is never used even if handle_timer was not called."""
+    sw = switch(ageing=10.0)
+    sw.from_port("vm1", eth(BROADCAST, A), 0.0)
+    fwd = sw.from_port("vm3", eth(A, B), 10.0)
+    assert fwd is not None and len(fwd.ports) == 3  # flooded: A aged exactly at 10
+    assert sw.counters["aged"] == 1
+    assert sw.counters["mac_moves"] == 0
+
+
+# -------------------------------------------------------------- moves, flaps
+
+
+def test_mac_move_counted_and_reported() -> None:
+    sw = switch()
+    sw.from_port("vm1", eth(BROADCAST, A), 1.0)
+    sw.from_peer("p2", LAN, eth(BROADCAST, A), 2.0)
+    assert sw.counters["mac_moves"] == 1
+    assert sw.take_events() == [
+        SwitchEvent("mac_move", "lan", "02:00:00:00:0a:01", "port:vm1 -> peer:p2")
+    ]
+    assert sw.take_events() == []
+    # moved at once: unicast now goes to p2
+    fwd = sw.from_port("vm3", eth(A, B), 3.0)
+    assert fwd is not None and fwd.peers == ("p2",) and fwd.ports == ()
+
+
+def test_mac_flap_reported_once_per_window() -> None:
+    sw = Switch(network(), "me", flap_moves=3, flap_window=10.0, peers_up=True)
+    places = ["vm1", "vm3"] * 5
+    for i, port in enumerate(places):
+        sw.from_port(port, eth(BROADCAST, A), float(i))
+    events = sw.take_events()
+    kinds = [e.kind for e in events]
+    # moves at t=1,2,3 are plain moves, the 4th within 10 s is a flap, then silence
+    assert kinds == ["mac_move", "mac_move", "mac_move", "mac_flap"]
+    assert "port:vm1" in events[-1].detail and "port:vm3" in events[-1].detail
+    assert sw.counters["mac_moves"] == 9
+    assert sw.counters["mac_flaps"] == 1
+    # after a quiet window, a new move is a plain move again
+    sw.handle_timer(30.0)
+    sw.from_port("vm1", eth(BROADCAST, A), 30.0)
+    assert [e.kind for e in sw.take_events()] == ["mac_move"]
+
+
+# --------------------------------------------------------------------- limits
+
+
+def test_port_mac_limit() -> None:
+    sw = switch(ageing=60.0)
+    assert sw.from_port("vm3", eth(BROADCAST, A), 1.0) is not None
+    assert sw.from_port("vm3", eth(BROADCAST, B), 1.0) is not None
+    assert sw.from_port("vm3", eth(BROADCAST, C), 2.0) is None
+    assert sw.from_port("vm3", eth(B, D), 2.0) is None
+    assert sw.drops["mac_limit"] == 2
+    events = sw.take_events()
+    assert [e.kind for e in events] == ["mac_limit"]  # reported once
+    assert events[0].mac == "02:00:00:00:0c:03" and "port:vm3" in events[0].detail
+    # known MACs still pass
+    assert sw.from_port("vm3", eth(BROADCAST, A), 30.0) is not None
+    # a MAC moving onto a full port is refused too
+    sw.from_port("vm1", eth(BROADCAST, D), 30.0)
+    assert sw.from_port("vm3", eth(BROADCAST, D), 30.0) is None
+    assert sw.mac_table("lan")[2] == MacEntry(
+        "lan", 10, "02:00:00:00:0d:04", "port:vm1", False, 0.0
+    )
+    # once B ages out there is room again, and the limit is reported afresh next time
+    assert sw.from_port("vm3", eth(BROADCAST, C), 61.0) is not None
+    assert sw.from_port("vm3", eth(BROADCAST, D), 62.0) is None
+    assert [e.kind for e in sw.take_events()] == ["mac_limit"]
+
+
+def test_host_port_learns_one_mac() -> None:
+    net = network()
+    me = net.node("me")
+    ports = (*(p for p in me.ports if p.name != "lan0"), HostPort("lan0", "lan", "lan0"))
+    me2 = Node(me.name, me.site, me.public_key, me.endpoints, me.segments, ports)
+    sw = Switch(Network("n", segments=net.segments, nodes=(me2, *net.nodes[1:])), "me")
+    assert sw.from_port("lan0", eth(BROADCAST, A), 1.0) is not None
+    assert sw.from_port("lan0", eth(BROADCAST, B), 1.0) is None
+    assert sw.drops["mac_limit"] == 1
+
+
+def test_flood_rate_limit() -> None:
+    sw = switch()  # vm3: 10 floods/s, burst 32
+    passed = sum(sw.from_port("vm3", eth(BROADCAST, A), 5.0) is not None for _ in range(40))
+    assert passed == 32
+    assert sw.drops["flood_rate"] == 8
+    storm = [e for e in sw.take_events() if e.kind == "storm"]
+    assert len(storm) == 1 and "vm3" in storm[0].detail
+    # known unicast is not a flood and is not limited
+    sw.from_port("vm1", eth(BROADCAST, B), 5.0)
+    assert sw.from_port("vm3", eth(B, A), 5.0) is not None
+    # one second later, ten more
+    passed = sum(sw.from_port("vm3", eth(BROADCAST, A), 6.0) is not None for _ in range(20))
+    assert passed == 10
+    # a port with its own bucket is not affected
+    assert sw.from_port("vm1", eth(BROADCAST, B), 6.0) is not None
+    # a storm is reported once while it lasts (the bucket never refills to full)
+    assert [e.kind for e in sw.take_events()] == []
+    # the storm ends once the bucket is full again, and a new one is reported again
+    assert sw.from_port("vm3", eth(BROADCAST, A), 10.0) is not None
+    for _ in range(50):
+        sw.from_port("vm3", eth(BROADCAST, A), 10.0)
+    assert [e.kind for e in sw.take_events()] == ["storm"]
+
+
+def test_flood_rate_applies_to_unknown_unicast_and_multicast() -> None:
+    sw = switch()
+    dsts = [MCAST, D, BROADCAST]
+    passed = sum(sw.from_port("vm3", eth(dsts[i % 3], A), 1.0) is not None for i in range(33))
+    assert passed == 32 and sw.drops["flood_rate"] == 1
+
+
+def test_token_bucket() -> None:
+    assert flood_burst(2000.0) == 200.0 and flood_burst(10.0) == 32.0
+    b = TokenBucket(2.0, 3.0)
+    assert [b.take(0.0) for _ in range(4)] == [True, True, True, False]
+    assert b.take(0.5) and not b.take(0.5)
+    assert not b.take(0.2)  # clock stepping back adds nothing
+    assert b.take(1.0)
+    with pytest.raises(ValueError):
+        TokenBucket(-1.0, 3.0)
+
+
+def test_events_are_bounded() -> None:
+    sw = Switch(network(), "me", flap_moves=10_000)
+    for i in range(1100):
+        sw.from_port("vm1" if i % 2 else "lan0", eth(BROADCAST, A), float(i) / 100)
+    assert len(sw.take_events()) == 1024
+    assert sw.counters["events_dropped"] == 1099 - 1024
+
+
+# ----------------------------------------------------------- example network
+
+
+def test_example_network_file() -> None:
+    from lanspan.config.parse import parse_network
+
+    path = pathlib.Path(__file__).parent.parent / "examples" / "network.toml"
+    net = parse_network(path.read_text(), str(path))
+    sw = Switch(net, "gra-hv1")
+    sw.set_peer_up("rbx-db1", True)
+    frame = eth(BROADCAST, A)
+    fwd = sw.from_port("vm1", frame, 1.0)
+    assert fwd is not None
+    assert out_ports(fwd) == {"uplink": frame, "lan0": frame} and fwd.peers == ("rbx-db1",)
+    fwd = sw.from_port("vm2", frame, 1.0)
+    assert fwd is not None and out_ports(fwd) == {"uplink": push_tag(frame, 11)}
+    assert fwd.peers == ()  # rbx-db1 does not carry api
+    # the static MAC from the file
+    fwd = sw.from_port("uplink", eth(bytes.fromhex("02aa00000001"), B), 2.0)
+    assert fwd is not None and [name for name, _ in fwd.ports] == ["vm1"]
+    # every output parses and carries its segment's tag on a trunk
+    for name, out in fwd.ports:
+        assert parse_untrusted(out).vlan is None and pop_tag(out) == out and name == "vm1"
+
+
+# -------------------------------------------------------------- sans-IO rule
+
+FORBIDDEN = {"socket", "asyncio", "os", "time", "select", "subprocess"}
+
+
+def test_switch_and_ethernet_import_no_io() -> None:
+    root = pathlib.Path(__file__).parent.parent / "lanspan"
+    files = [*sorted((root / "switch").glob("*.py")), root / "wire" / "ethernet.py"]
+    for f in files:
+        tree = ast.parse(f.read_text())
+        for n in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(n, ast.Import):
+                names = [a.name for a in n.names]
+            elif isinstance(n, ast.ImportFrom) and n.module:
+                names = [n.module]
+            for name in names:
+                assert name.split(".")[0] not in FORBIDDEN, f"{f} imports {name}"
