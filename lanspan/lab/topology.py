@@ -303,8 +303,14 @@ def render_network(lab: Lab, nodes: list[NodePlan], public_keys: dict[str, str])
             f"name = {_q(s.name)}",
             f"vlan = {s.vlan}",
             f"vni = {s.vni or s.vlan}",
-            f"ipv4 = {_q(str(s.ipv4))}",
         ]
+        clash = [o.name for o in lab.segment if o is not s and o.ipv4.overlaps(s.ipv4)]
+        if clash:
+            # The network file refuses overlapping subnets (informational there);
+            # the lab overlaps them on purpose so that a leak answers a ping.
+            out.append(f"# ipv4 {s.ipv4} left out: the lab overlaps it with {', '.join(clash)}")
+        else:
+            out.append(f"ipv4 = {_q(str(s.ipv4))}")
         if s.ipv6:
             out.append(f"ipv6 = {_q(str(s.ipv6))}")
         out += [f"mtu = {s.mtu}", ""]

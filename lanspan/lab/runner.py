@@ -1,0 +1,492 @@
+"""Carry a lab plan out: namespaces, links, agents — and remove exactly that again.
+
+Everything the lab makes is recorded in `<run dir>/state.json` *before* it is
+made (namespace names) or right after (PIDs), so `down` works after a crash,
+a Ctrl-C or a SIGKILL of anything. Every device the lab creates lives inside
+a namespace it created (veths are made directly inside their namespaces), so
+deleting those namespaces removes every device; processes are ended by PID,
+only when they still run in one of the lab's namespaces.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lanspan.config.keys import encode_key, generate_private_key, public_key, write_private_key
+from lanspan.errors import ConfigError
+from lanspan.lab import netns
+from lanspan.lab.model import Lab, load_lab
+from lanspan.lab.topology import Plan, default_prefix, expand
+
+STATE = "state.json"
+
+
+class LabError(RuntimeError):
+    """The lab could not be built, reached or removed; the message says what and where."""
+
+
+def run_dir_for(lab: Lab, run_dir: Path | None) -> Path:
+    return run_dir if run_dir is not None else Path("lab-runs") / lab.name
+
+
+@dataclass
+class State:
+    """What a lab made, saved after every change."""
+
+    path: Path
+    lab: str = ""
+    prefix: str = ""
+    lab_file: str = ""
+    namespaces: list[str] = field(default_factory=list)
+    agents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    helpers: list[dict[str, Any]] = field(default_factory=list)
+    phase: str = "building"
+
+    @classmethod
+    def load(cls, run_dir: Path) -> State | None:
+        p = run_dir / STATE
+        if not p.exists():
+            return None
+        d = json.loads(p.read_text())
+        return cls(path=p, **d)
+
+    def save(self) -> None:
+        d = {k: v for k, v in self.__dict__.items() if k != "path"}
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(d, indent=1))
+        os.replace(tmp, self.path)
+
+
+def _cmdline(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [x.decode(errors="replace") for x in raw.split(b"\0") if x]
+
+
+def _alive_as(pid: int, argv: list[str]) -> bool:
+    """True if `pid` still runs `argv` (after `ip netns exec` exec'd into it)."""
+    cmd = _cmdline(pid)
+    return bool(cmd) and cmd is not None and cmd[-len(argv) :] == argv
+
+
+class LabRun:
+    """One lab on this machine: its file, plan, run directory and state."""
+
+    def __init__(self, lab_file: Path, run_dir: Path | None = None, prefix: str | None = None):
+        self.lab_file = Path(lab_file)
+        self.lab = load_lab(self.lab_file)
+        self.run_dir = run_dir_for(self.lab, run_dir)
+        self.prefix = prefix or default_prefix(self.lab.name)
+        self.network_file = self.run_dir / "network.toml"
+        self.keys_dir = self.run_dir / "keys"
+        self.log_dir = self.run_dir / "logs"
+
+    # -- plan ---------------------------------------------------------------
+    def _keys(self) -> dict[str, str]:
+        self.keys_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.keys_dir, 0o700)
+        pubs: dict[str, str] = {}
+        for node in self.lab.node:
+            kf = self.key_file(node.name)
+            if kf.exists():
+                from lanspan.config.keys import load_private_key
+
+                priv = load_private_key(kf)
+            else:
+                priv = generate_private_key()
+                write_private_key(kf, priv)
+            pubs[node.name] = encode_key(public_key(priv))
+        return pubs
+
+    def key_file(self, node: str) -> Path:
+        return self.keys_dir / f"{node}.key"
+
+    def control(self, node: str) -> Path:
+        return self.run_dir / "ctl" / f"{node}.sock"
+
+    def plan(self) -> Plan:
+        state = self.state()
+        prefix = state.prefix if state and state.prefix else self.prefix
+        pubs: dict[str, str] = {}
+        if self.keys_dir.exists():
+            from lanspan.config.keys import load_private_key
+
+            for n in self.lab.node:
+                if self.key_file(n.name).exists():
+                    pubs[n.name] = encode_key(public_key(load_private_key(self.key_file(n.name))))
+        for n in self.lab.node:
+            pubs.setdefault(n.name, "")
+        return expand(self.lab, prefix, pubs)
+
+    def state(self) -> State | None:
+        return State.load(self.run_dir)
+
+    # -- up -----------------------------------------------------------------
+    def up(self, log: Callable[[str], None] = print, timeout: float | None = None) -> Plan:
+        old = self.state()
+        if old is not None and any(ns in netns.existing() for ns in old.namespaces):
+            raise LabError(
+                f"lab {self.lab.name!r} is already up (state in {self.run_dir}); "
+                f"run `lanspan lab down {self.lab_file}` first"
+            )
+        clash = [ns for ns in netns.existing() if ns.startswith(self.prefix + "-")]
+        if clash:
+            raise LabError(
+                f"namespaces {clash} already exist with this lab's prefix {self.prefix!r} "
+                "but are not recorded in its run directory; another lab or another run "
+                "directory owns them: use --run-dir or --prefix"
+            )
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        for sub in ("ctl", "logs"):
+            d = self.run_dir / sub
+            if d.exists():
+                shutil.rmtree(d)
+            d.mkdir()
+        pubs = self._keys()
+        plan = expand(self.lab, self.prefix, pubs)
+        self.network_file.write_text(plan.network_toml)
+        (self.run_dir / "plan.json").write_text(json.dumps(plan.to_json(), indent=1))
+        self._validate_network()
+        state = State(
+            path=self.run_dir / STATE,
+            lab=self.lab.name,
+            prefix=self.prefix,
+            lab_file=str(self.lab_file.resolve()),
+        )
+        state.save()
+        log(f"building lab {self.lab.name!r}: {len(plan.namespaces)} namespaces")
+        for ns in plan.namespaces:
+            state.namespaces.append(ns)
+            state.save()  # recorded before it exists: a crash in between is harmless
+            netns.run(["ip", "netns", "add", ns])
+            netns.run(["ip", "link", "set", "lo", "up"], ns=ns)
+        for ln in plan.links:
+            netns.veth_between(
+                ln.ns_a, ln.if_a, ln.ns_b, ln.if_b, mtu=ln.mtu, mac_a=ln.mac_a, mac_b=ln.mac_b
+            )
+        for ns, argv in plan.commands:
+            netns.run(list(argv), ns=ns)
+        self._start_helpers(plan, state)
+        from lanspan.lab import impair
+
+        for site in self.lab.site:
+            if not site.uplink.empty:
+                impair.apply(self, plan, state, site.name, site.uplink, tag="uplink")
+        for node in plan.nodes:
+            self.start_agent(node.name, plan, state)
+        state.phase = "up"
+        state.save()
+        log(f"started {len(plan.nodes)} agents; waiting for sessions")
+        missing = self.wait_sessions(plan, timeout or self.lab.lab.up_timeout)
+        if missing:
+            raise LabError(
+                "sessions not up after "
+                f"{timeout or self.lab.lab.up_timeout:.0f} s: "
+                + "; ".join(f"{n}: {', '.join(ps)}" for n, ps in sorted(missing.items()))
+                + f" (agent logs in {self.log_dir}; the lab stays up for a look, "
+                f"`lanspan lab down {self.lab_file}` removes it)"
+            )
+        return plan
+
+    def _validate_network(self) -> None:
+        import importlib
+
+        load_network = getattr(importlib.import_module("lanspan.config"), "load_network", None)
+        if load_network is None:
+            return
+        try:
+            load_network(self.network_file)
+        except ConfigError as e:
+            raise LabError(f"generated network file is invalid (a lab bug):\n{e.render()}") from e
+
+    def _start_helpers(self, plan: Plan, state: State) -> None:
+        for g in plan.guests:
+            tagged = [i for i in g.interfaces if i.vlan is not None]
+            if not tagged:
+                continue
+            argv = [sys.executable, "-m", "lanspan.lab.vlantap", "eth0"]
+            for i in tagged:
+                argv.append(f"{i.vlan}:{i.ifname}:{i.mtu}:{','.join(i.addresses)}")
+            pid = self.spawn(g.ns, argv, self.log_dir / f"vlantap-{g.name}.log")
+            state.helpers.append(
+                {"what": f"vlantap {g.name}", "ns": g.ns, "pid": pid, "argv": argv}
+            )
+            state.save()
+
+            def made(
+                ns: str = g.ns, names: tuple[str, ...] = tuple(i.ifname for i in tagged)
+            ) -> bool:
+                return all(
+                    netns.run(["ip", "link", "show", n], ns=ns, check=False).returncode == 0
+                    for n in names
+                )
+
+            netns.wait_for(
+                made,
+                10.0,
+                f"VLAN interfaces of trunk guest {g.name}",
+            )
+
+    def spawn(self, ns: str, argv: list[str], log: Path) -> int:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                ["ip", "netns", "exec", ns, *argv],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        return proc.pid
+
+    def agent_argv(self, node: str) -> list[str]:
+        return [
+            sys.executable, "-m", "lanspan", "agent",
+            "--network", str(self.network_file.resolve()),
+            "--node", node,
+            "--key", str(self.key_file(node).resolve()),
+            "--control", str(self.control(node).resolve()),
+            "--log-level", "debug",
+        ]  # fmt: skip
+
+    def start_agent(self, node: str, plan: Plan, state: State) -> int:
+        argv = self.agent_argv(node)
+        ns = plan.node(node).ns
+        self.control(node).unlink(missing_ok=True)
+        pid = self.spawn(ns, argv, self.log_dir / f"agent-{node}.log")
+        state.agents[node] = {"pid": pid, "ns": ns, "argv": argv, "started": time.time()}
+        state.save()
+        return pid
+
+    def kill_agent(self, node: str, state: State, sig: int = signal.SIGKILL) -> None:
+        a = state.agents.get(node)
+        if a and _alive_as(a["pid"], a["argv"]):
+            os.kill(a["pid"], sig)
+            _reap(a["pid"], 5.0)
+
+    # -- sessions -----------------------------------------------------------
+    def expected_peers(self, plan: Plan) -> dict[str, list[str]]:
+        """Direct sessions every node should have: all but NAT-to-NAT pairs."""
+        out: dict[str, list[str]] = {}
+        for n in plan.nodes:
+            out[n.name] = [
+                m.name
+                for m in plan.nodes
+                if m.name != n.name and not (n.endpoint is None and m.endpoint is None)
+            ]
+        return out
+
+    def show(self, node: str) -> dict[str, Any] | None:
+        sock = self.control(node)
+        if not sock.exists():
+            return None
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "lanspan", "show", "--json", "--socket", str(sock)],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return None
+        if proc.returncode != 0:
+            return None
+        try:
+            out: dict[str, Any] = json.loads(proc.stdout)
+        except json.JSONDecodeError:
+            return None
+        return out
+
+    def sessions(self, plan: Plan) -> dict[str, dict[str, str]]:
+        """node -> peer -> session state ("?" when the agent does not answer)."""
+        with ThreadPoolExecutor(max_workers=8) as ex:
+            shows = dict(
+                zip(plan.nodes, ex.map(lambda n: self.show(n.name), plan.nodes), strict=True)
+            )
+        out: dict[str, dict[str, str]] = {}
+        for n, s in shows.items():
+            if s is None:
+                out[n.name] = {}
+                continue
+            out[n.name] = {
+                p.get("name", "?"): str(p.get("session", "?")) for p in s.get("peers", [])
+            }
+        return out
+
+    def missing_sessions(self, plan: Plan) -> dict[str, list[str]]:
+        state = self.state()
+        sess = self.sessions(plan)
+        missing: dict[str, list[str]] = {}
+        for node, peers in self.expected_peers(plan).items():
+            a = state.agents.get(node) if state else None
+            if a is None or not _alive_as(a["pid"], a["argv"]):
+                missing[node] = ["agent not running"]
+                continue
+            if not sess.get(node):
+                missing[node] = ["control socket not answering"]
+                continue
+            down = [
+                f"{p} ({sess[node].get(p, 'absent')})" for p in peers if sess[node].get(p) != "up"
+            ]
+            if down:
+                missing[node] = down
+        return missing
+
+    def wait_sessions(self, plan: Plan, timeout: float) -> dict[str, list[str]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            missing = self.missing_sessions(plan)
+            if not missing or time.monotonic() >= deadline:
+                return missing
+            time.sleep(0.3)
+
+    # -- down ---------------------------------------------------------------
+    def down(self, log: Callable[[str], None] = print) -> list[str]:
+        """Remove what the state records (and only that); return what was removed."""
+        state = self.state()
+        if state is None:
+            log(f"nothing recorded in {self.run_dir}: nothing to remove")
+            return []
+        done: list[str] = []
+        ours = set(state.namespaces)
+        present = netns.existing()
+        # 1. recorded processes, by PID, while they still run what we started
+        recorded = [
+            r
+            for r in list(state.agents.values()) + list(state.helpers)
+            if _alive_as(r["pid"], r["argv"])
+        ]
+        for rec in recorded:
+            os.kill(rec["pid"], signal.SIGTERM)
+        for rec in recorded:
+            if not _reap(rec["pid"], 5.0) and _alive_as(rec["pid"], rec["argv"]):
+                os.kill(rec["pid"], signal.SIGKILL)
+                _reap(rec["pid"], 5.0)
+            done.append(f"process {rec['pid']}")
+        # 2. anything still running inside our namespaces was started by the lab
+        for ns in state.namespaces:
+            if ns not in present:
+                continue
+            for pid in netns.pids_in(ns):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    done.append(f"process {pid} (in {ns})")
+                except ProcessLookupError:
+                    pass
+        # 3. namespaces (their devices go with them)
+        for ns in reversed(state.namespaces):
+            if ns in present and ns in ours:
+                netns.run(["ip", "netns", "delete", ns], check=False)
+                done.append(f"namespace {ns}")
+        left = [ns for ns in state.namespaces if ns in netns.existing()]
+        if left:
+            raise LabError(f"could not delete namespaces {left}")
+        (self.run_dir / STATE).unlink(missing_ok=True)
+        for sub in ("ctl",):
+            shutil.rmtree(self.run_dir / sub, ignore_errors=True)
+        return done
+
+    # -- status / exec ------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        state = self.state()
+        present = netns.existing()
+        if state is None:
+            return {"lab": self.lab.name, "up": False, "run_dir": str(self.run_dir)}
+        plan = self.plan()
+        sess = self.sessions(plan) if state.phase == "up" else {}
+        expected = self.expected_peers(plan)
+        nodes = []
+        for n in plan.nodes:
+            a = state.agents.get(n.name)
+            running = bool(a and _alive_as(a["pid"], a["argv"]))
+            peers = sess.get(n.name, {})
+            nodes.append(
+                {
+                    "name": n.name,
+                    "site": n.site,
+                    "namespace": n.ns,
+                    "underlay": n.underlay,
+                    "endpoint": n.endpoint,
+                    "agent_pid": a["pid"] if a else None,
+                    "agent_running": running,
+                    "sessions": peers,
+                    "sessions_up": sum(1 for s in peers.values() if s == "up"),
+                    "sessions_expected": len(expected[n.name]),
+                }
+            )
+        guests = [
+            {
+                "name": g.name,
+                "node": g.node,
+                "namespace": g.ns,
+                "kind": g.kind,
+                "interfaces": [
+                    {"ifname": i.ifname, "segment": i.segment, "addresses": list(i.addresses)}
+                    for i in g.interfaces
+                ],
+            }
+            for g in plan.guests
+        ]
+        return {
+            "lab": self.lab.name,
+            "up": any(ns in present for ns in state.namespaces),
+            "phase": state.phase,
+            "run_dir": str(self.run_dir),
+            "namespaces": [{"name": ns, "exists": ns in present} for ns in state.namespaces],
+            "nodes": nodes,
+            "guests": guests,
+        }
+
+    def namespace_of(self, name: str) -> str:
+        plan = self.plan()
+        for g in plan.guests:
+            if g.name == name:
+                return g.ns
+        for n in plan.nodes:
+            if n.name == name:
+                return n.ns
+        for s in plan.sites:
+            if name in (s.name, f"r-{s.name}"):
+                return s.ns
+        if name in ("core", "internet"):
+            return plan.core_ns
+        names = [g.name for g in plan.guests] + [n.name for n in plan.nodes]
+        raise LabError(f"no guest or node named {name!r} in lab {self.lab.name!r} ({names})")
+
+
+def _reap(pid: int, timeout: float) -> bool:
+    """Wait for `pid` to go (reaping it if it is our child); True if gone."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return True
+        except ChildProcessError:
+            pass
+        if not Path(f"/proc/{pid}").exists():
+            return True
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
+                return True  # a zombie of some other parent: gone for our purposes
+        except OSError:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+__all__ = ["LabError", "LabRun", "State"]
