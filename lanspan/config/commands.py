@@ -1,0 +1,162 @@
+"""`lanspan check`, `lanspan genkey`, `lanspan pubkey`: click commands.
+
+`lanspan.cli` registers them on the main group. Operator mistakes end with a
+clear message on stderr and exit status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+
+from lanspan.config.keys import (
+    KeyFormatError,
+    decode_key,
+    encode_key,
+    generate_private_key,
+    public_key,
+    write_private_key,
+)
+from lanspan.config.load import load_network
+from lanspan.config.model import HostPort, Network, Port, TrunkPort
+from lanspan.errors import ConfigError
+
+__all__ = ["check", "genkey", "pubkey", "render_errors", "summary"]
+
+
+def render_errors(error: ConfigError) -> str:
+    """Every problem on its own line, prefixed by the file (`net.toml: ...`)."""
+    lines = [f"{error.source}: {p}" for p in error.problems]
+    n = len(error.problems)
+    lines.append(f"{error.source}: {n} error{'s' if n != 1 else ''}")
+    return "\n".join(lines)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return [
+        "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+
+
+def _port_row(node: str, p: Port, net: Network) -> tuple[str, ...]:
+    if isinstance(p, TrunkPort):
+        segs = ",".join(
+            net.segment_by_vlan(v).name + ("(untagged)" if v == p.native_vlan else "")
+            for v in p.vlans
+        )
+    else:
+        segs = p.segment
+    device = p.device + (" (new TAP)" if p.create else "")
+    extra = ""
+    if isinstance(p, HostPort):
+        extra = " ".join(str(a) for a in p.addresses)
+    return (node, p.name, p.kind, segs, device, extra or "-")
+
+
+def summary(net: Network) -> str:
+    """The one-screen description `lanspan check` prints for a valid file."""
+    lines = [
+        f'network "{net.name}": UDP port {net.port}, cipher {net.cipher}, '
+        f"{len(net.segments)} segment(s), {len(net.nodes)} node(s), "
+        f"{len(net.static_macs)} static MAC(s)",
+        "",
+        "segments:",
+    ]
+    lines += _table(
+        ("NAME", "VLAN", "VNI", "IPV4", "IPV6", "MTU", "GATEWAY"),
+        [
+            (
+                s.name,
+                str(s.vlan),
+                str(s.vni),
+                str(s.ipv4 or "-"),
+                str(s.ipv6 or "-"),
+                str(s.mtu),
+                str(s.gateway or "-"),
+            )
+            for s in net.segments
+        ],
+    )
+    lines += ["", "nodes:"]
+    lines += _table(
+        ("NAME", "SITE", "ENDPOINTS", "SEGMENTS", "PORTS"),
+        [
+            (
+                n.name + ("" if n.relay else " (no relay)"),
+                n.site,
+                " ".join(str(e) for e in n.endpoints) or "- (behind NAT)",
+                ",".join(n.segments),
+                " ".join(f"{p.name}:{p.kind}" for p in n.ports) or "-",
+            )
+            for n in net.nodes
+        ],
+    )
+    rows = [_port_row(n.name, p, net) for n in net.nodes for p in n.ports]
+    if rows:
+        lines += ["", "ports:"]
+        lines += _table(("NODE", "PORT", "KIND", "SEGMENTS", "DEVICE", "ADDRESSES"), rows)
+    return "\n".join(lines)
+
+
+@click.command()
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=True))
+def check(file: Path) -> None:
+    """Validate a network file and summarise it; list every error otherwise."""
+    try:
+        net = load_network(file)
+    except ConfigError as e:
+        click.echo(render_errors(e), err=True)
+        raise SystemExit(1) from None
+    click.echo(summary(net))
+    click.echo(f"\n{file}: ok")
+
+
+@click.command()
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write the key to this file (created with mode 0600) and print the public key.",
+)
+@click.option("--force", is_flag=True, help="Replace the --out file if it exists.")
+def genkey(out: Path | None, force: bool) -> None:
+    """Generate a node private key (base64 on stdout, or into --out FILE)."""
+    key = generate_private_key()
+    if out is None:
+        click.echo(encode_key(key))
+        return
+    try:
+        write_private_key(out, key, force=force)
+    except FileExistsError:
+        click.echo(
+            f"{out} already exists: not overwriting it (use --force to replace it)", err=True
+        )
+        raise SystemExit(1) from None
+    except OSError as e:
+        click.echo(f"cannot write {out}: {e.strerror or e}", err=True)
+        raise SystemExit(1) from None
+    click.echo(f"wrote private key to {out} (mode 0600); its public key:", err=True)
+    click.echo(encode_key(public_key(key)))
+
+
+@click.command()
+def pubkey() -> None:
+    """Print the public key of the private key read on stdin."""
+    data = click.get_binary_stream("stdin").read(4097)
+    try:
+        if len(data) > 4096:
+            raise KeyFormatError("the input is far too long to be a key")
+        try:
+            text = data.decode("ascii")
+        except UnicodeDecodeError:
+            raise KeyFormatError("the input contains non-ASCII bytes") from None
+        private = decode_key(text)
+    except KeyFormatError as e:
+        click.echo(f"stdin is not a private key: {e}", err=True)
+        raise SystemExit(1) from None
+    click.echo(encode_key(public_key(private)))
