@@ -353,3 +353,51 @@ def test_client_times_out_on_mute_agent(sock_path: Path) -> None:
             request(sock_path, "status", timeout=0.2)
     finally:
         mute.close()
+
+
+def test_agent_values_are_made_json(sock_path: Path) -> None:
+    import enum
+    import ipaddress
+
+    class State(enum.Enum):
+        UP = "up"
+
+    odd: dict[str, object] = {
+        "mac": b"\x52\x54\x00\x00\x00\x01",
+        "key": b"\x00" * 32,
+        "state": State.UP,
+        "addr": ipaddress.ip_address("fd00::1"),
+        "path": Path("/etc/lanspan/acme.toml"),
+        "tags": {"b", "a"},
+        "loss": float("nan"),
+        "rtt": [float("inf"), 1.5],
+    }
+
+    class OddSource(FakeSource):
+        def status(self) -> dict[str, object]:
+            return odd
+
+        def macs(self, segment: str | None) -> list[dict[str, object]]:
+            return [{"x": object()}]
+
+    srv = ControlServer(sock_path, OddSource())
+    loop = Loop()
+    srv.register(loop.sel)
+    loop.start()
+    try:
+        assert request(sock_path, "status")["result"] == {
+            "mac": "52:54:00:00:00:01",
+            "key": "A" * 43 + "=",
+            "state": "up",
+            "addr": "fd00::1",
+            "path": "/etc/lanspan/acme.toml",
+            "tags": ["a", "b"],
+            "loss": None,
+            "rtt": [None, 1.5],
+        }
+        reply = request(sock_path, "macs")
+        assert reply["ok"] is False
+        assert "not serialisable" in str(reply["error"])
+    finally:
+        loop.stop()
+        srv.close()

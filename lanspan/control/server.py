@@ -18,15 +18,19 @@ log line, never an exception into the agent's loop. See docs/control-api.md.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import enum
 import errno
+import ipaddress
 import json
 import logging
+import math
 import os
 import selectors
 import socket
 import stat
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Protocol
 
 from lanspan.control._conn import Conn
@@ -102,10 +106,42 @@ def handle_request(line: bytes, source: StatusSource) -> dict[str, object]:
         return _error(f"internal error in the agent while handling {op!r}: {e}")
 
 
+def _jsonable(obj: object) -> object:
+    """`json.dumps` fallback for values the agent may hand over as-is."""
+    if isinstance(obj, bytes | bytearray | memoryview):
+        raw = bytes(obj)
+        if len(raw) == 6:  # a MAC address
+            return ":".join(f"{b:02x}" for b in raw)
+        return base64.b64encode(raw).decode()
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, ipaddress.IPv4Address | ipaddress.IPv6Address | PurePath):
+        return str(obj)
+    if isinstance(obj, set | frozenset):
+        return sorted(obj, key=str)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def _finite(obj: object) -> object:
+    """Replace NaN and infinities (not JSON) by null, recursively."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def _encode(response: dict[str, object]) -> bytes:
     try:
-        text = json.dumps(response, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as e:
+        try:
+            text = json.dumps(response, separators=(",", ":"), allow_nan=False, default=_jsonable)
+        except ValueError:  # NaN or infinity somewhere
+            text = json.dumps(
+                _finite(response), separators=(",", ":"), allow_nan=False, default=_jsonable
+            )
+    except (TypeError, ValueError, RecursionError) as e:
         log.error("control response is not JSON-serialisable: %s", e)
         text = json.dumps(_error(f"internal error: response not serialisable ({e})"))
     return text.encode() + b"\n"
