@@ -20,88 +20,11 @@ from lanspan.config import (
 )
 from lanspan.errors import ConfigError
 
+DATA = Path(__file__).parent / "data" / "config"
+BASE = (DATA / "base.toml").read_text()
 KEY_A = "sGC8mXFbN0Wf+S6UUw7wh3Cy9p7Ldu6Bo9dHOZAZ6Ws="
 KEY_B = "Bzrs0s0Cr2bmJPFOeHGjJ0CkT9jTIu0DphlN3NOuXg8="
-
-BASE = f"""
-[network]
-name = "acme"
-port = 51820
-cipher = "aesgcm"
-mac_ageing = 300
-
-[network.timers]
-keepalive = 10.0
-probe_interval = 0.2
-probe_multiplier = 3
-hold_down = 2.0
-
-[[segment]]
-name = "lan"
-vlan = 10
-vni = 10
-ipv4 = "198.18.10.0/24"
-ipv6 = "fd00:10::/64"
-mtu = 1400
-gateway = "198.18.10.1"
-
-[[segment]]
-name = "api"
-vlan = 11
-ipv4 = "198.18.11.0/24"
-
-[[node]]
-name = "gra-hv1"
-site = "gra"
-public_key = "{KEY_A}"
-endpoints = ["198.19.1.2:51820", "[fd00:1::2]:51820"]
-segments = ["lan", "api"]
-
-  [[node.port]]
-  kind = "access"
-  name = "vm1"
-  segment = "lan"
-  tap = "vm1"
-
-  [[node.port]]
-  kind = "access"
-  name = "vm2"
-  segment = "api"
-  interface = "veth-vm2"
-
-  [[node.port]]
-  kind = "trunk"
-  name = "uplink"
-  interface = "eth1"
-  vlans = [10, 11]
-  native_vlan = 10
-
-  [[node.port]]
-  kind = "host"
-  name = "lan0"
-  segment = "lan"
-  address = ["198.18.10.11/24", "fd00:10::11/64"]
-
-[[node]]
-name = "rbx-db1"
-site = "rbx"
-public_key = "{KEY_B}"
-endpoints = ["198.19.2.2:51820"]
-segments = ["lan"]
-relay = false
-
-  [[node.port]]
-  kind = "host"
-  name = "lan0"
-  segment = "lan"
-  address = ["198.18.10.21/24"]
-
-[[static_mac]]
-segment = "lan"
-mac = "02:aa:00:00:00:01"
-node = "gra-hv1"
-port = "vm1"
-"""
+assert KEY_A in BASE and KEY_B in BASE
 
 
 def problems(text: str) -> list[str]:
