@@ -42,9 +42,13 @@ class ReplayWindow:
         index = counter >> 6
         if counter > greatest:
             current = greatest >> 6
-            # Clear the blocks the window slides over (at most the whole ring).
-            for i in range(current + 1, current + 1 + min(index - current, _BLOCKS)):
-                blocks[i & _INDEX_MASK] = 0
+            if index - current >= _BLOCKS:
+                blocks = self._blocks = [0] * _BLOCKS
+            else:
+                # Clear only the blocks the window slides over; in-order traffic
+                # mostly stays in the current block and skips this loop.
+                for i in range(current + 1, index + 1):
+                    blocks[i & _INDEX_MASK] = 0
             self.greatest = counter
         elif counter + WINDOW_SIZE <= greatest:
             return False

@@ -405,7 +405,8 @@ class SessionTable:
                     self.drops["expired"] += 1
                     return None
                 replay = kp.replay
-                if not replay.check(counter):
+                # In-order traffic (the common case) skips the bitmap lookup.
+                if counter <= replay.greatest and not replay.check(counter):
                     self.drops["replay"] += 1
                     return None
                 try:
@@ -602,9 +603,15 @@ class SessionTable:
             now=now,
         )
         self._keypairs[index] = kp
-        self._free(p.next)
-        self._free(p.previous)
-        p.previous, p.current, p.next = p.current, kp, None
+        if p.next is not None:
+            # Both sides initiated at once: the peer may already send on the keypair we
+            # offered as responder, so keep it receivable as `previous` (as WireGuard does).
+            self._free(p.previous)
+            self._free(p.current)
+            p.previous, p.current, p.next = p.next, kp, None
+        else:
+            self._free(p.previous)
+            p.previous, p.current = p.current, kp
         self._went_up(p, now, "initiator")
         # The responder may only send once it saw us use the keypair: say something.
         self._flush(p, now, keepalive_if_empty=True)
