@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from lanspan.control._conn import Conn
 from lanspan.control.server import StatusSource
+from lanspan.logs import RateLimitedLog
 
 __all__ = ["CONTENT_TYPE", "MetricsServer", "parse_addr", "render_prometheus"]
 
@@ -334,6 +335,7 @@ class MetricsServer:
             raise OSError(e.errno, f"cannot listen for metrics on {addr}: {e.strerror}") from e
         self._sock = sock
         self._closed = False
+        self._accept_errors = RateLimitedLog(log, interval=60.0)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -356,8 +358,8 @@ class MetricsServer:
                 sock, _ = self._sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as e:
-                log.warning("metrics accept failed: %s", e)
+            except OSError as e:  # EMFILE and friends: say so, without flooding the log
+                self._accept_errors.drop("accept_failed", str(e))
                 return
             if len(self._clients) >= MAX_METRICS_CLIENTS:
                 self._clients[0].close()

@@ -34,6 +34,7 @@ from pathlib import Path, PurePath
 from typing import Protocol
 
 from lanspan.control._conn import Conn
+from lanspan.logs import RateLimitedLog
 
 __all__ = [
     "MAX_CLIENTS",
@@ -193,6 +194,7 @@ class ControlServer:
             raise ControlError(f"cannot set up control socket {self.path}: {e}") from e
         self._sock = sock
         self._closed = False
+        self._accept_errors = RateLimitedLog(log, interval=60.0)
 
     def _prepare_path(self) -> None:
         try:
@@ -231,8 +233,8 @@ class ControlServer:
                 sock, _ = self._sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as e:
-                log.warning("control socket accept failed: %s", e)
+            except OSError as e:  # EMFILE and friends: say so, without flooding the log
+                self._accept_errors.drop("accept_failed", str(e))
                 return
             if len(self._clients) >= MAX_CLIENTS:
                 oldest = self._clients[0]
