@@ -14,9 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lanspan.control.client import ControlUnavailable, request
-from lanspan.control.server import MAX_REQUEST_BYTES, ControlError, ControlServer
+from lanspan.control.server import (
+    MAX_REQUEST_BYTES,
+    ControlError,
+    ControlServer,
+    handle_request,
+)
 
 STATUS: dict[str, object] = {
     "node": "gra-hv1",
@@ -401,3 +408,38 @@ def test_agent_values_are_made_json(sock_path: Path) -> None:
     finally:
         loop.stop()
         srv.close()
+
+
+@given(st.binary(max_size=512))
+@settings(max_examples=300, deadline=None)
+def test_handle_request_never_raises(line: bytes) -> None:
+    reply = handle_request(line, FakeSource())
+    assert isinstance(reply["ok"], bool)
+    if not reply["ok"]:
+        assert isinstance(reply["error"], str)
+    json.dumps(reply)
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+        lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=5), kids),
+        max_leaves=10,
+    )
+)
+@settings(max_examples=200, deadline=None)
+def test_any_json_request_gets_a_json_answer(obj: object) -> None:
+    reply = handle_request(json.dumps(obj).encode(), FakeSource())
+    assert set(reply) in ({"ok", "result"}, {"ok", "error"})
+
+
+def test_request_fed_byte_by_byte(server: tuple[ControlServer, Loop], sock_path: Path) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(5)
+        s.connect(str(sock_path))
+        for b in b'{"op": "macs", "segment": "lan"}\n':
+            s.sendall(bytes([b]))
+        data = b""
+        while not data.endswith(b"\n"):
+            data += s.recv(65536)
+    assert json.loads(data) == {"ok": True, "result": [MACS[0]]}
