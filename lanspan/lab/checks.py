@@ -1,0 +1,423 @@
+"""`lab test`: reachability, isolation, path MTU, throughput, then the fault scenarios.
+
+Positive and negative expectations: every guest pings every other guest of each
+segment it is on; no guest reaches a guest of a segment it is not on (the small
+lab gives two segments the same subnet, so a leak would answer); the largest
+unfragmented ping equals the segment's MTU; iperf3 between two sites.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from ipaddress import ip_interface
+from typing import Any
+
+from lanspan.lab import impair, netns
+from lanspan.lab.model import Fault, Impairment
+from lanspan.lab.probe import Probe
+from lanspan.lab.runner import LabRun, State, _alive_as, _reap
+from lanspan.lab.topology import GuestPlan, Plan
+
+Check = dict[str, Any]
+Log = Callable[[str], None]
+
+
+def _ping(ns: str, addr: str, tries: int, size: int | None = None, df: bool = False) -> bool:
+    argv = ["ping", "-n", "-c", "1", "-W", "1"]
+    if ":" in addr:
+        argv.insert(1, "-6")
+    if size is not None:
+        argv += ["-s", str(size)]
+    if df:
+        argv += ["-M", "do"]
+    for _ in range(tries):
+        if netns.run([*argv, addr], ns=ns, check=False, timeout=10).returncode == 0:
+            return True
+    return False
+
+
+def _ip(a: str) -> str:
+    return str(ip_interface(a).ip)
+
+
+def reachability(plan: Plan) -> list[Check]:
+    jobs: list[tuple[str, GuestPlan, str, str]] = []
+    for a in plan.guests:
+        for b in plan.guests:
+            if a is b:
+                continue
+            for ia in a.interfaces:
+                ib = b.on(ia.segment)
+                if ib is None:
+                    continue
+                fams = {ip_interface(x).version for x in ia.addresses}
+                for addr in ib.addresses:
+                    if ip_interface(addr).version in fams:
+                        jobs.append((ia.segment, a, b.name, _ip(addr)))
+
+    def one(job: tuple[str, GuestPlan, str, str]) -> Check:
+        seg, a, b, addr = job
+        ok = _ping(a.ns, addr, tries=5)
+        return {
+            "name": f"{seg}: {a.name} -> {b} ({addr})",
+            "kind": "reachability",
+            "passed": ok,
+            "detail": "answers" if ok else "no answer",
+        }
+
+    with ThreadPoolExecutor(max_workers=8) as ex:
+        return list(ex.map(one, jobs))
+
+
+def isolation(plan: Plan) -> list[Check]:
+    """A guest must not reach a guest of a segment it is not on, even on the same subnet."""
+    jobs: list[tuple[GuestPlan, str, str, str, str]] = []
+    for a in plan.guests:
+        mine = {i.segment for i in a.interfaces}
+        src = next((i for i in a.interfaces if i.addresses), None)
+        if src is None:
+            continue
+        fams = {ip_interface(x).version for x in src.addresses}
+        for b in plan.guests:
+            for ib in b.interfaces:
+                if ib.segment in mine:
+                    continue
+                for addr in ib.addresses:
+                    if ip_interface(addr).version in fams:
+                        jobs.append((a, src.ifname, src.segment, ib.segment, _ip(addr)))
+                        break
+
+    def one(job: tuple[GuestPlan, str, str, str, str]) -> Check:
+        a, ifname, seg_a, seg_b, addr = job
+        # An on-link route so the guest ARPs for the address on its own segment:
+        # the question is whether anything on that segment answers for it.
+        six = ["-6"] if ":" in addr else []
+        route = [*six, "route", "add", addr, "dev", ifname]
+        added = netns.run(["ip", *route], ns=a.ns, check=False).returncode == 0
+        try:
+            leak = _ping(a.ns, addr, tries=2)
+        finally:
+            if added:
+                netns.run(["ip", *six, "route", "del", addr, "dev", ifname], ns=a.ns, check=False)
+        return {
+            "name": f"{seg_a} -/-> {seg_b}: {a.name} -> {addr}",
+            "kind": "isolation",
+            "passed": not leak,
+            "detail": "LEAK: answered across segments" if leak else "isolated",
+        }
+
+    with ThreadPoolExecutor(max_workers=8) as ex:
+        return list(ex.map(one, jobs))
+
+
+def _pairs_across_sites(plan: Plan, segment: str) -> list[tuple[GuestPlan, GuestPlan]]:
+    site = {n.name: n.site for n in plan.nodes}
+    on = [
+        g
+        for g in plan.guests
+        if (i := g.on(segment)) is not None
+        and any(ip_interface(a).version == 4 for a in i.addresses)
+    ]
+    on.sort(key=lambda g: g.kind != "access")  # access guests first
+    pairs = [(a, b) for a in on for b in on if a is not b and site[a.node] != site[b.node]]
+    return pairs or [(a, b) for a in on for b in on if a is not b]
+
+
+def _v4(g: GuestPlan, segment: str) -> str:
+    i = g.on(segment)
+    assert i is not None
+    return next(_ip(a) for a in i.addresses if ip_interface(a).version == 4)
+
+
+def mtu(run: LabRun, plan: Plan) -> list[Check]:
+    out: list[Check] = []
+    for seg in run.lab.segment:
+        pairs = _pairs_across_sites(plan, seg.name)
+        if not pairs:
+            continue
+        a, b = pairs[0]
+        addr = _v4(b, seg.name)
+        fits = _ping(a.ns, addr, tries=3, size=seg.mtu - 28, df=True)
+        over = _ping(a.ns, addr, tries=1, size=seg.mtu - 27, df=True)
+        measured = seg.mtu if fits and not over else None
+        if not fits:
+            # find what does pass, for the message
+            lo, hi = 0, seg.mtu - 28
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if _ping(a.ns, addr, tries=1, size=mid, df=True):
+                    lo = mid
+                else:
+                    hi = mid - 1
+            measured = lo + 28 if lo else None
+        out.append(
+            {
+                "name": f"{seg.name}: path MTU {a.name} -> {b.name}",
+                "kind": "mtu",
+                "passed": fits and not over,
+                "advertised": seg.mtu,
+                "measured": measured,
+                "detail": f"largest unfragmented packet {measured} (advertised {seg.mtu})",
+            }
+        )
+    return out
+
+
+def throughput(run: LabRun, plan: Plan) -> list[Check]:
+    seg = run.lab.segment[0]
+    pairs = _pairs_across_sites(plan, seg.name)
+    if not pairs:
+        return []
+    a, b = pairs[0]
+    addr = _v4(b, seg.name)
+    seconds = run.lab.lab.throughput_seconds
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", b.ns, "iperf3", "-s", "-1", "-B", addr, "-p", "5201"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    mbps, err = 0.0, ""
+    try:
+        deadline = time.monotonic() + 5
+        data: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            proc = netns.run(
+                ["iperf3", "-c", addr, "-p", "5201", "-t", str(seconds), "-J",
+                 "--connect-timeout", "2000"],
+                ns=a.ns, check=False, timeout=seconds + 30,
+            )  # fmt: skip
+            try:
+                data = json.loads(proc.stdout)
+            except json.JSONDecodeError:
+                data = {"error": proc.stderr.strip() or "no output"}
+            if "error" not in data:
+                break
+            time.sleep(0.2)
+        if "error" in data:
+            err = str(data["error"])
+        else:
+            mbps = data["end"]["sum_received"]["bits_per_second"] / 1e6
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(5)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(5)
+    need = run.lab.lab.min_throughput_mbps
+    return [
+        {
+            "name": f"{seg.name}: iperf3 {a.name} -> {b.name}",
+            "kind": "throughput",
+            "passed": not err and mbps >= need,
+            "mbps": round(mbps, 1),
+            "detail": err or f"{mbps:.1f} Mbit/s (need {need})",
+        }
+    ]
+
+
+# -- faults -------------------------------------------------------------------
+
+
+def _default_probe(plan: Plan, fault: Fault) -> tuple[GuestPlan, GuestPlan, str] | None:
+    """A pair of guests on one segment, the target behind the faulted site or node."""
+    site = {n.name: n.site for n in plan.nodes}
+
+    def behind(g: GuestPlan) -> bool:
+        if fault.node is not None:
+            return g.node == fault.node
+        return site[g.node] == fault.site
+
+    for t in plan.guests:
+        if not behind(t):
+            continue
+        for s in plan.guests:
+            if behind(s):
+                continue
+            for i in s.interfaces:
+                if t.on(i.segment) is not None and i.addresses:
+                    return s, t, i.segment
+    return None
+
+
+def run_fault(run: LabRun, plan: Plan, fault: Fault, log: Log) -> dict[str, Any]:
+    state = run.state()
+    assert state is not None
+    if fault.probe is not None:
+        src, dst = plan.guest(fault.probe.source), plan.guest(fault.probe.target)
+        seg = next(i.segment for i in src.interfaces if dst.on(i.segment) is not None)
+    else:
+        found = _default_probe(plan, fault)
+        if found is None:
+            return {"name": fault.name, "kind": fault.kind, "outage_ms": None, "recovered": False,
+                    "detail": "no pair of guests across the faulted place to probe"}  # fmt: skip
+        src, dst, seg = found
+    addr = _v4(dst, seg)
+    result: dict[str, Any] = {
+        "name": fault.name,
+        "kind": fault.kind,
+        "probe": f"{src.name} -> {dst.name}",
+    }
+    probe = Probe(src.ns, addr, source=src.name)
+    try:
+        t_base = time.time()
+        if probe.wait_answering(20, t_base, 15.0) is None:
+            pr = probe.stop()
+            result.update(
+                outage_ms=None,
+                recovered=False,
+                detail="no connectivity before the fault",
+                timeline=pr.timeline,
+                interval_ms=pr.interval_ms,
+            )
+            return result
+        probe.mark("fault")
+        _inject(run, plan, state, fault)
+        time.sleep(fault.duration)
+        _clear(run, plan, state, fault)
+        probe.mark("cleared")
+        t_end = time.time()
+        back = probe.wait_answering(20, t_end, fault.recovery_timeout)
+        if back is not None:
+            probe.mark("recovered")
+            time.sleep(0.3)
+        pr = probe.stop()
+    finally:
+        if probe.proc.poll() is None:
+            probe.stop()
+    result.update(
+        outage_ms=pr.outage_ms,
+        recovered=back is not None,
+        recovery_ms=round((back - t_end) * 1000, 1) if back is not None else None,
+        lost_ms_total=pr.lost_ms_total,
+        sent=pr.sent,
+        received=pr.received,
+        interval_ms=pr.interval_ms,
+        timeline=pr.timeline,
+        markers=pr.markers,
+        duration_ms=fault.duration * 1000,
+    )
+    if fault.kind == "impair":
+        result["impair"] = {k: v for k, v in fault.impair.model_dump().items() if v}
+    if fault.kind == "kill-agent":
+        missing = run.wait_sessions(plan, fault.recovery_timeout)
+        result["sessions_back"] = not missing
+        if missing:
+            result["recovered"] = False
+            result["detail"] = "sessions not back: " + "; ".join(
+                f"{n}: {', '.join(p)}" for n, p in missing.items()
+            )
+    return result
+
+
+def _merged(a: Impairment, b: Impairment) -> Impairment:
+    return Impairment(**{k: max(getattr(a, k), getattr(b, k)) for k in Impairment.model_fields})
+
+
+def _inject(run: LabRun, plan: Plan, state: State, fault: Fault) -> None:
+    if fault.kind == "cut-uplink":
+        assert fault.site is not None
+        impair.cut(plan, fault.site)
+    elif fault.kind == "kill-agent":
+        assert fault.node is not None
+        a = state.agents[fault.node]
+        if _alive_as(a["pid"], a["argv"]):
+            import os
+
+            os.kill(a["pid"], signal.SIGKILL)
+            _reap(a["pid"], 5.0)
+    else:
+        assert fault.site is not None
+        base = next(s.uplink for s in run.lab.site if s.name == fault.site)
+        if not base.empty:
+            impair.remove(run, plan, state, fault.site, "uplink")
+        impair.apply(run, plan, state, fault.site, _merged(base, fault.impair), "fault")
+
+
+def _clear(run: LabRun, plan: Plan, state: State, fault: Fault) -> None:
+    if fault.kind == "cut-uplink":
+        assert fault.site is not None
+        impair.uncut(plan, fault.site)
+    elif fault.kind == "kill-agent":
+        assert fault.node is not None
+        run.start_agent(fault.node, plan, state)
+    else:
+        assert fault.site is not None
+        impair.remove(run, plan, state, fault.site, "fault")
+        base = next(s.uplink for s in run.lab.site if s.name == fault.site)
+        if not base.empty:
+            impair.apply(run, plan, state, fault.site, base, "uplink")
+
+
+def run_all(run: LabRun, faults: bool = True, log: Log = print) -> dict[str, Any]:
+    plan = run.plan()
+    missing = run.missing_sessions(plan)
+    checks: list[Check] = []
+    checks.append(
+        {
+            "name": "sessions up",
+            "kind": "sessions",
+            "passed": not missing,
+            "detail": "; ".join(f"{n}: {', '.join(p)}" for n, p in missing.items()) or "all up",
+        }
+    )
+    steps: list[tuple[str, Callable[[], list[Check]]]] = [
+        ("reachability", lambda: reachability(plan)),
+        ("isolation", lambda: isolation(plan)),
+        ("mtu", lambda: mtu(run, plan)),
+        ("throughput", lambda: throughput(run, plan)),
+    ]
+    for title, fn in steps:
+        t = time.monotonic()
+        got = fn()
+        bad = sum(1 for c in got if not c["passed"])
+        log(f"{title}: {len(got) - bad}/{len(got)} passed ({time.monotonic() - t:.1f} s)")
+        checks += got
+    fault_results: list[dict[str, Any]] = []
+    if faults:
+        for f in run.lab.fault:
+            log(f"fault {f.name} ({f.kind}) ...")
+            r = run_fault(run, plan, f, log)
+            log(f"  outage {r.get('outage_ms')} ms, recovered {r.get('recovered')}")
+            fault_results.append(r)
+    passed = all(c["passed"] for c in checks) and all(r["recovered"] for r in fault_results)
+    return {
+        "lab": run.lab.name,
+        "passed": passed,
+        "checks": checks,
+        "faults": fault_results,
+        "topology": plan.to_json(),
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    lines = [f"{'check':<58} {'kind':<12} {'result':<6} detail"]
+    for c in result["checks"]:
+        ok = "ok" if c["passed"] else "FAIL"
+        lines.append(f"{c['name'][:58]:<58} {c['kind']:<12} {ok:<6} {c.get('detail', '')}")
+    if result["faults"]:
+        lines.append("")
+        lines.append(f"{'fault':<24} {'kind':<12} {'outage ms':>10} {'recovery ms':>12}  recovered")
+        for f in result["faults"]:
+            out = "-" if f.get("outage_ms") is None else f"{f['outage_ms']:.0f}"
+            rec = "-" if f.get("recovery_ms") is None else f"{f['recovery_ms']:.0f}"
+            lines.append(
+                f"{f['name']:<24} {f['kind']:<12} {out:>10} {rec:>12}  "
+                f"{'yes' if f['recovered'] else 'NO'} {f.get('detail', '')}"
+            )
+    n_bad = sum(1 for c in result["checks"] if not c["passed"]) + sum(
+        1 for f in result["faults"] if not f["recovered"]
+    )
+    lines.append("")
+    lines.append("PASSED" if result["passed"] else f"FAILED ({n_bad} failing)")
+    return "\n".join(lines)
+
+
+__all__ = ["isolation", "mtu", "reachability", "run_all", "run_fault", "table", "throughput"]

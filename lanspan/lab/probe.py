@@ -1,0 +1,135 @@
+"""A continuous probe: `ping -i 0.01` from a guest's namespace, parsed as it runs.
+
+The outage is the longest run of unanswered probes times the interval (ms of
+lost connectivity); the timeline (one bit per probe) feeds the report's plot.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+
+REPLY = re.compile(r"^\[(\d+\.\d+)\].*bytes from .*icmp_seq=(\d+)")
+SENT = re.compile(r"(\d+) packets transmitted")
+
+
+@dataclass
+class ProbeResult:
+    source: str
+    target: str
+    interval_ms: float
+    sent: int
+    received: int
+    outage_ms: float
+    lost_ms_total: float
+    timeline: list[int]  # 1 answered, 0 not, one entry per probe
+    markers: dict[str, float] = field(default_factory=dict)  # label -> ms since probe start
+
+
+def outage(answered: set[int], sent: int, interval_ms: float) -> tuple[float, float]:
+    """(longest run of unanswered probes, all unanswered) in ms; seqs 1..sent."""
+    longest = run = total = 0
+    for seq in range(1, sent + 1):
+        if seq in answered:
+            run = 0
+        else:
+            run += 1
+            total += 1
+            longest = max(longest, run)
+    return longest * interval_ms, total * interval_ms
+
+
+class Probe:
+    """ping `target` from namespace `ns` every `interval` s until `stop()`."""
+
+    def __init__(self, ns: str, target: str, interval: float = 0.01, source: str = "") -> None:
+        self.ns, self.target, self.interval = ns, target, interval
+        self.source = source
+        six = ["-6"] if ":" in target else []
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, "stdbuf", "-oL", "ping", *six, "-n", "-D",
+             "-i", str(interval), "-W", "1", target],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )  # fmt: skip
+        self.t0 = time.time()
+        self.answered: dict[int, float] = {}  # seq -> wall time of the reply
+        self.sent = 0
+        self.markers: dict[str, float] = {}
+        self.lock = threading.Lock()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            m = REPLY.match(line)
+            if m:
+                with self.lock:
+                    self.answered.setdefault(int(m.group(2)), float(m.group(1)))
+                continue
+            m = SENT.search(line)
+            if m:
+                self.sent = int(m.group(1))
+
+    def mark(self, label: str) -> None:
+        self.markers[label] = (time.time() - self.t0) * 1000
+
+    def seq_now(self) -> int:
+        return int((time.time() - self.t0) / self.interval) + 1
+
+    def wait_answering(self, count: int, since: float, timeout: float) -> float | None:
+        """Wait for `count` consecutive answered probes replied after wall time `since`.
+
+        Returns the wall time of the first reply of that run, or None on timeout.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                seqs = sorted(s for s, t in self.answered.items() if t >= since)
+                first_reply = dict(self.answered)
+            run_start, prev, run = None, None, 0
+            for s in seqs:
+                if prev is not None and s == prev + 1:
+                    run += 1
+                else:
+                    run, run_start = 1, s
+                prev = s
+                if run >= count and run_start is not None:
+                    return first_reply[run_start]
+            time.sleep(0.02)
+        return None
+
+    def stop(self) -> ProbeResult:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.reader.join(5)
+        with self.lock:
+            answered = set(self.answered)
+        sent = self.sent or (max(answered) if answered else 0)
+        longest, total = outage(answered, sent, self.interval * 1000)
+        return ProbeResult(
+            source=self.source,
+            target=self.target,
+            interval_ms=self.interval * 1000,
+            sent=sent,
+            received=len(answered),
+            outage_ms=longest,
+            lost_ms_total=total,
+            timeline=[1 if s in answered else 0 for s in range(1, sent + 1)],
+            markers=dict(self.markers),
+        )
+
+
+__all__ = ["Probe", "ProbeResult", "outage"]
