@@ -1,0 +1,460 @@
+"""The node: sessions + switch + paths, the one place that decides.
+
+Inputs are frames read from local ports (with their 10-byte virtio_net_hdr)
+and datagrams read from the UDP socket; outputs are datagram batches to
+send and frames to write, taken by the adapter after each round. Nothing
+here touches a socket or a clock: `now` comes with every call.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from ipaddress import IPv6Address
+from typing import Any
+
+from lanspan.config.model import Endpoint, HostPort, Network, Node, Timers
+from lanspan.errors import BadPacket
+from lanspan.node.paths import Addr, PathEvent, PeerPaths
+from lanspan.node.reassembly import Reassembler
+from lanspan.session import Delivered, SessionEvent, SessionTable, Transmit
+from lanspan.switch import Switch
+from lanspan.wire import control, payload, vnet
+
+ZERO_VNET = bytes(vnet.VNET_HDR_LEN)
+# UDP payload above IP + UDP headers, and what a transport message adds.
+_IP_UDP_OVERHEAD = {4: 28, 6: 48}
+_TRANSPORT_OVERHEAD = 32
+
+
+@dataclass(frozen=True, slots=True)
+class LogEvent:
+    """One line for the log: a state change somewhere in the node."""
+
+    kind: str
+    fields: dict[str, Any]
+
+
+@dataclass(slots=True)
+class _Traffic:
+    rx_bytes: int = 0
+    tx_bytes: int = 0
+    rx_frames: int = 0
+    tx_frames: int = 0
+
+
+def endpoint_addr(e: Endpoint) -> Addr:
+    return (str(e.host), e.port)
+
+
+def host_port_mac(node: str, port: HostPort) -> bytes:
+    """A stable locally administered MAC, so peers' ARP caches survive restarts."""
+    if port.mac is not None:
+        return port.mac
+    digest = bytearray(hashlib.blake2s(f"{node}/{port.segment}".encode(), digest_size=6).digest())
+    digest[0] = (digest[0] & 0xFC) | 0x02
+    return bytes(digest)
+
+
+class NodeCore:
+    def __init__(
+        self,
+        network: Network,
+        name: str,
+        private_key: bytes,
+        *,
+        random_bytes: Callable[[int], bytes],
+        wall_time: Callable[[], float],
+        now: float,
+        underlay_mtu: int = 1500,
+    ) -> None:
+        self.network = network
+        self.me: Node = network.node(name)
+        self.started = now
+        self.sessions = SessionTable(
+            private_key, cipher=network.cipher, random_bytes=random_bytes, wall_time=wall_time
+        )
+        self.switch = Switch(network, name)
+        self.reassembly = Reassembler()
+        self.drops: Counter[str] = Counter()
+        self.counters: Counter[str] = Counter()
+        self.peers: dict[str, Node] = {}
+        self.paths: dict[str, PeerPaths] = {}
+        self.traffic: dict[str, _Traffic] = {}
+        self.port_traffic: dict[str, _Traffic] = {p.name: _Traffic() for p in self.me.ports}
+        self._up: set[str] = set()
+        self._frag_id = 0
+        v6 = any(isinstance(e.host, IPv6Address) for n in network.nodes for e in n.endpoints)
+        self.max_plaintext = underlay_mtu - _IP_UDP_OVERHEAD[6 if v6 else 4] - _TRANSPORT_OVERHEAD
+        self._vni_segment = {s.vni: s for s in network.segments}
+        self._sends: list[tuple[Addr, list[bytes]]] = []
+        self._writes: list[tuple[str, bytes]] = []
+        self._log: list[LogEvent] = []
+        self._next_probe = now
+        for node in network.nodes:
+            if node.name != name:
+                self._add_peer(node, now)
+
+    # -- peers ---------------------------------------------------------------
+
+    def _add_peer(self, node: Node, now: float) -> None:
+        self.peers[node.name] = node
+        self.paths[node.name] = PeerPaths([endpoint_addr(e) for e in node.endpoints], self.timers)
+        self.traffic[node.name] = _Traffic()
+        keepalive = self.timers.keepalive if not node.endpoints or not self.me.endpoints else None
+        self.sessions.add_peer(node.name, node.public_key, persistent_keepalive=keepalive)
+        if node.endpoints:
+            self.sessions.initiate(node.name, now)
+
+    def _remove_peer(self, name: str) -> None:
+        self.sessions.remove_peer(name)
+        self._drain_sessions(0.0)
+        self.reassembly.forget(name)
+        del self.peers[name], self.paths[name], self.traffic[name]
+
+    @property
+    def timers(self) -> Timers:
+        return self.network.timers
+
+    def check_reload(self, new: Network) -> None:
+        """Raise ValueError when `new` cannot be applied without a restart."""
+        if self.me.name not in {n.name for n in new.nodes}:
+            raise ValueError(f"node {self.me.name!r} is no longer in the network file")
+        mine = new.node(self.me.name)
+        restart = {
+            "network name": (self.network.name, new.name),
+            "port": (self.network.port, new.port),
+            "cipher": (self.network.cipher, new.cipher),
+            "listen_port": (self.me.listen_port, mine.listen_port),
+            "public_key": (self.me.public_key, mine.public_key),
+        }
+        for what, (old, now_) in restart.items():
+            if old != now_:
+                raise ValueError(f"{what} changed: restart the agent to apply it")
+        for seg in self.network.segments:
+            if seg.name in {s.name for s in new.segments}:
+                n = new.segment(seg.name)
+                if (n.vlan, n.vni) != (seg.vlan, seg.vni):
+                    raise ValueError(f"segment {seg.name!r} changed VLAN/VNI: restart to apply")
+
+    def reconfigure(self, new: Network, now: float) -> list[str]:
+        """Apply a validated new network file; sessions of unchanged peers stay up."""
+        self.check_reload(new)
+        changes: list[str] = []
+        old_peers = {n.name: n for n in self.network.nodes if n.name != self.me.name}
+        new_peers = {n.name: n for n in new.nodes if n.name != self.me.name}
+        self.network, self.me = new, new.node(self.me.name)
+        for name in old_peers.keys() - new_peers.keys():
+            self._remove_peer(name)
+            changes.append(f"peer {name} removed")
+        for name, node in new_peers.items():
+            old = old_peers.get(name)
+            if old is None:
+                self._add_peer(node, now)
+                changes.append(f"peer {name} added")
+            elif old.public_key != node.public_key:
+                self._remove_peer(name)
+                self._add_peer(node, now)
+                changes.append(f"peer {name} key changed: new session")
+            else:
+                self.peers[name] = node
+                if old.endpoints != node.endpoints:
+                    self.paths[name].set_endpoints([endpoint_addr(e) for e in node.endpoints])
+                    changes.append(f"peer {name} endpoints now {[str(e) for e in node.endpoints]}")
+                if old.segments != node.segments:
+                    changes.append(f"peer {name} segments now {list(node.segments)}")
+        # The switch is rebuilt from the new file; learned MACs are relearned from traffic.
+        self.switch = Switch(new, self.me.name)
+        for peer in self._up:
+            self.switch.set_peer_up(peer, True)
+        self._vni_segment = {s.vni: s for s in new.segments}
+        self.port_traffic = {
+            p.name: self.port_traffic.get(p.name, _Traffic()) for p in self.me.ports
+        }
+        return changes
+
+    # -- inputs ----------------------------------------------------------------
+
+    def frame_from_port(self, port: str, data: bytes, now: float) -> None:
+        """A frame read from a local port: 10-byte vnet header, then the frame."""
+        hdr, frame = data[: vnet.VNET_HDR_LEN], data[vnet.VNET_HDR_LEN :]
+        t = self.port_traffic.get(port)
+        if t is not None:
+            t.rx_frames += 1
+            t.rx_bytes += len(frame)
+        fwd = self.switch.from_port(port, frame, now)
+        if fwd is None:
+            return
+        plain = hdr == ZERO_VNET
+        for out_port, out in fwd.ports:
+            self._write(out_port, hdr if plain else _shift(hdr, len(out) - len(frame)), out)
+        if not fwd.peers:
+            return
+        if plain and len(fwd.frame) + payload.HEADER_LEN <= self.max_plaintext:
+            payloads = [payload.build_frame(fwd.vni, fwd.frame)]
+        else:
+            body = fwd.frame if plain else _shift(hdr, len(fwd.frame) - len(frame)) + fwd.frame
+            if len(body) + payload.HEADER_LEN <= self.max_plaintext:
+                payloads = [payload.build_frame(fwd.vni, fwd.frame, None if plain else body[:10])]
+            else:
+                self._frag_id = (self._frag_id + 1) & 0xFFFF
+                payloads = payload.build_fragments(
+                    fwd.vni, body, not plain, self._frag_id, self.max_plaintext
+                )
+        for peer in fwd.peers:
+            tr = self.traffic[peer]
+            tr.tx_frames += 1
+            tr.tx_bytes += len(fwd.frame)
+            self._seal_and_send(peer, payloads, now)
+
+    def datagram(self, data: bytes, src: Addr, now: float) -> None:
+        """A datagram from the UDP socket; anything bad is dropped and counted."""
+        got = self.sessions.receive(data, src, now)
+        if got is None:
+            return
+        self._delivered(got, now)
+
+    def _delivered(self, got: Delivered, now: float) -> None:
+        paths = self.paths.get(got.peer)
+        if paths is None:
+            return
+        paths.seen(got.src, now)
+        if not got.payload:
+            return  # keepalive
+        try:
+            p = payload.parse_untrusted(got.payload)
+            if p.is_control:
+                self._control(got.peer, p.body, got.src, now)
+                return
+            if p.is_fragment:
+                whole = self.reassembly.add(got.peer, p, now)
+                if whole is None:
+                    return
+                p = whole
+            if p.has_offload:
+                hdr, frame = p.body[:10], p.body[10:]
+                vnet.validate_untrusted(vnet.parse_untrusted(hdr), len(frame))
+            else:
+                hdr, frame = ZERO_VNET, p.body
+        except BadPacket as e:
+            self.drops[e.reason] += 1
+            return
+        tr = self.traffic[got.peer]
+        tr.rx_frames += 1
+        tr.rx_bytes += len(frame)
+        fwd = self.switch.from_peer(got.peer, p.vni, frame, now)
+        if fwd is None:
+            return
+        plain = hdr == ZERO_VNET
+        for out_port, out in fwd.ports:
+            self._write(out_port, hdr if plain else _shift(hdr, len(out) - len(frame)), out)
+
+    def _control(self, peer: str, body: bytes, src: Addr, now: float) -> None:
+        msg = control.parse_untrusted(body)
+        if msg.ack:
+            self.paths[peer].ack(msg, now)
+        else:
+            reply = payload.build_control(control.build_probe(replace(msg, ack=True)))
+            sealed = self.sessions.seal(peer, reply, now)
+            if sealed is not None:
+                self._sends.append((src, [sealed]))
+
+    # -- outputs ---------------------------------------------------------------
+
+    def _write(self, port: str, hdr: bytes, frame: bytes) -> None:
+        t = self.port_traffic.get(port)
+        if t is not None:
+            t.tx_frames += 1
+            t.tx_bytes += len(frame)
+        self._writes.append((port, hdr + frame))
+
+    def _seal_and_send(self, peer: str, payloads: list[bytes], now: float) -> None:
+        sealed = self.sessions.seal_many(peer, payloads, now)
+        if sealed is None:
+            return  # queued by the session until the handshake completes
+        dest = self.paths[peer].destination()
+        if dest is None:
+            self.drops["no_endpoint"] += len(sealed)
+            return
+        self._sends.append((dest, sealed))
+
+    def _drain_sessions(self, now: float) -> None:
+        for action in self.sessions.take_actions():
+            if isinstance(action, Transmit):
+                if action.to is not None:
+                    self._sends.append((action.to, [action.data]))
+                elif action.peer is not None and action.peer in self.paths:
+                    targets = self.paths[action.peer].candidates()
+                    if not targets:
+                        self.drops["no_endpoint"] += 1
+                    for addr in targets:
+                        self._sends.append((addr, [action.data]))
+            elif isinstance(action, SessionEvent):
+                self._session_event(action)
+
+    def _session_event(self, ev: SessionEvent) -> None:
+        self._log.append(LogEvent(f"session_{ev.kind}", {"peer": ev.peer, "detail": ev.detail}))
+        if ev.kind == "up":
+            if ev.peer not in self._up:
+                self._up.add(ev.peer)
+                self.switch.set_peer_up(ev.peer, True)
+        elif ev.kind == "down" and ev.peer in self._up:
+            self._up.discard(ev.peer)
+            self.switch.set_peer_up(ev.peer, False)
+            self.reassembly.forget(ev.peer)
+
+    def take_sends(self) -> list[tuple[Addr, list[bytes]]]:
+        """Datagram batches to send; each batch is equal-sized but for its last."""
+        sends, self._sends = self._sends, []
+        return sends
+
+    def take_writes(self) -> list[tuple[str, bytes]]:
+        writes, self._writes = self._writes, []
+        return writes
+
+    def take_log(self) -> list[LogEvent]:
+        for peer, paths in self.paths.items():
+            for pe in paths.events:
+                self._log.append(_path_log(peer, pe))
+            paths.events.clear()
+        for sw in self.switch.take_events():
+            self._log.append(
+                LogEvent(sw.kind, {"segment": sw.segment, "mac": sw.mac, "detail": sw.detail})
+            )
+        log, self._log = self._log, []
+        return log
+
+    def flush(self, now: float) -> None:
+        """End of a round: turn what the sessions decided into sends and events."""
+        self._drain_sessions(now)
+
+    # -- timers ----------------------------------------------------------------
+
+    def next_timer(self) -> float:
+        deadlines = [self._next_probe]
+        for t in (
+            self.sessions.next_timer(),
+            self.switch.next_timer(),
+            self.reassembly.next_timer(),
+        ):
+            if t is not None:
+                deadlines.append(t)
+        return min(deadlines)
+
+    def handle_timer(self, now: float) -> None:
+        self.sessions.handle_timer(now)
+        self.switch.handle_timer(now)
+        self.reassembly.handle_timer(now)
+        if now >= self._next_probe:
+            self._next_probe = now + self.timers.probe_interval
+            self._probe(now)
+        self._drain_sessions(now)
+
+    def _probe(self, now: float) -> None:
+        for peer, paths in self.paths.items():
+            paths.check(now)
+            if peer not in self._up:
+                continue
+            for addr, probe in paths.probes(now):
+                body = payload.build_control(control.build_probe(probe))
+                sealed = self.sessions.seal(peer, body, now)
+                if sealed is not None:
+                    self._sends.append((addr, [sealed]))
+
+    # -- view ------------------------------------------------------------------
+
+    def status(self, now: float) -> dict[str, Any]:
+        drops: Counter[str] = Counter()
+        for c in (self.drops, self.sessions.drops, self.switch.drops, self.reassembly.drops):
+            drops.update(c)
+        macs = Counter(e.segment for e in self.switch.mac_table())
+        return {
+            "node": self.me.name,
+            "network": self.network.name,
+            "public_key": base64.b64encode(self.sessions.public_key).decode(),
+            "listen_port": self.me.listen_port or self.network.port,
+            "uptime_s": round(now - self.started, 3),
+            "segments": [
+                {"name": s.name, "vlan": s.vlan, "vni": s.vni, "mtu": s.mtu, "macs": macs[s.name]}
+                for s in self.network.segments
+                if s.name in self.me.segments
+            ],
+            "ports": [self._port_status(p.name) for p in self.me.ports],
+            "peers": [self._peer_status(name, now) for name in self.peers],
+            "drops": dict(sorted(drops.items())),
+            "counters": dict(sorted((self.counters + self.switch.counters).items())),
+        }
+
+    def _port_status(self, name: str) -> dict[str, Any]:
+        p = self.me.port(name)
+        if p.kind == "trunk":
+            segs = [self.network.segment_by_vlan(v).name for v in p.vlans]
+        else:
+            segs = [p.segment]
+        t = self.port_traffic[name]
+        return {
+            "name": p.name,
+            "kind": p.kind,
+            "device": p.device,
+            "segments": segs,
+            "rx_frames": t.rx_frames,
+            "tx_frames": t.tx_frames,
+            "rx_bytes": t.rx_bytes,
+            "tx_bytes": t.tx_bytes,
+        }
+
+    def _peer_status(self, name: str, now: float) -> dict[str, Any]:
+        st = self.sessions.status(name)
+        paths = self.paths[name]
+        active = paths.active
+        t = self.traffic[name]
+        state = "up" if st.established else ("handshaking" if paths.paths else "down")
+        return {
+            "name": name,
+            "public_key": base64.b64encode(self.peers[name].public_key).decode(),
+            "session": state,
+            "endpoint": _fmt(active.addr) if active else None,
+            "via": None,
+            "last_handshake_age": (
+                round(now - st.last_handshake, 3) if st.last_handshake is not None else None
+            ),
+            "rtt_ms": _ms(active.rtt) if active else None,
+            "loss": round(active.loss, 3) if active else None,
+            "rx_bytes": t.rx_bytes,
+            "tx_bytes": t.tx_bytes,
+            "rx_frames": t.rx_frames,
+            "tx_frames": t.tx_frames,
+            "paths": [
+                {
+                    "endpoint": _fmt(p.addr),
+                    "state": "up" if p.up else "down",
+                    "rtt_ms": _ms(p.rtt),
+                    "loss": round(p.loss, 3),
+                    "active": p is active,
+                    "learned": not p.configured,
+                }
+                for p in paths.paths
+            ],
+        }
+
+
+def _shift(hdr: bytes, delta: int) -> bytes:
+    if delta == 0:
+        return hdr
+    return vnet.build(vnet.parse_untrusted(hdr).shifted(delta))
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
+
+
+def _fmt(addr: Addr) -> str:
+    host, port = addr
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _path_log(peer: str, pe: PathEvent) -> LogEvent:
+    return LogEvent(pe.kind, {"peer": peer, "path": _fmt(pe.addr), "detail": pe.detail})

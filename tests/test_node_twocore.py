@@ -1,0 +1,186 @@
+"""Two (and three) node cores pumped into each other through a fake link and a fake clock."""
+
+from __future__ import annotations
+
+import random
+import struct
+from dataclasses import dataclass, field
+
+from lanspan.config import encode_key, generate_private_key, parse_network, public_key
+from lanspan.config.model import Network
+from lanspan.node.core import NodeCore
+from lanspan.node.paths import Addr
+from lanspan.wire import vnet
+
+BCAST = b"\xff" * 6
+MAC1 = bytes.fromhex("020000000001")
+MAC2 = bytes.fromhex("020000000002")
+
+
+def frame(dst: bytes, src: bytes, size: int = 100, ethertype: int = 0x0800) -> bytes:
+    return dst + src + struct.pack("!H", ethertype) + bytes(size)
+
+
+def plain(f: bytes) -> bytes:
+    return vnet.ZERO_HEADER + f
+
+
+@dataclass
+class Link:
+    """Carries datagrams between addresses; loses, duplicates and reorders by seed."""
+
+    rng: random.Random
+    loss: float = 0.0
+    dup: float = 0.0
+    reorder: float = 0.0
+    cut: set[Addr] = field(default_factory=set)
+    queue: list[tuple[Addr, Addr, bytes]] = field(default_factory=list)
+
+    def send(self, src: Addr, dst: Addr, data: bytes) -> None:
+        if dst in self.cut or src in self.cut or self.rng.random() < self.loss:
+            return
+        self.queue.append((src, dst, data))
+        if self.rng.random() < self.dup:
+            self.queue.append((src, dst, data))
+        if len(self.queue) > 1 and self.rng.random() < self.reorder:
+            i = self.rng.randrange(len(self.queue))
+            self.queue[i], self.queue[-1] = self.queue[-1], self.queue[i]
+
+    def take(self) -> list[tuple[Addr, Addr, bytes]]:
+        q, self.queue = self.queue, []
+        return q
+
+
+class Net:
+    def __init__(self, n: int, link: Link, segments: dict[str, list[str]] | None = None) -> None:
+        self.keys = {f"n{i}": generate_private_key() for i in range(1, n + 1)}
+        self.addr = {name: (f"198.18.0.{i}", 51820) for i, name in enumerate(self.keys, 1)}
+        segments = segments or {name: ["a", "b"] for name in self.keys}
+        text = [
+            '[network]\nname = "t"\n[[segment]]\nname = "a"\nvlan = 10\n'
+            '[[segment]]\nname = "b"\nvlan = 20\n'
+        ]
+        for name, key in self.keys.items():
+            host, port = self.addr[name]
+            text.append(
+                f'[[node]]\nname = "{name}"\nsite = "s{name}"\n'
+                f'public_key = "{encode_key(public_key(key))}"\n'
+                f'endpoints = ["{host}:{port}"]\nsegments = {segments[name]!r}\n'.replace("'", '"')
+            )
+            for seg in segments[name]:
+                text.append(
+                    f'  [[node.port]]\n  kind = "access"\n  name = "p{seg}"\n  segment = "{seg}"\n'
+                )
+        self.network: Network = parse_network("\n".join(text), "test.toml")
+        self.rng = random.Random(7)
+        self.now = 100.0
+        self.link = link
+        self.nodes = {
+            name: NodeCore(
+                self.network,
+                name,
+                key,
+                random_bytes=self.rng.randbytes,
+                wall_time=lambda: 1.7e9 + self.now,
+                now=self.now,
+            )
+            for name, key in self.keys.items()
+        }
+        self.by_addr = {self.addr[n]: n for n in self.nodes}
+        self.written: dict[str, list[tuple[str, bytes]]] = {n: [] for n in self.nodes}
+
+    def step(self, dt: float = 0.01) -> None:
+        self.now = round(self.now + dt, 6)
+        for name, node in self.nodes.items():
+            if node.next_timer() <= self.now:
+                node.handle_timer(self.now)
+            node.flush(self.now)
+            for dst, batch in node.take_sends():
+                for d in batch:
+                    self.link.send(self.addr[name], dst, d)
+            self.written[name] += node.take_writes()
+        for src, dst, data in self.link.take():
+            target = self.by_addr.get(dst)
+            if target is not None:
+                self.nodes[target].datagram(data, src, self.now)
+
+    def run(self, seconds: float, dt: float = 0.01) -> None:
+        for _ in range(round(seconds / dt)):
+            self.step(dt)
+
+    def up(self, a: str, b: str) -> bool:
+        return self.nodes[a].sessions.status(b).established
+
+    def take_written(self, name: str) -> list[tuple[str, bytes]]:
+        w, self.written[name] = self.written[name], []
+        return w
+
+
+def test_broadcast_then_learned_unicast_cross_two_nodes() -> None:
+    net = Net(2, Link(random.Random(1)))
+    net.run(1.0)
+    assert net.up("n1", "n2") and net.up("n2", "n1")
+    f1 = frame(BCAST, MAC1)
+    net.nodes["n1"].frame_from_port("pa", plain(f1), net.now)
+    net.run(0.1)
+    assert net.take_written("n2") == [("pa", plain(f1))]  # segment a only, not pb
+    f2 = frame(MAC1, MAC2)
+    net.nodes["n2"].frame_from_port("pa", plain(f2), net.now)
+    net.run(0.1)
+    assert net.take_written("n1") == [("pa", plain(f2))]
+    st = net.nodes["n1"].status(net.now)
+    peer = st["peers"][0]
+    assert peer["session"] == "up" and peer["rx_frames"] == 1 and peer["tx_frames"] == 1
+    assert peer["paths"][0]["state"] == "up" and peer["rtt_ms"] is not None
+
+
+def test_gso_superframe_is_fragmented_and_rebuilt_with_its_offload_header() -> None:
+    net = Net(2, Link(random.Random(2), reorder=0.3))
+    net.run(1.0)
+    # A TCPv4 superframe as a TAP with TSO gives it: 14 + 20 + 32 header bytes.
+    payload = bytes(random.Random(3).randbytes(60_000))
+    f = frame(BCAST, MAC1, 0) + bytes(52) + payload
+    hdr = vnet.build(vnet.VnetHeader(vnet.NEEDS_CSUM, vnet.GSO_TCPV4, 66, 1448, 34, 16))
+    net.nodes["n1"].frame_from_port("pa", hdr + f, net.now)
+    net.run(0.1)
+    assert net.take_written("n2") == [("pa", hdr + f)]
+
+
+def test_loss_duplication_and_reordering_keep_frames_whole_and_single() -> None:
+    net = Net(2, Link(random.Random(4), loss=0.1, dup=0.2, reorder=0.3))
+    net.run(3.0)
+    assert net.up("n1", "n2")
+    sent = []
+    for i in range(50):
+        f = frame(BCAST, MAC1, 100 + i)
+        sent.append(plain(f))
+        net.nodes["n1"].frame_from_port("pa", plain(f), net.now)
+        net.step()
+    net.run(0.5)
+    got = [data for port, data in net.take_written("n2")]
+    assert len(got) == len(set(got))  # duplicates never delivered twice
+    assert set(got) <= set(sent)
+    assert 30 <= len(got) < 50  # about 10 % lost
+    assert net.nodes["n2"].sessions.drops["replay"] > 0
+
+
+def test_frames_for_a_segment_the_peer_does_not_carry_are_not_sent() -> None:
+    net = Net(3, Link(random.Random(5)), {"n1": ["a", "b"], "n2": ["a"], "n3": ["a", "b"]})
+    net.run(1.0)
+    net.nodes["n1"].frame_from_port("pb", plain(frame(BCAST, MAC1)), net.now)
+    net.run(0.1)
+    assert net.take_written("n2") == []
+    assert net.take_written("n3") == [("pb", plain(frame(BCAST, MAC1)))]
+
+
+def test_active_path_failure_is_detected_within_a_second() -> None:
+    net = Net(2, Link(random.Random(6)))
+    net.run(3.0)
+    paths = net.nodes["n1"].paths["n2"]
+    assert paths.active is not None and paths.active.up
+    net.link.cut.add(net.addr["n2"])
+    cut = net.now
+    while paths.active is not None and paths.active.up:
+        net.step()
+        assert net.now - cut < 1.0
+    assert "path_down" in [e.kind for e in net.nodes["n1"].take_log()]
