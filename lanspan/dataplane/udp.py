@@ -63,6 +63,12 @@ def chunks(datagrams: Sequence[bytes]) -> list[list[bytes]]:
     Each run: all of one size but the last, which may be shorter; at most
     MAX_GSO_SEGMENTS datagrams and MAX_GSO_BYTES bytes.
     """
+    n = len(datagrams)
+    if 0 < n <= MAX_GSO_SEGMENTS:  # the common case, checked at C speed: one run
+        lens = list(map(len, datagrams))
+        seg = lens[0]
+        if lens[-1] <= seg and lens[:-1].count(seg) == n - 1 and sum(lens) <= MAX_GSO_BYTES:
+            return [list(datagrams)]
     out: list[list[bytes]] = []
     run: list[bytes] = []
     seg = total = 0
