@@ -99,6 +99,8 @@ def isolation(plan: Plan) -> list[Check]:
         six = ["-6"] if ":" in addr else []
         route = [*six, "route", "add", addr, "dev", ifname]
         added = netns.run(["ip", *route], ns=a.ns, check=False).returncode == 0
+        # a neighbour entry left by an earlier check must not answer for the segment
+        netns.run(["ip", *six, "neigh", "flush", "to", addr], ns=a.ns, check=False)
         try:
             leak = _ping(a.ns, addr, tries=2)
         finally:

@@ -58,12 +58,12 @@ def _table(kind: str, site: str, tag: str) -> str:
 def _nft_table(core: str, table: str, rules: list[str]) -> None:
     netns.run(["nft", "add", "table", "inet", table], ns=core)
     netns.run(
-        ["nft", "add", "chain", "inet", table, "fwd",
+        ["nft", "add", "chain", "inet", table, "chain0",
          "{ type filter hook forward priority -10 ; policy accept ; }"],
         ns=core,
     )  # fmt: skip
     for r in rules:
-        netns.run(["nft", "add", "rule", "inet", table, "fwd", *r.split()], ns=core)
+        netns.run(["nft", "add", "rule", "inet", table, "chain0", *r.split()], ns=core)
 
 
 def _nft_delete(core: str, table: str) -> None:

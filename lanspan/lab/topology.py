@@ -253,6 +253,10 @@ def expand(lab: Lab, prefix: str, public_keys: dict[str, str]) -> Plan:
                 vlans = tuple(lab.seg(s).vlan for s in g.guest_segments)
                 native = lab.seg(g.native).vlan if g.native else None
                 ports.append(PortPlan(g.name, dev, g.kind, g.guest_segments, vlans, native))
+                if g.kind == "trunk":
+                    # One namespace holds every segment of a trunk guest: answer ARP
+                    # only on the interface holding the address (no weak-host leak).
+                    cmds.append((gns, ("sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1")))
                 for gi in ifs:
                     if gi.vlan is None:
                         if g.kind == "access":
