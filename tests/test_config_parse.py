@@ -198,6 +198,21 @@ def test_wrong_type_in_list_names_the_index() -> None:
     ]
 
 
+def test_list_expected() -> None:
+    assert bad('endpoints = ["198.19.2.2:51820"]', 'endpoints = "198.19.2.2:51820"') == [
+        'node "rbx-db1" endpoints: expected a list, got "198.19.2.2:51820" (a string)'
+        ' — write ["198.19.2.2:51820"]'
+    ]
+    assert bad(
+        '  [[node.port]]\n  kind = "host"\n  name = "lan0"\n  segment = "lan"\n'
+        '  address = ["198.18.10.21/24"]',
+        '  [node.port]\n  kind = "host"',
+    ) == [
+        'node "rbx-db1" port: expected a list, got {kind = "host"} (a table)'
+        " — write one [[node.port]] table per entry"
+    ]
+
+
 def test_single_table_instead_of_array() -> None:
     text = BASE.split("[[node]]")[0].replace("[[segment]]", "[segment]", 1)
     text = text.replace('[[segment]]\nname = "api"\nvlan = 11\nipv4 = "198.18.11.0/24"\n', "")

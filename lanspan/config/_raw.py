@@ -194,7 +194,13 @@ def describe_error(where: str, err: ErrorDetails, model: type[BaseModel]) -> str
         expected = err.get("ctx", {}).get("expected", "")
         return f"{at}: {show(value)} is not one of {expected}"
     if kind in _EXPECTED:
-        return f"{at}: expected {_EXPECTED[kind]}, got {show(value)} ({toml_type(value)})"
+        msg = f"{at}: expected {_EXPECTED[kind]}, got {show(value)} ({toml_type(value)})"
+        if kind == "list_type" and isinstance(value, dict) and loc:
+            table = where.split(" ")[0].split("[")[0].strip("[]")
+            msg += f" — write one [[{table}.{field_path(loc)}]] table per entry"
+        elif kind == "list_type" and not isinstance(value, list):
+            msg += f" — write [{show(value)}]"
+        return msg
     if kind == "finite_number":
         return f"{at}: {show(value)} is not a finite number"
     msg = err["msg"].replace("Input should be", "should be")
