@@ -480,9 +480,12 @@ class SessionTable:
             )
             self._outbox.append(Transmit(None, reply, to=src))
             raise BadPacket("under_load")
-        hs, timestamp = consume_initiation_untrusted(
-            cipher=self._cipher, static_private=self._private, msg=msg
-        )
+        try:
+            hs, timestamp = consume_initiation_untrusted(
+                cipher=self._cipher, static_private=self._private, msg=msg
+            )
+        except BadPacket:  # not "bad_auth": keep that counter for transport data
+            raise BadPacket("bad_handshake") from None
         remote = hs.remote_static
         p = self._by_public.get(remote) if remote is not None else None
         if p is None:
