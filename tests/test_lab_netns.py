@@ -1,0 +1,140 @@
+"""Real labs in namespaces: up, test --json, down; and down after SIGKILL.
+
+Each test copies examples/small.toml under a unique lab name (so its namespace
+prefix is unique), uses its own run directory, and checks afterwards that no
+namespace, process or device of it is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lanspan.lab import netns
+
+pytestmark = pytest.mark.netns
+
+ROOT = Path(__file__).resolve().parent.parent
+LAB = [sys.executable, "-c", "from lanspan.lab.commands import lab; lab()"]
+
+
+def _agent_available() -> bool:
+    proc = subprocess.run(
+        [sys.executable, "-m", "lanspan", "agent", "--help"], capture_output=True, check=False
+    )
+    return proc.returncode == 0
+
+
+@pytest.fixture
+def small_lab(tmp_path: Path) -> tuple[Path, Path, str]:
+    if netns.require_root():
+        pytest.skip("needs root")
+    if not _agent_available():
+        pytest.skip("`lanspan agent` is not there yet")
+    name = f"t{secrets.token_hex(3)}"
+    text = (ROOT / "examples" / "small.toml").read_text()
+    lab_file = tmp_path / "small.toml"
+    lab_file.write_text(text.replace('name = "small"', f'name = "{name}"', 1))
+    run_dir = tmp_path / "run"
+    return lab_file, run_dir, f"lsl-{name}-"
+
+
+def lab(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([*LAB, *args], capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"lab {args} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def _root_links() -> set[str]:
+    out = netns.run(["ip", "-o", "link", "show"]).stdout
+    return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines()}
+
+
+def _assert_gone(prefix: str, pids: list[int]) -> None:
+    assert not [ns for ns in netns.existing() if ns.startswith(prefix)]
+    for pid in pids:
+        alive = Path(f"/proc/{pid}").exists()
+        if alive:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            alive = stat.split(")")[-1].split()[0] != "Z"
+        assert not alive, f"process {pid} still runs"
+
+
+def _pids(run_dir: Path) -> list[int]:
+    state = json.loads((run_dir / "state.json").read_text())
+    return [a["pid"] for a in state["agents"].values()] + [h["pid"] for h in state["helpers"]]
+
+
+def test_up_test_down(small_lab: tuple[Path, Path, str], tmp_path: Path) -> None:
+    lab_file, run_dir, prefix = small_lab
+    links_before = _root_links()
+    try:
+        up = lab("up", str(lab_file), "--run-dir", str(run_dir))
+        assert "gra-hv1" in up.stdout and "1/1" in up.stdout
+        pids = _pids(run_dir)
+        st = json.loads(lab("status", str(lab_file), "--run-dir", str(run_dir), "--json").stdout)
+        assert {n["name"] for n in st["nodes"]} == {"gra-hv1", "rbx-hv1"}
+        assert all(n["agent_running"] and n["sessions_up"] == 1 for n in st["nodes"])
+        ex = lab("exec", str(lab_file), "--run-dir", str(run_dir), "gra-lan", "--",
+                 "ip", "-br", "addr", "show", "eth0")  # fmt: skip
+        assert "198.18.10.11/24" in ex.stdout
+
+        report = tmp_path / "report"
+        res = lab("test", str(lab_file), "--run-dir", str(run_dir), "--json",
+                  "--report", str(report), check=False)  # fmt: skip
+        result = json.loads(res.stdout)
+        failing = [c for c in result["checks"] if not c["passed"]]
+        assert result["passed"] is True, (failing, result["faults"])
+        assert res.returncode == 0
+        kinds = {c["kind"] for c in result["checks"]}
+        assert {"reachability", "isolation", "mtu", "throughput"} <= kinds
+        iso = [c for c in result["checks"] if c["kind"] == "isolation"]
+        assert iso and all(c["passed"] for c in iso)
+        mtu = [c for c in result["checks"] if c["kind"] == "mtu"]
+        assert all(c["measured"] == c["advertised"] == 1400 for c in mtu)
+        assert {f["name"] for f in result["faults"]} == {"cut-gra", "restart-rbx"}
+        for f in result["faults"]:
+            assert f["recovered"] is True
+            assert isinstance(f["outage_ms"], float | int) and f["outage_ms"] > 0
+        html = (report / "index.html").read_text()
+        assert html.count("<svg") == 1 + len(result["faults"])
+    finally:
+        down = lab("down", str(lab_file), "--run-dir", str(run_dir), check=False)
+    assert down.returncode == 0, down.stderr
+    _assert_gone(prefix, pids)
+    assert _root_links() <= links_before
+
+
+def test_down_after_sigkill(small_lab: tuple[Path, Path, str]) -> None:
+    lab_file, run_dir, prefix = small_lab
+    try:
+        lab("up", str(lab_file), "--run-dir", str(run_dir))
+        pids = _pids(run_dir)
+        # a stray process the lab started inside one of its namespaces
+        state = json.loads((run_dir / "state.json").read_text())
+        guest_ns = next(ns for ns in state["namespaces"] if ns.endswith("g-gra-lan"))
+        stray = subprocess.Popen(
+            ["ip", "netns", "exec", guest_ns, "sleep", "300"], start_new_session=True
+        )
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
+        st = json.loads(lab("status", str(lab_file), "--run-dir", str(run_dir), "--json").stdout)
+        assert not any(n["agent_running"] for n in st["nodes"])
+    finally:
+        down = lab("down", str(lab_file), "--run-dir", str(run_dir), check=False)
+    assert down.returncode == 0, down.stderr
+    stray.wait(10)
+    _assert_gone(prefix, [*pids, stray.pid])
+    # a second down finds nothing to do and says so
+    again = lab("down", str(lab_file), "--run-dir", str(run_dir))
+    assert again.returncode == 0
