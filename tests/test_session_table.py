@@ -220,16 +220,18 @@ def test_persistent_keepalive() -> None:
     a, b = _table(1), _table(2)
     a.add_peer("b", b.public_key, persistent_keepalive=25.0)
     b.add_peer("a", a.public_key)
-    assert a.next_timer() == float("-inf")  # due at once: starts the handshake
-    a.handle_timer(0.0)
+    assert a.next_timer() == 0.0  # due at once: starts the handshake
+    a.handle_timer(2.0)
     (init,) = _transmits(a)
-    b.receive(init.data, SRC, 0.0)
-    a.receive(_transmits(b)[0].data, SRC, 0.0)
-    a.take_actions()
-    assert a.next_timer() == 25.0
-    a.handle_timer(25.0)
+    retry = a.next_timer()
+    assert retry is not None and 2.0 + REKEY_TIMEOUT <= retry <= 2.0 + REKEY_TIMEOUT + 1 / 3
+    b.receive(init.data, SRC, 2.0)
+    a.receive(_transmits(b)[0].data, SRC, 2.0)
+    a.take_actions()  # the confirming keepalive, sent at 2.0
+    assert a.next_timer() == 27.0
+    a.handle_timer(27.0)
     (ka,) = _transmits(a)
-    assert b.receive(ka.data, SRC, 25.0) == Delivered("a", b"", SRC)
+    assert b.receive(ka.data, SRC, 27.0) == Delivered("a", b"", SRC)
 
 
 def test_passive_keepalive_timer() -> None:

@@ -278,6 +278,9 @@ class SessionTable:
         self._keypairs: dict[int, _Keypair] = {}
         self._pendings: dict[int, _Pending] = {}
         self._outbox: list[Transmit | SessionEvent] = []
+        # Latest `now` seen off the hot path: "due at once" for next_timer(),
+        # which has no `now` of its own (a finite value, never -inf).
+        self._clock = 0.0
         self.drops: collections.Counter[str] = collections.Counter()
 
     def __repr__(self) -> str:
@@ -319,6 +322,7 @@ class SessionTable:
     # ---- sending -----------------------------------------------------------
 
     def initiate(self, peer: str, now: float) -> None:
+        self._clock = max(self._clock, now)
         self._hs(self._peer(peer), HsInput.WANT_HANDSHAKE, now)
 
     def seal(self, peer: str, payload: bytes, now: float) -> bytes | None:
@@ -668,11 +672,21 @@ class SessionTable:
                 if kp is not None and kp.reject_at < best:
                     best = kp.reject_at
             if p.persistent_keepalive is not None:
-                due = -_INF if p.last_sent is None else p.last_sent + p.persistent_keepalive
+                due = self._clock if p.last_sent is None else p.last_sent + p.persistent_keepalive
                 best = min(best, due)
         return None if best == _INF else best
 
+    def retry_soon(self, peer: str, now: float) -> None:
+        """A new way to reach `peer` appeared: resend a pending initiation now, not at
+        REKEY_TIMEOUT; start one if the peer has no session (callers rate-limit this)."""
+        p = self._peer(peer)
+        if p.retry_at is not None:
+            p.retry_at = min(p.retry_at, now)
+        elif p.current is None:
+            self.initiate(peer, now)
+
     def handle_timer(self, now: float) -> None:
+        self._clock = max(self._clock, now)
         for p in list(self._peers.values()):
             self._peer_timers(p, now)
 
