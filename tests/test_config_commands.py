@@ -176,3 +176,12 @@ def test_check_permission_denied_message(tmp_path: Path, monkeypatch: pytest.Mon
     code, _, err = run(check, [str(p)])
     assert code == 1
     assert err == f"{p}: cannot be read: permission denied\n{p}: 1 error\n"
+
+
+def test_check_golden_bad_file() -> None:
+    """tests/data/config/bad.toml holds one of nearly every mistake; all are reported."""
+    data = Path(__file__).parent / "data" / "config"
+    code, out, err = run(check, [str(data / "bad.toml")])
+    assert (code, out) == (1, "")
+    got = err.replace(str(data / "bad.toml"), "bad.toml")
+    assert got == (data / "bad.expected").read_text()

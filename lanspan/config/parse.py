@@ -209,9 +209,10 @@ class _NodeInfo:
     ports: dict[str, Port] = field(default_factory=dict)
 
 
-def _label(kind: str, index: int, item: object) -> str:
+def _label(kind: str, index: int, item: object, taken: dict[str, str] | None = None) -> str:
+    """How messages name a table: by its name, or by index when unnamed or a duplicate."""
     name = item.get("name") if isinstance(item, dict) else None
-    if isinstance(name, str) and _NAME.match(name):
+    if isinstance(name, str) and _NAME.match(name) and (taken is None or name not in taken):
         return f'{kind} "{name}"'
     return f"{kind}[{index}]"
 
@@ -238,8 +239,24 @@ class _Checker:
         try:
             return model.model_validate(data)
         except ValidationError as e:
-            for d in e.errors(include_url=False):
-                self.err(describe_error(where, d, model))
+            errors = e.errors(include_url=False)
+        for d in errors:
+            self.err(describe_error(where, d, model))
+        # Salvage the rest of the table so its other fields are checked too: drop
+        # the fields in error (their defaults stand in) unless one was required.
+        clean = dict(data)
+        for d in errors:
+            loc = d["loc"]
+            if not loc or loc[0] not in clean:
+                continue
+            inner = clean[loc[0]]
+            if len(loc) > 1 and isinstance(inner, dict) and isinstance(loc[1], str):
+                clean[loc[0]] = {k: v for k, v in inner.items() if k != loc[1]}  # [network.timers]
+            else:
+                del clean[loc[0]]
+        try:
+            return model.model_validate(clean)
+        except ValidationError:
             return None
 
     def tables(self, doc: dict[str, Any], key: str) -> list[Any]:
@@ -329,7 +346,7 @@ class _Checker:
     def segments(self, items: list[Any]) -> list[Segment]:
         seen_names: dict[str, str] = {}
         for i, item in enumerate(items):
-            where = _label("segment", i, item)
+            where = _label("segment", i, item, seen_names)
             name = item.get("name") if isinstance(item, dict) else None
             if isinstance(name, str):
                 if name in seen_names:
@@ -448,7 +465,7 @@ class _Checker:
         names: dict[str, str] = {}
         keys: dict[bytes, str] = {}
         for i, item in enumerate(items):
-            where = _label("node", i, item)
+            where = _label("node", i, item, names)
             name = item.get("name") if isinstance(item, dict) else None
             info = _NodeInfo(where, name if isinstance(name, str) else None)
             if isinstance(name, str):
@@ -483,8 +500,10 @@ class _Checker:
                 " — print one with `lanspan pubkey < private.key`"
             )
         else:
-            other = keys.setdefault(key, where)
-            if other != where:
+            other = keys.get(key)
+            if other is None:
+                keys[key] = where
+            else:
                 self.err(
                     f"{where} public_key: same key as {other} — every node needs its own key "
                     "(lanspan genkey)"
@@ -531,7 +550,7 @@ class _Checker:
         for j, p in enumerate(raw_ports):
             if not isinstance(p, dict):
                 continue  # RawNode reported it
-            where = f"{node_where} {_label('port', j, p)}"
+            where = f"{node_where} {_label('port', j, p, names)}"
             pname = p.get("name")
             if isinstance(pname, str):
                 info.port_names.append(pname)
@@ -558,8 +577,10 @@ class _Checker:
             port = self.port_of(where, raw, info)
             if port is None:
                 continue
-            other = devices.setdefault(port.device, where)
-            if other != where:
+            other = devices.get(port.device)
+            if other is None:
+                devices[port.device] = where
+            else:
                 self.err(
                     f"{where}: device {show(port.device)} is already used by {other}"
                     " — give each port its own device"
@@ -741,8 +762,10 @@ class _Checker:
                 self.err(f"{where}: {addr.ip} is the network or broadcast address of {net}")
         elif isinstance(addr, IPv6Interface) and addr.ip == net.network_address:
             self.err(f"{where}: {addr.ip} is the subnet-router anycast address of {net}")
-        other = self.addresses.setdefault(addr.ip, where)
-        if other != where:
+        other = self.addresses.get(addr.ip)
+        if other is None:
+            self.addresses[addr.ip] = where
+        else:
             self.err(f"{where}: {addr.ip} is already used by {other}")
         return addr
 
@@ -797,8 +820,10 @@ class _Checker:
                 if raw.port is not None:
                     self.static_port(where, raw, info)
             if mac is not None:
-                other = seen.setdefault((raw.segment, mac), where)
-                if other != where:
+                other = seen.get((raw.segment, mac))
+                if other is None:
+                    seen[(raw.segment, mac)] = where
+                else:
                     self.err(f"{where} mac: {show(raw.mac)} is already pinned by {other}")
             if mac is not None and len(self.problems) == mark:
                 out.append(StaticMac(segment=raw.segment, mac=mac, node=raw.node, port=raw.port))
