@@ -739,3 +739,40 @@ def test_load_network_reports_path_as_source(tmp_path: Path) -> None:
         load_network(p)
     assert ei.value.source == str(p)
     assert str(ei.value).startswith(f'{p}: segment "api" vlan: 0 is outside 1..4094')
+
+
+# ------------------------------------------------------------------ nothing hidden
+
+
+def test_a_type_error_does_not_hide_the_tables_other_problems() -> None:
+    text = edit("[network.timers]", "[network.timers]\nturbo = true")
+    text = text.replace("port = 51820", "port = 0").replace("keepalive = 10.0", "keepalive = -1")
+    text = text.replace("relay = false", 'relay = "no"').replace(
+        '"198.19.2.2:51820"', '"198.19.2.2"'
+    )
+    assert problems(text) == [
+        '[network] timers: unknown field "turbo" (known fields: keepalive, probe_interval, '
+        "probe_multiplier, hold_down)",
+        "[network] port: 0 is outside 1..65535",
+        "[network] timers.keepalive: -1.0 must be a positive number of seconds",
+        'node "rbx-db1" relay: expected true or false, got "no" (a string)',
+        'node "rbx-db1" endpoints[0]: "198.19.2.2" has no port — write "198.19.2.2:51820" or '
+        '"[fd00::1]:51820"',
+    ]
+
+
+def test_duplicates_are_named_by_index() -> None:
+    text = edit('name = "rbx-db1"', 'name = "gra-hv1"')
+    text = text.replace('["198.18.10.21/24"]', '["198.18.10.11/24"]')
+    assert problems(text) == [
+        'node[1] name: "gra-hv1" is already used by node[0] — node names must be unique',
+        'node[1] port "lan0" address[0]: 198.18.10.11 is already used by node "gra-hv1" '
+        'port "lan0" address[0]',
+    ]
+
+
+def test_same_address_twice_on_one_port() -> None:
+    assert bad('["198.18.10.21/24"]', '["198.18.10.21/24", "198.18.10.21/24"]') == [
+        'node "rbx-db1" port "lan0" address[1]: 198.18.10.21 is already used by '
+        'node "rbx-db1" port "lan0" address[0]'
+    ]
