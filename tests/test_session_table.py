@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import itertools
 import random
 from pathlib import Path
 
@@ -30,10 +31,11 @@ SRC = ("198.18.0.9", 51820)
 
 def _table(seed: int, **kw: object) -> SessionTable:
     rng = random.Random(seed)
+    ticks = itertools.count()
     return SessionTable(
         rng.randbytes(32),
         random_bytes=rng.randbytes,
-        wall_time=lambda: 1_700_000_000.0,
+        wall_time=lambda: 1_700_000_000.0 + next(ticks),  # each initiation a new second
         **kw,  # type: ignore[arg-type]
     )
 
@@ -195,6 +197,19 @@ def test_replayed_initiation_rejected() -> None:
     assert len(_transmits(b)) == 1
     b.receive(init, SRC, 1.0)
     assert b.drops["replayed_initiation"] == 1 and _transmits(b) == []
+
+
+def test_initiations_from_one_peer_rate_limited() -> None:
+    a, b = _pair()
+    a.initiate("b", 0.0)
+    b.receive(_transmits(a)[0].data, SRC, 0.0)
+    b.take_actions()
+    a.handle_timer(10.0)  # a retry: new timestamp, new ephemeral
+    retry = _transmits(a)[0].data
+    b.receive(retry, SRC, 0.001)
+    assert b.drops["initiation_flood"] == 1 and _transmits(b) == []
+    b.receive(retry, SRC, 0.1)
+    assert len(_transmits(b)) == 1
 
 
 def test_retries_then_handshake_failed() -> None:

@@ -78,6 +78,9 @@ KEEPALIVE_TIMEOUT = 10.0
 _REKEY_ON_RECEIVE_AGE = REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT
 MAX_QUEUED = 1024  # payloads held per peer while a handshake runs
 _LOAD_WINDOW = 1.0  # seconds over which initiations are counted
+# WireGuard's INITIATIONS_PER_SECOND: a peer replaying its own fresh
+# initiations cannot make us do DH work more often than this.
+_MIN_INITIATION_INTERVAL = 1 / 50
 
 _INF = float("inf")
 _HEADER = TRANSPORT_HEADER  # struct "<IIQ": type+reserved as u32le, receiver, counter
@@ -195,6 +198,7 @@ class _Peer:
         "jar",
         "keepalive_at",
         "last_handshake",
+        "last_initiation",
         "last_received",
         "last_sent",
         "last_timestamp",
@@ -237,6 +241,7 @@ class _Peer:
         self.new_handshake_at: float | None = None  # sent data, no answer by then
         self.last_sent: float | None = None
         self.last_handshake: float | None = None
+        self.last_initiation = -_INF  # when we last answered one of its initiations
         self.last_received: float | None = None
         self.rx_bytes = self.tx_bytes = self.rx_messages = self.tx_messages = 0
         self.up = False
@@ -496,6 +501,8 @@ class SessionTable:
             raise BadPacket("unknown_peer")
         if timestamp <= p.last_timestamp:
             raise BadPacket("replayed_initiation")
+        if now - p.last_initiation < _MIN_INITIATION_INTERVAL:
+            raise BadPacket("initiation_flood")
         action, p.state = step(p.state, HsInput.VALID_INITIATION)
         assert action is HsAction.RESPOND
         index = self._new_index()
@@ -509,6 +516,7 @@ class SessionTable:
             now=now,
         )
         p.last_timestamp = timestamp
+        p.last_initiation = now
         kp = _Keypair(
             p,
             self._cipher,
