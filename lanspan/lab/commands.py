@@ -30,14 +30,15 @@ def _common(f: F) -> F:
 
 
 def _open(lab_file: Path, run_dir: Path | None, need_root: bool = True) -> LabRun:
+    try:
+        run = LabRun(lab_file, run_dir)
+    except ConfigError as e:
+        raise click.ClickException(e.render()) from None
     if need_root:
         why = netns.require_root()
         if why:
             raise click.ClickException(f"lanspan lab {why}")
-    try:
-        return LabRun(lab_file, run_dir)
-    except ConfigError as e:
-        raise click.ClickException(e.render()) from None
+    return run
 
 
 def _err(e: Exception) -> click.ClickException:

@@ -166,14 +166,22 @@ def _mac(text: str) -> bytes:
 class Impairer:
     """Forward IPv4 frames into/out of one interface with loss, delay, dups, reorder, corruption."""
 
-    def __init__(self, iface: str, routes: list[Route], imp: Impairment, seed: int | None) -> None:
+    def __init__(
+        self,
+        iface: str,
+        routes: list[Route],
+        imp: Impairment,
+        seed: int | None,
+        own_macs: dict[str, bytes] | None = None,
+    ) -> None:
+        """Open one packet socket per interface, unless `own_macs` is given (tests)."""
         self.iface = iface
         self.routes = sorted(routes, key=lambda r: -r.net.prefixlen)
         self.imp = imp
         self.rng = random.Random(seed)
         self.socks: dict[str, socket.socket] = {}
-        self.own: dict[str, bytes] = {}
-        for name in {r.ifname for r in routes} | {iface}:
+        self.own: dict[str, bytes] = dict(own_macs or {})
+        for name in {r.ifname for r in routes} | {iface} if own_macs is None else ():
             s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
             s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)

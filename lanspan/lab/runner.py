@@ -168,10 +168,36 @@ class LabRun:
         )
         state.save()
         log(f"building lab {self.lab.name!r}: {len(plan.namespaces)} namespaces")
+        try:
+            self._build(plan, state)
+        except BaseException:
+            # Nothing half-built stays behind; `down` removes what the state records.
+            self.down(log=lambda m: None)
+            raise
+        state.phase = "up"
+        state.save()
+        log(f"started {len(plan.nodes)} agents; waiting for sessions")
+        missing = self.wait_sessions(plan, timeout or self.lab.lab.up_timeout)
+        if missing:
+            raise LabError(
+                "sessions not up after "
+                f"{timeout or self.lab.lab.up_timeout:.0f} s: "
+                + "; ".join(f"{n}: {', '.join(ps)}" for n, ps in sorted(missing.items()))
+                + f" (agent logs in {self.log_dir}; the lab stays up for a look, "
+                f"`lanspan lab down {self.lab_file}` removes it)"
+            )
+        return plan
+
+    def _build(self, plan: Plan, state: State) -> None:
         for ns in plan.namespaces:
             state.namespaces.append(ns)
             state.save()  # recorded before it exists: a crash in between is harmless
-            netns.run(["ip", "netns", "add", ns])
+            try:
+                netns.run(["ip", "netns", "add", ns])
+            except netns.NetnsError:
+                state.namespaces.remove(ns)  # not ours (it existed): never delete it
+                state.save()
+                raise
             netns.run(["ip", "link", "set", "lo", "up"], ns=ns)
         for ln in plan.links:
             netns.veth_between(
@@ -187,19 +213,6 @@ class LabRun:
                 impair.apply(self, plan, state, site.name, site.uplink, tag="uplink")
         for node in plan.nodes:
             self.start_agent(node.name, plan, state)
-        state.phase = "up"
-        state.save()
-        log(f"started {len(plan.nodes)} agents; waiting for sessions")
-        missing = self.wait_sessions(plan, timeout or self.lab.lab.up_timeout)
-        if missing:
-            raise LabError(
-                "sessions not up after "
-                f"{timeout or self.lab.lab.up_timeout:.0f} s: "
-                + "; ".join(f"{n}: {', '.join(ps)}" for n, ps in sorted(missing.items()))
-                + f" (agent logs in {self.log_dir}; the lab stays up for a look, "
-                f"`lanspan lab down {self.lab_file}` removes it)"
-            )
-        return plan
 
     def _validate_network(self) -> None:
         import importlib
@@ -424,7 +437,10 @@ class LabRun:
                     "agent_pid": a["pid"] if a else None,
                     "agent_running": running,
                     "sessions": peers,
-                    "sessions_up": sum(1 for s in peers.values() if s == "up"),
+                    "sessions_up": sum(1 for p in expected[n.name] if peers.get(p) == "up"),
+                    "sessions_extra": sorted(
+                        p for p, s in peers.items() if s == "up" and p not in expected[n.name]
+                    ),
                     "sessions_expected": len(expected[n.name]),
                 }
             )

@@ -1,0 +1,167 @@
+"""Pure parts of the lab: probe outage, impairer decisions, report, CLI errors."""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import os
+import struct
+import xml.dom.minidom
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from lanspan.lab import checks, report
+from lanspan.lab.commands import lab
+from lanspan.lab.impair import VNET_LEN, Impairer, Route, routes_of
+from lanspan.lab.model import Impairment, load_lab
+from lanspan.lab.probe import outage
+from lanspan.lab.topology import expand
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_outage_is_longest_unanswered_run() -> None:
+    answered = set(range(1, 101)) - set(range(20, 31)) - {50, 51}
+    assert outage(answered, 100, 10.0) == (110.0, 130.0)
+    assert outage(set(range(1, 11)), 10, 10.0) == (0.0, 0.0)
+    assert outage(set(), 5, 10.0) == (50.0, 50.0)
+    assert outage(set(range(1, 6)), 8, 10.0) == (30.0, 30.0)  # not back at the end
+
+
+def _plan() -> Any:
+    lab_ = load_lab(ROOT / "examples" / "three-datacenters.toml")
+    keys = {n.name: base64.b64encode(bytes(32)).decode() for n in lab_.node}
+    return expand(lab_, "p", keys)
+
+
+def _frame(src: str, dst: str, payload: bytes = b"x" * 40) -> bytes:
+    ip = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45, 0, 20 + 8 + len(payload), 0, 0, 64, 17, 0,
+        ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed,
+    )  # fmt: skip
+    udp = struct.pack("!HHHH", 51820, 51820, 8 + len(payload), 0)
+    eth = b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00"
+    return bytes(VNET_LEN) + eth + ip + udp + payload
+
+
+class FakeImpairer(Impairer):
+    def __init__(self, imp: Impairment, seed: int = 1) -> None:
+        plan = _plan()
+        routes = []
+        for r in routes_of(plan):
+            net, ifname, mac = r.split("=")
+            routes.append(
+                Route(ipaddress.IPv4Network(net), ifname, bytes.fromhex(mac.replace(":", "")))
+            )
+        own = {s.core_if: bytes.fromhex(s.core_mac.replace(":", "")) for s in plan.sites}
+        super().__init__("to-rbx", routes, imp, seed, own_macs=own)
+        self.sent: list[tuple[str, bytes]] = []
+
+    def send(self, ifname: str, data: bytes) -> None:
+        self.sent.append((ifname, data))
+
+    def flush(self, now: float = 1e9) -> None:
+        while self.queue:
+            import heapq
+
+            _, _, ifname, data = heapq.heappop(self.queue)
+            self.send(ifname, data)
+
+
+def test_impairer_forwards_only_what_crosses_the_impaired_uplink() -> None:
+    imp = FakeImpairer(Impairment(delay_ms=10))
+    imp.handle("to-gra", _frame("198.19.1.2", "198.19.2.2"), now=0.0)  # gra -> rbx: impaired
+    imp.handle("to-gra", _frame("198.19.1.2", "198.19.3.2"), now=0.0)  # gra -> sbg: kernel's
+    imp.handle("to-rbx", _frame("198.19.2.2", "198.19.3.2"), now=0.0)  # rbx -> sbg: impaired
+    assert [q[0] for q in imp.queue] == [0.01, 0.01]
+    imp.flush()
+    out = dict(imp.sent)
+    assert set(out) == {"to-rbx", "to-sbg"}
+    plan = _plan()
+    rbx = plan.site("rbx")
+    frame = out["to-rbx"][VNET_LEN:]
+    assert frame[0:6] == bytes.fromhex(rbx.router_mac.replace(":", ""))
+    assert frame[6:12] == bytes.fromhex(rbx.core_mac.replace(":", ""))
+    assert frame[12:] == _frame("198.19.1.2", "198.19.2.2")[VNET_LEN + 12 :]
+
+
+def test_impairer_loss_duplicate_corrupt_reorder_rates() -> None:
+    n = 4000
+    for field, check in (
+        ("loss", lambda imp: n - len(imp.sent)),
+        ("duplicate", lambda imp: len(imp.sent) - n),
+        ("corrupt", lambda imp: sum(1 for _, d in imp.sent if d[-40:] != b"x" * 40)),
+        ("reorder", lambda imp: imp.counts["reordered"]),
+    ):
+        imp = FakeImpairer(Impairment(**{field: 10.0}), seed=7)
+        for k in range(n):
+            imp.handle("to-gra", _frame("198.19.1.2", "198.19.2.2"), now=k * 0.001)
+        for direction in list(imp.held):
+            _, (ifname, data, _) = direction, imp.held.pop(direction)
+            imp.schedule(1e9, ifname, data)
+        imp.flush()
+        got = check(imp)
+        assert 0.07 * n < got < 0.13 * n, (field, got)
+
+
+def _result(passed: bool) -> dict[str, Any]:
+    plan = _plan()
+    return {
+        "lab": "three-dc",
+        "passed": passed,
+        "checks": [
+            {"name": "lan: a -> b", "kind": "reachability", "passed": True, "detail": "answers"},
+            {"name": "lan -/-> api <x>", "kind": "isolation", "passed": passed, "detail": "&"},
+        ],
+        "faults": [
+            {
+                "name": "cut-gra",
+                "kind": "cut-uplink",
+                "outage_ms": 1100.0,
+                "recovery_ms": 12.0,
+                "recovered": True,
+                "interval_ms": 10.0,
+                "timeline": [1] * 100 + [0] * 110 + [1] * 90,
+                "markers": {"fault": 1000.0, "cleared": 2000.0, "recovered": 2120.0},
+            }
+        ],
+        "topology": plan.to_json(),
+    }
+
+
+def test_report_is_html_with_wellformed_svg(tmp_path: Path) -> None:
+    page = report.render(_result(False))
+    assert page.startswith("<!doctype html>") and "FAILED" in page
+    svgs = page.split("<svg")[1:]
+    assert len(svgs) == 2
+    for s in svgs:
+        xml.dom.minidom.parseString("<svg" + s.split("</svg>")[0] + "</svg>")
+    for name in ("gra-hv1", "sbg-db", "internet core", "cut-gra"):
+        assert name in page
+    assert "&lt;x&gt;" in page  # escaped
+
+
+def test_table_says_what_failed() -> None:
+    t = checks.table(_result(False))
+    assert "FAIL" in t and "FAILED (1 failing)" in t and "1100" in t
+    assert checks.table(_result(True)).endswith("PASSED")
+
+
+def test_cli_refuses_without_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    res = CliRunner().invoke(lab, ["up", str(ROOT / "examples" / "small.toml")])
+    assert res.exit_code == 1
+    assert "needs root" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_cli_names_the_bad_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[lab]\nname = "x"\n')
+    res = CliRunner().invoke(lab, ["status", str(bad)])
+    assert res.exit_code == 1
+    assert str(bad) in res.output and "segment: missing" in res.output
