@@ -720,8 +720,8 @@ class SessionTable:
             if p.current is not None:
                 self._send_keepalive(p, now)
             else:
-                p.last_sent = now  # the handshake it starts is traffic enough
                 self._hs(p, HsInput.WANT_HANDSHAKE, now)
+            p.last_sent = now  # even if nothing could be sealed: never spin on this timer
 
     def _expire_keypairs(self, p: _Peer, now: float) -> None:
         if p.previous is not None and now >= p.previous.reject_at:
