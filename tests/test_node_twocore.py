@@ -34,10 +34,13 @@ class Link:
     dup: float = 0.0
     reorder: float = 0.0
     cut: set[Addr] = field(default_factory=set)
+    blocked: set[frozenset[Addr]] = field(default_factory=set)  # pairs that cannot talk
     queue: list[tuple[Addr, Addr, bytes]] = field(default_factory=list)
 
     def send(self, src: Addr, dst: Addr, data: bytes) -> None:
-        if dst in self.cut or src in self.cut or self.rng.random() < self.loss:
+        if dst in self.cut or src in self.cut or frozenset((src, dst)) in self.blocked:
+            return
+        if self.rng.random() < self.loss:
             return
         self.queue.append((src, dst, data))
         if self.rng.random() < self.dup:
@@ -52,7 +55,14 @@ class Link:
 
 
 class Net:
-    def __init__(self, n: int, link: Link, segments: dict[str, list[str]] | None = None) -> None:
+    def __init__(
+        self,
+        n: int,
+        link: Link,
+        segments: dict[str, list[str]] | None = None,
+        nat: frozenset[str] = frozenset(),
+        no_relay: frozenset[str] = frozenset(),
+    ) -> None:
         self.keys = {f"n{i}": generate_private_key() for i in range(1, n + 1)}
         self.addr = {name: (f"198.18.0.{i}", 51820) for i, name in enumerate(self.keys, 1)}
         segments = segments or {name: ["a", "b"] for name in self.keys}
@@ -62,10 +72,12 @@ class Net:
         ]
         for name, key in self.keys.items():
             host, port = self.addr[name]
+            endpoints = "[]" if name in nat else f'["{host}:{port}"]'
             text.append(
                 f'[[node]]\nname = "{name}"\nsite = "s{name}"\n'
                 f'public_key = "{encode_key(public_key(key))}"\n'
-                f'endpoints = ["{host}:{port}"]\nsegments = {segments[name]!r}\n'.replace("'", '"')
+                f"endpoints = {endpoints}\nrelay = {str(name not in no_relay).lower()}\n"
+                f"segments = {segments[name]!r}\n".replace("'", '"')
             )
             for seg in segments[name]:
                 text.append(
@@ -184,3 +196,90 @@ def test_active_path_failure_is_detected_within_a_second() -> None:
         net.step()
         assert net.now - cut < 1.0
     assert "path_down" in [e.kind for e in net.nodes["n1"].take_log()]
+
+
+def block(net: Net, a: str, b: str) -> None:
+    net.link.blocked.add(frozenset((net.addr[a], net.addr[b])))
+
+
+def test_blocked_direct_path_goes_through_a_relay_end_to_end() -> None:
+    net = Net(3, Link(random.Random(8)))
+    block(net, "n1", "n3")
+    net.run(4.0)
+    assert net.up("n1", "n3") and net.up("n3", "n1")  # the handshake itself was relayed
+    paths = net.nodes["n1"].paths["n3"]
+    assert paths.active is not None and paths.active.relay == "n2"
+    f = frame(BCAST, MAC1)
+    net.nodes["n1"].frame_from_port("pa", plain(f), net.now)
+    net.run(0.1)
+    assert net.take_written("n3") == [("pa", plain(f))]
+    assert net.nodes["n2"].counters["relayed"] > 0
+    peer = next(p for p in net.nodes["n1"].status(net.now)["peers"] if p["name"] == "n3")
+    assert peer["via"] == "n2" and peer["session"] == "up"
+    assert net.nodes["n2"].sessions.drops["bad_auth"] == 0
+
+
+def test_a_node_that_says_no_does_not_relay() -> None:
+    net = Net(3, Link(random.Random(9)), no_relay=frozenset({"n2"}))
+    block(net, "n1", "n3")
+    net.run(4.0)
+    assert not net.up("n1", "n3")
+    assert all(p.relay is None for p in net.nodes["n1"].paths["n3"].paths)
+
+
+def test_cutting_the_direct_path_moves_traffic_to_a_relay_within_a_second() -> None:
+    net = Net(3, Link(random.Random(10)))
+    net.run(4.0)
+    paths = net.nodes["n1"].paths["n3"]
+    assert paths.active is not None and paths.active.relay is None
+    assert {p.relay for p in paths.paths} == {None, "n2"}  # relay path probed in advance
+    block(net, "n1", "n3")
+    cut = net.now
+    while paths.active is None or paths.active.relay is None or not paths.active.up:
+        net.step()
+        assert net.now - cut < 1.0, "no failover to the relay within 1 s"
+    net.link.blocked.clear()
+    net.run(4.0)  # the direct path comes back after its hold-down
+    assert paths.active is not None and paths.active.relay is None
+
+
+def test_branches_behind_nat_fail_over_between_hubs() -> None:
+    # n1, n2, n3 are hubs; n4 and n5 are branches behind NAT that never talk directly.
+    net = Net(5, Link(random.Random(11)), nat=frozenset({"n4", "n5"}))
+    block(net, "n4", "n5")
+    net.run(5.0)
+    assert net.up("n4", "n5")
+    paths = net.nodes["n4"].paths["n5"]
+    assert paths.active is not None and paths.active.relay in {"n1", "n2", "n3"}
+    assert {p.relay for p in paths.paths} == {"n1", "n2", "n3"}
+    hub = paths.active.relay
+    net.link.cut.add(net.addr[hub])  # the hub dies
+    cut = net.now
+    while paths.active is None or paths.active.relay == hub or not paths.active.up:
+        net.step()
+        assert net.now - cut < 1.0, "no failover to another hub within 1 s"
+    f = frame(BCAST, MAC1)
+    net.nodes["n4"].frame_from_port("pa", plain(f), net.now)
+    net.run(0.1)
+    assert net.take_written("n5") == [("pa", plain(f))]
+
+
+def test_a_relay_never_forwards_through_another_relay() -> None:
+    # n2 reaches n3 only through a relay itself: it must refuse to relay n1's traffic to n3.
+    net = Net(4, Link(random.Random(12)))
+    block(net, "n1", "n3")
+    block(net, "n2", "n3")
+    net.run(4.0)
+    n2 = net.nodes["n2"]
+    assert n2.paths["n3"].active is not None and n2.paths["n3"].active.relay == "n4"
+    n1_paths = net.nodes["n1"].paths["n3"]
+    assert {p.relay for p in n1_paths.paths if p.relay} == {"n4"}  # n2 does not offer n3
+    before = n2.drops["relay_no_direct_path"]
+    from lanspan.wire import control, payload
+
+    fake = payload.build_control(control.build_relay(control.Relay(False, "n3", b"x" * 40)))
+    sealed = net.nodes["n1"].sessions.seal("n2", fake, net.now)
+    assert sealed is not None
+    n2.datagram(sealed, net.addr["n1"], net.now)
+    assert n2.drops["relay_no_direct_path"] == before + 1
+    assert all(dst != net.addr["n3"] for dst, _ in n2.take_sends())

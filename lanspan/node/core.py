@@ -18,7 +18,7 @@ from typing import Any
 
 from lanspan.config.model import Endpoint, HostPort, Network, Node, Timers
 from lanspan.errors import BadPacket
-from lanspan.node.paths import Addr, PathEvent, PeerPaths
+from lanspan.node.paths import Addr, PathEvent, PeerPaths, relay_addr
 from lanspan.node.reassembly import Reassembler
 from lanspan.session import Delivered, SessionEvent, SessionTable, Transmit
 from lanspan.switch import Switch
@@ -28,6 +28,11 @@ ZERO_VNET = bytes(vnet.VNET_HDR_LEN)
 # UDP payload above IP + UDP headers, and what a transport message adds.
 _IP_UDP_OVERHEAD = {4: 28, 6: 48}
 _TRANSPORT_OVERHEAD = 32
+# Reachability gossip: at most one REACH per interval (damping), a refresh every
+# REACH_REFRESH, and what a relay said is forgotten after REACH_EXPIRY.
+REACH_INTERVAL = 1.0
+REACH_REFRESH = 5.0
+REACH_EXPIRY = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +94,14 @@ class NodeCore:
         self._frag_id = 0
         v6 = any(isinstance(e.host, IPv6Address) for n in network.nodes for e in n.endpoints)
         self.max_plaintext = underlay_mtu - _IP_UDP_OVERHEAD[6 if v6 else 4] - _TRANSPORT_OVERHEAD
+        # A relayed datagram is sealed once more, inside a RELAY control message.
+        longest = max(len(n.name.encode()) for n in network.nodes)
+        self.max_relayed_plaintext = self.max_plaintext - (
+            _TRANSPORT_OVERHEAD + payload.HEADER_LEN + 2 + longest
+        )
+        self.reach: dict[str, tuple[dict[str, int], float]] = {}  # relay -> (peer -> rtt µs)
+        self._reach_sent: dict[str, int] = {}
+        self._reach_sent_at = -1e9
         self._vni_segment = {s.vni: s for s in network.segments}
         self._sends: list[tuple[Addr, list[bytes]]] = []
         self._writes: list[tuple[str, bytes]] = []
@@ -193,22 +206,29 @@ class NodeCore:
             self._write(out_port, hdr if plain else _shift(hdr, len(out) - len(frame)), out)
         if not fwd.peers:
             return
-        if plain and len(fwd.frame) + payload.HEADER_LEN <= self.max_plaintext:
-            payloads = [payload.build_frame(fwd.vni, fwd.frame)]
-        else:
-            body = fwd.frame if plain else _shift(hdr, len(fwd.frame) - len(frame)) + fwd.frame
-            if len(body) + payload.HEADER_LEN <= self.max_plaintext:
-                payloads = [payload.build_frame(fwd.vni, fwd.frame, None if plain else body[:10])]
-            else:
-                self._frag_id = (self._frag_id + 1) & 0xFFFF
-                payloads = payload.build_fragments(
-                    fwd.vni, body, not plain, self._frag_id, self.max_plaintext
-                )
+        built: dict[int, list[bytes]] = {}
         for peer in fwd.peers:
             tr = self.traffic[peer]
             tr.tx_frames += 1
             tr.tx_bytes += len(fwd.frame)
+            dest = self.paths[peer].destination()
+            relayed = dest is not None and dest[0].startswith("relay:")
+            limit = self.max_relayed_plaintext if relayed else self.max_plaintext
+            payloads = built.get(limit)
+            if payloads is None:
+                payloads = built[limit] = self._payloads(fwd.vni, fwd.frame, hdr, frame, limit)
             self._seal_and_send(peer, payloads, now)
+
+    def _payloads(self, vni: int, out: bytes, hdr: bytes, frame: bytes, limit: int) -> list[bytes]:
+        """Payloads carrying `out` (the mesh form of `frame`), fragmented to fit `limit`."""
+        if hdr == ZERO_VNET and len(out) + payload.HEADER_LEN <= limit:
+            return [payload.build_frame(vni, out)]
+        mesh_hdr = None if hdr == ZERO_VNET else _shift(hdr, len(out) - len(frame))
+        body = out if mesh_hdr is None else mesh_hdr + out
+        if len(body) + payload.HEADER_LEN <= limit:
+            return [payload.build_frame(vni, out, mesh_hdr)]
+        self._frag_id = (self._frag_id + 1) & 0xFFFF
+        return payload.build_fragments(vni, body, mesh_hdr is not None, self._frag_id, limit)
 
     def datagram(self, data: bytes, src: Addr, now: float) -> None:
         """A datagram from the UDP socket; anything bad is dropped and counted."""
@@ -254,13 +274,52 @@ class NodeCore:
 
     def _control(self, peer: str, body: bytes, src: Addr, now: float) -> None:
         msg = control.parse_untrusted(body)
-        if msg.ack:
-            self.paths[peer].ack(msg, now)
+        if isinstance(msg, control.Probe):
+            if msg.ack:
+                self.paths[peer].ack(msg, now)
+            else:
+                reply = payload.build_control(control.build_probe(replace(msg, ack=True)))
+                self._emit(peer, src, self.sessions.seal_many(peer, [reply], now), now)
+        elif isinstance(msg, control.Relay):
+            if msg.delivered:
+                self._relayed_to_us(peer, msg, now)
+            else:
+                self._relay(peer, msg, now)
         else:
-            reply = payload.build_control(control.build_probe(replace(msg, ack=True)))
-            sealed = self.sessions.seal(peer, reply, now)
-            if sealed is not None:
-                self._sends.append((src, [sealed]))
+            self.reach[peer] = ({n: rtt for n, rtt in msg.peers if n in self.peers}, now)
+            self._update_relays(now)
+
+    def _relay(self, origin: str, msg: control.Relay, now: float) -> None:
+        """Forward a sealed datagram from `origin` to `msg.node`: one hop, direct only."""
+        dest = msg.node
+        if not self.me.relay:
+            self.drops["relay_refused"] += 1
+            return
+        if dest not in self.peers or dest == origin:
+            self.drops["relay_unknown_node"] += 1
+            return
+        addr = self.paths[dest].destination()
+        if dest not in self._up or addr is None or addr[0].startswith("relay:"):
+            # Never through another relay: this is what makes relay loops impossible.
+            self.drops["relay_no_direct_path"] += 1
+            return
+        body = payload.build_control(control.build_relay(control.Relay(True, origin, msg.inner)))
+        sealed = self.sessions.seal(dest, body, now)
+        if sealed is not None:
+            self.counters["relayed"] += 1
+            self._sends.append((addr, [sealed]))
+
+    def _relayed_to_us(self, via: str, msg: control.Relay, now: float) -> None:
+        if msg.node not in self.peers or msg.node == via:
+            self.drops["relay_unknown_node"] += 1
+            return
+        got = self.sessions.receive(msg.inner, relay_addr(via), now)
+        if got is None:
+            return
+        if got.peer != msg.node:
+            self.drops["relay_origin_mismatch"] += 1
+            return
+        self._delivered(got, now)
 
     # -- outputs ---------------------------------------------------------------
 
@@ -275,23 +334,44 @@ class NodeCore:
         sealed = self.sessions.seal_many(peer, payloads, now)
         if sealed is None:
             return  # queued by the session until the handshake completes
-        dest = self.paths[peer].destination()
+        self._emit(peer, self.paths[peer].destination(), sealed, now)
+
+    def _emit(
+        self, peer: str | None, dest: Addr | None, sealed: list[bytes] | None, now: float
+    ) -> None:
+        """Send datagrams sealed for `peer` to `dest`, wrapping them for a relay path."""
+        if not sealed:
+            return
         if dest is None:
             self.drops["no_endpoint"] += len(sealed)
             return
-        self._sends.append((dest, sealed))
+        if not dest[0].startswith("relay:"):
+            self._sends.append((dest, sealed))
+            return
+        relay = dest[0][len("relay:") :]
+        hop = self.paths[relay].destination() if relay in self.paths else None
+        if peer is None or hop is None or hop[0].startswith("relay:"):
+            self.drops["relay_unusable"] += len(sealed)
+            return
+        wrapped = [
+            payload.build_control(control.build_relay(control.Relay(False, peer, d)))
+            for d in sealed
+        ]
+        outer = self.sessions.seal_many(relay, wrapped, now)
+        if outer is not None:
+            self._sends.append((hop, outer))
 
     def _drain_sessions(self, now: float) -> None:
         for action in self.sessions.take_actions():
             if isinstance(action, Transmit):
                 if action.to is not None:
-                    self._sends.append((action.to, [action.data]))
+                    self._emit(action.peer, action.to, [action.data], now)
                 elif action.peer is not None and action.peer in self.paths:
                     targets = self.paths[action.peer].candidates()
                     if not targets:
                         self.drops["no_endpoint"] += 1
                     for addr in targets:
-                        self._sends.append((addr, [action.data]))
+                        self._emit(action.peer, addr, [action.data], now)
             elif isinstance(action, SessionEvent):
                 self._session_event(action)
 
@@ -305,6 +385,7 @@ class NodeCore:
             self._up.discard(ev.peer)
             self.switch.set_peer_up(ev.peer, False)
             self.reassembly.forget(ev.peer)
+            self.reach.pop(ev.peer, None)
 
     def take_sends(self) -> list[tuple[Addr, list[bytes]]]:
         """Datagram batches to send; each batch is equal-sized but for its last."""
@@ -360,9 +441,50 @@ class NodeCore:
                 continue
             for addr, probe in paths.probes(now):
                 body = payload.build_control(control.build_probe(probe))
-                sealed = self.sessions.seal(peer, body, now)
-                if sealed is not None:
-                    self._sends.append((addr, [sealed]))
+                self._emit(peer, addr, self.sessions.seal_many(peer, [body], now), now)
+        self._update_relays(now)
+        self._gossip(now)
+
+    def _direct_reach(self) -> dict[str, int]:
+        """Peers we reach over an up, direct path, with RTT in µs: what we offer to relay."""
+        out = {}
+        for peer in self._up:
+            active = self.paths[peer].active
+            if active is not None and active.up and active.relay is None:
+                out[peer] = round((active.rtt or 0.0) * 1e6)
+        return out
+
+    def _gossip(self, now: float) -> None:
+        if not self.me.relay or now - self._reach_sent_at < REACH_INTERVAL:
+            return
+        reach = self._direct_reach()
+        # Damping: RTT wiggles do not count as a change, only the set of peers does.
+        if reach.keys() == self._reach_sent.keys() and now - self._reach_sent_at < REACH_REFRESH:
+            return
+        self._reach_sent, self._reach_sent_at = reach, now
+        for peer in self._up:
+            listed = tuple((n, rtt) for n, rtt in sorted(reach.items()) if n != peer)
+            body = payload.build_control(control.build_reach(control.Reach(listed)))
+            sealed = self.sessions.seal_many(peer, [body], now)
+            self._emit(peer, self.paths[peer].destination(), sealed, now)
+
+    def _update_relays(self, now: float) -> None:
+        """Offer, for each peer, a relay path through every relay that reaches it."""
+        for relay in [r for r, (_, at) in self.reach.items() if now - at > REACH_EXPIRY]:
+            del self.reach[relay]
+        usable = {
+            r: peers
+            for r, (peers, _) in self.reach.items()
+            if r in self._up and self.peers[r].relay and self._direct(r)
+        }
+        for peer, paths in self.paths.items():
+            relays = {r for r, peers in usable.items() if peer in peers and r != peer}
+            if paths.set_relays(relays) and peer not in self._up:
+                self.sessions.retry_soon(peer, now)  # the handshake can go that way now
+
+    def _direct(self, peer: str) -> bool:
+        active = self.paths[peer].active
+        return active is not None and active.relay is None
 
     # -- view ------------------------------------------------------------------
 
@@ -417,7 +539,7 @@ class NodeCore:
             "public_key": base64.b64encode(self.peers[name].public_key).decode(),
             "session": state,
             "endpoint": _fmt(active.addr) if active else None,
-            "via": None,
+            "via": active.relay if active else None,
             "last_handshake_age": (
                 round(now - st.last_handshake, 3) if st.last_handshake is not None else None
             ),
@@ -453,6 +575,8 @@ def _ms(seconds: float | None) -> float | None:
 
 def _fmt(addr: Addr) -> str:
     host, port = addr
+    if host.startswith("relay:"):
+        return f"via {host[len('relay:') :]}"
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 

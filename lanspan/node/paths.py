@@ -1,7 +1,9 @@
 """Underlay paths to one peer: probed liveness, RTT, loss, and the active choice.
 
 Each configured endpoint of a peer is one path; an authenticated packet from
-an address we did not know adds a learned path (roaming, NAT rebinding).
+an address we did not know adds a learned path (roaming, NAT rebinding); a
+node that says it reaches the peer adds a relay path through itself. Direct
+paths win over relay paths whenever one is up.
 A path is up while probe acks keep arriving: `probe_multiplier` intervals
 without one takes it down (BFD-like). Traffic uses the best up path; a path
 that comes back must stay up for `hold_down` seconds before it is preferred
@@ -20,6 +22,7 @@ from lanspan.wire.control import Probe
 Addr = tuple[str, int]
 
 MAX_LEARNED = 4
+RELAY_PREFIX = "relay:"
 LOSS_WINDOW = 20
 # A better path must beat the active one by this factor to take over.
 SWITCH_FACTOR = 0.7
@@ -38,8 +41,19 @@ class Path:
     results: deque[bool] = field(default_factory=lambda: deque(maxlen=LOSS_WINDOW))
 
     @property
+    def relay(self) -> str | None:
+        """The relaying node's name for a relay path, None for a direct one."""
+        host = self.addr[0]
+        return host[len(RELAY_PREFIX) :] if host.startswith(RELAY_PREFIX) else None
+
+    @property
     def loss(self) -> float:
         return self.results.count(False) / len(self.results) if self.results else 0.0
+
+
+def relay_addr(node: str) -> Addr:
+    """The pseudo-address of the path through relay `node`."""
+    return (RELAY_PREFIX + node, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,13 +78,34 @@ class PeerPaths:
     def set_endpoints(self, endpoints: Sequence[Addr]) -> None:
         """New configured endpoints; paths that stay keep their state."""
         keep = {p.addr: p for p in self.paths}
-        learned = [p for p in self.paths if not p.configured and p.addr not in endpoints]
+        learned = [
+            p for p in self.paths if not p.configured and p.addr not in endpoints
+        ]  # + relays
         self.paths = [keep.get(a) or Path(a, configured=True) for a in endpoints] + learned
         for p in self.paths[: len(endpoints)]:
             p.configured = True
         if self.active is not None and self.active not in self.paths:
             self.active = None
         # Probe indexes changed: outstanding probes would be credited to the wrong path.
+        for p in self.paths:
+            p.outstanding.clear()
+
+    def set_relays(self, relays: set[str]) -> bool:
+        """Relay paths through exactly these nodes (others are removed); True if one was added."""
+        have = {p.relay for p in self.paths if p.relay is not None}
+        for gone in have - relays:
+            path = self.find(relay_addr(gone))
+            if path is not None:
+                self.paths.remove(path)
+                self._renumber()
+                if self.active is path:
+                    self.active = None
+        for new in sorted(relays - have):
+            self.paths.append(Path(relay_addr(new), configured=False))
+        return bool(relays - have)
+
+    def _renumber(self) -> None:
+        # Probe acks name a path by index: forget probes in flight when indexes move.
         for p in self.paths:
             p.outstanding.clear()
 
@@ -125,12 +160,13 @@ class PeerPaths:
         p = self.find(src)
         if p is None:
             p = Path(src, configured=False)
-            learned = [q for q in self.paths if not q.configured]
-            if len(learned) >= MAX_LEARNED:
+            learned = [q for q in self.paths if not q.configured and q.relay is None]
+            if p.relay is None and len(learned) >= MAX_LEARNED:
                 self.paths.remove(min(learned, key=lambda q: q.last_seen or 0.0))
+                self._renumber()
             self.paths.append(p)
             self.events.append(PathEvent("path_learned", src))
-            if not any(q.configured for q in self.paths):
+            if p.relay is None and not any(q.configured for q in self.paths):
                 # A peer we cannot dial (behind NAT): its newest address is the way back.
                 self._activate(p, now, "roamed")
         p.last_seen = now
@@ -153,28 +189,31 @@ class PeerPaths:
 
     def _choose(self, now: float, fallback: Path | None = None) -> None:
         up = [p for p in self.paths if p.up]
-        eligible = [p for p in up if self._eligible(p, now)] or up
-        best = min(eligible, key=lambda p: p.rtt if p.rtt is not None else 1e9, default=None)
+        pool = [p for p in up if p.relay is None] or up  # relays only when no direct path is
+        eligible = [p for p in pool if self._eligible(p, now)] or pool
+        best = min(eligible, key=_rtt_key, default=None)
         cur = self.active
         if best is None:
-            if cur is not None and cur.up is False and fallback is None:
-                return  # keep sending where we last could; nothing better known
             if fallback is not None and cur is None:
                 self._activate(fallback, now, "first sign of life")
-            return
+            return  # else keep sending where we last could: nothing better is known
         if cur is None or not cur.up:
             self._activate(best, now, "active path down" if cur else "first path up")
-        elif (
-            best is not cur
-            and cur.rtt is not None
-            and best.rtt is not None
-            and self._eligible(best, now)
-            and best.rtt < SWITCH_FACTOR * cur.rtt
-        ):
+        elif best is cur or not self._eligible(best, now):
+            return
+        elif cur.relay is not None and best.relay is None:
+            self._activate(best, now, "direct path back")
+        elif cur.rtt is not None and best.rtt is not None and best.rtt < SWITCH_FACTOR * cur.rtt:
             self._activate(best, now, f"rtt {best.rtt * 1000:.2f} ms < {cur.rtt * 1000:.2f}")
 
     def _activate(self, p: Path, now: float, why: str) -> None:
+        if self.active is not p and p.relay is not None:
+            why = f"{why}; through relay {p.relay}"
         if self.active is p:
             return
         self.active = p
         self.events.append(PathEvent("path_switch", p.addr, why))
+
+
+def _rtt_key(p: Path) -> float:
+    return p.rtt if p.rtt is not None else 1e9
