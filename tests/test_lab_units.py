@@ -165,3 +165,14 @@ def test_cli_names_the_bad_file(tmp_path: Path) -> None:
     res = CliRunner().invoke(lab, ["status", str(bad)])
     assert res.exit_code == 1
     assert str(bad) in res.output and "segment: missing" in res.output
+
+
+def test_netem_arguments() -> None:
+    from lanspan.lab.impair import netem_args
+
+    imp = Impairment(delay_ms=30, jitter_ms=10, duplicate=2, reorder=5, corrupt=1, loss=3)
+    assert netem_args(imp) == [
+        "delay", "30.0ms", "10.0ms", "loss", "3.0%", "duplicate", "2.0%",
+        "reorder", "5.0%", "corrupt", "1.0%",
+    ]  # fmt: skip
+    assert netem_args(Impairment(reorder=5)) == ["delay", "1.0ms", "reorder", "5.0%"]

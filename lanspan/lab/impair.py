@@ -1,7 +1,9 @@
 """Underlay impairments on a site's uplink, applied in the lab's internet core.
 
-This kernel has no netem and no NFQUEUE (both probed: `tc qdisc add ... netem`
-and an nftables `queue` rule fail), so:
+Where the kernel has netem (probed once per run), netem qdiscs on both ends of
+the uplink do it all. This kernel has neither netem nor NFQUEUE (both probed:
+`tc qdisc add ... netem` says the kind is unknown, an nftables `queue` rule
+fails with ENOENT), so an NFQUEUE impairer could not run here either; instead:
 
 - loss alone: nftables `numgen random` drops in the core's forward hook;
 - a cut: nftables drops everything entering or leaving the site's uplink;
@@ -93,10 +95,55 @@ def routes_of(plan: Plan) -> list[str]:
     return out
 
 
+_NETEM: dict[str, bool] = {}
+
+
+def netem_available(ns: str) -> bool:
+    """Whether this kernel has netem (probed once, on loopback of a lab namespace)."""
+    if "ok" not in _NETEM:
+        add = ["tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"]
+        ok = netns.run(add, ns=ns, check=False).returncode == 0
+        if ok:
+            netns.run(["tc", "qdisc", "del", "dev", "lo", "root"], ns=ns, check=False)
+        _NETEM["ok"] = ok
+    return _NETEM["ok"]
+
+
+def netem_args(imp: Impairment) -> list[str]:
+    args: list[str] = []
+    if imp.delay_ms or imp.jitter_ms or imp.reorder:
+        # netem reorders only packets it delays: give reordering 1 ms to act on
+        args += ["delay", f"{max(imp.delay_ms, 1.0 if imp.reorder else 0.0)}ms"]
+        if imp.jitter_ms:
+            args.append(f"{imp.jitter_ms}ms")
+    for name in ("loss", "duplicate", "reorder", "corrupt"):
+        value = getattr(imp, name)
+        if value:
+            args += [name, f"{value}%"]
+    return args
+
+
 def apply(run: LabRun, plan: Plan, state: State, site: str, imp: Impairment, tag: str) -> None:
     """Impair the site's uplink (both directions) until `remove` with the same tag."""
-    ifname = plan.site(site).core_if
+    sp = plan.site(site)
+    ifname = sp.core_if
     core = plan.core_ns
+    if imp.needs_userspace and netem_available(core):
+        # netem on both egresses of the uplink: core towards the site, router towards the core
+        for ns, dev in ((core, ifname), (sp.ns, "up0")):
+            tc = ["tc", "qdisc", "replace", "dev", dev, "root", "netem", *netem_args(imp)]
+            netns.run(tc, ns=ns)
+        state.helpers.append(
+            {
+                "what": f"netem {tag} {site}",
+                "tag": f"{tag}:{site}",
+                "netem": [[core, ifname], [sp.ns, "up0"]],
+                "pid": 0,
+                "argv": [],
+            }
+        )
+        state.save()
+        return
     if not imp.needs_userspace:
         n = round(imp.loss * 100)  # per 10 000
         _nft_table(core, _table("loss", site, tag), [
@@ -138,7 +185,9 @@ def remove(run: LabRun, plan: Plan, state: State, site: str, tag: str) -> None:
     keep = []
     for h in state.helpers:
         if h.get("tag") == f"{tag}:{site}":
-            if _alive_as(h["pid"], h["argv"]):
+            for ns, dev in h.get("netem", []):
+                netns.run(["tc", "qdisc", "del", "dev", dev, "root"], ns=ns, check=False)
+            if h["pid"] and _alive_as(h["pid"], h["argv"]):
                 import os
 
                 os.kill(h["pid"], signal.SIGTERM)
