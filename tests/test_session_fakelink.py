@@ -7,6 +7,8 @@ import heapq
 import random
 from dataclasses import dataclass, field
 
+import pytest
+
 from lanspan.session import (
     REJECT_AFTER_TIME,
     REKEY_AFTER_TIME,
@@ -139,9 +141,10 @@ def test_handshake_completes_despite_loss() -> None:
     assert len(initiations) > 1
 
 
-def test_data_both_ways_through_loss_dup_reorder() -> None:
+@pytest.mark.parametrize("cipher", ["aesgcm", "chachapoly"])
+def test_data_both_ways_through_loss_dup_reorder(cipher: str) -> None:
     link = FakeLink(random.Random(3), loss=0.1, dup=0.2, delay=0.01, jitter=0.05)
-    net = Net(seed=3, link=link)
+    net = Net(seed=3, link=link, cipher=cipher)
     net.tables["a"].initiate("b", 0.0)
     net.run(30.0)
     assert net.tables["a"].status("b").established and net.tables["b"].status("a").established
@@ -200,6 +203,23 @@ def test_rekey_keeps_session_without_loss() -> None:
     delivered = set(net.payloads("a")) | set(net.payloads("b"))
     assert delivered == set(sent)  # nothing lost across rekeys
     assert net.tables["a"].drops == net.tables["b"].drops == {}
+
+
+def test_initiator_rekeys_when_only_the_responder_talks() -> None:
+    net = Net(seed=12)
+    net.tables["a"].initiate("b", 0.0)
+    net.run(1.0)
+    t = 1.0
+    while t < REJECT_AFTER_TIME + 60:
+        net.send("b", "a", b"from b %.0f" % t)  # a only ever answers with keepalives
+        t += 1.0
+        net.run(t)
+    ups = net.kinds("a", "up")
+    assert len(ups) >= 2
+    # Rekeyed on receipt, before the keypair would have been rejected.
+    assert REKEY_AFTER_TIME < ups[1] < REJECT_AFTER_TIME
+    assert not net.kinds("a", "down") and not net.kinds("b", "down")
+    assert len(net.payloads("a")) == int(REJECT_AFTER_TIME + 60 - 1)
 
 
 def test_keys_expire_without_traffic() -> None:

@@ -16,6 +16,8 @@ import lanspan.session
 from lanspan.session import (
     KEEPALIVE_TIMEOUT,
     MAX_QUEUED,
+    REJECT_AFTER_MESSAGES,
+    REKEY_AFTER_MESSAGES,
     REKEY_ATTEMPT_TIME,
     REKEY_TIMEOUT,
     Delivered,
@@ -132,6 +134,20 @@ def test_seal_many_and_counters() -> None:
         Delivered("a", p, SRC) for p in (b"z", b"y", b"x")
     ]
     assert b.status("a").rx_messages == 4
+
+
+def test_message_limits_rekey_then_refuse() -> None:
+    a, b = _pair()
+    _establish(a, b)
+    kp = a._peers["b"].current
+    assert kp is not None
+    kp.send_counter = REKEY_AFTER_MESSAGES
+    assert a.seal("b", b"still ok", 1.0) is not None
+    assert [t.data[0] for t in _transmits(a)] == [1]  # a fresh initiation
+    kp.send_counter = REJECT_AFTER_MESSAGES
+    assert a.seal("b", b"too many", 1.0) is None  # queued for the next keypair
+    data = messages.build(messages.TransportData(kp.local_index, REJECT_AFTER_MESSAGES, bytes(16)))
+    assert a.receive(data, SRC, 1.0) is None and a.drops["expired"] == 1
 
 
 def test_receiver_peer() -> None:
