@@ -309,3 +309,12 @@ def test_mutated_valid_datagrams_never_raise(data: st.DataObject) -> None:
     mutated = bytes(raw[:cut]) + tail
     for table in (a, b):
         table.receive(mutated, SRC, 0.5)  # must not raise; counted when dropped
+
+
+def test_roaming_source_is_reported() -> None:
+    a, b = _pair()
+    _establish(a, b)
+    first, second = a.seal_many("b", [b"1", b"2"], 1.0) or []
+    assert b.receive(first, ("198.18.0.9", 51820), 1.0) == Delivered("a", b"1", SRC)
+    moved = ("198.19.7.7", 40000)
+    assert b.receive(second, moved, 1.1) == Delivered("a", b"2", moved)
