@@ -186,6 +186,12 @@ class Agent:
 
     # -- the loop --------------------------------------------------------------
 
+    def _contain(self, where: str, exc: Exception) -> None:
+        """A lanspan bug met one frame or datagram: drop it, count it, keep serving."""
+        self.node.drops[f"internal_error_{where}"] += 1
+        if self.node.drops[f"internal_error_{where}"] == 1:
+            log.exception("internal error handling a %s (dropped; logged once)", where)
+
     def _port_reader(self, name: str, dev: FramePort) -> Callable[[int], None]:
         node = self.node
 
@@ -195,7 +201,10 @@ class Agent:
                 data = dev.read()
                 if data is None:
                     return
-                node.frame_from_port(name, data, now)
+                try:
+                    node.frame_from_port(name, data, now)
+                except Exception as e:
+                    self._contain("frame", e)
 
         return on_readable
 
@@ -208,7 +217,10 @@ class Agent:
                 return
             datagrams, src = got
             for d in datagrams:
-                node.datagram(d, src, now)
+                try:
+                    node.datagram(d, src, now)
+                except Exception as e:
+                    self._contain("datagram", e)
 
     def _on_wake(self, mask: int) -> None:
         try:
