@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lanspan.config.keys import (
     KeyFormatError,
@@ -160,3 +162,13 @@ def test_write_private_key_force_replaces_and_fixes_mode(tmp_path: Path) -> None
     assert stat.S_IMODE(p.stat().st_mode) == 0o600
     assert load_private_key(p) == new
     assert sorted(x.name for x in tmp_path.iterdir()) == ["k"]
+
+
+@given(st.text() | st.binary().map(lambda b: base64.b64encode(b).decode()))
+def test_decode_key_raises_only_keyformaterror(text: str) -> None:
+    try:
+        key = decode_key(text)
+    except KeyFormatError as e:
+        assert str(e)
+    else:
+        assert len(key) == 32 and decode_key(encode_key(key)) == key
