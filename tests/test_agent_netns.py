@@ -232,7 +232,8 @@ def test_sigterm_removes_created_devices(tmp_path: Path) -> None:
         )
         links = lambda: run(["ip", "-o", "link"], ns=nns).stdout  # noqa: E731
         wait_for(lambda: "vm1" in links() and "ls-a" in links(), 20, "TAP devices")
-        assert "198.18.9.5/24" in run(["ip", "-o", "addr"], ns=nns).stdout
+        addrs = lambda: run(["ip", "-o", "addr"], ns=nns).stdout  # noqa: E731
+        wait_for(lambda: "198.18.9.5/24" in addrs(), 20, "the host port's address")
         assert ns.stop(proc) == 0, (tmp_path / "log").read_text()
         assert "vm1" not in links() and "ls-a" not in links()
         assert not (tmp_path / "s.sock").exists()
