@@ -38,20 +38,22 @@ class ReplayWindow:
     def update(self, counter: int) -> bool:
         """Mark `counter` seen; False (and nothing marked) if it was not acceptable."""
         greatest = self.greatest
-        blocks = self._blocks
         index = counter >> 6
         if counter > greatest:
             current = greatest >> 6
-            if index - current >= _BLOCKS:
-                blocks = self._blocks = [0] * _BLOCKS
-            else:
-                # Clear only the blocks the window slides over; in-order traffic
-                # mostly stays in the current block and skips this loop.
-                for i in range(current + 1, index + 1):
-                    blocks[i & _INDEX_MASK] = 0
+            if index != current:
+                blocks = self._blocks
+                if index - current >= _BLOCKS:
+                    self._blocks = blocks = [0] * _BLOCKS
+                else:  # clear only the blocks the window slides over
+                    for i in range(current + 1, index + 1):
+                        blocks[i & _INDEX_MASK] = 0
             self.greatest = counter
-        elif counter + WINDOW_SIZE <= greatest:
+            self._blocks[index & _INDEX_MASK] |= 1 << (counter & 63)
+            return True
+        if counter + WINDOW_SIZE <= greatest:
             return False
+        blocks = self._blocks
         slot = index & _INDEX_MASK
         bit = 1 << (counter & 63)
         if blocks[slot] & bit:
