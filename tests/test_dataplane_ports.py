@@ -184,3 +184,32 @@ def test_packet_port_tags_write_and_promisc(netns: Netns) -> None:
                 seen.append(d)
         assert not any(b"from-port" in s for s in seen), "own write read back"
     assert _promisc(netns, b, "pv") == 0  # promiscuity restored on close
+
+
+@pytest.mark.parametrize("fallback", [False, True], ids=["ignore_outgoing", "pkttype_filter"])
+def test_packet_port_skips_outgoing(netns: Netns, fallback: bool) -> None:
+    """Frames leaving the interface (sent by anything on the node) are not read;
+    where PACKET_IGNORE_OUTGOING is missing they are dropped by packet type."""
+    a, b = netns.add("fa"), netns.add("fb")
+    netns.veth(a, "fv", b, "fv")
+    with entered(b):
+        port = PacketPort.attach("fv")
+        local = _raw("fv")  # another sender on the node, e.g. its own stack
+    with entered(a):
+        raw = _raw("fv")
+    with port, raw, local:
+        if fallback:
+            from lanspan.dataplane.packet import PACKET_IGNORE_OUTGOING, SOL_PACKET
+
+            port._sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 0)  # as on old kernels
+            port.ignore_outgoing = False
+        local.send(_frame(None, b"local-out"))
+        raw.send(_frame(None, b"theirs"))
+        seen: list[bytes] = []
+        deadline = time.monotonic() + 5
+        while not any(b"theirs" in s for s in seen):
+            assert time.monotonic() < deadline
+            select.select([port], [], [], 1.0)
+            while (d := port.read()) is not None:
+                seen.append(d)
+        assert not any(b"local-out" in s for s in seen)
