@@ -58,7 +58,7 @@ class FakeImpairer(Impairer):
                 Route(ipaddress.IPv4Network(net), ifname, bytes.fromhex(mac.replace(":", "")))
             )
         own = {s.core_if: bytes.fromhex(s.core_mac.replace(":", "")) for s in plan.sites}
-        super().__init__("to-rbx", routes, imp, seed, own_macs=own)
+        super().__init__(routes, {"to-rbx": imp}, seed, own_macs=own)
         self.sent: list[tuple[str, bytes]] = []
 
     def send(self, ifname: str, data: bytes) -> None:
@@ -176,3 +176,11 @@ def test_netem_arguments() -> None:
         "reorder", "5.0%", "corrupt", "1.0%",
     ]  # fmt: skip
     assert netem_args(Impairment(reorder=5)) == ["delay", "1.0ms", "reorder", "5.0%"]
+
+
+def test_impairments_of_two_uplinks_add_up() -> None:
+    imp = FakeImpairer(Impairment(delay_ms=10))
+    imp.impaired["to-sbg"] = Impairment(delay_ms=5)
+    imp.handle("to-rbx", _frame("198.19.2.2", "198.19.3.2"), now=0.0)  # rbx -> sbg: both
+    imp.handle("to-gra", _frame("198.19.1.2", "198.19.3.2"), now=0.0)  # gra -> sbg: sbg only
+    assert sorted(round(q[0], 3) for q in imp.queue) == [0.005, 0.015]

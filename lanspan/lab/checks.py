@@ -18,7 +18,7 @@ from ipaddress import ip_interface
 from typing import Any
 
 from lanspan.lab import impair, netns
-from lanspan.lab.model import Fault, Impairment
+from lanspan.lab.model import Fault
 from lanspan.lab.probe import Probe
 from lanspan.lab.runner import LabRun, State, _alive_as, _reap
 from lanspan.lab.topology import GuestPlan, Plan
@@ -319,10 +319,6 @@ def run_fault(run: LabRun, plan: Plan, fault: Fault, log: Log) -> dict[str, Any]
     return result
 
 
-def _merged(a: Impairment, b: Impairment) -> Impairment:
-    return Impairment(**{k: max(getattr(a, k), getattr(b, k)) for k in Impairment.model_fields})
-
-
 def _inject(run: LabRun, plan: Plan, state: State, fault: Fault) -> None:
     if fault.kind == "cut-uplink":
         assert fault.site is not None
@@ -337,10 +333,7 @@ def _inject(run: LabRun, plan: Plan, state: State, fault: Fault) -> None:
             _reap(a["pid"], 5.0)
     else:
         assert fault.site is not None
-        base = next(s.uplink for s in run.lab.site if s.name == fault.site)
-        if not base.empty:
-            impair.remove(run, plan, state, fault.site, "uplink")
-        impair.apply(run, plan, state, fault.site, _merged(base, fault.impair), "fault")
+        impair.apply(run, plan, state, fault.site, fault.impair, "fault")  # merged with uplink
 
 
 def _clear(run: LabRun, plan: Plan, state: State, fault: Fault) -> None:
@@ -353,9 +346,6 @@ def _clear(run: LabRun, plan: Plan, state: State, fault: Fault) -> None:
     else:
         assert fault.site is not None
         impair.remove(run, plan, state, fault.site, "fault")
-        base = next(s.uplink for s in run.lab.site if s.name == fault.site)
-        if not base.empty:
-            impair.apply(run, plan, state, fault.site, base, "uplink")
 
 
 def run_all(run: LabRun, faults: bool = True, log: Log = print) -> dict[str, Any]:

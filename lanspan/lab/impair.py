@@ -5,17 +5,18 @@ the uplink do it all. This kernel has neither netem nor NFQUEUE (both probed:
 `tc qdisc add ... netem` says the kind is unknown, an nftables `queue` rule
 fails with ENOENT), so an NFQUEUE impairer could not run here either; instead:
 
-- loss alone: nftables `numgen random` drops in the core's forward hook;
-- a cut: nftables drops everything entering or leaving the site's uplink;
-- delay, jitter, duplication, reordering, corruption (and loss with them): a
-  userspace impairer (`python -m lanspan.lab.impair`, run in the core). It reads
-  every IPv4 frame the core receives that is to be forwarded into or out of the
-  site's uplink with AF_PACKET (packet taps see a frame before the IP layer),
-  nftables drops the kernel's own copy in the forward hook, and the impairer
-  forwards its copy itself after impairing it: new Ethernet addresses for the
-  next hop, written on the egress interface with AF_PACKET (which bypasses the
-  forward hook). With PACKET_VNET_HDR on both sockets, GSO superframes travel
-  whole, as the kernel would have forwarded them.
+- a cut: nftables at the site router drops everything crossing its uplink;
+- loss alone: nftables `numgen random` drops at the site router;
+- delay, jitter, duplication, reordering, corruption (and loss with them): one
+  userspace impairer per lab (`python -m lanspan.lab.impair`, in the core).
+  It reads every IPv4 frame the core receives that is to be forwarded into or
+  out of an impaired uplink with AF_PACKET (packet taps see a frame before the
+  IP layer), nftables drops the kernel's own copy in the forward hook, and the
+  impairer forwards its copy itself after impairing it: new Ethernet addresses
+  for the next hop, written on the egress interface with AF_PACKET (which
+  bypasses the forward hook). With PACKET_VNET_HDR on both sockets, GSO
+  superframes travel whole, as the kernel would have forwarded them. It takes
+  its table from a JSON file, reloaded on SIGHUP.
 
 Every impairment acts per direction, on everything crossing the uplink, so
 lanspan and any other tunnel are measured under the same faults.
@@ -27,6 +28,8 @@ import argparse
 import contextlib
 import heapq
 import ipaddress
+import json
+import os
 import random
 import select
 import signal
@@ -34,6 +37,7 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -57,31 +61,32 @@ def _table(kind: str, site: str, tag: str) -> str:
     return f"{kind}_{tag}_{site}".replace("-", "_")
 
 
-def _nft_table(core: str, table: str, rules: list[str]) -> None:
-    netns.run(["nft", "add", "table", "inet", table], ns=core)
+def _nft_table(ns: str, table: str, rules: list[str]) -> None:
+    netns.run(["nft", "add", "table", "inet", table], ns=ns)
     netns.run(
         ["nft", "add", "chain", "inet", table, "chain0",
          "{ type filter hook forward priority -10 ; policy accept ; }"],
-        ns=core,
+        ns=ns,
     )  # fmt: skip
     for r in rules:
-        netns.run(["nft", "add", "rule", "inet", table, "chain0", *r.split()], ns=core)
+        netns.run(["nft", "add", "rule", "inet", table, "chain0", *r.split()], ns=ns)
 
 
-def _nft_delete(core: str, table: str) -> None:
-    netns.run(["nft", "delete", "table", "inet", table], ns=core, check=False)
+def _nft_delete(ns: str, table: str) -> None:
+    netns.run(["nft", "delete", "table", "inet", table], ns=ns, check=False)
 
 
 def cut(plan: Plan, site: str) -> None:
-    """Drop everything entering or leaving the site's uplink."""
-    ifname = plan.site(site).core_if
-    _nft_table(plan.core_ns, _table("cut", site, "f"), [
-        f"iifname {ifname} drop", f"oifname {ifname} drop",
-    ])  # fmt: skip
+    """Drop everything the site router forwards over its uplink, both ways.
+
+    At the router, not in the core: the core's userspace impairer taps frames
+    before the core's forward hook, and must not carry a cut site's traffic.
+    """
+    _nft_table(plan.site(site).ns, "cut_uplink", ["iifname up0 drop", "oifname up0 drop"])
 
 
 def uncut(plan: Plan, site: str) -> None:
-    _nft_delete(plan.core_ns, _table("cut", site, "f"))
+    _nft_delete(plan.site(site).ns, "cut_uplink")
 
 
 def routes_of(plan: Plan) -> list[str]:
@@ -123,79 +128,107 @@ def netem_args(imp: Impairment) -> list[str]:
     return args
 
 
+def merged(imps: list[Impairment]) -> Impairment:
+    """Several impairments of one uplink at once: the worst of each."""
+    return Impairment(**{k: max(getattr(i, k) for i in imps) for k in Impairment.model_fields})
+
+
+def _effective(state: State) -> dict[str, Impairment]:
+    """site -> the impairment in force on its uplink, from every active tag."""
+    by_site: dict[str, list[Impairment]] = {}
+    for key, d in state.impairments.items():
+        by_site.setdefault(key.split(":", 1)[1], []).append(Impairment(**d))
+    return {site: merged(imps) for site, imps in by_site.items()}
+
+
 def apply(run: LabRun, plan: Plan, state: State, site: str, imp: Impairment, tag: str) -> None:
     """Impair the site's uplink (both directions) until `remove` with the same tag."""
-    sp = plan.site(site)
-    ifname = sp.core_if
-    core = plan.core_ns
-    if imp.needs_userspace and netem_available(core):
-        # netem on both egresses of the uplink: core towards the site, router towards the core
-        for ns, dev in ((core, ifname), (sp.ns, "up0")):
-            tc = ["tc", "qdisc", "replace", "dev", dev, "root", "netem", *netem_args(imp)]
-            netns.run(tc, ns=ns)
-        state.helpers.append(
-            {
-                "what": f"netem {tag} {site}",
-                "tag": f"{tag}:{site}",
-                "netem": [[core, ifname], [sp.ns, "up0"]],
-                "pid": 0,
-                "argv": [],
-            }
-        )
-        state.save()
-        return
-    if not imp.needs_userspace:
-        n = round(imp.loss * 100)  # per 10 000
-        _nft_table(core, _table("loss", site, tag), [
-            f"iifname {ifname} numgen random mod 10000 < {n} drop",
-            f"oifname {ifname} numgen random mod 10000 < {n} drop",
-        ])  # fmt: skip
-        return
-    log = run.log_dir / f"impair-{tag}-{site}.log"
-    log.unlink(missing_ok=True)
-    argv = [
-        sys.executable, "-m", "lanspan.lab.impair", "--iface", ifname,
-        "--loss", str(imp.loss), "--delay-ms", str(imp.delay_ms),
-        "--jitter-ms", str(imp.jitter_ms), "--duplicate", str(imp.duplicate),
-        "--reorder", str(imp.reorder), "--corrupt", str(imp.corrupt),
-    ]  # fmt: skip
-    for r in routes_of(plan):
-        argv += ["--route", r]
-    pid = run.spawn(core, argv, log)
-    state.helpers.append(
-        {"what": f"impairer {tag} {site}", "tag": f"{tag}:{site}", "ns": core, "pid": pid,
-         "argv": argv}
-    )  # fmt: skip
+    state.impairments[f"{tag}:{site}"] = imp.model_dump()
     state.save()
-    netns.wait_for(
-        lambda: log.exists() and "ready" in log.read_text(), 10.0, f"impairer on {ifname}"
-    )
-    _nft_table(core, _table("uimp", site, tag), [
-        f"meta nfproto ipv4 iifname {ifname} drop",
-        f"meta nfproto ipv4 oifname {ifname} drop",
-    ])  # fmt: skip
+    _enforce(run, plan, state, site)
 
 
 def remove(run: LabRun, plan: Plan, state: State, site: str, tag: str) -> None:
-    core = plan.core_ns
-    _nft_delete(core, _table("loss", site, tag))
-    _nft_delete(core, _table("uimp", site, tag))
-    from lanspan.lab.runner import _alive_as, _reap
-
-    keep = []
-    for h in state.helpers:
-        if h.get("tag") == f"{tag}:{site}":
-            for ns, dev in h.get("netem", []):
-                netns.run(["tc", "qdisc", "del", "dev", dev, "root"], ns=ns, check=False)
-            if h["pid"] and _alive_as(h["pid"], h["argv"]):
-                import os
-
-                os.kill(h["pid"], signal.SIGTERM)
-                _reap(h["pid"], 5.0)
-        else:
-            keep.append(h)
-    state.helpers = keep
+    if state.impairments.pop(f"{tag}:{site}", None) is None:
+        return
     state.save()
+    _enforce(run, plan, state, site)
+
+
+def _enforce(run: LabRun, plan: Plan, state: State, site: str) -> None:
+    """Make the site's uplink carry exactly the effective impairment."""
+    sp = plan.site(site)
+    core = plan.core_ns
+    imp = _effective(state).get(site)
+    if netem_available(core):
+        # netem on both egresses of the uplink: core towards the site, router towards the core
+        for ns, dev in ((core, sp.core_if), (sp.ns, "up0")):
+            if imp is None:
+                netns.run(["tc", "qdisc", "del", "dev", dev, "root"], ns=ns, check=False)
+            else:
+                tc = ["tc", "qdisc", "replace", "dev", dev, "root", "netem", *netem_args(imp)]
+                netns.run(tc, ns=ns)
+        return
+    # loss alone: nftables at the site router, composable with anything in the core
+    _nft_delete(sp.ns, "loss_uplink")
+    if imp is not None and not imp.needs_userspace and imp.loss:
+        n = round(imp.loss * 100)  # per 10 000
+        _nft_table(sp.ns, "loss_uplink", [
+            f"iifname up0 numgen random mod 10000 < {n} drop",
+            f"oifname up0 numgen random mod 10000 < {n} drop",
+        ])  # fmt: skip
+    userspace = imp is not None and imp.needs_userspace
+    table = _table("uimp", site, "core")
+    if not userspace:
+        _nft_delete(core, table)  # the kernel forwards again before the impairer lets go
+    _reconfigure(run, plan, state)
+    if userspace:
+        present = netns.run(["nft", "list", "table", "inet", table], ns=core, check=False)
+        if present.returncode != 0:
+            _nft_table(core, table, [
+                f"meta nfproto ipv4 iifname {sp.core_if} drop",
+                f"meta nfproto ipv4 oifname {sp.core_if} drop",
+            ])  # fmt: skip
+
+
+def _reconfigure(run: LabRun, plan: Plan, state: State) -> None:
+    """One userspace impairer per lab, in the core, told its table by file + SIGHUP."""
+    from lanspan.lab.runner import _alive_as
+
+    eff = {s: i for s, i in _effective(state).items() if i.needs_userspace}
+    config = run.run_dir / "impair.json"
+    log = run.log_dir / "impairer.log"
+    helper = next((h for h in state.helpers if h.get("tag") == "impairer"), None)
+    running = helper is not None and _alive_as(helper["pid"], helper["argv"])
+    if not eff and not running:
+        return
+    gen = state.impair_generation + 1
+    state.impair_generation = gen
+    state.save()
+    doc = {
+        "generation": gen,
+        "routes": routes_of(plan),
+        "impaired": {plan.site(s).core_if: i.model_dump() for s, i in eff.items()},
+    }
+    tmp = config.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc))
+    os.replace(tmp, config)
+    if running:
+        assert helper is not None
+        os.kill(helper["pid"], signal.SIGHUP)
+    else:
+        argv = [sys.executable, "-m", "lanspan.lab.impair", "--config", str(config.resolve())]
+        pid = run.spawn(plan.core_ns, argv, log)
+        state.helpers = [h for h in state.helpers if h.get("tag") != "impairer"]
+        state.helpers.append(
+            {"what": "impairer", "tag": "impairer", "ns": plan.core_ns, "pid": pid, "argv": argv}
+        )
+        state.save()
+    netns.wait_for(
+        lambda: log.exists() and f"config {gen} " in log.read_text(),
+        10.0,
+        f"the impairer to load configuration {gen} (log {log})",
+    )
 
 
 # -- the userspace impairer ---------------------------------------------------
@@ -213,24 +246,26 @@ def _mac(text: str) -> bytes:
 
 
 class Impairer:
-    """Forward IPv4 frames into/out of one interface with loss, delay, dups, reorder, corruption."""
+    """Forward IPv4 frames crossing impaired interfaces: loss, delay, dups, reorder, corruption.
+
+    `impaired` maps an interface to the impairment of that uplink; a frame
+    entering by one impaired uplink and leaving by another gets both.
+    """
 
     def __init__(
         self,
-        iface: str,
         routes: list[Route],
-        imp: Impairment,
-        seed: int | None,
+        impaired: dict[str, Impairment],
+        seed: int | None = None,
         own_macs: dict[str, bytes] | None = None,
     ) -> None:
         """Open one packet socket per interface, unless `own_macs` is given (tests)."""
-        self.iface = iface
         self.routes = sorted(routes, key=lambda r: -r.net.prefixlen)
-        self.imp = imp
+        self.impaired = dict(impaired)
         self.rng = random.Random(seed)
         self.socks: dict[str, socket.socket] = {}
         self.own: dict[str, bytes] = dict(own_macs or {})
-        for name in {r.ifname for r in routes} | {iface} if own_macs is None else ():
+        for name in {r.ifname for r in routes} if own_macs is None else ():
             s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
             s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
@@ -257,31 +292,38 @@ class Impairer:
         r = self.route(dst)
         if r is None or r.ifname == in_if:
             return
-        if in_if != self.iface and r.ifname != self.iface:
-            return  # not crossing the impaired uplink: the kernel forwards it
+        imps = [self.impaired[i] for i in (in_if, r.ifname) if i in self.impaired]
+        if not imps:
+            return  # not crossing an impaired uplink: the kernel forwards it
         self.counts["in"] += 1
-        imp, rng = self.imp, self.rng
-        if imp.loss and rng.random() * 100 < imp.loss:
-            self.counts["lost"] += 1
-            return
+        rng = self.rng
         out = bytearray(data)
         out[VNET_LEN : VNET_LEN + 6] = r.mac
         out[VNET_LEN + 6 : VNET_LEN + 12] = self.own[r.ifname]
-        if imp.corrupt and rng.random() * 100 < imp.corrupt:
-            ihl = (frame[14] & 0x0F) * 4
-            start = VNET_LEN + 14 + ihl + 8
-            if len(out) > start:
-                pos = rng.randrange(start, len(out))
-                out[pos] ^= 1 << rng.randrange(8)
-                self.counts["corrupted"] += 1
-        delay = imp.delay_ms / 1000
-        if imp.jitter_ms:
-            delay = max(0.0, delay + rng.uniform(-imp.jitter_ms, imp.jitter_ms) / 1000)
-        copies = 2 if imp.duplicate and rng.random() * 100 < imp.duplicate else 1
+        delay, copies, hold = 0.0, 1, False
+        for imp in imps:
+            if imp.loss and rng.random() * 100 < imp.loss:
+                self.counts["lost"] += 1
+                return
+            if imp.corrupt and rng.random() * 100 < imp.corrupt:
+                ihl = (frame[14] & 0x0F) * 4
+                start = VNET_LEN + 14 + ihl + 8
+                if len(out) > start:
+                    pos = rng.randrange(start, len(out))
+                    out[pos] ^= 1 << rng.randrange(8)
+                    self.counts["corrupted"] += 1
+            d = imp.delay_ms / 1000
+            if imp.jitter_ms:
+                d = max(0.0, d + rng.uniform(-imp.jitter_ms, imp.jitter_ms) / 1000)
+            delay += d
+            if imp.duplicate and rng.random() * 100 < imp.duplicate:
+                copies = 2
+            if imp.reorder and rng.random() * 100 < imp.reorder:
+                hold = True
         if copies == 2:
             self.counts["dup"] += 1
         direction = f"{in_if}>{r.ifname}"
-        if imp.reorder and direction not in self.held and rng.random() * 100 < imp.reorder:
+        if hold and direction not in self.held:
             # held back until the next frame in this direction has gone (at most 50 ms)
             self.held[direction] = (r.ifname, bytes(out), now + delay + 0.05)
             self.counts["reordered"] += 1
@@ -300,9 +342,12 @@ class Impairer:
         with contextlib.suppress(OSError):  # full or oversize: the wire loses it
             self.socks[ifname].send(data)
 
-    def run(self, stop: list[bool]) -> None:
+    def run(self, stop: list[bool], reload: list[bool], on_reload: Callable[[], None]) -> None:
         by_fd = {s.fileno(): name for name, s in self.socks.items()}
         while not stop[0]:
+            if reload[0]:
+                reload[0] = False
+                on_reload()
             now = time.monotonic()
             for direction, (ifname, data, deadline) in list(self.held.items()):
                 if deadline <= now:
@@ -313,7 +358,10 @@ class Impairer:
                 self.send(ifname, data)
             deadlines = [q[0] for q in self.queue[:1]] + [h[2] for h in self.held.values()]
             timeout = max(0.0, min(deadlines) - now) if deadlines else 0.2
-            ready, _, _ = select.select(list(by_fd), [], [], min(timeout, 0.2))
+            try:
+                ready, _, _ = select.select(list(by_fd), [], [], min(timeout, 0.2))
+            except InterruptedError:
+                continue
             now = time.monotonic()
             for fd in ready:
                 name = by_fd[fd]
@@ -327,42 +375,47 @@ class Impairer:
                         self.handle(name, data, now)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m lanspan.lab.impair", description=__doc__)
-    ap.add_argument("--iface", required=True, help="the impaired interface (in this namespace)")
-    ap.add_argument("--route", action="append", default=[], help="PREFIX=IFNAME=NEXTHOP_MAC")
-    ap.add_argument("--loss", type=float, default=0.0)
-    ap.add_argument("--delay-ms", type=float, default=0.0)
-    ap.add_argument("--jitter-ms", type=float, default=0.0)
-    ap.add_argument("--duplicate", type=float, default=0.0)
-    ap.add_argument("--reorder", type=float, default=0.0)
-    ap.add_argument("--corrupt", type=float, default=0.0)
-    ap.add_argument("--seed", type=int, default=None)
-    a = ap.parse_args(argv)
+def load_config(path: Path) -> tuple[int, list[Route], dict[str, Impairment]]:
+    doc = json.loads(path.read_text())
     routes = []
-    for r in a.route:
+    for r in doc["routes"]:
         net, ifname, mac = r.split("=")
         routes.append(Route(ipaddress.IPv4Network(net), ifname, _mac(mac)))
-    imp = Impairment(
-        loss=a.loss,
-        delay_ms=a.delay_ms,
-        jitter_ms=a.jitter_ms,
-        duplicate=a.duplicate,
-        reorder=a.reorder,
-        corrupt=a.corrupt,
-    )
-    impairer = Impairer(a.iface, routes, imp, a.seed)
-    stop = [False]
+    impaired = {k: Impairment(**v) for k, v in doc["impaired"].items()}
+    return int(doc["generation"]), routes, impaired
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lanspan.lab.impair", description=__doc__)
+    ap.add_argument("--config", required=True, type=Path, help="JSON written by the lab; SIGHUP")
+    ap.add_argument("--seed", type=int, default=None)
+    a = ap.parse_args(argv)
+    gen, routes, impaired = load_config(a.config)
+    impairer = Impairer(routes, impaired, a.seed)
+    stop, reload = [False], [False]
 
     def on_term(*_: object) -> None:
         stop[0] = True
 
+    def on_hup(*_: object) -> None:
+        reload[0] = True
+
+    def reconfigure() -> None:
+        gen, _, impaired = load_config(a.config)
+        impairer.impaired = impaired
+        print(f"config {gen} {_describe(impaired)} counts {impairer.counts}", flush=True)
+
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
-    print(f"ready: impairing {a.iface}: {imp}", flush=True)
-    impairer.run(stop)
+    signal.signal(signal.SIGHUP, on_hup)
+    print(f"config {gen} {_describe(impaired)}", flush=True)
+    impairer.run(stop, reload, reconfigure)
     print(f"stopped: {impairer.counts}", flush=True)
     return 0
+
+
+def _describe(impaired: dict[str, Impairment]) -> str:
+    return "; ".join(f"{k}: {v}" for k, v in impaired.items()) or "(nothing impaired)"
 
 
 if __name__ == "__main__":

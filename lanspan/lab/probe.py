@@ -1,4 +1,7 @@
-"""A continuous probe: `ping -i 0.01` from a guest's namespace, parsed as it runs.
+"""A continuous probe: `lanspan.lab.prober` in a guest's namespace, parsed as it runs.
+
+(Not ping: iputils ping slows down while replies are missing, so it would
+under-count an outage.)
 
 The outage is the longest run of unanswered probes times the interval (ms of
 lost connectivity); the timeline (one bit per probe) feeds the report's plot.
@@ -9,12 +12,14 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 
-REPLY = re.compile(r"^\[(\d+\.\d+)\].*bytes from .*icmp_seq=(\d+)")
-SENT = re.compile(r"(\d+) packets transmitted")
+REPLY = re.compile(r"^R (\d+) (\d+\.\d+) (\d+\.\d+)$")
+SENT = re.compile(r"^S (\d+)$")
+START = re.compile(r"^T (\d+\.\d+)$")
 
 
 @dataclass
@@ -49,10 +54,9 @@ class Probe:
     def __init__(self, ns: str, target: str, interval: float = 0.01, source: str = "") -> None:
         self.ns, self.target, self.interval = ns, target, interval
         self.source = source
-        six = ["-6"] if ":" in target else []
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, "stdbuf", "-oL", "ping", *six, "-n", "-D",
-             "-i", str(interval), "-W", "1", target],
+            ["ip", "netns", "exec", ns, sys.executable, "-m", "lanspan.lab.prober", target,
+             "--interval", str(interval)],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -69,10 +73,15 @@ class Probe:
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
+            line = line.strip()
             m = REPLY.match(line)
             if m:
                 with self.lock:
-                    self.answered.setdefault(int(m.group(2)), float(m.group(1)))
+                    self.answered.setdefault(int(m.group(1)), float(m.group(3)))
+                continue
+            m = START.match(line)
+            if m:
+                self.t0 = float(m.group(1))
                 continue
             m = SENT.search(line)
             if m:
@@ -108,7 +117,7 @@ class Probe:
 
     def stop(self) -> ProbeResult:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:

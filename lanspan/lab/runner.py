@@ -51,6 +51,8 @@ class State:
     namespaces: list[str] = field(default_factory=list)
     agents: dict[str, dict[str, Any]] = field(default_factory=dict)
     helpers: list[dict[str, Any]] = field(default_factory=list)
+    impairments: dict[str, dict[str, float]] = field(default_factory=dict)  # "tag:site" -> values
+    impair_generation: int = 0
     phase: str = "building"
 
     @classmethod

@@ -1,0 +1,92 @@
+"""A constant-rate ICMP echo prober, run in a guest's namespace by `lanspan.lab.probe`.
+
+`python -m lanspan.lab.prober ADDR [--interval S]` sends one echo request every
+interval on an absolute schedule (unlike ping, it never slows down while
+replies are missing), prints `R <seq> <sent wall time> <received wall time>`
+per first reply and, on SIGINT/SIGTERM, `S <sent>`. Needs a raw socket (root).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+
+
+def checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    s: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    s = (s >> 16) + (s & 0xFFFF)
+    s += s >> 16
+    return ~s & 0xFFFF
+
+
+def echo(ident: int, seq: int, payload: bytes) -> bytes:
+    head = struct.pack("!BBHHH", 8, 0, 0, ident, seq & 0xFFFF)
+    return struct.pack("!BBHHH", 8, 0, checksum(head + payload), ident, seq & 0xFFFF) + payload
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lanspan.lab.prober")
+    ap.add_argument("address")
+    ap.add_argument("--interval", type=float, default=0.01)
+    a = ap.parse_args(argv)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    sock.setblocking(False)
+    ident = os.getpid() & 0xFFFF
+    stop = [False]
+
+    def on_signal(*_: object) -> None:
+        stop[0] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    sent_at: dict[int, float] = {}
+    seen: set[int] = set()
+    seq = 0
+    start = time.monotonic()
+    wall0 = time.time() - start
+    out = sys.stdout
+    print(f"T {time.time():.6f}", file=out, flush=True)
+    while not stop[0]:
+        now = time.monotonic()
+        due = start + seq * a.interval
+        if now >= due:
+            seq += 1
+            sent_at[seq] = wall0 + now
+            payload = struct.pack("!d", sent_at[seq]) + b"lanspan-lab-probe".ljust(48, b".")
+            with contextlib.suppress(OSError):  # unreachable for now: counted as unanswered
+                sock.sendto(echo(ident, seq, payload), (a.address, 0))
+            continue
+        ready, _, _ = select.select([sock], [], [], min(due - now, 0.05))
+        if not ready:
+            continue
+        while True:
+            try:
+                pkt = sock.recv(2048)
+            except BlockingIOError:
+                break
+            ihl = (pkt[0] & 0x0F) * 4
+            if len(pkt) < ihl + 8:
+                continue
+            typ, _, _, rid, rseq = struct.unpack_from("!BBHHH", pkt, ihl)
+            if typ != 0 or rid != ident:
+                continue
+            # seqs wrap at 65536: map back to the most recent one with these bits
+            full = seq - ((seq - rseq) & 0xFFFF)
+            if full in sent_at and full not in seen:
+                seen.add(full)
+                print(f"R {full} {sent_at[full]:.6f} {time.time():.6f}", file=out, flush=True)
+    print(f"S {seq}", file=out, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
