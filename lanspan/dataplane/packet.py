@@ -103,7 +103,7 @@ class PacketPort:
     def read(self) -> bytes | None:
         while True:
             try:
-                data, anc, _flags, addr = self._sock.recvmsg(READ_SIZE, _CMSG_SPACE)
+                data, anc, flags, addr = self._sock.recvmsg(READ_SIZE, _CMSG_SPACE)
             except BlockingIOError:
                 return None
             except OSError as e:
@@ -111,6 +111,10 @@ class PacketPort:
                 self.counters.last_error = f"read: {e}"
                 return None
             if not self.ignore_outgoing and addr[2] == PACKET_OUTGOING:
+                continue
+            if flags & socket.MSG_TRUNC:  # larger than any superframe we expect
+                self.counters.rx_errors += 1
+                self.counters.last_error = f"read: frame truncated at {len(data)} bytes"
                 continue
             for level, typ, cdata in anc:
                 if level == SOL_PACKET and typ == PACKET_AUXDATA and len(cdata) >= _AUX.size:

@@ -160,14 +160,19 @@ class UdpEndpoint:
 
     def recv_batch(self) -> tuple[list[bytes], Addr] | None:
         """Datagrams from one sender (one GRO buffer split), or None when none wait."""
-        try:
-            data, anc, _flags, addr = self._sock.recvmsg(RECV_SIZE, _GRO_CMSG_SPACE)
-        except BlockingIOError:
-            return None
-        except OSError as e:  # e.g. ECONNREFUSED reported from an earlier send
+        while True:
+            try:
+                data, anc, flags, addr = self._sock.recvmsg(RECV_SIZE, _GRO_CMSG_SPACE)
+            except BlockingIOError:
+                return None
+            except OSError as e:  # e.g. ECONNREFUSED reported from an earlier send
+                self.counters.rx_errors += 1
+                self.counters.last_error = f"recv: {e}"
+                return None
+            if not flags & socket.MSG_TRUNC:
+                break
             self.counters.rx_errors += 1
-            self.counters.last_error = f"recv: {e}"
-            return None
+            self.counters.last_error = f"recv: datagram truncated at {len(data)} bytes"
         seg = 0
         for level, typ, cdata in anc:
             if level == SOL_UDP and typ == UDP_GRO and len(cdata) >= 2:
