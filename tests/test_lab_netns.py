@@ -101,7 +101,7 @@ def test_up_test_down(small_lab: tuple[Path, Path, str], tmp_path: Path) -> None
         assert iso and all(c["passed"] for c in iso)
         mtu = [c for c in result["checks"] if c["kind"] == "mtu"]
         assert all(c["measured"] == c["advertised"] == 1400 for c in mtu)
-        assert {f["name"] for f in result["faults"]} == {"cut-gra", "restart-rbx"}
+        assert {f["name"] for f in result["faults"]} == {"cut-gra", "restart-rbx", "lossy-rbx"}
         for f in result["faults"]:
             assert f["recovered"] is True
             assert isinstance(f["outage_ms"], float | int) and f["outage_ms"] > 0

@@ -282,8 +282,10 @@ def run_fault(run: LabRun, plan: Plan, fault: Fault, log: Log) -> dict[str, Any]
             return result
         probe.mark("fault")
         _inject(run, plan, state, fault)
-        time.sleep(fault.duration)
-        _clear(run, plan, state, fault)
+        try:
+            time.sleep(fault.duration)
+        finally:  # even on Ctrl-C: never leave a fault in place
+            _clear(run, plan, state, fault)
         probe.mark("cleared")
         t_end = time.time()
         back = probe.wait_answering(20, t_end, fault.recovery_timeout)

@@ -97,6 +97,12 @@ def _status_table(st: dict[str, Any]) -> str:
         lines.append(
             f"{n['name']:<16} {n['site']:<10} {pid!s:>9}  {sess:<9} {n['endpoint'] or 'NAT'}"
         )
+    for h in st.get("helpers", []):
+        lines.append(f"helper {h['what']} pid {h['pid']} {'running' if h['running'] else 'dead'}")
+    for key, imp in st.get("impairments", {}).items():
+        tag, site = key.split(":", 1)
+        vals = ", ".join(f"{k}={v:g}" for k, v in imp.items() if v)
+        lines.append(f"uplink of {site} impaired ({tag}): {vals}")
     lines.append(f"{'guest':<16} {'node':<16} addresses")
     for g in st["guests"]:
         addrs = " ".join(

@@ -459,9 +459,20 @@ class LabRun:
             }
             for g in plan.guests
         ]
+        helpers = [
+            {
+                "what": h["what"],
+                "namespace": h.get("ns"),
+                "pid": h["pid"],
+                "running": _alive_as(h["pid"], h["argv"]),
+            }
+            for h in state.helpers
+        ]
         return {
             "lab": self.lab.name,
             "up": any(ns in present for ns in state.namespaces),
+            "helpers": helpers,
+            "impairments": state.impairments,
             "phase": state.phase,
             "run_dir": str(self.run_dir),
             "namespaces": [{"name": ns, "exists": ns in present} for ns in state.namespaces],
