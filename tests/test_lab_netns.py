@@ -138,3 +138,28 @@ def test_down_after_sigkill(small_lab: tuple[Path, Path, str]) -> None:
     # a second down finds nothing to do and says so
     again = lab("down", str(lab_file), "--run-dir", str(run_dir))
     assert again.returncode == 0
+
+
+def test_down_after_up_was_killed_midway(small_lab: tuple[Path, Path, str]) -> None:
+    lab_file, run_dir, prefix = small_lab
+    up = subprocess.Popen(
+        [*LAB, "up", str(lab_file), "--run-dir", str(run_dir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    state = run_dir / "state.json"
+    try:
+        netns.wait_for(
+            lambda: state.exists() and len(json.loads(state.read_text())["namespaces"]) >= 4,
+            60.0,
+            "lab up to create some namespaces",
+            interval=0.01,
+        )
+    finally:
+        up.kill()
+        up.wait(10)
+    assert [ns for ns in netns.existing() if ns.startswith(prefix)]
+    pids = _pids(run_dir)
+    down = lab("down", str(lab_file), "--run-dir", str(run_dir), check=False)
+    assert down.returncode == 0, down.stderr
+    _assert_gone(prefix, pids)

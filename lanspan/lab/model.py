@@ -340,15 +340,27 @@ def parse_lab(data: dict[str, Any], source: str) -> Lab:
         lab = Lab.model_validate(data)
     except ValidationError as e:
         problems = []
-        for err in e.errors():
+        errors = e.errors()
+        failed = {_loc(tuple(err["loc"])) for err in errors}
+        for err in errors:
             msg = err["msg"].removeprefix("Value error, ")
             where = _loc(tuple(err["loc"]))
+            got = err.get("input")
+            if err["type"] == "too_short" and any(f.startswith(where + "[") for f in failed):
+                continue  # the items' own errors say it better
             if err["type"] == "missing":
                 problems.append(f"{where}: missing")
             elif err["type"] == "extra_forbidden":
                 problems.append(f"{where}: unknown field")
+            elif err["type"] == "string_pattern_mismatch":
+                problems.append(
+                    f"{where}: {got!r} is not a valid name: use lowercase letters, digits "
+                    "and '-', starting with a letter"
+                )
+            elif isinstance(got, dict | list):
+                problems.append(f"{where}: {msg}")
             else:
-                problems.append(f"{where}: {msg} (got {err.get('input')!r})")
+                problems.append(f"{where}: {msg} (got {got!r})")
         raise ConfigError(source, problems) from None
     problems = _cross_check(lab)
     if problems:
