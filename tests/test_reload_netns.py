@@ -1,0 +1,187 @@
+"""Reload in namespaces: grow, shrink and re-address a running network without losing frames.
+
+Three agents run; a guest of n1 pings a guest of n2 every 50 ms for the whole
+test. Meanwhile the network file changes under the agents and they reload it
+(`lanspan reload` and SIGHUP): n4 joins, n3 leaves, n2 moves to another
+underlay address, then broken files are rejected. The ping must lose nothing:
+no sequence number may be missing before the last one answered.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agentlib import Cluster, ContinuousPing, lanspan_cli, make_cluster
+
+from lanspan.lab.netns import Netns, require_root, run, wait_for
+from lanspan.session import REKEY_AFTER_TIME
+
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.skipif(require_root() is not None, reason=str(require_root())),
+]
+
+UP = 30.0  # generous bound for anything a slow shared machine has to converge
+
+
+def reload_ok(c: Cluster, name: str) -> str:
+    r = c.reload(name)
+    assert r.returncode == 0, f"reload of {name} failed: {r.stdout}{r.stderr}"
+    assert r.stdout.startswith("reloaded:"), r.stdout
+    return r.stdout
+
+
+def handshake_ages(c: Cluster, name: str) -> dict[str, Any]:
+    return {p: doc["last_handshake_age"] for p, doc in c.peers(name).items()}
+
+
+def assert_no_new_handshake(
+    before: dict[str, Any], after: dict[str, Any], elapsed: float, who: str
+) -> None:
+    """An age that went down means a handshake happened in between."""
+    for peer, age in before.items():
+        assert age is not None and after[peer] is not None, (who, peer, before, after)
+        if age + elapsed < REKEY_AFTER_TIME - 10:  # a scheduled rekey is not what we look for
+            assert after[peer] >= age, f"{who}: new handshake with {peer} ({age} -> {after[peer]})"
+
+
+def human_show(c: Cluster, name: str) -> str:
+    r = lanspan_cli("show", "--socket", str(c.sock(name)))
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_reload_add_remove_readdress_and_reject(tmp_path: Path) -> None:
+    with Netns() as ns:
+        c = make_cluster(ns, tmp_path, ["n1", "n2", "n3"])
+        c.add_member("n4")  # its namespaces exist; it is not in the file yet
+        try:
+            for name in ("n1", "n2", "n3"):
+                c.start(name)
+            wait_for(c.mesh_up, UP, "sessions between n1, n2, n3")
+            assert c.ping("n1", "n2", count=2)
+            ping = ContinuousPing(
+                ns, c.members["n1"].guest, c.members["n2"].guest_ip, tmp_path / "ping.log"
+            )
+            ping.wait_replies(10)
+
+            ping.mark("a: n4 joins")
+            # (a) n4 joins: `lanspan reload` on n1, SIGHUP on n2 and n3.
+            c.write(["n1", "n2", "n3", "n4"])
+            out = reload_ok(c, "n1")
+            assert "peer n4 added" in out
+            c.sighup("n2")
+            c.sighup("n3")
+            wait_for(lambda: "n4" in c.peers("n2") and "n4" in c.peers("n3"), UP, "SIGHUP reloads")
+            ping.mark("a: n4 starts")
+            c.start("n4")
+            wait_for(c.mesh_up, UP, "every session with n4 up")
+            assert c.ping("n4", "n1", count=3)
+            text = human_show(c, "n1")
+            block = text[text.index("peer: n4") :]
+            assert "session: up" in block.split("peer:")[1], text
+            ping.wait_replies(10)
+
+            ping.mark("b: n3 leaves")
+            # (b) n3 leaves.
+            c.write(["n1", "n2", "n4"])
+            for name in ("n1", "n2", "n4"):
+                assert "peer n3 removed" in reload_ok(c, name)
+            ping.mark("b: n3 stops")
+            c.stop("n3")
+            assert "n3" not in c.peers("n1")
+            assert "peer: n3" not in human_show(c, "n1")
+            assert c.mesh_up()
+            ping.wait_replies(10)
+
+            ping.mark("c: n2 moves")
+            # (c) n2 moves to a second underlay address; the old one goes away.
+            n2 = c.members["n2"]
+            run(["sysctl", "-qw", "net.ipv4.conf.up0.promote_secondaries=1"], ns=n2.ns)
+            ns.address(n2.ns, "up0", "198.18.0.102/24")
+            # n2 speaks from the new address first (as a host being renumbered would), so
+            # that the old one is not re-learned from its traffic after the reload.
+            run(
+                ["ip", "route", "replace", "198.18.0.0/24", "dev", "up0", "src", "198.18.0.102"],
+                ns=n2.ns,
+            )
+
+            def new_path_up(name: str) -> bool:
+                paths = c.peers(name)["n2"]["paths"]
+                return any(
+                    x["endpoint"] == "198.18.0.102:51820" and x["state"] == "up" for x in paths
+                )
+
+            wait_for(lambda: new_path_up("n1") and new_path_up("n4"), UP, "n2 seen from .102")
+            ages = {n: handshake_ages(c, n) for n in ("n1", "n2", "n4")}
+            t0 = time.monotonic()
+            n2.endpoints = ["198.18.0.102"]
+            c.write()
+            for name in ("n1", "n4"):
+                assert "peer n2 endpoints now" in reload_ok(c, name)
+            ping.mark("c: n2 reloads")
+            reload_ok(c, "n2")
+
+            def moved(name: str) -> bool:
+                p = c.peers(name)["n2"]
+                active = [x for x in p["paths"] if x["active"]]
+                return (
+                    p["endpoint"] == "198.18.0.102:51820"
+                    and len(active) == 1
+                    and active[0]["endpoint"] == "198.18.0.102:51820"
+                    and active[0]["state"] == "up"
+                )
+
+            try:
+                wait_for(lambda: moved("n1") and moved("n4"), UP, "n2's new endpoint in use")
+            except TimeoutError as e:
+                state = {n: c.peers(n)["n2"] for n in ("n1", "n4")}
+                raise AssertionError(f"{e}: {state}") from None
+            ping.mark("c: old address of n2 deleted")
+            run(["ip", "addr", "del", "198.18.0.2/24", "dev", "up0"], ns=n2.ns)
+            ping.wait_replies(20)
+            assert moved("n1") and moved("n4")
+            assert c.mesh_up()
+            elapsed = time.monotonic() - t0
+            for name in ("n1", "n2", "n4"):
+                assert_no_new_handshake(ages[name], handshake_ages(c, name), elapsed, name)
+            assert c.ping("n4", "n2", count=2)
+
+            ping.mark("d: broken files")
+            # (d) broken files are rejected with the reason; the agents keep running.
+            valid = c.network_file.read_text()
+            c.network_file.write_text(valid.replace("vlan = 100", "vlan = 5000", 1))
+            r = c.reload("n1")
+            assert r.returncode == 1, r.stdout + r.stderr
+            assert "reload rejected" in r.stderr and "vlan" in r.stderr, r.stderr
+            assert "5000" in r.stderr, r.stderr
+            c.sighup("n2")
+            wait_for(
+                lambda: "reload rejected" in c.log("n2").read_text(), UP, "n2 logs the rejection"
+            )
+            # Valid TOML the running agent cannot take without a restart.
+            c.network_file.write_text(valid.replace("port = 51820", "port = 51821", 1))
+            r = c.reload("n4")
+            assert r.returncode == 1 and "port changed" in r.stderr, r.stdout + r.stderr
+            c.network_file.write_text("this is [not toml\n")
+            r = c.reload("n4")
+            assert r.returncode == 1 and str(c.network_file) in r.stderr, r.stderr
+            c.network_file.write_text(valid)
+            for name in ("n1", "n2", "n4"):
+                assert c.alive(name), c.log(name).read_text()
+                assert reload_ok(c, name).strip() == "reloaded: no changes"
+            assert c.mesh_up()
+            assert c.ping("n4", "n1", count=2)
+            ping.wait_replies(10)
+
+            result = ping.finish()
+            assert result.missing == [], ping.story(result)
+            assert result.duplicates == 0, result.output[-3000:]
+            # SIGINT may catch one request in flight; none before it may be lost.
+            assert result.transmitted - result.received <= 1, result.output[-3000:]
+            assert result.received >= 50
+        finally:
+            c.stop_all()
