@@ -388,6 +388,11 @@ def run_all(run: LabRun, faults: bool = True, log: Log = print) -> dict[str, Any
         "checks": checks,
         "faults": fault_results,
         "topology": plan.to_json(),
+        "uplinks": {
+            s.name: ", ".join(f"{k}={v:g}" for k, v in s.uplink.model_dump().items() if v)
+            for s in run.lab.site
+            if not s.uplink.empty
+        },
     }
 
 

@@ -62,14 +62,16 @@ def _table(kind: str, site: str, tag: str) -> str:
 
 
 def _nft_table(ns: str, table: str, rules: list[str]) -> None:
-    netns.run(["nft", "add", "table", "inet", table], ns=ns)
-    netns.run(
-        ["nft", "add", "chain", "inet", table, "chain0",
-         "{ type filter hook forward priority -10 ; policy accept ; }"],
-        ns=ns,
-    )  # fmt: skip
-    for r in rules:
-        netns.run(["nft", "add", "rule", "inet", table, "chain0", *r.split()], ns=ns)
+    """Create table `table` with a forward-hook chain holding `rules`, in one transaction."""
+    script = "\n".join(
+        [
+            f"add table inet {table}",
+            f"add chain inet {table} chain0 "
+            "{ type filter hook forward priority -10 ; policy accept ; }",
+            *(f"add rule inet {table} chain0 {r}" for r in rules),
+        ]
+    )
+    netns.run(["nft", "-f", "-"], ns=ns, input=script + "\n")
 
 
 def _nft_delete(ns: str, table: str) -> None:

@@ -22,18 +22,25 @@ def _e(s: object) -> str:
     return html.escape(str(s))
 
 
-def topology_svg(topo: dict[str, Any]) -> str:
+def topology_svg(topo: dict[str, Any], impaired: dict[str, str] | None = None) -> str:
+    """Core on top, one box per site: nodes, and under each its guests, one line per segment."""
     sites = topo["sites"]
     nodes = topo["nodes"]
     guests = topo["guests"]
+    impaired = impaired or {}
     segs = sorted({i["segment"] for g in guests for i in g["interfaces"]})
     colour = {s: PALETTE[k % len(PALETTE)] for k, s in enumerate(segs)}
-    col_w, gap = 230, 20
+    col_w, gap, line = 300, 20, 18
     rows: dict[str, int] = {}
     for s in sites:
-        n = [x for x in nodes if x["site"] == s["name"]]
-        rows[s["name"]] = sum(1 + sum(1 for g in guests if g["node"] == x["name"]) for x in n)
-    height = 150 + 22 * max(rows.values(), default=1) + 60
+        count = 0
+        for n in (x for x in nodes if x["site"] == s["name"]):
+            count += 1
+            for g in (g_ for g_ in guests if g_["node"] == n["name"]):
+                count += 1 + len(g["interfaces"])
+        rows[s["name"]] = count
+    top = 120
+    height = top + 40 + line * max(rows.values(), default=1) + 50
     width = max(len(sites) * (col_w + gap) + gap, 400)
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
@@ -44,11 +51,20 @@ def topology_svg(topo: dict[str, Any]) -> str:
     out.append(f'<text x="{cx}" y="40" text-anchor="middle">internet core</text>')
     for k, s in enumerate(sites):
         x = gap + k * (col_w + gap)
-        top = 110
+        mid = x + col_w / 2
         dash = ' stroke-dasharray="6,4"' if s["nat"] else ""
-        out.append(f'<line x1="{cx}" y1="59" x2="{x + col_w / 2}" y2="{top}" stroke="#557"{dash}/>')
-        label = f"{s['name']} ({s['public_addr']}{', NAT' if s['nat'] else ''})"
-        box_h = 30 + 22 * rows[s["name"]]
+        stroke = "#d62728" if s["name"] in impaired else "#557"
+        out.append(
+            f'<line x1="{cx}" y1="59" x2="{mid}" y2="{top}" stroke="{stroke}" '
+            f'stroke-width="2"{dash}/>'
+        )
+        if s["name"] in impaired:
+            out.append(
+                f'<text x="{(cx + mid) / 2 + 6}" y="{(59 + top) / 2}" fill="#d62728">'
+                f"{_e(impaired[s['name']])}</text>"
+            )
+        label = f"{s['name']} · uplink {s['public_addr']}{' · NAT' if s['nat'] else ''}"
+        box_h = 34 + line * rows[s["name"]]
         out.append(
             f'<rect x="{x}" y="{top}" width="{col_w}" height="{box_h}" rx="8" '
             'fill="#fafafa" stroke="#888"/>'
@@ -56,32 +72,30 @@ def topology_svg(topo: dict[str, Any]) -> str:
         out.append(f'<text x="{x + 8}" y="{top + 18}" font-weight="bold">{_e(label)}</text>')
         y = top + 40
         for n in (x_ for x_ in nodes if x_["site"] == s["name"]):
-            ep = n["endpoint"] or "behind NAT"
+            ep = n["endpoint"] or "no endpoint (NAT)"
             out.append(
-                f'<rect x="{x + 8}" y="{y - 13}" width="{col_w - 16}" height="18" rx="3" '
+                f'<rect x="{x + 8}" y="{y - 13}" width="{col_w - 16}" height="17" rx="3" '
                 'fill="#dde" stroke="#99a"/>'
             )
-            out.append(f'<text x="{x + 14}" y="{y}">{_e(n["name"])} · {_e(ep)}</text>')
-            y += 22
+            out.append(f'<text x="{x + 14}" y="{y}">node {_e(n["name"])} · {_e(ep)}</text>')
+            y += line
             for g in (g_ for g_ in guests if g_["node"] == n["name"]):
-                parts = []
+                kind = " (trunk)" if g["kind"] == "trunk" else ""
+                out.append(f'<text x="{x + 22}" y="{y}">└ {_e(g["name"])}{kind}</text>')
+                y += line
                 for i in g["interfaces"]:
-                    addrs = ",".join(a.split("/")[0] for a in i["addresses"])
-                    parts.append(
-                        f'<tspan fill="{colour[i["segment"]]}">{_e(i["segment"])}</tspan> '
-                        f"{_e(addrs)}"
+                    addrs = ", ".join(a.split("/")[0] for a in i["addresses"]) or "-"
+                    out.append(
+                        f'<text x="{x + 44}" y="{y}"><tspan fill="{colour[i["segment"]]}" '
+                        f'font-weight="bold">{_e(i["segment"])}</tspan> {_e(addrs)}</text>'
                     )
-                kind = " [trunk]" if g["kind"] == "trunk" else ""
-                out.append(
-                    f'<text x="{x + 26}" y="{y}">└ {_e(g["name"])}{kind}: {" ".join(parts)}</text>'
-                )
-                y += 22
-    ly = height - 20
+                    y += line
+    ly = height - 18
     for k, s in enumerate(segs):
         out.append(
-            f'<rect x="{gap + k * 110}" y="{ly - 10}" width="12" height="12" fill="{colour[s]}"/>'
+            f'<rect x="{gap + k * 120}" y="{ly - 10}" width="12" height="12" fill="{colour[s]}"/>'
         )
-        out.append(f'<text x="{gap + k * 110 + 16}" y="{ly}">segment {_e(s)}</text>')
+        out.append(f'<text x="{gap + k * 120 + 16}" y="{ly}">segment {_e(s)}</text>')
     out.append("</svg>")
     return "\n".join(out)
 
@@ -158,7 +172,7 @@ tr.bad td {{ background: #fdd; }} .verdict {{ font-size: 1.4em; font-weight: bol
 <h1>lanspan lab “{_e(result["lab"])}”</h1>
 <p class="verdict" style="color:{"#2a2" if ok else "#c22"}">{"PASSED" if ok else "FAILED"}</p>
 <h2>Topology</h2>
-{topology_svg(result["topology"])}
+{topology_svg(result["topology"], result.get("uplinks"))}
 <h2>Checks</h2>
 <table><tr><th>check</th><th>kind</th><th>result</th><th>detail</th></tr>
 {rows}
