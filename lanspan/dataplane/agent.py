@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from lanspan.config import load_network
 from lanspan.config.model import HostPort, Network, Port
@@ -27,6 +26,7 @@ from lanspan.dataplane.ports import FramePort
 from lanspan.dataplane.tap import TapPort
 from lanspan.dataplane.udp import UdpEndpoint
 from lanspan.errors import ConfigError
+from lanspan.logs import RateLimitedLog
 from lanspan.node.core import NodeCore, host_port_mac
 
 log = logging.getLogger("lanspan.agent")
@@ -84,6 +84,9 @@ class Agent:
         self.control: ControlServer | None = None
         self.metrics: MetricsServer | None = None
         self._wake_r, self._wake_w = socket.socketpair()
+        self._drop_log = RateLimitedLog(log)
+        self._drops_seen: dict[str, int] = {}
+        self._drops_checked = 0.0
 
     # -- StatusSource for the control socket and metrics ------------------------
 
@@ -245,7 +248,7 @@ class Agent:
             if dev is not None:
                 dev.write(data)
         for ev in node.take_log():
-            log.info("%s %s", ev.kind, _kv(ev.fields), extra={"fields": ev.fields})
+            log.info(ev.kind, extra={"fields": ev.fields})
 
     def run(self) -> int:
         self._wake_r.setblocking(False)
@@ -281,6 +284,18 @@ class Agent:
             log.info("agent stopped; devices removed")
         return 0
 
+    def _log_drops(self, now: float) -> None:
+        """Once a second: a line for a new drop reason, then rate-limited summaries."""
+        if now - self._drops_checked < 1.0:
+            return
+        self._drops_checked = now
+        for reason, total in self.node.drop_counts().items():
+            new = total - self._drops_seen.get(reason, 0)
+            if new > 0:
+                self._drops_seen[reason] = total
+                self._drop_log.drop(reason, f"{new} in the last second, {total} in all")
+        self._drop_log.flush()
+
     def _loop(self) -> None:
         node, sel = self.node, self.sel
         while self.running:
@@ -294,7 +309,4 @@ class Agent:
                 self._reload_requested = False
                 self.reload()
             self._flush()
-
-
-def _kv(fields: dict[str, Any]) -> str:
-    return " ".join(f"{k}={v}" for k, v in fields.items() if v not in (None, ""))
+            self._log_drops(now)

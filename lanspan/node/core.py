@@ -33,6 +33,8 @@ _TRANSPORT_OVERHEAD = 32
 REACH_INTERVAL = 1.0
 REACH_REFRESH = 5.0
 REACH_EXPIRY = 15.0
+# Relay paths kept (and probed) per peer: the best few by estimated RTT, not all N.
+MAX_RELAYS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -478,9 +480,23 @@ class NodeCore:
             if r in self._up and self.peers[r].relay and self._direct(r)
         }
         for peer, paths in self.paths.items():
-            relays = {r for r, peers in usable.items() if peer in peers and r != peer}
+            offers = [
+                (self._rtt_us(r) + peers[peer], r)
+                for r, peers in usable.items()
+                if peer in peers and r != peer
+            ]
+            # Keep relays still on offer (their probe history), fill up with the best new ones.
+            relays = {r for r in paths.relays() if r in {o for _, o in offers}}
+            for _, r in sorted(offers):
+                if len(relays) >= MAX_RELAYS:
+                    break
+                relays.add(r)
             if paths.set_relays(relays) and peer not in self._up:
                 self.sessions.retry_soon(peer, now)  # the handshake can go that way now
+
+    def _rtt_us(self, peer: str) -> int:
+        active = self.paths[peer].active
+        return round((active.rtt or 0.0) * 1e6) if active is not None else 0
 
     def _direct(self, peer: str) -> bool:
         active = self.paths[peer].active
@@ -488,10 +504,15 @@ class NodeCore:
 
     # -- view ------------------------------------------------------------------
 
-    def status(self, now: float) -> dict[str, Any]:
+    def drop_counts(self) -> Counter[str]:
+        """Every dropped datagram or frame so far, by reason, from every layer."""
         drops: Counter[str] = Counter()
         for c in (self.drops, self.sessions.drops, self.switch.drops, self.reassembly.drops):
             drops.update(c)
+        return drops
+
+    def status(self, now: float) -> dict[str, Any]:
+        drops = self.drop_counts()
         macs = Counter(e.segment for e in self.switch.mac_table())
         return {
             "node": self.me.name,

@@ -90,9 +90,12 @@ class PeerPaths:
         for p in self.paths:
             p.outstanding.clear()
 
+    def relays(self) -> set[str]:
+        return {p.relay for p in self.paths if p.relay is not None}
+
     def set_relays(self, relays: set[str]) -> bool:
         """Relay paths through exactly these nodes (others are removed); True if one was added."""
-        have = {p.relay for p in self.paths if p.relay is not None}
+        have = self.relays()
         for gone in have - relays:
             path = self.find(relay_addr(gone))
             if path is not None:
