@@ -131,7 +131,13 @@ class Agent:
         self.node.check_reload(new)
         old_ports = {p.name: p for p in self.network.node(self.opts.node).ports}
         new_ports = {p.name: p for p in new.node(self.opts.node).ports}
-        changed = [n for n, p in new_ports.items() if n in old_ports and old_ports[n] != p]
+        # A port's MTU comes from its segments: a segment MTU change re-creates the port too.
+        changed = [
+            n
+            for n, p in new_ports.items()
+            if n in old_ports
+            and (old_ports[n] != p or port_mtu(self.network, old_ports[n]) != port_mtu(new, p))
+        ]
         added = [n for n in new_ports if n not in old_ports]
         removed = [n for n in old_ports if n not in new_ports]
         for name in changed:
