@@ -402,11 +402,10 @@ class Switch:
     def set_peer_up(self, peer: str, up: bool) -> None:
         """Peers that are down are not flooded to; MACs learned behind one are flushed."""
         pr = self._peers[peer]  # KeyError: not a peer of this node (our caller's bug)
-        if pr.up == up:
-            return
-        pr.up = up
-        self._refresh_flood_peers()
-        if not up:
+        if pr.up != up:
+            pr.up = up
+            self._refresh_flood_peers()
+        if not up:  # also when already down: frames from a down peer are learned
             for key in list(self._by_where.get(pr.where, ())):
                 self._forget(key)
                 self.counters["flushed"] += 1
@@ -465,6 +464,9 @@ class Switch:
 
     def _unicast(self, seg: _Seg, frame: bytes, inner_tagged: bool, where: str) -> Forward | None:
         if _is_peer(where):
+            if not self._peers[where[5:]].up:  # a static entry: learned ones are flushed
+                self.drops["peer_down"] += 1
+                return None
             self.counters["unicast"] += 1
             return Forward(seg.vni, frame, (), (where[5:],))
         name = where[5:]
