@@ -44,6 +44,8 @@ class Member:
     ns: str
     guest: str
     endpoints: list[str]  # underlay addresses written into the network file
+    more_segments: list[str] = field(default_factory=list)  # carried besides SEGMENT
+    more_ports: list[str] = field(default_factory=list)  # [[node.port]] tables, as TOML
 
     @property
     def guest_ip(self) -> str:
@@ -58,6 +60,7 @@ class Cluster:
     in_file: list[str] = field(default_factory=list)
     agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     core: str = ""
+    more_segments: list[str] = field(default_factory=list)  # [[segment]] tables, as TOML
 
     @property
     def network_file(self) -> Path:
@@ -91,16 +94,18 @@ class Cluster:
             "[network.timers]\nprobe_interval = 0.2\nhold_down = 1.0\n",
             f'[[segment]]\nname = "{SEGMENT}"\nvlan = 100\nipv4 = "{GUEST_SUBNET}.0/24"\n'
             "mtu = 1400\n",
+            *self.more_segments,
         ]
         for name in names if names is not None else self.in_file:
             m = self.members[name]
             eps = ", ".join(f'"{e}:{PORT}"' for e in m.endpoints)
+            segs = ", ".join(f'"{x}"' for x in [SEGMENT, *m.more_segments])
             lines.append(
                 f'[[node]]\nname = "{name}"\nsite = "site-{name}"\n'
                 f'public_key = "{encode_key(public_key(m.key))}"\n'
-                f'endpoints = [{eps}]\nsegments = ["{SEGMENT}"]\n'
+                f"endpoints = [{eps}]\nsegments = [{segs}]\n"
                 f'  [[node.port]]\n  kind = "access"\n  name = "ga"\n  segment = "{SEGMENT}"\n'
-                '  interface = "ga"\n'
+                '  interface = "ga"\n' + "".join(m.more_ports)
             )
         return "\n".join(lines) + extra
 

@@ -3,12 +3,14 @@
 Three agents run; a guest of n1 pings a guest of n2 every 50 ms for the whole
 test. Meanwhile the network file changes under the agents and they reload it
 (`lanspan reload` and SIGHUP): n4 joins, n3 leaves, n2 moves to another
-underlay address, then broken files are rejected. The ping must lose nothing:
+underlay address, broken files are rejected, segment b is added and its MTU
+changed. The ping must lose nothing:
 no sequence number may be missing before the last one answered.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -175,6 +177,46 @@ def test_reload_add_remove_readdress_and_reject(tmp_path: Path) -> None:
                 assert reload_ok(c, name).strip() == "reloaded: no changes"
             assert c.mesh_up()
             assert c.ping("n4", "n1", count=2)
+            ping.wait_replies(10)
+
+            # (e) a segment is added with a host port on n1 and n2, then its MTU changes.
+            ping.mark("e: segment b added")
+            seg_b = '[[segment]]\nname = "b"\nvlan = 200\nipv4 = "198.18.101.0/24"\nmtu = {}\n'
+            c.more_segments = [seg_b.format(1400)]
+            for name in ("n1", "n2"):
+                m = c.members[name]
+                m.more_segments = ["b"]
+                m.more_ports = [
+                    '  [[node.port]]\n  kind = "host"\n  name = "hb"\n  segment = "b"\n'
+                    f'  address = ["198.18.101.{m.index}/24"]\n'
+                ]
+            c.write()
+            for name in ("n1", "n2", "n4"):
+                out = reload_ok(c, name)
+                if name != "n4":
+                    assert "port hb added" in out, out
+            assert [s["name"] for s in c.show("n1")["segments"]] == ["a", "b"]
+            n1_ns = c.members["n1"].ns
+
+            def host_port_mtu() -> int:
+                links = run(["ip", "-j", "link", "show", "ls-b"], ns=n1_ns).stdout
+                mtu: int = json.loads(links)[0]["mtu"]
+                return mtu
+
+            assert host_port_mtu() == 1400
+            ping_b = ["ping", "-c", "3", "-i", "0.2", "-W", "2", "198.18.101.2"]
+            r = run(ping_b, ns=n1_ns, check=False)
+            assert r.returncode == 0, r.stdout + r.stderr
+            ping.mark("e: segment b mtu changed")
+            c.more_segments = [seg_b.format(1300)]
+            c.write()
+            for name in ("n1", "n2", "n4"):
+                out = reload_ok(c, name)
+                if name != "n4":
+                    assert "port hb changed" in out, out
+            assert host_port_mtu() == 1300
+            r = run(ping_b, ns=n1_ns, check=False)
+            assert r.returncode == 0, r.stdout + r.stderr
             ping.wait_replies(10)
 
             result = ping.finish()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 from agentlib import Cluster, lanspan_cli, make_cluster
@@ -23,6 +25,16 @@ def guest_mac(c: Cluster, node: str) -> str:
     links = json.loads(run(["ip", "-j", "link", "show", "eth0"], ns=c.members[node].guest).stdout)
     mac: str = links[0]["address"]
     return mac
+
+
+def control_exchange(path: Path, requests: list[bytes]) -> list[dict[str, Any]]:
+    """Send request lines on one connection; read one answer per non-blank line."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(str(path))
+        s.sendall(b"".join(r + b"\n" for r in requests))
+        f = s.makefile("rb")
+        return [json.loads(f.readline()) for r in requests if r.strip()]
 
 
 def rtt_known(c: Cluster, node: str) -> bool:
@@ -105,6 +117,17 @@ def test_show_json_human_and_macs(tmp_path: Path) -> None:
             assert any(theirs in ln and "n2" in ln for ln in lines), r.stdout
             r = lanspan_cli("show", "macs", "--segment", "nosuch", "--json", "--socket", sock)
             assert r.returncode == 0 and json.loads(r.stdout) == [], r.stdout + r.stderr
+
+            # the protocol itself: one JSON object per line, errors keep the connection
+            answers = control_exchange(
+                c.sock("n1"),
+                [b'{"op": "ping"}', b"not json", b"", b'{"op": "nosuch"}',
+                 b'{"op": "macs", "segment": 5}', b'{"op": "status"}'],
+            )  # fmt: skip
+            assert answers[0] == {"ok": True, "result": "pong"}
+            assert [a["ok"] for a in answers] == [True, False, False, False, True], answers
+            assert all(isinstance(a["error"], str) and a["error"] for a in answers[1:4])
+            assert answers[4]["result"]["node"] == "n1"
 
             # no agent there: a clear message, exit 1
             r = lanspan_cli("show", "--socket", str(tmp_path / "absent.sock"))
