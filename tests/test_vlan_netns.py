@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from vlanlib import GuestPort, Seen, arp_request, mac, marker
+from vlanlib import GuestPort, Seen, add_tag, arp_request, mac, marker
 
 from lanspan.config import encode_key, generate_private_key, public_key, write_private_key
 from lanspan.control.client import ControlUnavailable, request
@@ -360,6 +360,43 @@ def test_vlan_not_allowed_on_the_trunk_is_dropped_and_counted(mesh: Mesh) -> Non
     # Only this port was concerned: the agent and the other VLANs carry on.
     assert mesh.agents["n1"].poll() is None
     assert mesh.ping(("n1", "a"), guest_ip("a", "n2"))
+
+
+def test_tags_that_must_not_cross_and_priority_tags_that_may(mesh: Mesh) -> None:
+    """VLAN hopping from an access port, QinQ through trunks only, priority tags accepted."""
+    drops = {node: mesh.drops(node, cli=False) for node in NODES}
+    n1a, n1b, n1t = ("n1", "a"), ("n1", "b"), ("n1", "t")
+    # An access guest tagging its frame for the other segment reaches nobody.
+    mesh.ports[n1a].send(marker(mac(guest_mac("a", "n1")), "hop", VLAN["b"]))
+    # A priority tag (VID 0) on an access port is the port's own segment.
+    prio = marker(mac(guest_mac("b", "n1")), "prio", 0)
+    mesh.ports[n1b].send(prio)
+    # QinQ from a trunk: outer VLAN 10 allowed, inner tag 100 kept; it may leave
+    # only through trunks, where it gets its outer tag back.
+    mesh.ports[n1t].send(add_tag(marker(mac(guest_mac("t", "n1")), "qinq", 100), VLAN["a"]))
+    barrier(mesh, "tags", [n1a, n1b, n1t])
+    only_at(mesh, "hop", [])
+    only_at(mesh, "prio", receivers("b", n1b))
+    for key in receivers("b", n1b):
+        check_arrival(mesh, key, "prio", "b")
+    (got,) = mesh.ports[("n2", "b")].find(lambda s: s.is_marker("prio"))
+    assert got.data == prio[:12] + prio[16:]  # the priority tag was removed, nothing else
+    trunks = [("n2", "t"), ("n3", "t")]
+    only_at(mesh, "qinq", trunks)
+    for key in trunks:
+        (q,) = mesh.ports[key].find(lambda s: s.is_marker("qinq"))
+        assert (q.aux_vlan, q.data_vlan) == (VLAN["a"], 100), (key, q)
+    mesh.wait(
+        lambda: (
+            mesh.drops("n1", cli=False).get("tagged_on_access", 0)
+            > drops["n1"].get("tagged_on_access", 0)
+        ),
+        "tagged_on_access counted on n1",
+    )
+    for node in NODES:  # every site has an access port in segment a it must skip
+        assert mesh.drops(node).get("inner_tag_on_untagged_port", 0) > drops[node].get(
+            "inner_tag_on_untagged_port", 0
+        ), node
 
 
 def test_mac_move_to_another_site(mesh: Mesh) -> None:

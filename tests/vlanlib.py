@@ -36,6 +36,7 @@ __all__ = [
     "ETHERTYPE_MARK",
     "GuestPort",
     "Seen",
+    "add_tag",
     "arp_request",
     "ether",
     "mac",
@@ -70,6 +71,11 @@ def ether(dst: bytes, src: bytes, ethertype: int, payload: bytes, vlan: int | No
     tag = b"" if vlan is None else struct.pack("!HH", TPID_8021Q, vlan & 0x0FFF)
     frame = dst + src + tag + struct.pack("!H", ethertype) + payload
     return frame.ljust(_MIN_FRAME, b"\0")
+
+
+def add_tag(frame: bytes, vlan: int) -> bytes:
+    """Push an outer 802.1Q tag; a tag already there becomes the inner one (QinQ)."""
+    return frame[:12] + struct.pack("!HH", TPID_8021Q, vlan & 0x0FFF) + frame[12:]
 
 
 def marker(src: bytes, name: str, vlan: int | None = None, dst: bytes = BROADCAST) -> bytes:
