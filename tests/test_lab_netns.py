@@ -82,7 +82,7 @@ def test_up_test_down(small_lab: tuple[Path, Path, str], tmp_path: Path) -> None
         assert "gra-hv1" in up.stdout and "1/1" in up.stdout
         pids = _pids(run_dir)
         st = json.loads(lab("status", str(lab_file), "--run-dir", str(run_dir), "--json").stdout)
-        assert {n["name"] for n in st["nodes"]} == {"gra-hv1", "rbx-hv1"}
+        assert {n["name"] for n in st["nodes"]} == {"gra-hv1", "rbx-hv1"}, st
         assert all(n["agent_running"] and n["sessions_up"] == 1 for n in st["nodes"])
         ex = lab("exec", str(lab_file), "--run-dir", str(run_dir), "gra-lan", "--",
                  "ip", "-br", "addr", "show", "eth0")  # fmt: skip
@@ -91,19 +91,22 @@ def test_up_test_down(small_lab: tuple[Path, Path, str], tmp_path: Path) -> None
         report = tmp_path / "report"
         res = lab("test", str(lab_file), "--run-dir", str(run_dir), "--json",
                   "--report", str(report), check=False)  # fmt: skip
+        assert res.stdout.strip(), res.stderr
         result = json.loads(res.stdout)
+        (tmp_path / "result.json").write_text(res.stdout)  # kept for a look when it fails
         failing = [c for c in result["checks"] if not c["passed"]]
         assert result["passed"] is True, (failing, result["faults"])
         assert res.returncode == 0
         kinds = {c["kind"] for c in result["checks"]}
-        assert {"reachability", "isolation", "mtu", "throughput"} <= kinds
+        assert {"reachability", "isolation", "mtu", "throughput"} <= kinds, result["checks"]
         iso = [c for c in result["checks"] if c["kind"] == "isolation"]
         assert iso and all(c["passed"] for c in iso)
         mtu = [c for c in result["checks"] if c["kind"] == "mtu"]
         assert all(c["measured"] == c["advertised"] == 1400 for c in mtu)
-        assert {f["name"] for f in result["faults"]} == {"cut-gra", "restart-rbx", "lossy-rbx"}
+        names = {f["name"] for f in result["faults"]}
+        assert names == {"cut-gra", "restart-rbx", "lossy-rbx"}, result["faults"]
         for f in result["faults"]:
-            assert f["recovered"] is True
+            assert f["recovered"] is True, f
             assert isinstance(f["outage_ms"], float | int) and f["outage_ms"] > 0
         html = (report / "index.html").read_text()
         assert html.count("<svg") == 1 + len(result["faults"])
