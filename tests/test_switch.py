@@ -625,3 +625,28 @@ def test_switch_and_ethernet_import_no_io() -> None:
                 names = [n.module]
             for name in names:
                 assert name.split(".")[0] not in FORBIDDEN, f"{f} imports {name}"
+
+
+def test_static_mac_behind_down_peer_not_sent() -> None:
+    sw = switch(up=("p2",))
+    assert sw.from_port("vm1", eth(STATIC_P1, A), 1.0) is None  # p1 is down
+    assert sw.drops["peer_down"] == 1
+    sw.set_peer_up("p1", True)
+    fwd = sw.from_port("vm1", eth(STATIC_P1, A), 2.0)
+    assert fwd is not None and fwd.peers == ("p1",)
+
+
+def test_frames_from_down_peer_learned_and_flushed_again() -> None:
+    sw = switch(up=())
+    fwd = sw.from_peer("p1", LAN, eth(BROADCAST, B), 1.0)  # accepted while down
+    assert fwd is not None and fwd.peers == ()
+    assert [e.where for e in sw.mac_table() if not e.static] == ["peer:p1"]
+    assert sw.from_port("vm1", eth(B, A), 2.0) is None  # behind a down peer
+    assert sw.drops["peer_down"] == 1
+    sw.set_peer_up("p1", False)  # already down: still flushes
+    assert [e for e in sw.mac_table() if not e.static] == []
+    assert sw.counters["flushed"] == 1
+
+
+def test_mac_table_unknown_segment_is_empty() -> None:
+    assert switch().mac_table("nope") == []
