@@ -41,12 +41,26 @@ per-peer bound (`peer_mac_limit`); then split horizon: such a frame is
 delivered to local ports only, never to another peer (`split_horizon` for
 unicast to a MAC behind another peer, `same_peer` for one behind the sender).
 
+Peers: every peer starts down (never flooded to, nor sent unicast: a static
+MAC behind a down peer is dropped as `peer_down`); frames from a peer are
+accepted in any state; a peer set down loses every MAC learned behind it.
+
 Egress tagging: a trunk port gets the frame tagged with the segment's VLAN,
 except on its native VLAN where it leaves untagged, as on access and host
 ports. A mesh frame that itself starts with a VLAN tag (the inner tag of a
 QinQ frame) is written only where it gets an outer tag: never out of an
 untagged port, where its inner tag would become the outer one (VLAN hopping
 by double tagging). Such skipped outputs count as `inner_tag_on_untagged_port`.
+
+Drop reasons (`Switch.drops`): unknown_port, unknown_peer, unknown_vni,
+short, runt, vlan_not_allowed, segment_not_allowed, peer_segment_not_allowed,
+tagged_on_access, bad_src_mac, static_mac_violation, mac_limit,
+peer_mac_limit, same_port, same_peer, split_horizon, peer_down, flood_rate,
+inner_tag_on_untagged_port (per skipped output, not per frame).
+Counters (`Switch.counters`): learned, aged, flushed, mac_moves, mac_flaps,
+unicast, flooded, no_destination (accepted, nowhere to go), events_dropped.
+A storm (flood rate limit engaged on a port) is reported once, and ends when
+the port's bucket has refilled.
 """
 
 from __future__ import annotations
