@@ -184,3 +184,21 @@ def test_impairments_of_two_uplinks_add_up() -> None:
     imp.handle("to-rbx", _frame("198.19.2.2", "198.19.3.2"), now=0.0)  # rbx -> sbg: both
     imp.handle("to-gra", _frame("198.19.1.2", "198.19.3.2"), now=0.0)  # gra -> sbg: sbg only
     assert sorted(round(q[0], 3) for q in imp.queue) == [0.005, 0.015]
+
+
+def test_probe_window_statistics() -> None:
+    from lanspan.lab.probe import ProbeResult, window
+
+    r = ProbeResult(
+        source="a",
+        target="b",
+        interval_ms=10.0,
+        sent=100,
+        received=90,
+        outage_ms=100.0,
+        lost_ms_total=100.0,
+        timeline=[1] * 50 + [0] * 10 + [1] * 40,
+        rtt_ms={s: (1.0 if s <= 50 else 30.0) for s in range(1, 101) if not 51 <= s <= 60},
+    )
+    assert window(r, 0, 500) == {"loss_pct": 0.0, "rtt_ms_median": 1.0}
+    assert window(r, 500, 1000) == {"loss_pct": 20.0, "rtt_ms_median": 30.0}

@@ -19,7 +19,7 @@ from typing import Any
 
 from lanspan.lab import impair, netns
 from lanspan.lab.model import Fault
-from lanspan.lab.probe import Probe
+from lanspan.lab.probe import Probe, window
 from lanspan.lab.runner import LabRun, State, _alive_as, _reap
 from lanspan.lab.topology import GuestPlan, Plan
 
@@ -308,6 +308,11 @@ def run_fault(run: LabRun, plan: Plan, fault: Fault, log: Log) -> dict[str, Any]
         markers=pr.markers,
         duration_ms=fault.duration * 1000,
     )
+    if "fault" in pr.markers and "cleared" in pr.markers:
+        during = window(pr, pr.markers["fault"], pr.markers["cleared"])
+        before = window(pr, 0.0, pr.markers["fault"])
+        result["during"] = during
+        result["before"] = before
     if fault.kind == "impair":
         result["impair"] = {k: v for k, v in fault.impair.model_dump().items() if v}
     if fault.kind == "kill-agent":
@@ -403,12 +408,18 @@ def table(result: dict[str, Any]) -> str:
         lines.append(f"{c['name'][:58]:<58} {c['kind']:<12} {ok:<6} {c.get('detail', '')}")
     if result["faults"]:
         lines.append("")
-        lines.append(f"{'fault':<24} {'kind':<12} {'outage ms':>10} {'recovery ms':>12}  recovered")
+        lines.append(
+            f"{'fault':<24} {'kind':<12} {'outage ms':>10} {'recovery ms':>12} "
+            f"{'loss %':>7} {'rtt ms':>7}  recovered"
+        )
         for f in result["faults"]:
             out = "-" if f.get("outage_ms") is None else f"{f['outage_ms']:.0f}"
             rec = "-" if f.get("recovery_ms") is None else f"{f['recovery_ms']:.0f}"
+            during = f.get("during") or {}
+            loss = "-" if during.get("loss_pct") is None else f"{during['loss_pct']:g}"
+            rtt = "-" if during.get("rtt_ms_median") is None else f"{during['rtt_ms_median']:.1f}"
             lines.append(
-                f"{f['name']:<24} {f['kind']:<12} {out:>10} {rec:>12}  "
+                f"{f['name']:<24} {f['kind']:<12} {out:>10} {rec:>12} {loss:>7} {rtt:>7}  "
                 f"{'yes' if f['recovered'] else 'NO'} {f.get('detail', '')}"
             )
     n_bad = sum(1 for c in result["checks"] if not c["passed"]) + sum(

@@ -32,6 +32,7 @@ class ProbeResult:
     outage_ms: float
     lost_ms_total: float
     timeline: list[int]  # 1 answered, 0 not, one entry per probe
+    rtt_ms: dict[int, float] = field(default_factory=dict)  # seq -> round trip
     markers: dict[str, float] = field(default_factory=dict)  # label -> ms since probe start
 
 
@@ -66,6 +67,7 @@ class Probe:
         self.answered: dict[int, float] = {}  # seq -> wall time of the reply
         self.sent = 0
         self.markers: dict[str, float] = {}
+        self.rtt_ms: dict[int, float] = {}  # seq -> round trip
         self.lock = threading.Lock()
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -77,7 +79,9 @@ class Probe:
             m = REPLY.match(line)
             if m:
                 with self.lock:
-                    self.answered.setdefault(int(m.group(1)), float(m.group(3)))
+                    seq = int(m.group(1))
+                    self.answered.setdefault(seq, float(m.group(3)))
+                    self.rtt_ms.setdefault(seq, (float(m.group(3)) - float(m.group(2))) * 1000)
                 continue
             m = START.match(line)
             if m:
@@ -138,7 +142,20 @@ class Probe:
             lost_ms_total=total,
             timeline=[1 if s in answered else 0 for s in range(1, sent + 1)],
             markers=dict(self.markers),
+            rtt_ms=dict(self.rtt_ms),
         )
 
 
-__all__ = ["Probe", "ProbeResult", "outage"]
+def window(r: ProbeResult, start_ms: float, end_ms: float) -> dict[str, float | None]:
+    """Loss % and median RTT of the probes sent between two marker times."""
+    a = max(0, int(start_ms / r.interval_ms))
+    b = min(len(r.timeline), int(end_ms / r.interval_ms))
+    sent = r.timeline[a:b]
+    rtts = sorted(r.rtt_ms[s + 1] for s in range(a, b) if (s + 1) in r.rtt_ms)
+    return {
+        "loss_pct": round(100 * (1 - sum(sent) / len(sent)), 1) if sent else None,
+        "rtt_ms_median": round(rtts[len(rtts) // 2], 2) if rtts else None,
+    }
+
+
+__all__ = ["Probe", "ProbeResult", "outage", "window"]

@@ -156,6 +156,12 @@ def render(result: dict[str, Any]) -> str:
         out = "-" if f.get("outage_ms") is None else f"{f['outage_ms']:.0f} ms"
         rec = "-" if f.get("recovery_ms") is None else f"{f['recovery_ms']:.0f} ms"
         extra = f" · impairment {_e(json.dumps(f['impair']))}" if f.get("impair") else ""
+        during, before = f.get("during") or {}, f.get("before") or {}
+        if during:
+            extra += (
+                f" · during the fault: loss {during.get('loss_pct')} %, median RTT "
+                f"{during.get('rtt_ms_median')} ms (before: {before.get('rtt_ms_median')} ms)"
+            )
         faults.append(
             f"<h3>{_e(f['name'])} <small>({_e(f['kind'])}, probe {_e(f.get('probe', ''))})</small>"
             f"</h3><p>outage <b>{out}</b> · recovery after clearing {rec} · recovered "
