@@ -13,7 +13,7 @@ import click
 
 from lanspan.errors import ConfigError
 from lanspan.lab import netns
-from lanspan.lab.runner import LabError, LabRun
+from lanspan.lab.runner import STATE, LabError, LabRun, remove_recorded
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -76,14 +76,26 @@ def up(lab_file: Path, run_dir: Path | None, prefix: str | None, timeout: float 
 @_common
 def down(lab_file: Path, run_dir: Path | None) -> None:
     """Remove everything the lab created (also after a crash), and only that."""
-    run = _open(lab_file, run_dir)
     try:
-        done = run.down(log=lambda m: click.echo(m, err=True))
+        run = _open(lab_file, run_dir)
+    except click.ClickException as e:
+        if run_dir is None or not (run_dir / STATE).exists():
+            raise
+        # The lab file no longer loads, but the run directory says what was made.
+        click.echo(f"{e.message}\nremoving what {run_dir} records anyway", err=True)
+        name, target = str(lab_file), run_dir
+    else:
+        name, target = run.lab.name, run.run_dir
+    why = netns.require_root()
+    if why:
+        raise click.ClickException(f"lanspan lab {why}")
+    try:
+        done = remove_recorded(target, log=lambda m: click.echo(m, err=True))
     except (LabError, netns.NetnsError) as e:
         raise _err(e) from None
     n_ns = sum(1 for d in done if d.startswith("namespace"))
     n_pr = sum(1 for d in done if d.startswith("process"))
-    click.echo(f"lab {run.lab.name!r} down: {n_ns} namespaces and {n_pr} processes removed")
+    click.echo(f"lab {name!r} down: {n_ns} namespaces and {n_pr} processes removed")
 
 
 def _status_table(st: dict[str, Any]) -> str:

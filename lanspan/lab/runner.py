@@ -372,48 +372,7 @@ class LabRun:
     # -- down ---------------------------------------------------------------
     def down(self, log: Callable[[str], None] = print) -> list[str]:
         """Remove what the state records (and only that); return what was removed."""
-        state = self.state()
-        if state is None:
-            log(f"nothing recorded in {self.run_dir}: nothing to remove")
-            return []
-        done: list[str] = []
-        ours = set(state.namespaces)
-        present = netns.existing()
-        # 1. recorded processes, by PID, while they still run what we started
-        recorded = [
-            r
-            for r in list(state.agents.values()) + list(state.helpers)
-            if _alive_as(r["pid"], r["argv"])
-        ]
-        for rec in recorded:
-            os.kill(rec["pid"], signal.SIGTERM)
-        for rec in recorded:
-            if not _reap(rec["pid"], 5.0) and _alive_as(rec["pid"], rec["argv"]):
-                os.kill(rec["pid"], signal.SIGKILL)
-                _reap(rec["pid"], 5.0)
-            done.append(f"process {rec['pid']}")
-        # 2. anything still running inside our namespaces was started by the lab
-        for ns in state.namespaces:
-            if ns not in present:
-                continue
-            for pid in netns.pids_in(ns):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                    done.append(f"process {pid} (in {ns})")
-                except ProcessLookupError:
-                    pass
-        # 3. namespaces (their devices go with them)
-        for ns in reversed(state.namespaces):
-            if ns in present and ns in ours:
-                netns.run(["ip", "netns", "delete", ns], check=False)
-                done.append(f"namespace {ns}")
-        left = [ns for ns in state.namespaces if ns in netns.existing()]
-        if left:
-            raise LabError(f"could not delete namespaces {left}")
-        (self.run_dir / STATE).unlink(missing_ok=True)
-        for sub in ("ctl",):
-            shutil.rmtree(self.run_dir / sub, ignore_errors=True)
-        return done
+        return remove_recorded(self.run_dir, log)
 
     # -- status / exec ------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -497,6 +456,52 @@ class LabRun:
         raise LabError(f"no guest or node named {name!r} in lab {self.lab.name!r} ({names})")
 
 
+def remove_recorded(run_dir: Path, log: Callable[[str], None] = print) -> list[str]:
+    """Remove what `run_dir`'s state records, and only that (needs no lab file)."""
+    state = State.load(run_dir)
+    if state is None:
+        log(f"nothing recorded in {run_dir}: nothing to remove")
+        return []
+    done: list[str] = []
+    ours = set(state.namespaces)
+    present = netns.existing()
+    # 1. recorded processes, by PID, while they still run what we started
+    recorded = [
+        r
+        for r in list(state.agents.values()) + list(state.helpers)
+        if _alive_as(r["pid"], r["argv"])
+    ]
+    for rec in recorded:
+        os.kill(rec["pid"], signal.SIGTERM)
+    for rec in recorded:
+        if not _reap(rec["pid"], 5.0) and _alive_as(rec["pid"], rec["argv"]):
+            os.kill(rec["pid"], signal.SIGKILL)
+            _reap(rec["pid"], 5.0)
+        done.append(f"process {rec['pid']}")
+    # 2. anything still running inside our namespaces was started by the lab
+    for ns in state.namespaces:
+        if ns not in present:
+            continue
+        for pid in netns.pids_in(ns):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                done.append(f"process {pid} (in {ns})")
+            except ProcessLookupError:
+                pass
+    # 3. namespaces (their devices go with them)
+    for ns in reversed(state.namespaces):
+        if ns in present and ns in ours:
+            netns.run(["ip", "netns", "delete", ns], check=False)
+            done.append(f"namespace {ns}")
+    left = [ns for ns in state.namespaces if ns in netns.existing()]
+    if left:
+        raise LabError(f"could not delete namespaces {left}")
+    (run_dir / STATE).unlink(missing_ok=True)
+    for sub in ("ctl",):
+        shutil.rmtree(run_dir / sub, ignore_errors=True)
+    return done
+
+
 def _reap(pid: int, timeout: float) -> bool:
     """Wait for `pid` to go (reaping it if it is our child); True if gone."""
     deadline = time.monotonic() + timeout
@@ -518,4 +523,4 @@ def _reap(pid: int, timeout: float) -> bool:
     return False
 
 
-__all__ = ["LabError", "LabRun", "State"]
+__all__ = ["LabError", "LabRun", "State", "remove_recorded"]
