@@ -50,7 +50,9 @@ def _tcp_through(
         deadline = time.monotonic() + 20
         while received < total:
             assert time.monotonic() < deadline, f"received {received} of {total}"
-            rl: list[object] = [a, b, srv] + ([conn] if conn else [])
+            rl: list[FramePort | socket.socket] = [a, b, srv]
+            if conn is not None:
+                rl.append(conn)
             wl = [cli] if sent < total else []
             r, w, _ = select.select(rl, wl, [], 1.0)
             for src, dst_port in ((a, b), (b, a)):
@@ -175,7 +177,7 @@ def test_packet_port_tags_write_and_promisc(netns: Netns) -> None:
                 break
         assert port.counters.tx_frames == 1 and port.counters.tx_errors == 0
         raw.send(_frame(None, b"after"))
-        seen = []
+        seen: list[bytes] = []
         deadline = time.monotonic() + 5
         while not any(b"after" in s for s in seen):
             assert time.monotonic() < deadline
