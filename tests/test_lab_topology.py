@@ -6,6 +6,7 @@ import base64
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -154,3 +155,69 @@ def test_bad_vlan_and_range(tmp_path: Path) -> None:
 def test_not_toml(tmp_path: Path) -> None:
     problems = _errors("[lab\n", tmp_path)
     assert "not valid TOML" in problems[0]
+
+
+def _mutations() -> Any:
+    from hypothesis import strategies as st
+
+    leaf = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-5, 70000),
+        st.floats(allow_nan=True),
+        st.text(max_size=12),
+        st.sampled_from(["198.18.10.0/24", "198.18.10.300/24", "fd00::1/64", "lan", "gra", "n1"]),
+        st.lists(st.text(max_size=4), max_size=3),
+        st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+    )
+    return st.lists(st.tuples(st.integers(0, 10_000), st.text(max_size=10), leaf), max_size=6)
+
+
+def _tables(x: Any, out: list[dict[str, Any]]) -> None:
+    if isinstance(x, dict):
+        out.append(x)
+        for v in x.values():
+            _tables(v, out)
+    elif isinstance(x, list):
+        for v in x:
+            _tables(v, out)
+
+
+def _mutate(doc: Any, edits: list[tuple[int, str, Any]]) -> Any:
+    import copy
+
+    doc = copy.deepcopy(doc)
+    for pick, key, value in edits:
+        tables: list[dict[str, Any]] = []
+        _tables(doc, tables)
+        t = tables[pick % len(tables)]
+        keys = sorted(t)
+        if keys and pick % 3 == 0:
+            del t[keys[pick % len(keys)]]
+        elif keys and pick % 3 == 1:
+            t[keys[pick % len(keys)]] = value
+        else:
+            t[key] = value
+    return doc
+
+
+def test_any_mangled_lab_file_gives_config_error_or_a_lab() -> None:
+    import tomllib
+
+    from hypothesis import HealthCheck, given, settings
+
+    base = tomllib.loads((ROOT / "examples" / "three-datacenters.toml").read_text())
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(_mutations())
+    def check(edits: list[tuple[int, str, Any]]) -> None:
+        doc = _mutate(base, edits)
+        try:
+            lab = parse_lab(doc, "mangled.toml")
+        except ConfigError as e:
+            assert e.problems and all(isinstance(p, str) and p for p in e.problems)
+            return
+        plan = expand(lab, "p", fake_keys([n.name for n in lab.node]))
+        assert plan.namespaces
+
+    check()
