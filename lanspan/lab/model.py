@@ -242,6 +242,10 @@ def _cross_check(lab: Lab) -> list[str]:
     dupes("node/guest", [n.name for n in lab.node] + [g.name for g in lab.guest])
     if len(lab.site) > 60:
         problems.append(f"site: at most 60 sites (got {len(lab.site)})")
+    for site in lab.site:
+        count = sum(1 for n in lab.node if n.site == site.name)
+        if count > 63:
+            problems.append(f"site {site.name!r}: at most 63 nodes per site (got {count})")
     segs = {s.name for s in lab.segment}
     sites = {s.name for s in lab.site}
     nodes = {n.name: n for n in lab.node}
