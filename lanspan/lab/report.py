@@ -144,7 +144,7 @@ def timeline_svg(fault: dict[str, Any], width: int = 900, height: int = 120) -> 
     return "\n".join(out)
 
 
-def render(result: dict[str, Any]) -> str:
+def render(result: dict[str, Any], network_toml: str = "") -> str:
     ok = result["passed"]
     rows = "\n".join(
         f"<tr class={'ok' if c['passed'] else 'bad'}><td>{_e(c['name'])}</td><td>{_e(c['kind'])}"
@@ -168,6 +168,12 @@ def render(result: dict[str, Any]) -> str:
             f"<b>{'yes' if f['recovered'] else 'NO'}</b>{extra} {_e(f.get('detail', ''))}</p>"
             + timeline_svg(f)
         )
+    netfile = (
+        f"<h2>Network file</h2><details><summary>network.toml the agents ran with</summary>"
+        f"<pre>{_e(network_toml)}</pre></details>"
+        if network_toml
+        else ""
+    )
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>lanspan lab {_e(result["lab"])}</title>
 <style>
@@ -185,6 +191,7 @@ tr.bad td {{ background: #fdd; }} .verdict {{ font-size: 1.4em; font-weight: bol
 </table>
 <h2>Faults</h2>
 {"".join(faults) or "<p>none run</p>"}
+{netfile}
 </body></html>
 """
 
@@ -192,7 +199,8 @@ tr.bad td {{ background: #fdd; }} .verdict {{ font-size: 1.4em; font-weight: bol
 def write(report_dir: Path, run: LabRun, result: dict[str, Any]) -> Path:
     report_dir.mkdir(parents=True, exist_ok=True)
     path = report_dir / "index.html"
-    path.write_text(render(result))
+    net = run.network_file.read_text() if run.network_file.exists() else ""
+    path.write_text(render(result, net))
     (report_dir / "result.json").write_text(json.dumps(result, indent=1))
     return path
 
