@@ -280,8 +280,8 @@ def run_fault(run: LabRun, plan: Plan, fault: Fault, log: Log) -> dict[str, Any]
                 interval_ms=pr.interval_ms,
             )
             return result
-        probe.mark("fault")
         _inject(run, plan, state, fault)
+        probe.mark("fault")  # in force from here (an impairer may take a moment to start)
         try:
             time.sleep(fault.duration)
         finally:  # even on Ctrl-C: never leave a fault in place

@@ -114,14 +114,19 @@ def timeline_svg(fault: dict[str, Any], width: int = 900, height: int = 120) -> 
         'font-family="sans-serif" font-size="11">'
     ]
     bw = plot_w / bins
+    colours = []
     for b in range(bins):
         chunk = tl[int(b * per) : max(int((b + 1) * per), int(b * per) + 1)]
         ok = sum(chunk) / len(chunk)
-        colour = "#2ca02c" if ok == 1 else ("#d62728" if ok == 0 else "#ffbf00")
-        out.append(
-            f'<rect x="{left + b * bw:.2f}" y="{top}" width="{bw + 0.05:.2f}" height="{bar_h}" '
-            f'fill="{colour}"/>'
-        )
+        colours.append("#2ca02c" if ok == 1 else ("#d62728" if ok == 0 else "#ffbf00"))
+    start = 0
+    for b in range(1, bins + 1):  # one rectangle per run of one colour
+        if b == bins or colours[b] != colours[start]:
+            out.append(
+                f'<rect x="{left + start * bw:.2f}" y="{top}" width="{(b - start) * bw:.2f}" '
+                f'height="{bar_h}" fill="{colours[start]}" shape-rendering="crispEdges"/>'
+            )
+            start = b
     for label, ms in (fault.get("markers") or {}).items():
         x = left + plot_w * ms / total_ms
         out.append(
