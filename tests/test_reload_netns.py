@@ -69,6 +69,8 @@ def test_reload_add_remove_readdress_and_reject(tmp_path: Path) -> None:
                 ns, c.members["n1"].guest, c.members["n2"].guest_ip, tmp_path / "ping.log"
             )
             ping.wait_replies(10)
+            pair = {a: {b: handshake_ages(c, a)[b]} for a, b in (("n1", "n2"), ("n2", "n1"))}
+            t_pair = time.monotonic()
 
             ping.mark("a: n4 joins")
             # (a) n4 joins: `lanspan reload` on n1, SIGHUP on n2 and n3.
@@ -98,6 +100,11 @@ def test_reload_add_remove_readdress_and_reject(tmp_path: Path) -> None:
             assert "peer: n3" not in human_show(c, "n1")
             assert c.mesh_up()
             ping.wait_replies(10)
+
+            # Adding n4 and removing n3 left the n1 <-> n2 session alone.
+            for name, before in pair.items():
+                now_ages = handshake_ages(c, name)
+                assert_no_new_handshake(before, now_ages, time.monotonic() - t_pair, name)
 
             ping.mark("c: n2 moves")
             # (c) n2 moves to a second underlay address; the old one goes away.
@@ -160,6 +167,10 @@ def test_reload_add_remove_readdress_and_reject(tmp_path: Path) -> None:
             assert r.returncode == 1, r.stdout + r.stderr
             assert "reload rejected" in r.stderr and "vlan" in r.stderr, r.stderr
             assert "5000" in r.stderr, r.stderr
+            r = lanspan_cli("reload", "--json", "--socket", str(c.sock("n4")))
+            assert r.returncode == 1, r.stdout + r.stderr
+            doc = json.loads(r.stdout)
+            assert doc["ok"] is False and doc["changes"] == [] and "5000" in doc["error"], doc
             c.sighup("n2")
             wait_for(
                 lambda: "reload rejected" in c.log("n2").read_text(), UP, "n2 logs the rejection"
@@ -175,6 +186,9 @@ def test_reload_add_remove_readdress_and_reject(tmp_path: Path) -> None:
             for name in ("n1", "n2", "n4"):
                 assert c.alive(name), c.log(name).read_text()
                 assert reload_ok(c, name).strip() == "reloaded: no changes"
+            r = lanspan_cli("reload", "--json", "--socket", str(c.sock("n1")))
+            assert r.returncode == 0, r.stdout + r.stderr
+            assert json.loads(r.stdout) == {"ok": True, "changes": [], "error": None}
             assert c.mesh_up()
             assert c.ping("n4", "n1", count=2)
             ping.wait_replies(10)
