@@ -3,9 +3,9 @@
 Three agents run; a guest of n1 pings a guest of n2 every 50 ms for the whole
 test. Meanwhile the network file changes under the agents and they reload it
 (`lanspan reload` and SIGHUP): n4 joins, n3 leaves, n2 moves to another
-underlay address, broken files are rejected, segment b is added and its MTU
-changed. The ping must lose nothing:
-no sequence number may be missing before the last one answered.
+underlay address, broken files are rejected, segment b is added, its MTU
+changed, and it is removed. The ping must lose nothing: no sequence number may
+be missing before the last one answered.
 """
 
 from __future__ import annotations
@@ -231,6 +231,21 @@ def test_reload_add_remove_readdress_and_reject(tmp_path: Path) -> None:
             assert host_port_mtu() == 1300
             r = run(ping_b, ns=n1_ns, check=False)
             assert r.returncode == 0, r.stdout + r.stderr
+            ping.wait_replies(5)
+
+            # (f) and removed again: the host ports and their devices go.
+            ping.mark("f: segment b removed")
+            c.more_segments = []
+            for name in ("n1", "n2"):
+                c.members[name].more_segments, c.members[name].more_ports = [], []
+            c.write()
+            for name in ("n1", "n2", "n4"):
+                out = reload_ok(c, name)
+                if name != "n4":
+                    assert "port hb removed" in out, out
+            assert "ls-b" not in run(["ip", "-o", "link"], ns=n1_ns).stdout
+            assert [s["name"] for s in c.show("n1")["segments"]] == ["a"]
+            assert c.mesh_up()
             ping.wait_replies(10)
 
             result = ping.finish()
