@@ -41,6 +41,7 @@ NODES = ("n1", "n2", "n3")
 SEGMENTS = ("a", "b")  # access segments, both on the trunks
 VLAN = {"a": 10, "b": 20, "c": 30}
 NOT_ON_TRUNK = (30, 99)  # a segment's VLAN the trunks do not allow, and no segment's
+NATIVE = {"n3": "b"}  # n3's trunk carries segment b untagged (native_vlan = 20)
 SUBNET = "198.18.100"  # the same /24 in segments a and b, on purpose
 WAIT = 20.0  # generous upper bound for any single awaited state
 
@@ -76,9 +77,10 @@ def network_file(keys: dict[str, bytes], underlay: dict[str, str]) -> str:
                 f'  interface = "g{seg}"\n'
             )
         vlans = ", ".join(str(VLAN[s]) for s in SEGMENTS)
+        native = f"  native_vlan = {VLAN[NATIVE[node]]}\n" if node in NATIVE else ""
         parts.append(
             f'  [[node.port]]\n  kind = "trunk"\n  name = "gt"\n  interface = "gt"\n'
-            f"  vlans = [{vlans}]\n"
+            f"  vlans = [{vlans}]\n{native}"
         )
     return "\n".join(parts)
 
@@ -176,7 +178,7 @@ def check_arrival(m: Mesh, key: Key, name: str, seg: str) -> Seen:
     port = m.ports[key]
     m.wait(lambda: bool(port.find(lambda s: s.is_marker(name))), f"marker {name} at {key}")
     seen = port.find(lambda s: s.is_marker(name))[0]
-    if key[1] == "t":
+    if key[1] == "t" and NATIVE.get(key[0]) != seg:
         assert seen.vlan == VLAN[seg], f"{name} at trunk guest {key}: VLAN {seen.vlan}"
     else:
         assert not seen.tagged, f"{name} at access guest {key}: tagged {seen.vlan}"
@@ -187,7 +189,7 @@ def check_arrival(m: Mesh, key: Key, name: str, seg: str) -> Seen:
 def flood(m: Mesh, source: Key, name: str, seg: str, src_mac: str | None = None) -> None:
     """`source` sends broadcast marker `name` in `seg` (tagged if it is a trunk guest)."""
     node, kind = source
-    vlan = VLAN[seg] if kind == "t" else None
+    vlan = VLAN[seg] if kind == "t" and NATIVE.get(node) != seg else None
     m.ports[source].send(marker(mac(src_mac or guest_mac(kind, node)), name, vlan))
 
 
@@ -271,8 +273,11 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
             for key, g in guests.items():
                 ports[key] = GuestPort(g, "eth0")
             m = Mesh(ns, tmp, agents, guests, ports)
-            for node in NODES:
-                wait_for(m.sock(node).exists, WAIT, f"control socket of {node}")
+            for node, proc in agents.items():
+                sock = m.sock(node)
+                started = lambda s=sock, p=proc: s.exists() or p.poll() is not None  # noqa: E731
+                wait_for(started, WAIT, f"control socket of agent {node}")
+                assert proc.poll() is None, f"agent {node} exited:\n{m.log(node)}"
             m.wait(lambda: all_sessions_up(m), "every session up")
             yield m
             for node, proc in agents.items():
@@ -317,6 +322,18 @@ def test_tagged_frames_from_a_trunk_reach_access_guests_untagged(mesh: Mesh) -> 
     sent = marker(mac(guest_mac("t", "n1")), "trunk-a-n1", VLAN["a"])
     (got,) = mesh.ports[("n2", "a")].find(lambda s: s.is_marker("trunk-a-n1"))
     assert got.data == sent[:12] + sent[16:]
+
+
+def test_native_vlan_travels_untagged_on_its_trunk(mesh: Mesh) -> None:
+    """n3's trunk: untagged frames join segment b, which leaves there untagged."""
+    flood_everywhere(mesh, ("n3", "t"), "native-n3", "b")  # sent untagged
+    flood_everywhere(mesh, ("n2", "b"), "to-native-n2", "b")  # untagged at n3's trunk only
+    barrier(mesh, "nat", [("n3", "t"), ("n2", "b")])
+    only_at(mesh, "native-n3", receivers("b", ("n3", "t")))
+    only_at(mesh, "to-native-n2", receivers("b", ("n2", "b")))
+    (at_n3,) = mesh.ports[("n3", "t")].find(lambda s: s.is_marker("to-native-n2"))
+    (at_n1,) = mesh.ports[("n1", "t")].find(lambda s: s.is_marker("to-native-n2"))
+    assert not at_n3.tagged and at_n1.vlan == VLAN["b"]
 
 
 def test_trunk_guest_talks_to_each_segment_through_its_tag(mesh: Mesh) -> None:
@@ -374,6 +391,9 @@ def test_tags_that_must_not_cross_and_priority_tags_that_may(mesh: Mesh) -> None
     # QinQ from a trunk: outer VLAN 10 allowed, inner tag 100 kept; it may leave
     # only through trunks, where it gets its outer tag back.
     mesh.ports[n1t].send(add_tag(marker(mac(guest_mac("t", "n1")), "qinq", 100), VLAN["a"]))
+    # In segment b, n3's trunk is untagged: the inner tag would become the outer one
+    # there (double-tagging VLAN hop), so that copy is not written.
+    mesh.ports[n1t].send(add_tag(marker(mac(guest_mac("t", "n1")), "qinq-b", 100), VLAN["b"]))
     barrier(mesh, "tags", [n1a, n1b, n1t])
     only_at(mesh, "hop", [])
     only_at(mesh, "prio", receivers("b", n1b))
@@ -386,6 +406,9 @@ def test_tags_that_must_not_cross_and_priority_tags_that_may(mesh: Mesh) -> None
     for key in trunks:
         (q,) = mesh.ports[key].find(lambda s: s.is_marker("qinq"))
         assert (q.aux_vlan, q.data_vlan) == (VLAN["a"], 100), (key, q)
+    only_at(mesh, "qinq-b", [("n2", "t")])
+    (q,) = mesh.ports[("n2", "t")].find(lambda s: s.is_marker("qinq-b"))
+    assert (q.aux_vlan, q.data_vlan) == (VLAN["b"], 100), q
     mesh.wait(
         lambda: (
             mesh.drops("n1", cli=False).get("tagged_on_access", 0)
