@@ -16,7 +16,7 @@ from lanspan.lab.topology import expand
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "data" / "lab"
-EXAMPLES = ["small", "three-datacenters", "hubs-nat"]
+EXAMPLES = ["small", "three-datacenters", "hubs-nat", "redundancy"]
 UPDATE = os.environ.get("LANSPAN_UPDATE_GOLDEN") == "1"
 
 
@@ -138,6 +138,18 @@ def test_minimal_lab_is_valid() -> None:
         ('[[site]]\nname = "gra"\n', "site: name 'gra' is used twice"),
         ('[[node]]\nname = "n2"\nsite = "ams"\n', "node[1].site: unknown site 'ams'"),
         ('[[site]]\nname = "x"\ncolour = "red"\n', "site[1].colour: unknown field"),
+        ('[[site]]\nname = "x"\nnat = true\nuplinks = 2\n', "behind NAT has one uplink"),
+        ('[[site]]\nname = "x"\nuplinks = 3\n', "site[1].uplinks"),
+        (
+            '[[fault]]\nname = "f"\nkind = "cut-uplink"\nsite = "gra"\nuplink = "active"\n',
+            "fault[0].uplink: site 'gra' has one uplink",
+        ),
+        ('[[fault]]\nname = "f"\nkind = "block"\nsites = ["gra", "gra"]\n', "two different"),
+        (
+            '[[fault]]\nname = "f"\nkind = "block"\nsites = ["gra", "ams"]\n',
+            "fault[0].sites: unknown site 'ams'",
+        ),
+        ('[[fault]]\nname = "f"\nkind = "kill-relay"\n', "a kill-relay fault needs `probe`"),
     ],
 )
 def test_errors_name_field_and_value(extra: str, expected: str, tmp_path: Path) -> None:
@@ -221,3 +233,25 @@ def test_any_mangled_lab_file_gives_config_error_or_a_lab() -> None:
         assert plan.namespaces
 
     check()
+
+
+def test_two_uplink_site_gives_nodes_two_endpoints_and_routes_each_prefix() -> None:
+    lab = load_lab(ROOT / "examples" / "redundancy.toml")
+    plan = expand(lab, "p", fake_keys([n.name for n in lab.node]))
+    site = plan.site("hub-a")
+    assert site.prefixes() == ("198.19.1.0/24", "198.19.101.0/24")
+    node = plan.node("hub-a1")
+    assert node.endpoints() == ("198.19.1.2:51820", "198.19.101.2:51820")
+    assert 'endpoints = ["198.19.1.2:51820", "198.19.101.2:51820"]' in plan.network_toml
+    cmds = [(ns, " ".join(argv)) for ns, argv in plan.commands]
+    # the core reaches each prefix over its own provider link
+    assert (plan.core_ns, "ip route add 198.19.1.0/24 via 198.19.0.2") in cmds
+    assert (plan.core_ns, "ip route add 198.19.101.0/24 via 198.19.254.2") in cmds
+    # the router sends the second prefix out of the second uplink
+    assert (site.ns, "ip rule add from 198.19.101.0/24 lookup 102 priority 100") in cmds
+    # the node prefers up0 and ignores a dark link's routes
+    assert (node.ns, "ip route add default via 198.19.101.1 metric 200") in cmds
+    assert (node.ns, "sysctl -qw net.ipv4.conf.all.ignore_routes_with_linkdown=1") in cmds
+    one = plan.node("hub-b1")
+    assert one.endpoints() == ("198.19.2.2:51820",) and one.underlay2 is None
+    assert all(len(x.if_a) <= 15 and len(x.if_b) <= 15 for x in plan.links)

@@ -9,6 +9,7 @@ unfragmented ping equals the segment's MTU; iperf3 between two sites.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -19,7 +20,7 @@ from typing import Any
 
 from lanspan.lab import impair, netns
 from lanspan.lab.model import Fault
-from lanspan.lab.probe import Probe, window
+from lanspan.lab.probe import AllPairs, Probe, window
 from lanspan.lab.runner import LabRun, State, _alive_as, _reap
 from lanspan.lab.topology import GuestPlan, Plan
 
@@ -233,15 +234,28 @@ def _default_probe(plan: Plan, fault: Fault) -> tuple[GuestPlan, GuestPlan, str]
     site = {n.name: n.site for n in plan.nodes}
 
     def behind(g: GuestPlan) -> bool:
+        if fault.sites is not None:
+            return site[g.node] == fault.sites[1]
         if fault.node is not None:
             return g.node == fault.node
+        if fault.site is None:  # cold-start: any pair across sites
+            return True
         return site[g.node] == fault.site
+
+    def source_ok(g: GuestPlan) -> bool:
+        if fault.sites is not None:
+            return site[g.node] == fault.sites[0]
+        if fault.kind == "cold-start":
+            return True
+        return not behind(g)
 
     for t in plan.guests:
         if not behind(t):
             continue
         for s in plan.guests:
-            if behind(s):
+            if s is t or not source_ok(s):
+                continue
+            if fault.kind == "cold-start" and site[s.node] == site[t.node]:
                 continue
             for i in s.interfaces:
                 if t.on(i.segment) is not None and i.addresses:
@@ -249,7 +263,28 @@ def _default_probe(plan: Plan, fault: Fault) -> tuple[GuestPlan, GuestPlan, str]
     return None
 
 
+def _peer_entry(run: LabRun, node: str, peer: str) -> dict[str, Any] | None:
+    """`lanspan show --json` of `node`: its entry for `peer`, None if it does not answer."""
+    shown = run.show(node)
+    if shown is None:
+        return None
+    return next((p for p in shown.get("peers", []) if p.get("name") == peer), None)
+
+
+def _active_uplink(run: LabRun, plan: Plan, src: GuestPlan, dst: GuestPlan, site: str) -> int:
+    """Which uplink of two-uplink `site` carries the probe: the address the far node sends to."""
+    here, there = (src, dst) if plan.node(dst.node).site == site else (dst, src)
+    entry = _peer_entry(run, here.node, there.node)
+    node = plan.node(there.node)
+    endpoint = (entry or {}).get("endpoint") or ""
+    if node.endpoint2 is not None and endpoint == node.endpoint2:
+        return 2
+    return 1
+
+
 def run_fault(run: LabRun, plan: Plan, fault: Fault, log: Log) -> dict[str, Any]:
+    if fault.kind == "cold-start":
+        return cold_start(run, plan, fault, log)
     state = run.state()
     assert state is not None
     if fault.probe is not None:
@@ -280,12 +315,36 @@ def run_fault(run: LabRun, plan: Plan, fault: Fault, log: Log) -> dict[str, Any]
                 interval_ms=pr.interval_ms,
             )
             return result
-        _inject(run, plan, state, fault)
+        target = _target(run, plan, fault, src, dst)
+        if target is None:
+            pr = probe.stop()
+            result.update(
+                outage_ms=None,
+                recovered=False,
+                detail="no relay carries the probe's traffic: nothing to kill",
+                timeline=pr.timeline,
+                interval_ms=pr.interval_ms,
+            )
+            return result
+        if target:
+            result["target"] = target
+        _inject(run, plan, state, fault, target)
         probe.mark("fault")  # in force from here (an impairer may take a moment to start)
+        vias: list[str] = []
         try:
-            time.sleep(fault.duration)
+            if fault.kind == "block":
+                # while it lasts: which relay does the source's node send through?
+                end = time.monotonic() + fault.duration
+                while time.monotonic() < end:
+                    entry = _peer_entry(run, src.node, dst.node)
+                    via = (entry or {}).get("via")
+                    if via and via not in vias:
+                        vias.append(str(via))
+                    time.sleep(min(0.2, max(0.0, end - time.monotonic())))
+            else:
+                time.sleep(fault.duration)
         finally:  # even on Ctrl-C: never leave a fault in place
-            _clear(run, plan, state, fault)
+            _clear(run, plan, state, fault, target)
         probe.mark("cleared")
         t_end = time.time()
         back = probe.wait_answering(20, t_end, fault.recovery_timeout)
@@ -315,7 +374,19 @@ def run_fault(run: LabRun, plan: Plan, fault: Fault, log: Log) -> dict[str, Any]
         result["before"] = before
     if fault.kind == "impair":
         result["impair"] = {k: v for k, v in fault.impair.model_dump().items() if v}
-    if fault.kind == "kill-agent":
+    if fault.kind == "block":
+        result["relays"] = vias
+        if not vias:
+            result["recovered"] = False
+            result["detail"] = (
+                f"{src.node} never sent to {dst.node} through a relay while blocked "
+                "(`via` stayed empty in lanspan show)"
+            )
+        else:
+            result["detail"] = f"through relay {', '.join(vias)}"
+    if fault.kind in ("kill-agent", "kill-relay"):
+        if fault.kind == "kill-relay":
+            result["detail"] = f"killed relay {target}"
         missing = run.wait_sessions(plan, fault.recovery_timeout)
         result["sessions_back"] = not missing
         if missing:
@@ -326,33 +397,160 @@ def run_fault(run: LabRun, plan: Plan, fault: Fault, log: Log) -> dict[str, Any]
     return result
 
 
-def _inject(run: LabRun, plan: Plan, state: State, fault: Fault) -> None:
+def _target(run: LabRun, plan: Plan, fault: Fault, src: GuestPlan, dst: GuestPlan) -> str | None:
+    """What the fault acts on, resolved now: the relay to kill, the uplink to cut ("" if fixed)."""
+    if fault.kind == "kill-relay":
+        entry = _peer_entry(run, src.node, dst.node)
+        via = (entry or {}).get("via")
+        return str(via) if via else None
+    if fault.kind == "cut-uplink" and fault.uplink is not None:
+        assert fault.site is not None
+        n = (
+            _active_uplink(run, plan, src, dst, fault.site)
+            if fault.uplink == "active"
+            else fault.uplink
+        )
+        return f"uplink {n}"
+    return ""
+
+
+def _kill(run: LabRun, state: State, node: str) -> None:
+    a = state.agents[node]
+    if _alive_as(a["pid"], a["argv"]):
+        os.kill(a["pid"], signal.SIGKILL)
+        _reap(a["pid"], 5.0)
+
+
+def _inject(run: LabRun, plan: Plan, state: State, fault: Fault, target: str) -> None:
     if fault.kind == "cut-uplink":
         assert fault.site is not None
-        impair.cut(plan, fault.site)
+        if target:
+            impair.cut_one(plan, fault.site, int(target.split()[-1]))
+        else:
+            impair.cut(plan, fault.site)
     elif fault.kind == "kill-agent":
         assert fault.node is not None
-        a = state.agents[fault.node]
-        if _alive_as(a["pid"], a["argv"]):
-            import os
-
-            os.kill(a["pid"], signal.SIGKILL)
-            _reap(a["pid"], 5.0)
+        _kill(run, state, fault.node)
+    elif fault.kind == "kill-relay":
+        _kill(run, state, target)
+    elif fault.kind == "block":
+        assert fault.sites is not None
+        impair.block(plan, *fault.sites)
     else:
         assert fault.site is not None
         impair.apply(run, plan, state, fault.site, fault.impair, "fault")  # merged with uplink
 
 
-def _clear(run: LabRun, plan: Plan, state: State, fault: Fault) -> None:
+def _clear(run: LabRun, plan: Plan, state: State, fault: Fault, target: str) -> None:
     if fault.kind == "cut-uplink":
         assert fault.site is not None
-        impair.uncut(plan, fault.site)
+        if target:
+            impair.uncut_one(plan, fault.site, int(target.split()[-1]))
+        else:
+            impair.uncut(plan, fault.site)
     elif fault.kind == "kill-agent":
         assert fault.node is not None
         run.start_agent(fault.node, plan, state)
+    elif fault.kind == "kill-relay":
+        run.start_agent(target, plan, state)
+    elif fault.kind == "block":
+        assert fault.sites is not None
+        impair.unblock(plan, *fault.sites)
     else:
         assert fault.site is not None
         impair.remove(run, plan, state, fault.site, "fault")
+
+
+def cold_start(run: LabRun, plan: Plan, fault: Fault, log: Log) -> dict[str, Any]:
+    """Stop every agent, start them all at once, and time connectivity.
+
+    `cold_start_ms`: from the first agent started until every guest pair of every
+    segment has answered (one ICMP prober per guest, to all its peers);
+    `first_answer_ms`: until the continuous probe (a pair across sites) first answered.
+    """
+    state = run.state()
+    assert state is not None
+    result: dict[str, Any] = {"name": fault.name, "kind": fault.kind}
+    if fault.probe is not None:
+        src, dst = plan.guest(fault.probe.source), plan.guest(fault.probe.target)
+        seg = next(i.segment for i in src.interfaces if dst.on(i.segment) is not None)
+    else:
+        found = _default_probe(plan, fault)
+        if found is None:
+            result.update(outage_ms=None, recovered=False, detail="no pair of guests to probe")
+            return result
+        src, dst, seg = found
+    result["probe"] = f"{src.name} -> {dst.name}"
+    for node in plan.nodes:
+        _kill(run, state, node.name)
+    # every guest -> every other guest of each segment, IPv4, one prober per source guest
+    wanted: dict[str, list[str]] = {}
+    for a in plan.guests:
+        for ia in a.interfaces:
+            if not any(ip_interface(x).version == 4 for x in ia.addresses):
+                continue
+            for b in plan.guests:
+                if b is not a and b.on(ia.segment) is not None:
+                    wanted.setdefault(a.name, []).append(_v4(b, ia.segment))
+    all_pairs = [AllPairs(plan.guest(g).ns, addrs) for g, addrs in wanted.items() if addrs]
+    probe = Probe(src.ns, _v4(dst, seg), source=src.name)
+    t_start = 0.0
+    try:
+        for ap in all_pairs:
+            ap.wait_started(5.0)
+        probe.mark("fault")  # agents stopped
+        t_start = time.time()
+        for node in plan.nodes:  # all at once
+            run.start_agent(node.name, plan, state)
+        probe.mark("cleared")  # agents started
+        t_end = time.time()
+        deadline = time.monotonic() + fault.recovery_timeout
+        while time.monotonic() < deadline and not all(ap.done() for ap in all_pairs):
+            time.sleep(0.05)
+        back = probe.wait_answering(20, t_start, max(0.1, deadline - time.monotonic()))
+        if back is not None:
+            probe.mark("recovered")
+            time.sleep(0.3)
+        pr = probe.stop()
+    finally:
+        if probe.proc.poll() is None:
+            probe.stop()
+        for ap in all_pairs:
+            ap.stop()
+    firsts = [t for ap in all_pairs for t in ap.first.values()]
+    n_pairs = sum(len(ap.targets) for ap in all_pairs)
+    done = all(ap.done() for ap in all_pairs)
+    first_probe = min((t for s, t in probe.answered.items() if t >= t_start), default=None)
+    result.update(
+        outage_ms=pr.outage_ms,
+        recovered=done and back is not None,
+        cold_start_ms=round((max(firsts) - t_start) * 1000, 1) if done and firsts else None,
+        first_answer_ms=round((first_probe - t_start) * 1000, 1) if first_probe else None,
+        start_spread_ms=round((t_end - t_start) * 1000, 1),
+        pairs=n_pairs,
+        pairs_answered=len(firsts),
+        recovery_ms=round((back - t_start) * 1000, 1) if back is not None else None,
+        lost_ms_total=pr.lost_ms_total,
+        sent=pr.sent,
+        received=pr.received,
+        interval_ms=pr.interval_ms,
+        timeline=pr.timeline,
+        markers=pr.markers,
+        detail=(
+            f"every guest pair answered {result_ms(firsts, t_start)} after the agents started"
+            if done
+            else f"{len(firsts)}/{n_pairs} guest pairs answered"
+        ),
+    )
+    missing = run.wait_sessions(plan, fault.recovery_timeout)
+    result["sessions_back"] = not missing
+    if missing:
+        result["recovered"] = False
+    return result
+
+
+def result_ms(firsts: list[float], t0: float) -> str:
+    return f"{(max(firsts) - t0) * 1000:.0f} ms" if firsts else "-"
 
 
 def run_all(run: LabRun, faults: bool = True, log: Log = print) -> dict[str, Any]:

@@ -91,6 +91,58 @@ def uncut(plan: Plan, site: str) -> None:
     _nft_delete(plan.site(site).ns, "cut_uplink")
 
 
+def _provider_links(plan: Plan, site: str, uplink: int) -> list[tuple[str, str]]:
+    """(namespace, device) of the router's links to its nodes through uplink 1 or 2."""
+    sp = plan.site(site)
+    nodes = [n for n in plan.nodes if n.site == site]
+    return [(sp.ns, f"{'n' if uplink == 1 else 'm'}{j}") for j in range(1, len(nodes) + 1)]
+
+
+def cut_one(plan: Plan, site: str, uplink: int) -> None:
+    """One provider of a two-uplink site goes dark: its core link drops everything,
+    and its line to each node loses carrier (as a dead provider CPE or NIC link would)."""
+    dev = f"up{uplink - 1}"
+    _nft_table(plan.site(site).ns, f"cut_uplink{uplink}", [f"iifname {dev} drop",
+                                                           f"oifname {dev} drop"])  # fmt: skip
+    for ns, link in _provider_links(plan, site, uplink):
+        netns.run(["ip", "link", "set", link, "down"], ns=ns)
+
+
+def uncut_one(plan: Plan, site: str, uplink: int) -> None:
+    for ns, link in _provider_links(plan, site, uplink):
+        netns.run(["ip", "link", "set", link, "up"], ns=ns, check=False)
+    _nft_delete(plan.site(site).ns, f"cut_uplink{uplink}")
+
+
+def site_addresses(plan: Plan, site: str) -> list[str]:
+    """Every underlay address a site shows the internet: its prefixes, or its NAT's address."""
+    sp = plan.site(site)
+    if sp.nat:
+        return [sp.public_addr]
+    out = [sp.public_addr, *sp.prefixes()]
+    if sp.public_addr2 is not None:
+        out.append(sp.public_addr2)
+    return out
+
+
+def _block_table(a: str, b: str) -> str:
+    return f"block_{a}_{b}".replace("-", "_")
+
+
+def block(plan: Plan, a: str, b: str) -> None:
+    """Drop, in the internet core, everything between two sites' underlay addresses."""
+    sa = "{ " + ", ".join(site_addresses(plan, a)) + " }"
+    sb = "{ " + ", ".join(site_addresses(plan, b)) + " }"
+    _nft_table(plan.core_ns, _block_table(a, b), [
+        f"ip saddr {sa} ip daddr {sb} drop",
+        f"ip saddr {sb} ip daddr {sa} drop",
+    ])  # fmt: skip
+
+
+def unblock(plan: Plan, a: str, b: str) -> None:
+    _nft_delete(plan.core_ns, _block_table(a, b))
+
+
 def routes_of(plan: Plan) -> list[str]:
     """The core's forwarding table as impairer arguments: PREFIX=IFNAME=NEXTHOP_MAC."""
     out: list[str] = []

@@ -93,7 +93,15 @@ class Segment(_Model):
 class Site(_Model):
     name: SiteName
     nat: bool = False  # a NAT (masquerade) in front of the site: its nodes have no endpoints
+    # 2: a second provider; every node gets a second underlay address (a second endpoint)
+    uplinks: int = Field(default=1, ge=1, le=2)
     uplink: Impairment = Field(default_factory=Impairment)
+
+    @model_validator(mode="after")
+    def _shape(self) -> Site:
+        if self.nat and self.uplinks > 1:
+            raise ValueError("a site behind NAT has one uplink (its nodes have no endpoints)")
+        return self
 
 
 class Node(_Model):
@@ -172,9 +180,14 @@ class Probe(_Model):
 
 class Fault(_Model):
     name: Name
-    kind: Literal["cut-uplink", "kill-agent", "impair"]
+    kind: Literal["cut-uplink", "kill-agent", "impair", "block", "kill-relay", "cold-start"]
     site: SiteName | None = None  # cut-uplink, impair
+    # cut-uplink of a two-uplink site: 1, 2, or "active" (the one the probe's traffic uses);
+    # default: every uplink (the site is cut off)
+    uplink: Literal["active", 1, 2] | None = None
     node: Name | None = None  # kill-agent
+    # block: drop everything between these two sites' underlay addresses in the internet core
+    sites: tuple[SiteName, SiteName] | None = None
     duration: float = Field(default=2.0, gt=0, le=120)  # seconds the fault lasts
     recovery_timeout: float = Field(default=20.0, gt=0, le=300)  # seconds allowed to recover after
     probe: Probe | None = None  # default: a pair of guests across the faulted place
@@ -184,6 +197,16 @@ class Fault(_Model):
     def _shape(self) -> Fault:
         if self.kind in ("cut-uplink", "impair") and self.site is None:
             raise ValueError(f"a {self.kind} fault needs `site`")
+        if self.uplink is not None and self.kind != "cut-uplink":
+            raise ValueError("`uplink` is for cut-uplink faults")
+        if self.kind == "block" and (self.sites is None or self.sites[0] == self.sites[1]):
+            raise ValueError('a block fault needs `sites = ["a", "b"]`, two different sites')
+        if self.sites is not None and self.kind != "block":
+            raise ValueError("`sites` is for block faults")
+        if self.kind == "kill-relay" and self.probe is None:
+            raise ValueError(
+                "a kill-relay fault needs `probe`: it kills the node relaying the probe's traffic"
+            )
         if self.kind == "kill-agent" and self.node is None:
             raise ValueError("a kill-agent fault needs `node`")
         if self.kind == "impair" and self.impair.empty:
@@ -306,6 +329,16 @@ def _cross_check(lab: Lab) -> list[str]:
             problems.append(f"fault[{i}].site: unknown site {f.site!r}")
         if f.node is not None and f.node not in nodes:
             problems.append(f"fault[{i}].node: unknown node {f.node!r}")
+        for s in f.sites or ():
+            if s not in sites:
+                problems.append(f"fault[{i}].sites: unknown site {s!r}")
+        if f.uplink is not None and f.site in sites:
+            n_up = next(x.uplinks for x in lab.site if x.name == f.site)
+            if n_up < 2:
+                problems.append(
+                    f"fault[{i}].uplink: site {f.site!r} has one uplink; "
+                    "`uplink` needs a site with `uplinks = 2`"
+                )
         if f.probe is not None:
             for fld in ("source", "target"):
                 gname = getattr(f.probe, fld)

@@ -146,6 +146,65 @@ class Probe:
         )
 
 
+FIRST = re.compile(r"^F (\S+) (\d+\.\d+)$")
+
+
+class AllPairs:
+    """One prober in namespace `ns` echoing every address in `targets` until each answers.
+
+    `first` maps each address to the wall time of its first reply.
+    """
+
+    def __init__(self, ns: str, targets: list[str], interval: float = 0.02) -> None:
+        self.targets = list(dict.fromkeys(targets))
+        self.first: dict[str, float] = {}
+        self.started = threading.Event()
+        argv = [sys.executable, "-m", "lanspan.lab.prober", self.targets[0],
+                "--interval", str(interval)]  # fmt: skip
+        for t in self.targets[1:]:
+            argv += ["--also", t]
+        if len(self.targets) == 1:
+            argv += ["--also", self.targets[0]]
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self.lock = threading.Lock()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            line = line.strip()
+            if START.match(line):
+                self.started.set()
+            m = FIRST.match(line)
+            if m:
+                with self.lock:
+                    self.first.setdefault(m.group(1), float(m.group(2)))
+
+    def wait_started(self, timeout: float) -> bool:
+        return self.started.wait(timeout)
+
+    def done(self) -> bool:
+        with self.lock:
+            return len(self.first) >= len(self.targets)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.reader.join(5)
+
+
 def window(r: ProbeResult, start_ms: float, end_ms: float) -> dict[str, float | None]:
     """Loss % and median RTT of the probes sent between two marker times."""
     a = max(0, int(start_ms / r.interval_ms))
@@ -158,4 +217,4 @@ def window(r: ProbeResult, start_ms: float, end_ms: float) -> dict[str, float | 
     }
 
 
-__all__ = ["Probe", "ProbeResult", "outage", "window"]
+__all__ = ["AllPairs", "Probe", "ProbeResult", "outage", "window"]

@@ -3,7 +3,10 @@
 `python -m lanspan.lab.prober ADDR [--interval S]` sends one echo request every
 interval on an absolute schedule (unlike ping, it never slows down while
 replies are missing), prints `R <seq> <sent wall time> <received wall time>`
-per first reply and, on SIGINT/SIGTERM, `S <sent>`. Needs a raw socket (root).
+per first reply and, on SIGINT/SIGTERM, `S <sent>`. With `--also ADDR` (any
+number) it echoes those addresses too, on the same schedule, and prints
+`F <addr> <received wall time>` once for the first reply from each address
+(ADDR included): the lab's cold-start measurement. Needs a raw socket (root).
 """
 
 from __future__ import annotations
@@ -37,7 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lanspan.lab.prober")
     ap.add_argument("address")
     ap.add_argument("--interval", type=float, default=0.01)
+    ap.add_argument("--also", action="append", default=[], help="more addresses (first reply)")
     a = ap.parse_args(argv)
+    multi = bool(a.also)
+    pending = {a.address, *a.also} if multi else set()  # no reply yet from these
     sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     sock.setblocking(False)
     ident = os.getpid() & 0xFFFF
@@ -62,8 +68,9 @@ def main(argv: list[str] | None = None) -> int:
             seq += 1
             sent_at[seq] = wall0 + now
             payload = struct.pack("!d", sent_at[seq]) + b"lanspan-lab-probe".ljust(48, b".")
-            with contextlib.suppress(OSError):  # unreachable for now: counted as unanswered
-                sock.sendto(echo(ident, seq, payload), (a.address, 0))
+            for addr in [a.address, *sorted(pending - {a.address})]:
+                with contextlib.suppress(OSError):  # unreachable for now: counted as unanswered
+                    sock.sendto(echo(ident, seq, payload), (addr, 0))
             continue
         ready, _, _ = select.select([sock], [], [], min(due - now, 0.05))
         if not ready:
@@ -79,6 +86,13 @@ def main(argv: list[str] | None = None) -> int:
             typ, _, _, rid, rseq = struct.unpack_from("!BBHHH", pkt, ihl)
             if typ != 0 or rid != ident:
                 continue
+            if multi:
+                src = socket.inet_ntoa(pkt[12:16])
+                if src in pending:
+                    pending.discard(src)
+                    print(f"F {src} {time.time():.6f}", file=out, flush=True)
+                if src != a.address:
+                    continue
             # seqs wrap at 65536: map back to the most recent one with these bits
             full = seq - ((seq - rseq) & 0xFFFF)
             if full in sent_at and full not in seen:

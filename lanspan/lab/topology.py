@@ -9,6 +9,17 @@ Underlay plan (all from 198.19.0.0/16, inside the lab range 198.18.0.0/15):
     core  <-- to-<site> / up0 -->  router of site i      198.19.0.<4(i-1)+1,+2>/30
     router <-- n<j> / up0 -->      node j of site i       198.19.<i>.<4(j-1)+1,+2>/30
 
+A site with `uplinks = 2` has a second provider: a second core link and a
+second prefix, and each node a second veth (`up1`) and address:
+
+    core  <-- u2-<site> / up1 -->  router of site i      198.19.254.<4(i-1)+1,+2>/30
+    router <-- m<j> / up1 -->      node j of site i       198.19.<100+i>.<4(j-1)+1,+2>/30
+
+The router sends what comes from the second prefix out of `up1` (policy
+routing); a node prefers `up0` (default route metric 0, `up1` metric 200) and
+ignores routes over a link without carrier, so it leaves by the other uplink
+when one goes dark. Both addresses are the node's endpoints in the network file.
+
 The core routes 198.19.<i>.0/24 to site i unless the site is behind NAT: then
 the router masquerades, the core knows no route inside, and the site's nodes
 get no endpoints in the network file. Guests hang off their node by a veth:
@@ -19,7 +30,7 @@ side `eth0`.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from ipaddress import IPv4Interface, IPv4Network
 from typing import Any
 
@@ -54,6 +65,15 @@ class SitePlan:
     public_addr: str  # router side of the uplink (the NAT's public address)
     prefix: str  # the site's underlay prefix
     nat: bool
+    # the second uplink (uplinks = 2), else None
+    core_if2: str | None = None
+    core_addr2: str | None = None
+    public_addr2: str | None = None
+    prefix2: str | None = None
+
+    def prefixes(self) -> tuple[str, ...]:
+        """The site's underlay prefixes, one per uplink."""
+        return (self.prefix,) if self.prefix2 is None else (self.prefix, self.prefix2)
 
 
 @dataclass(frozen=True)
@@ -75,6 +95,11 @@ class NodePlan:
     endpoint: str | None  # host:port, None behind NAT
     segments: tuple[str, ...]
     ports: tuple[PortPlan, ...]
+    underlay2: str | None = None  # address/len on up1 (second uplink)
+    endpoint2: str | None = None
+
+    def endpoints(self) -> tuple[str, ...]:
+        return tuple(e for e in (self.endpoint, self.endpoint2) if e is not None)
 
 
 @dataclass(frozen=True)
@@ -206,6 +231,15 @@ def expand(lab: Lab, prefix: str, public_keys: dict[str, str]) -> Plan:
             prefix=f"198.19.{i}.0/24",
             nat=site.nat,
         )
+        two = site.uplinks == 2
+        if two:
+            sp = replace(
+                sp,
+                core_if2=f"u2-{site.name}",
+                core_addr2=f"198.19.254.{base + 1}",
+                public_addr2=f"198.19.254.{base + 2}",
+                prefix2=f"198.19.{100 + i}.0/24",
+            )
         sites.append(sp)
         links.append(Link(core, core_if, sp.core_mac, r, "up0", sp.router_mac))
         cmds += [
@@ -214,6 +248,19 @@ def expand(lab: Lab, prefix: str, public_keys: dict[str, str]) -> Plan:
             (r, ("ip", "route", "add", "default", "via", core_addr)),
             (r, ("sysctl", "-qw", "net.ipv4.ip_forward=1")),
         ]
+        if two:
+            assert sp.core_if2 and sp.prefix2
+            links.append(Link(core, sp.core_if2, _mac(1, i, 2), r, "up1", _mac(2, i, 2)))
+            cmds += [
+                (core, ("ip", "addr", "add", f"{sp.core_addr2}/30", "dev", sp.core_if2)),
+                (core, ("ip", "route", "add", sp.prefix2, "via", f"{sp.public_addr2}")),
+                (r, ("ip", "addr", "add", f"{sp.public_addr2}/30", "dev", "up1")),
+                # the second provider's prefix leaves by the second uplink
+                (r, ("ip", "rule", "add", "from", sp.prefix2, "lookup", "102", "priority", "100")),
+                (r, ("ip", "route", "add", "default", "via", f"{sp.core_addr2}", "table", "102")),
+                (r, ("sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0")),
+                (r, ("sysctl", "-qw", "net.ipv4.conf.up1.rp_filter=0")),
+            ]
         if site.nat:
             cmds += [
                 (r, ("nft", "add", "table", "ip", "lablanspan")),
@@ -242,6 +289,22 @@ def expand(lab: Lab, prefix: str, public_keys: dict[str, str]) -> Plan:
                 (nns, ("ip", "addr", "add", f"{addr}/30", "dev", "up0")),
                 (nns, ("ip", "route", "add", "default", "via", gw)),
             ]
+            addr2: str | None = None
+            if two:
+                gw2, addr2 = f"198.19.{100 + i}.{nb + 1}", f"198.19.{100 + i}.{nb + 2}"
+                links.append(Link(r, f"m{j}", _mac(3, i, j, 2), nns, "up1", _mac(4, i, j, 2)))
+                cmds += [
+                    (r, ("ip", "addr", "add", f"{gw2}/30", "dev", f"m{j}")),
+                    (r, ("sysctl", "-qw", f"net.ipv4.conf.m{j}.rp_filter=0")),
+                    # a dark uplink's routes are ignored: the node leaves by the other one
+                    (nns, ("sysctl", "-qw", "net.ipv4.conf.all.ignore_routes_with_linkdown=1")),
+                    (nns, ("sysctl", "-qw", "net.ipv4.conf.up0.ignore_routes_with_linkdown=1")),
+                    (nns, ("sysctl", "-qw", "net.ipv4.conf.up1.ignore_routes_with_linkdown=1")),
+                    (nns, ("sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0")),
+                    (nns, ("sysctl", "-qw", "net.ipv4.conf.up1.rp_filter=0")),
+                    (nns, ("ip", "addr", "add", f"{addr2}/30", "dev", "up1")),
+                    (nns, ("ip", "route", "add", "default", "via", gw2, "metric", "200")),
+                ]
             ports: list[PortPlan] = []
             for k, g in enumerate(gg for gg in lab.guest if gg.node == node.name):
                 gns = ns(f"g-{g.name}")
@@ -273,6 +336,8 @@ def expand(lab: Lab, prefix: str, public_keys: dict[str, str]) -> Plan:
                     endpoint=None if site.nat else f"{addr}:{lab.lab.port}",
                     segments=lab.node_segments(node),
                     ports=tuple(ports),
+                    underlay2=f"{addr2}/30" if addr2 else None,
+                    endpoint2=f"{addr2}:{lab.lab.port}" if addr2 else None,
                 )
             )
     network = render_network(lab, nodes, public_keys)
@@ -325,7 +390,7 @@ def render_network(lab: Lab, nodes: list[NodePlan], public_keys: dict[str, str])
             f"name = {_q(n.name)}",
             f"site = {_q(n.site)}",
             f"public_key = {_q(public_keys[n.name])}",
-            "endpoints = [" + (_q(n.endpoint) if n.endpoint else "") + "]",
+            "endpoints = [" + ", ".join(_q(e) for e in n.endpoints()) + "]",
             "segments = [" + ", ".join(_q(s) for s in n.segments) + "]",
         ]
         if not lab_node.relay:
