@@ -19,7 +19,7 @@ import pytest
 from agentlib import Cluster, ContinuousPing, lanspan_cli, make_cluster
 
 from lanspan.lab.netns import Netns, require_root, run, wait_for
-from lanspan.session import REKEY_AFTER_TIME
+from lanspan.session import REKEY_AFTER_TIME, REKEY_TIMEOUT
 
 pytestmark = [
     pytest.mark.netns,
@@ -38,6 +38,14 @@ def reload_ok(c: Cluster, name: str) -> str:
 
 def handshake_ages(c: Cluster, name: str) -> dict[str, Any]:
     return {p: doc["last_handshake_age"] for p, doc in c.peers(name).items()}
+
+
+def settled(c: Cluster, name: str) -> bool:
+    """No handshake in the last REKEY_TIMEOUT (+ jitter): an initiation sent before the
+    peer ran may be retried once that late, even though the peer's own one made a session."""
+    return all(
+        age is not None and age > REKEY_TIMEOUT + 2 for age in handshake_ages(c, name).values()
+    )
 
 
 def assert_no_new_handshake(
@@ -69,6 +77,7 @@ def test_reload_add_remove_readdress_and_reject(tmp_path: Path) -> None:
                 ns, c.members["n1"].guest, c.members["n2"].guest_ip, tmp_path / "ping.log"
             )
             ping.wait_replies(10)
+            wait_for(lambda: settled(c, "n1") and settled(c, "n2"), UP, "first handshakes done")
             pair = {a: {b: handshake_ages(c, a)[b]} for a, b in (("n1", "n2"), ("n2", "n1"))}
             t_pair = time.monotonic()
 
@@ -125,6 +134,7 @@ def test_reload_add_remove_readdress_and_reject(tmp_path: Path) -> None:
                 )
 
             wait_for(lambda: new_path_up("n1") and new_path_up("n4"), UP, "n2 seen from .102")
+            wait_for(lambda: all(settled(c, n) for n in ("n1", "n2", "n4")), UP, "handshakes done")
             ages = {n: handshake_ages(c, n) for n in ("n1", "n2", "n4")}
             t0 = time.monotonic()
             n2.endpoints = ["198.18.0.102"]
