@@ -284,3 +284,17 @@ def test_cookie_reply_under_load_then_mac2_succeeds() -> None:
     assert ups and ups[0] >= REKEY_TIMEOUT  # after the retry that carried mac2
     assert net.payloads("b") == [b"through the cookie"]
     assert net.tables["b"].drops["under_load"] == 1
+
+
+def test_session_confirmed_as_responder_cancels_our_own_attempt() -> None:
+    net = Net(seed=12)
+    net.tables["b"].initiate("a", 0.0)
+    lost = net.tables["b"].take_actions()  # b's initiation never arrives
+    assert lost and isinstance(lost[0], Transmit)
+    net.tables["a"].initiate("b", 0.1)
+    net.run(1.0)
+    net.send("a", "b", b"confirms b's responder keypair")
+    net.run(12.0)  # two REKEY_TIMEOUTs: b must not have retried its lost initiation
+    assert [e.detail for _, e in net.events["b"] if e.kind == "up"] == ["responder"]
+    assert len(net.kinds("a", "up")) == 1
+    assert net.payloads("b") == [b"confirms b's responder keypair"]

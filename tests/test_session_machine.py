@@ -19,6 +19,8 @@ EXPECTED: dict[tuple[HsState, HsInput], tuple[HsAction, HsState]] = {
     (HsState.IDLE, HsInput.WANT_HANDSHAKE): (HsAction.SEND_INITIATION, HsState.INITIATION_SENT),
     (HsState.IDLE, HsInput.VALID_INITIATION): (HsAction.RESPOND, HsState.IDLE),
     (HsState.IDLE, HsInput.REMOVE): (HsAction.FORGET, HsState.IDLE),
+    (HsState.IDLE, HsInput.PEER_CONFIRMED): (HsAction.NOTHING, HsState.IDLE),
+    (HsState.INITIATION_SENT, HsInput.PEER_CONFIRMED): (HsAction.CANCEL, HsState.IDLE),
     (HsState.INITIATION_SENT, HsInput.WANT_HANDSHAKE): (
         HsAction.NOTHING,
         HsState.INITIATION_SENT,

@@ -25,6 +25,7 @@ class HsInput(StrEnum):
     VALID_RESPONSE = "valid_response"  # authenticated response to our initiation
     VALID_COOKIE = "valid_cookie"  # cookie reply to our initiation
     REMOVE = "remove"  # operator removed the peer
+    PEER_CONFIRMED = "peer_confirmed"  # the peer's own handshake (we answered) is confirmed
 
 
 class HsAction(StrEnum):
@@ -35,6 +36,7 @@ class HsAction(StrEnum):
     CONFIRM = "confirm"  # keypair becomes current, flush queue or keepalive
     STORE_COOKIE = "store_cookie"  # mac2 on the next retry
     FORGET = "forget"  # erase keys, indexes and queue
+    CANCEL = "cancel"  # keys came from the peer's handshake: stop retrying ours
 
 
 S, In, A = HsState, HsInput, HsAction
@@ -43,6 +45,7 @@ TABLE: dict[tuple[HsState, HsInput], tuple[HsAction, HsState]] = {
     (S.IDLE, In.WANT_HANDSHAKE): (A.SEND_INITIATION, S.INITIATION_SENT),
     (S.IDLE, In.VALID_INITIATION): (A.RESPOND, S.IDLE),
     (S.IDLE, In.REMOVE): (A.FORGET, S.IDLE),
+    (S.IDLE, In.PEER_CONFIRMED): (A.NOTHING, S.IDLE),
     (S.INITIATION_SENT, In.WANT_HANDSHAKE): (A.NOTHING, S.INITIATION_SENT),
     (S.INITIATION_SENT, In.RETRY_TIMER): (A.SEND_INITIATION, S.INITIATION_SENT),
     (S.INITIATION_SENT, In.ATTEMPTS_EXHAUSTED): (A.GIVE_UP, S.IDLE),
@@ -51,6 +54,8 @@ TABLE: dict[tuple[HsState, HsInput], tuple[HsAction, HsState]] = {
     (S.INITIATION_SENT, In.VALID_RESPONSE): (A.CONFIRM, S.IDLE),
     (S.INITIATION_SENT, In.VALID_COOKIE): (A.STORE_COOKIE, S.INITIATION_SENT),
     (S.INITIATION_SENT, In.REMOVE): (A.FORGET, S.IDLE),
+    # As WireGuard does: a session confirmed as responder ends our own attempt.
+    (S.INITIATION_SENT, In.PEER_CONFIRMED): (A.CANCEL, S.IDLE),
 }
 
 

@@ -451,6 +451,7 @@ class SessionTable:
             # The initiator used the keypair we offered: it is confirmed (paper §5.4.6).
             self._free(p.previous)
             p.previous, p.current, p.next = p.current, kp, None
+            self._hs(p, HsInput.PEER_CONFIRMED, now)
             self._went_up(p, now, "responder")
             self._flush(p, now, keepalive_if_empty=False)
 
@@ -578,6 +579,8 @@ class SessionTable:
             )
         elif action is HsAction.FORGET:
             self._forget(p)
+        elif action is HsAction.CANCEL:
+            self._clear_pending(p)
         # NOTHING, STORE_COOKIE (stored by the caller), RESPOND (done by the caller)
 
     def _send_initiation(self, p: _Peer, now: float) -> None:
