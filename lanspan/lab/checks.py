@@ -485,6 +485,7 @@ def cold_start(run: LabRun, plan: Plan, fault: Fault, log: Log) -> dict[str, Any
         _kill(run, state, node.name)
     # every guest -> every other guest of each segment, IPv4, one prober per source guest
     wanted: dict[str, list[str]] = {}
+    names: dict[tuple[str, str], str] = {}  # (source guest, address) -> target guest
     for a in plan.guests:
         for ia in a.interfaces:
             if not any(ip_interface(x).version == 4 for x in ia.addresses):
@@ -492,7 +493,9 @@ def cold_start(run: LabRun, plan: Plan, fault: Fault, log: Log) -> dict[str, Any
             for b in plan.guests:
                 if b is not a and b.on(ia.segment) is not None:
                     wanted.setdefault(a.name, []).append(_v4(b, ia.segment))
-    all_pairs = [AllPairs(plan.guest(g).ns, addrs) for g, addrs in wanted.items() if addrs]
+                    names[(a.name, _v4(b, ia.segment))] = b.name
+    sources = [g for g, addrs in wanted.items() if addrs]
+    all_pairs = [AllPairs(plan.guest(g).ns, wanted[g]) for g in sources]
     probe = Probe(src.ns, _v4(dst, seg), source=src.name)
     t_start = 0.0
     try:
@@ -518,6 +521,12 @@ def cold_start(run: LabRun, plan: Plan, fault: Fault, log: Log) -> dict[str, Any
         for ap in all_pairs:
             ap.stop()
     firsts = [t for ap in all_pairs for t in ap.first.values()]
+    per_pair = {
+        f"{g} -> {names[(g, addr)]}": round((t - t_start) * 1000, 1)
+        for g, ap in zip(sources, all_pairs, strict=True)
+        for addr, t in ap.first.items()
+        if (g, addr) in names
+    }
     n_pairs = sum(len(ap.targets) for ap in all_pairs)
     done = all(ap.done() for ap in all_pairs)
     first_probe = min((t for s, t in probe.answered.items() if t >= t_start), default=None)
@@ -529,6 +538,7 @@ def cold_start(run: LabRun, plan: Plan, fault: Fault, log: Log) -> dict[str, Any
         start_spread_ms=round((t_end - t_start) * 1000, 1),
         pairs=n_pairs,
         pairs_answered=len(firsts),
+        pairs_ms=dict(sorted(per_pair.items(), key=lambda kv: -kv[1])),
         recovery_ms=round((back - t_start) * 1000, 1) if back is not None else None,
         lost_ms_total=pr.lost_ms_total,
         sent=pr.sent,

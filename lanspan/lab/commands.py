@@ -107,7 +107,8 @@ def _status_table(st: dict[str, Any]) -> str:
         pid = n["agent_pid"] if n["agent_running"] else "dead"
         sess = f"{n['sessions_up']}/{n['sessions_expected']}"
         lines.append(
-            f"{n['name']:<16} {n['site']:<10} {pid!s:>9}  {sess:<9} {n['endpoint'] or 'NAT'}"
+            f"{n['name']:<16} {n['site']:<10} {pid!s:>9}  {sess:<9} "
+            f"{', '.join(n.get('endpoints') or []) or 'NAT'}"
         )
     for h in st.get("helpers", []):
         lines.append(f"helper {h['what']} pid {h['pid']} {'running' if h['running'] else 'dead'}")

@@ -395,6 +395,7 @@ class LabRun:
                     "namespace": n.ns,
                     "underlay": n.underlay,
                     "endpoint": n.endpoint,
+                    "endpoints": list(n.endpoints()),
                     "agent_pid": a["pid"] if a else None,
                     "agent_running": running,
                     "sessions": peers,
