@@ -89,3 +89,13 @@ def test_set_endpoints_keeps_state_of_paths_that_stay() -> None:
     kept = p.find(A)
     p.set_endpoints([A])
     assert p.find(A) is kept and p.find(B) is None
+
+
+def test_a_configured_path_wins_over_a_learned_one() -> None:
+    # After a reload moved the endpoint, the peer still speaks from its old address.
+    p = PeerPaths([A], T)
+    p.set_endpoints([B])
+    p.seen(A, 0.0)  # learned
+    now = run(p, 0.0, 0.4, set(), {A: 0.0001, B: 0.005})  # the old one answers faster
+    run(p, now, now + 3.0, set(), {A: 0.0001, B: 0.005})
+    assert p.active is not None and p.active.addr == B and p.active.configured

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import random
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -337,3 +338,16 @@ def test_tampered_real_datagrams_never_raise(data: st.DataObject) -> None:
     node.flush(net.now)
     node.take_sends()
     node.take_writes()
+
+
+def test_reconfigure_applies_timers_and_reports_segment_changes() -> None:
+    net = Net(2, Link(random.Random(14)))
+    net.run(1.0)
+    node = net.nodes["n1"]
+    slower = replace(net.network.timers, probe_interval=1.0)
+    with pytest.raises(ValueError, match="restart"):
+        node.check_reload(replace(net.network, name="other"))
+    changes = node.reconfigure(replace(net.network, timers=slower), net.now)
+    assert node.paths["n2"].timers.probe_interval == 1.0
+    assert any(c.startswith("timers now") for c in changes)
+    assert net.up("n1", "n2")  # the session was not touched

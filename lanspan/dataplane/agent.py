@@ -313,6 +313,9 @@ class Agent:
                 node.handle_timer(now)
             if self._reload_requested:
                 self._reload_requested = False
-                self.reload()
+                try:
+                    self.reload()
+                except Exception:  # a reload bug must not take the running network down
+                    log.exception("reload failed; running config kept")
             self._flush()
             self._log_drops(now)

@@ -124,9 +124,9 @@ class NodeCore:
         if node.endpoints:
             self.sessions.initiate(node.name, now)
 
-    def _remove_peer(self, name: str) -> None:
+    def _remove_peer(self, name: str, now: float) -> None:
         self.sessions.remove_peer(name)
-        self._drain_sessions(0.0)
+        self._drain_sessions(now)
         self.reassembly.forget(name)
         del self.peers[name], self.paths[name], self.traffic[name]
 
@@ -161,9 +161,10 @@ class NodeCore:
         changes: list[str] = []
         old_peers = {n.name: n for n in self.network.nodes if n.name != self.me.name}
         new_peers = {n.name: n for n in new.nodes if n.name != self.me.name}
+        old_network = self.network
         self.network, self.me = new, new.node(self.me.name)
         for name in old_peers.keys() - new_peers.keys():
-            self._remove_peer(name)
+            self._remove_peer(name, now)
             changes.append(f"peer {name} removed")
         for name, node in new_peers.items():
             old = old_peers.get(name)
@@ -171,7 +172,7 @@ class NodeCore:
                 self._add_peer(node, now)
                 changes.append(f"peer {name} added")
             elif old.public_key != node.public_key:
-                self._remove_peer(name)
+                self._remove_peer(name, now)
                 self._add_peer(node, now)
                 changes.append(f"peer {name} key changed: new session")
             else:
@@ -181,6 +182,14 @@ class NodeCore:
                     changes.append(f"peer {name} endpoints now {[str(e) for e in node.endpoints]}")
                 if old.segments != node.segments:
                     changes.append(f"peer {name} segments now {list(node.segments)}")
+        old_segments = {s.name for s in old_network.segments}
+        new_segments = {s.name for s in new.segments}
+        changes += [f"segment {n} added" for n in sorted(new_segments - old_segments)]
+        changes += [f"segment {n} removed" for n in sorted(old_segments - new_segments)]
+        if old_network.timers != new.timers:
+            for paths in self.paths.values():
+                paths.timers = new.timers
+            changes.append(f"timers now {new.timers}")
         # The switch is rebuilt from the new file; learned MACs are relearned from traffic.
         self.switch = Switch(new, self.me.name)
         for peer in self._up:

@@ -192,7 +192,8 @@ class PeerPaths:
 
     def _choose(self, now: float, fallback: Path | None = None) -> None:
         up = [p for p in self.paths if p.up]
-        pool = [p for p in up if p.relay is None] or up  # relays only when no direct path is
+        # Configured paths first, then learned ones (roaming), relays only when neither is up.
+        pool = [p for p in up if p.configured] or [p for p in up if p.relay is None] or up
         eligible = [p for p in pool if self._eligible(p, now)] or pool
         best = min(eligible, key=_rtt_key, default=None)
         cur = self.active
@@ -206,6 +207,8 @@ class PeerPaths:
             return
         elif cur.relay is not None and best.relay is None:
             self._activate(best, now, "direct path back")
+        elif not cur.configured and best.configured:
+            self._activate(best, now, "configured path back")
         elif cur.rtt is not None and best.rtt is not None and best.rtt < SWITCH_FACTOR * cur.rtt:
             self._activate(best, now, f"rtt {best.rtt * 1000:.2f} ms < {cur.rtt * 1000:.2f}")
 
