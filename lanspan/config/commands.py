@@ -6,6 +6,7 @@ clear message on stderr and exit status 1, never a traceback.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -147,7 +148,7 @@ def genkey(out: Path | None, force: bool) -> None:
 @click.command()
 def pubkey() -> None:
     """Print the public key of the private key read on stdin."""
-    data = click.get_binary_stream("stdin").read(4097)
+    data = sys.stdin.buffer.read(4097)
     try:
         if len(data) > 4096:
             raise KeyFormatError("the input is far too long to be a key")
