@@ -374,6 +374,9 @@ def run_fault(run: LabRun, plan: Plan, fault: Fault, log: Log) -> dict[str, Any]
         result["before"] = before
     if fault.kind == "impair":
         result["impair"] = {k: v for k, v in fault.impair.model_dump().items() if v}
+    if fault.kind == "cut-uplink" and target:
+        active = " (the one carrying the probe)" if fault.uplink == "active" else ""
+        result["detail"] = f"cut {target} of {fault.site}{active}"
     if fault.kind == "block":
         result["relays"] = vias
         if not vias:

@@ -42,6 +42,14 @@ def _check_lab_address(value: Any) -> Any:
     return value
 
 
+def _no_bool(value: Any) -> Any:
+    """`true`/`false` where an address belongs: refused (ipaddress would take it as 1/0)."""
+    items = value if isinstance(value, list | tuple) else [value]
+    if any(isinstance(v, bool) for v in items):
+        raise ValueError(f"{value!r} is not an address")
+    return value
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -87,6 +95,7 @@ class Segment(_Model):
     ipv6: IPv6Network | None = None
     mtu: int = Field(default=1400, ge=576, le=9000)
 
+    _not_bool = field_validator("ipv4", "ipv6", mode="before")(_no_bool)
     _lab_v4 = field_validator("ipv4", "ipv6")(_check_lab_address)
 
 
@@ -132,8 +141,8 @@ class Guest(_Model):
         if isinstance(v, str):
             return (v,)
         if isinstance(v, dict):
-            return {k: (x,) if isinstance(x, str) else x for k, x in v.items()}
-        return v
+            return {k: (x,) if isinstance(x, str) else _no_bool(x) for k, x in v.items()}
+        return _no_bool(v)
 
     @model_validator(mode="after")
     def _shape(self) -> Guest:
