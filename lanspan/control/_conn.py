@@ -1,4 +1,4 @@
-"""A non-blocking stream connection on the agent's selector (shared by control and metrics).
+"""Non-blocking stream connections and listeners on the agent's selector (control and metrics).
 
 The agent's loop is single-threaded: nothing here may block. Each connection
 has a bounded input and a bounded output buffer; a connection that exceeds
@@ -9,11 +9,15 @@ the agent queue more for it.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import logging
 import selectors
 import socket
 from collections.abc import Callable
+from typing import Self
+
+from lanspan.logs import RateLimitedLog
 
 log = logging.getLogger("lanspan.control")
 
@@ -140,3 +144,98 @@ class Conn:
         self._mask = 0
         self.sock.close()
         self._on_closed(self)
+
+
+class Listener(abc.ABC):
+    """A bound, listening, non-blocking socket whose accepted clients are `Conn`s.
+
+    Subclasses set up `sock` and implement `_on_data`. Beyond `max_clients`
+    the longest-connected client is dropped (with `crowded_warning` logged
+    when given); accept errors (EMFILE...) go to `logger`, rate limited.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        logger: logging.Logger,
+        max_clients: int,
+        max_in: int,
+        max_out: int,
+        crowded_warning: str | None = None,
+    ) -> None:
+        self._sock = sock
+        self._sel: selectors.BaseSelector | None = None
+        self._clients: list[Conn] = []
+        self._closed = False
+        self._accept_errors = RateLimitedLog(logger, interval=60.0)
+        self._logger = logger
+        self._max_clients = max_clients
+        self._max_in = max_in
+        self._max_out = max_out
+        self._crowded_warning = crowded_warning
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def register(self, sel: selectors.BaseSelector) -> None:
+        """Watch the listening socket and every client on `sel`; data is a `handle(mask)`."""
+        self._sel = sel
+        sel.register(self._sock, selectors.EVENT_READ, self.handle)
+        for c in self._clients:
+            c.attach(sel)
+
+    def handle(self, mask: int) -> None:
+        """Accept every pending connection; never raises."""
+        while not self._closed:
+            try:
+                sock, _ = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:  # EMFILE and friends: say so, without flooding the log
+                self._accept_errors.drop("accept_failed", str(e))
+                return
+            if len(self._clients) >= self._max_clients:
+                if self._crowded_warning is not None:
+                    self._logger.warning(self._crowded_warning)
+                self._clients[0].close()
+            self._clients.append(
+                Conn(
+                    sock,
+                    self._sel,
+                    on_data=self._on_data,
+                    on_closed=self._on_closed,
+                    max_in=self._max_in,
+                    max_out=self._max_out,
+                )
+            )
+
+    @abc.abstractmethod
+    def _on_data(self, conn: Conn) -> None:
+        """New bytes are in `conn.inbuf`: answer what is complete."""
+
+    def _on_closed(self, conn: Conn) -> None:
+        with contextlib.suppress(ValueError):
+            self._clients.remove(conn)
+
+    @property
+    def client_count(self) -> int:
+        return len(self._clients)
+
+    def close(self) -> None:
+        """Close every client and the listener."""
+        if self._closed:
+            return
+        self._closed = True
+        for c in list(self._clients):
+            c.close()
+        if self._sel is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._sel.unregister(self._sock)
+        self._sock.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -12,18 +12,15 @@ name peers and endpoints.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import logging
 import math
-import selectors
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from lanspan.control._conn import Conn
+from lanspan.control._conn import Conn, Listener
 from lanspan.control.server import StatusSource
-from lanspan.logs import RateLimitedLog
 
 __all__ = ["CONTENT_TYPE", "MetricsServer", "parse_addr", "render_prometheus"]
 
@@ -314,14 +311,12 @@ def _response(status: str, body: bytes, content_type: str, head: bool = False) -
     return headers if head else headers + body
 
 
-class MetricsServer:
+class MetricsServer(Listener):
     """``GET /metrics`` on `addr`, served from `source.status()` on the agent's selector."""
 
     def __init__(self, addr: str, source: StatusSource) -> None:
         family, sockaddr = parse_addr(addr)
         self._source = source
-        self._sel: selectors.BaseSelector | None = None
-        self._clients: list[Conn] = []
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -333,46 +328,19 @@ class MetricsServer:
         except OSError as e:
             sock.close()
             raise OSError(e.errno, f"cannot listen for metrics on {addr}: {e.strerror}") from e
-        self._sock = sock
-        self._closed = False
-        self._accept_errors = RateLimitedLog(log, interval=60.0)
+        super().__init__(
+            sock,
+            logger=log,
+            max_clients=MAX_METRICS_CLIENTS,
+            max_in=MAX_HTTP_REQUEST,
+            max_out=64 * 1024 * 1024,
+        )
 
     @property
     def address(self) -> tuple[str, int]:
         """The bound (host, port); useful with port 0."""
         name = self._sock.getsockname()
         return str(name[0]), int(name[1])
-
-    def fileno(self) -> int:
-        return self._sock.fileno()
-
-    def register(self, sel: selectors.BaseSelector) -> None:
-        self._sel = sel
-        sel.register(self._sock, selectors.EVENT_READ, self.handle)
-        for c in self._clients:
-            c.attach(sel)
-
-    def handle(self, mask: int) -> None:
-        while not self._closed:
-            try:
-                sock, _ = self._sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as e:  # EMFILE and friends: say so, without flooding the log
-                self._accept_errors.drop("accept_failed", str(e))
-                return
-            if len(self._clients) >= MAX_METRICS_CLIENTS:
-                self._clients[0].close()
-            self._clients.append(
-                Conn(
-                    sock,
-                    self._sel,
-                    on_data=self._on_data,
-                    on_closed=self._on_closed,
-                    max_in=MAX_HTTP_REQUEST,
-                    max_out=64 * 1024 * 1024,
-                )
-            )
 
     def _on_data(self, conn: Conn) -> None:
         if conn.close_when_flushed:
@@ -412,24 +380,3 @@ class MetricsServer:
             log.exception("metrics: building the status document failed")
             return _response("500 Internal Server Error", b"status failed\n", "text/plain", head)
         return _response("200 OK", body, CONTENT_TYPE, head)
-
-    def _on_closed(self, conn: Conn) -> None:
-        with contextlib.suppress(ValueError):
-            self._clients.remove(conn)
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        for c in list(self._clients):
-            c.close()
-        if self._sel is not None:
-            with contextlib.suppress(KeyError, ValueError):
-                self._sel.unregister(self._sock)
-        self._sock.close()
-
-    def __enter__(self) -> MetricsServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -27,14 +27,12 @@ import json
 import logging
 import math
 import os
-import selectors
 import socket
 import stat
 from pathlib import Path, PurePath
 from typing import Protocol
 
-from lanspan.control._conn import Conn
-from lanspan.logs import RateLimitedLog
+from lanspan.control._conn import Conn, Listener
 
 __all__ = [
     "MAX_CLIENTS",
@@ -163,14 +161,12 @@ def _someone_listens(path: Path) -> bool:
     return True
 
 
-class ControlServer:
+class ControlServer(Listener):
     """Listens on `path` (mode 0600) and answers requests from `source`."""
 
     def __init__(self, path: Path, source: StatusSource) -> None:
         self.path = Path(path)
         self._source = source
-        self._sel: selectors.BaseSelector | None = None
-        self._clients: list[Conn] = []
         self._prepare_path()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old_umask = os.umask(0o177)
@@ -192,9 +188,14 @@ class ControlServer:
             with contextlib.suppress(OSError):
                 self.path.unlink()
             raise ControlError(f"cannot set up control socket {self.path}: {e}") from e
-        self._sock = sock
-        self._closed = False
-        self._accept_errors = RateLimitedLog(log, interval=60.0)
+        super().__init__(
+            sock,
+            logger=log,
+            max_clients=MAX_CLIENTS,
+            max_in=MAX_REQUEST_BYTES,
+            max_out=MAX_RESPONSE_BACKLOG,
+            crowded_warning="too many control clients; dropping the oldest",
+        )
 
     def _prepare_path(self) -> None:
         try:
@@ -216,41 +217,6 @@ class ControlServer:
         log.info("removing stale control socket %s", self.path)
         self.path.unlink()
 
-    def fileno(self) -> int:
-        return self._sock.fileno()
-
-    def register(self, sel: selectors.BaseSelector) -> None:
-        """Watch the listening socket and every client on `sel`; data is a `handle(mask)`."""
-        self._sel = sel
-        sel.register(self._sock, selectors.EVENT_READ, self.handle)
-        for c in self._clients:
-            c.attach(sel)
-
-    def handle(self, mask: int) -> None:
-        """Accept every pending connection; never raises."""
-        while not self._closed:
-            try:
-                sock, _ = self._sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as e:  # EMFILE and friends: say so, without flooding the log
-                self._accept_errors.drop("accept_failed", str(e))
-                return
-            if len(self._clients) >= MAX_CLIENTS:
-                oldest = self._clients[0]
-                log.warning("too many control clients; dropping the oldest")
-                oldest.close()
-            self._clients.append(
-                Conn(
-                    sock,
-                    self._sel,
-                    on_data=self._on_data,
-                    on_closed=self._on_closed,
-                    max_in=MAX_REQUEST_BYTES,
-                    max_out=MAX_RESPONSE_BACKLOG,
-                )
-            )
-
     def _on_data(self, conn: Conn) -> None:
         # answer complete lines while the client keeps up; the rest waits
         while not conn.closed and not conn.outbuf:
@@ -263,25 +229,11 @@ class ControlServer:
                 continue
             conn.send(_encode(handle_request(line, self._source)))
 
-    def _on_closed(self, conn: Conn) -> None:
-        with contextlib.suppress(ValueError):
-            self._clients.remove(conn)
-
-    @property
-    def client_count(self) -> int:
-        return len(self._clients)
-
     def close(self) -> None:
         """Close every client and the listener; unlink the socket file if it is still ours."""
         if self._closed:
             return
-        self._closed = True
-        for c in list(self._clients):
-            c.close()
-        if self._sel is not None:
-            with contextlib.suppress(KeyError, ValueError):
-                self._sel.unregister(self._sock)
-        self._sock.close()
+        super().close()
         try:
             st = os.lstat(self.path)
         except FileNotFoundError:
@@ -289,9 +241,3 @@ class ControlServer:
         if (st.st_dev, st.st_ino) == self._ident:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
-
-    def __enter__(self) -> ControlServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
