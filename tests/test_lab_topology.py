@@ -150,6 +150,10 @@ def test_minimal_lab_is_valid() -> None:
             "fault[0].sites: unknown site 'ams'",
         ),
         ('[[fault]]\nname = "f"\nkind = "kill-relay"\n', "a kill-relay fault needs `probe`"),
+        (
+            '[[fault]]\nname = "f"\nkind = "cut-uplink"\nsite = "gra"\nupstream_only = true\n',
+            "`upstream_only` needs `uplink`",
+        ),
     ],
 )
 def test_errors_name_field_and_value(extra: str, expected: str, tmp_path: Path) -> None:

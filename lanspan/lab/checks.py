@@ -376,7 +376,8 @@ def run_fault(run: LabRun, plan: Plan, fault: Fault, log: Log) -> dict[str, Any]
         result["impair"] = {k: v for k, v in fault.impair.model_dump().items() if v}
     if fault.kind == "cut-uplink" and target:
         active = " (the one carrying the probe)" if fault.uplink == "active" else ""
-        result["detail"] = f"cut {target} of {fault.site}{active}"
+        how = ", upstream only (carrier kept)" if fault.upstream_only else ""
+        result["detail"] = f"cut {target} of {fault.site}{active}{how}"
     if fault.kind == "block":
         result["relays"] = vias
         if not vias:
@@ -428,7 +429,7 @@ def _inject(run: LabRun, plan: Plan, state: State, fault: Fault, target: str) ->
     if fault.kind == "cut-uplink":
         assert fault.site is not None
         if target:
-            impair.cut_one(plan, fault.site, int(target.split()[-1]))
+            impair.cut_one(plan, fault.site, int(target.split()[-1]), carrier=fault.upstream_only)
         else:
             impair.cut(plan, fault.site)
     elif fault.kind == "kill-agent":

@@ -98,12 +98,15 @@ def _provider_links(plan: Plan, site: str, uplink: int) -> list[tuple[str, str]]
     return [(sp.ns, f"{'n' if uplink == 1 else 'm'}{j}") for j in range(1, len(nodes) + 1)]
 
 
-def cut_one(plan: Plan, site: str, uplink: int) -> None:
+def cut_one(plan: Plan, site: str, uplink: int, carrier: bool = False) -> None:
     """One provider of a two-uplink site goes dark: its core link drops everything,
-    and its line to each node loses carrier (as a dead provider CPE or NIC link would)."""
+    and its line to each node loses carrier (as a dead provider CPE or NIC link would),
+    unless `carrier` (a cut further upstream: the nodes see nothing locally)."""
     dev = f"up{uplink - 1}"
     _nft_table(plan.site(site).ns, f"cut_uplink{uplink}", [f"iifname {dev} drop",
                                                            f"oifname {dev} drop"])  # fmt: skip
+    if carrier:
+        return
     for ns, link in _provider_links(plan, site, uplink):
         netns.run(["ip", "link", "set", link, "down"], ns=ns)
 

@@ -194,6 +194,9 @@ class Fault(_Model):
     # cut-uplink of a two-uplink site: 1, 2, or "active" (the one the probe's traffic uses);
     # default: every uplink (the site is cut off)
     uplink: Literal["active", 1, 2] | None = None
+    # with `uplink`: cut only beyond the site router, the node's line keeps its carrier
+    # (the node's kernel keeps routing out of the dead uplink; default: the line goes dark)
+    upstream_only: bool = False
     node: Name | None = None  # kill-agent
     # block: drop everything between these two sites' underlay addresses in the internet core
     sites: tuple[SiteName, SiteName] | None = None
@@ -208,6 +211,8 @@ class Fault(_Model):
             raise ValueError(f"a {self.kind} fault needs `site`")
         if self.uplink is not None and self.kind != "cut-uplink":
             raise ValueError("`uplink` is for cut-uplink faults")
+        if self.upstream_only and self.uplink is None:
+            raise ValueError("`upstream_only` needs `uplink` (a cut-uplink of a two-uplink site)")
         if self.kind == "block" and (self.sites is None or self.sites[0] == self.sites[1]):
             raise ValueError('a block fault needs `sites = ["a", "b"]`, two different sites')
         if self.sites is not None and self.kind != "block":
