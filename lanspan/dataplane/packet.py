@@ -46,8 +46,6 @@ _CMSG_SPACE = socket.CMSG_SPACE(_AUX.size)
 READ_SIZE = 65536 + 256
 SOCKBUF = 4 << 20
 
-_DROP_ERRNOS = frozenset({errno.EAGAIN, errno.ENOBUFS})
-
 
 def _mreq(ifindex: int) -> bytes:
     return struct.pack("iHH8s", ifindex, PACKET_MR_PROMISC, 0, b"")
@@ -107,36 +105,22 @@ class PacketPort:
             except BlockingIOError:
                 return None
             except OSError as e:
-                self.counters.rx_errors += 1
-                self.counters.last_error = f"read: {e}"
+                self.counters.count_rx_error(e)
                 return None
             if not self.ignore_outgoing and addr[2] == PACKET_OUTGOING:
                 continue
             if flags & socket.MSG_TRUNC:  # larger than any superframe we expect
-                self.counters.rx_errors += 1
-                self.counters.last_error = f"read: frame truncated at {len(data)} bytes"
+                self.counters.count_rx_error(f"frame truncated at {len(data)} bytes")
                 continue
             for level, typ, cdata in anc:
                 if level == SOL_PACKET and typ == PACKET_AUXDATA and len(cdata) >= _AUX.size:
                     status, _len, _snap, _mac, _net, tci, tpid = _AUX.unpack_from(cdata)
                     if status & TP_STATUS_VLAN_VALID:
                         data = _insert_tag(data, tci, tpid, status)
-            self.counters.rx_frames += 1
-            self.counters.rx_bytes += len(data)
-            return data
+            return self.counters.count_rx(data)
 
     def write(self, data: bytes) -> None:
-        try:
-            self._sock.send(data)
-        except OSError as e:
-            if e.errno in _DROP_ERRNOS:
-                self.counters.tx_dropped += 1
-            else:
-                self.counters.tx_errors += 1
-                self.counters.last_error = f"write: {e}"
-            return
-        self.counters.tx_frames += 1
-        self.counters.tx_bytes += len(data)
+        self.counters.send_counted(self._sock.send, data)
 
     def close(self) -> None:
         if self._sock.fileno() < 0:

@@ -7,10 +7,14 @@ interfaces attached over AF_PACKET (`PacketPort`) both implement it.
 
 from __future__ import annotations
 
+import errno
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 __all__ = ["FramePort", "PortCounters"]
+
+_DROP_ERRNOS = frozenset({errno.EAGAIN, errno.ENOBUFS})
 
 
 @dataclass(slots=True)
@@ -25,6 +29,31 @@ class PortCounters:
     tx_dropped: int = 0  # EAGAIN / ENOBUFS: the device queue is full
     tx_errors: int = 0  # any other write error (EINVAL from a bad vnet header, EIO...)
     last_error: str = ""
+
+    def count_rx(self, data: bytes) -> bytes:
+        """Count one frame read; returns `data`."""
+        self.rx_frames += 1
+        self.rx_bytes += len(data)
+        return data
+
+    def count_rx_error(self, detail: object) -> None:
+        """Count one failed read (an OSError or a description)."""
+        self.rx_errors += 1
+        self.last_error = f"read: {detail}"
+
+    def send_counted(self, send: Callable[[bytes], object], data: bytes) -> None:
+        """`send(data)` and count it: sent, dropped (full queue) or failed; never raises OSError."""
+        try:
+            send(data)
+        except OSError as e:
+            if e.errno in _DROP_ERRNOS:
+                self.tx_dropped += 1
+            else:
+                self.tx_errors += 1
+                self.last_error = f"write: {e}"
+            return
+        self.tx_frames += 1
+        self.tx_bytes += len(data)
 
 
 @runtime_checkable

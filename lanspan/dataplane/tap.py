@@ -46,8 +46,6 @@ TUN_F_USO6 = 0x40
 VNET_HDR_SZ = 10
 READ_SIZE = 65536 + 256  # largest superframe + headers
 
-_DROP_ERRNOS = frozenset({errno.EAGAIN, errno.ENOBUFS})
-
 
 def _set_offloads(fd: int) -> int:
     """Enable the offloads the kernel takes; return the mask in force."""
@@ -108,25 +106,15 @@ class TapPort:
         except BlockingIOError:
             return None
         except OSError as e:
-            self.counters.rx_errors += 1
-            self.counters.last_error = f"read: {e}"
+            self.counters.count_rx_error(e)
             return None
-        self.counters.rx_frames += 1
-        self.counters.rx_bytes += len(data)
-        return data
+        return self.counters.count_rx(data)
 
     def write(self, data: bytes) -> None:
-        try:
-            os.write(self._fd, data)
-        except OSError as e:
-            if e.errno in _DROP_ERRNOS:
-                self.counters.tx_dropped += 1
-            else:
-                self.counters.tx_errors += 1
-                self.counters.last_error = f"write: {e}"
-            return
-        self.counters.tx_frames += 1
-        self.counters.tx_bytes += len(data)
+        self.counters.send_counted(self._write, data)
+
+    def _write(self, data: bytes) -> None:
+        os.write(self._fd, data)
 
     def addresses(self, cidrs: Iterable[str]) -> None:
         """Add host addresses (CIDR strings) to the device."""
