@@ -253,26 +253,14 @@ def render_prometheus(doc: Mapping[str, object]) -> str:
                 lab,
                 path.get("loss"),
             )
-    drops = doc.get("drops")
-    if isinstance(drops, Mapping):
-        for reason, n in sorted(drops.items()):
-            r.add(
-                "lanspan_drops_total",
-                "counter",
-                "Packets and frames dropped, by reason.",
-                {"reason": str(reason)},
-                n,
-            )
-    counters = doc.get("counters")
-    if isinstance(counters, Mapping):
-        for name, n in sorted(counters.items()):
-            r.add(
-                "lanspan_events_total",
-                "counter",
-                "Agent event counters, by event name.",
-                {"event": str(name)},
-                n,
-            )
+    for key, name, help, label in (
+        ("drops", "lanspan_drops_total", "Packets and frames dropped, by reason.", "reason"),
+        ("counters", "lanspan_events_total", "Agent event counters, by event name.", "event"),
+    ):
+        counts = doc.get(key)
+        if isinstance(counts, Mapping):
+            for k, n in sorted(counts.items()):
+                r.add(name, "counter", help, {label: str(k)}, n)
     return r.render()
 
 
