@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
+from control_samples import peer_up
 
 from lanspan.control.metrics import CONTENT_TYPE, MetricsServer, parse_addr, render_prometheus
 
@@ -39,36 +40,7 @@ DOC: dict[str, object] = {
         }
     ],
     "peers": [
-        {
-            "name": 'odd"peer\\with\nnewline',
-            "public_key": "YmFy",
-            "session": "up",
-            "endpoint": "198.19.2.2:51820",
-            "via": None,
-            "last_handshake_age": 4.2,
-            "rtt_ms": 0.41,
-            "loss": 0.0,
-            "rx_bytes": 1,
-            "tx_bytes": 2,
-            "rx_frames": 1,
-            "tx_frames": 2,
-            "paths": [
-                {
-                    "endpoint": "198.19.2.2:51820",
-                    "state": "up",
-                    "rtt_ms": 0.41,
-                    "loss": 0.0,
-                    "active": True,
-                },
-                {
-                    "endpoint": "[fd00::2]:51820",
-                    "state": "down",
-                    "rtt_ms": None,
-                    "loss": 1.0,
-                    "active": False,
-                },
-            ],
-        },
+        peer_up('odd"peer\\with\nnewline'),
         {"name": "sbg-hv2", "session": "handshaking", "last_handshake_age": None, "paths": []},
     ],
     "drops": {"replay": 7, "bad_mac1": 0},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from control_samples import peer_up
+
 from lanspan.control.render import (
     fmt_age,
     fmt_bytes,
@@ -46,37 +48,7 @@ DOC: dict[str, object] = {
         },
     ],
     "peers": [
-        {
-            "name": "rbx-db1",
-            "public_key": "YmFy",
-            "session": "up",
-            "endpoint": "198.19.2.2:51820",
-            "via": None,
-            "last_handshake_age": 4.2,
-            "rtt_ms": 0.41,
-            "loss": 0.0,
-            "rx_bytes": 1,
-            "tx_bytes": 2,
-            "rx_frames": 1,
-            "tx_frames": 2,
-            "paths": [
-                {
-                    "endpoint": "198.19.2.2:51820",
-                    "state": "up",
-                    "rtt_ms": 0.41,
-                    "loss": 0.0,
-                    "active": True,
-                },
-                {
-                    "endpoint": "[fd00::2]:51820",
-                    "state": "down",
-                    "rtt_ms": None,
-                    "loss": 1.0,
-                    "active": False,
-                    "learned": True,
-                },
-            ],
-        },
+        peer_up("rbx-db1"),
         {
             "name": "sbg-hv2",
             "public_key": "cXV4",
