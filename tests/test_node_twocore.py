@@ -351,3 +351,22 @@ def test_reconfigure_applies_timers_and_reports_segment_changes() -> None:
     assert node.paths["n2"].timers.probe_interval == 1.0
     assert any(c.startswith("timers now") for c in changes)
     assert net.up("n1", "n2")  # the session was not touched
+
+
+def test_reach_gossip_is_damped_when_a_link_flaps() -> None:
+    net = Net(3, Link(random.Random(15)))
+    net.run(3.0)
+    hub = net.nodes["n2"]
+    full = hub._direct_reach()
+    assert set(full) == {"n1", "n3"}
+    flapping = [full, {"n1": full["n1"]}]
+    sends = 0
+    now = net.now
+    for tick in range(50):  # n3 comes and goes at every 0.2 s probe tick, for 10 s
+        hub._direct_reach = lambda t=tick: flapping[t % 2]  # type: ignore[method-assign]
+        before = hub._reach_sent_at
+        hub._gossip(now)
+        sends += hub._reach_sent_at != before
+        now += 0.2
+    # 50 changes; at most the flap budget of immediate sends plus one per interval.
+    assert 3 <= sends <= 3 + 10 + 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from ipaddress import IPv6Address
@@ -33,6 +33,9 @@ _TRANSPORT_OVERHEAD = 32
 REACH_INTERVAL = 1.0
 REACH_REFRESH = 5.0
 REACH_EXPIRY = 15.0
+# More than this many immediate "newly reachable" REACHes in the window: back to the interval.
+REACH_FLAP_LIMIT = 3
+REACH_FLAP_WINDOW = 10.0
 # Relay paths kept (and probed) per peer: the best few by estimated RTT, not all N.
 MAX_RELAYS = 3
 
@@ -104,6 +107,7 @@ class NodeCore:
         self.reach: dict[str, tuple[dict[str, int], float]] = {}  # relay -> (peer -> rtt µs)
         self._reach_sent: dict[str, int] = {}
         self._reach_sent_at = -1e9
+        self._reach_growth: deque[float] = deque()
         self._vni_segment = {s.vni: s for s in network.segments}
         self._sends: list[tuple[Addr, list[bytes]]] = []
         self._writes: list[tuple[str, bytes]] = []
@@ -466,12 +470,23 @@ class NodeCore:
         return out
 
     def _gossip(self, now: float) -> None:
-        if not self.me.relay or now - self._reach_sent_at < REACH_INTERVAL:
+        if not self.me.relay:
             return
         reach = self._direct_reach()
-        # Damping: RTT wiggles do not count as a change, only the set of peers does.
-        if reach.keys() == self._reach_sent.keys() and now - self._reach_sent_at < REACH_REFRESH:
+        since = now - self._reach_sent_at
+        # Good news goes out at once (a peer newly reachable), unless growth itself
+        # flaps; losses and RTT changes wait for the interval: one flapping link
+        # cannot make a storm. RTT wiggles alone only ride on the refresh.
+        grew = not reach.keys() <= self._reach_sent.keys()
+        while self._reach_growth and now - self._reach_growth[0] > REACH_FLAP_WINDOW:
+            self._reach_growth.popleft()
+        urgent = grew and len(self._reach_growth) < REACH_FLAP_LIMIT
+        if not urgent and since < REACH_INTERVAL:
             return
+        if reach.keys() == self._reach_sent.keys() and since < REACH_REFRESH:
+            return
+        if urgent:
+            self._reach_growth.append(now)
         self._reach_sent, self._reach_sent_at = reach, now
         for peer in self._up:
             listed = tuple((n, rtt) for n, rtt in sorted(reach.items()) if n != peer)

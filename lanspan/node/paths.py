@@ -86,9 +86,6 @@ class PeerPaths:
             p.configured = True
         if self.active is not None and self.active not in self.paths:
             self.active = None
-        # Probe indexes changed: outstanding probes would be credited to the wrong path.
-        for p in self.paths:
-            p.outstanding.clear()
 
     def relays(self) -> set[str]:
         return {p.relay for p in self.paths if p.relay is not None}
@@ -100,17 +97,11 @@ class PeerPaths:
             path = self.find(relay_addr(gone))
             if path is not None:
                 self.paths.remove(path)
-                self._renumber()
                 if self.active is path:
                     self.active = None
         for new in sorted(relays - have):
             self.paths.append(Path(relay_addr(new), configured=False))
         return bool(relays - have)
-
-    def _renumber(self) -> None:
-        # Probe acks name a path by index: forget probes in flight when indexes move.
-        for p in self.paths:
-            p.outstanding.clear()
 
     def find(self, addr: Addr) -> Path | None:
         for p in self.paths:
@@ -143,12 +134,14 @@ class PeerPaths:
         return out
 
     def ack(self, probe: Probe, now: float) -> None:
-        if probe.path >= len(self.paths):
-            return
-        p = self.paths[probe.path]
-        sent = p.outstanding.pop(probe.seq, None)
-        if sent is None:
-            return  # late, duplicated or for a path that was replaced
+        # Sequence numbers are unique per peer, so they name the path: paths may come
+        # and go (relays, reloads) without crediting an ack to the wrong one.
+        for p in self.paths:
+            sent = p.outstanding.pop(probe.seq, None)
+            if sent is not None:
+                break
+        else:
+            return  # late, duplicated or for a path that was removed
         p.results.append(True)
         sample = now - sent
         p.rtt = sample if p.rtt is None else 0.8 * p.rtt + 0.2 * sample
@@ -161,15 +154,18 @@ class PeerPaths:
     def seen(self, src: Addr, now: float) -> None:
         """An authenticated datagram arrived from `src`."""
         p = self.find(src)
+        if p is None and src[0].startswith(RELAY_PREFIX):
+            # Relay paths come from REACH offers only; a datagram relayed by a node that
+            # does not offer the peer (yet) is answered that way but does not add a path.
+            return
         if p is None:
             p = Path(src, configured=False)
             learned = [q for q in self.paths if not q.configured and q.relay is None]
-            if p.relay is None and len(learned) >= MAX_LEARNED:
+            if len(learned) >= MAX_LEARNED:
                 self.paths.remove(min(learned, key=lambda q: q.last_seen or 0.0))
-                self._renumber()
             self.paths.append(p)
             self.events.append(PathEvent("path_learned", src))
-            if p.relay is None and not any(q.configured for q in self.paths):
+            if not any(q.configured for q in self.paths):
                 # A peer we cannot dial (behind NAT): its newest address is the way back.
                 self._activate(p, now, "roamed")
         p.last_seen = now
