@@ -5,6 +5,7 @@ from lanspan.session.handshake import IDENTIFIER, protocol_name, tai64n
 from lanspan.session.machine import HsAction, HsInput, HsState, InvalidTransition
 from lanspan.session.replay import WINDOW_SIZE, ReplayWindow
 from lanspan.session.table import (
+    FIRST_RETRY,
     KEEPALIVE_TIMEOUT,
     MAX_QUEUED,
     REJECT_AFTER_MESSAGES,
@@ -22,6 +23,7 @@ from lanspan.session.table import (
 )
 
 __all__ = [
+    "FIRST_RETRY",
     "IDENTIFIER",
     "KEEPALIVE_TIMEOUT",
     "MAX_QUEUED",

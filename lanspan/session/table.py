@@ -72,6 +72,7 @@ REJECT_AFTER_TIME = 180.0
 REKEY_ATTEMPT_TIME = 90.0
 REKEY_TIMEOUT = 5.0
 REKEY_TIMEOUT_JITTER = 1 / 3  # up to 333 ms added to each retry
+FIRST_RETRY = 0.25  # with no session yet: retry after 0.25, 0.5, 1, 2, 4, then every 5 s
 KEEPALIVE_TIMEOUT = 10.0
 # An initiator that receives data on a keypair this old rekeys now, so the
 # keypair is replaced before REJECT_AFTER_TIME even if it never sends.
@@ -194,6 +195,7 @@ class _Pending:
 class _Peer:
     __slots__ = (
         "attempt_started",
+        "attempts",
         "current",
         "jar",
         "keepalive_at",
@@ -232,6 +234,7 @@ class _Peer:
         self.pending: _Pending | None = None
         self.retry_at: float | None = None
         self.attempt_started: float | None = None
+        self.attempts = 0  # initiations sent in the current attempt
         self.current: _Keypair | None = None
         self.previous: _Keypair | None = None
         self.next: _Keypair | None = None
@@ -586,6 +589,8 @@ class SessionTable:
     def _send_initiation(self, p: _Peer, now: float) -> None:
         if p.attempt_started is None:
             p.attempt_started = now
+            p.attempts = 0
+        p.attempts += 1
         self._clear_pending(p, keep_attempt=True)
         index = self._new_index()
         data, hs = create_initiation(
@@ -603,7 +608,14 @@ class SessionTable:
         p.pending = pending
         self._pendings[index] = pending
         jitter = int.from_bytes(self._random_bytes(2), "little") / 65536 * REKEY_TIMEOUT_JITTER
-        p.retry_at = now + REKEY_TIMEOUT + jitter
+        timeout = REKEY_TIMEOUT
+        if p.current is None:
+            # No session at all (cold start, a peer that just came back): lanspan wants
+            # connectivity in a second or two, so the first retries back off from
+            # FIRST_RETRY to REKEY_TIMEOUT. A rekey keeps WireGuard's 5 s: the old keys work.
+            timeout = min(REKEY_TIMEOUT, FIRST_RETRY * 2 ** (p.attempts - 1))
+            jitter *= timeout / REKEY_TIMEOUT
+        p.retry_at = now + timeout + jitter
         self._outbox.append(Transmit(p.name, data))
 
     def _confirm(self, p: _Peer, done: HandshakeState, remote_index: int, now: float) -> None:
