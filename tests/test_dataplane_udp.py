@@ -111,3 +111,38 @@ def test_fallback_without_gso_and_unreachable(pair: tuple[Netns, str, str]) -> N
         assert ea.counters.tx_calls == len(sent)
         ea.send_batch(("198.51.100.1", 9), [b"x"] * 3)  # no route: counted, not raised
         assert ea.counters.tx_errors == 3 and "unreachable" in ea.counters.last_error.lower()
+
+
+@pytest.mark.netns
+@root
+@pytest.mark.parametrize(
+    ("primary", "second", "client"),
+    [("198.18.8.1", "198.18.8.11", "198.18.8.2"), ("fd00:8::1", "fd00:8::11", "fd00:8::2")],
+)
+def test_replies_leave_from_the_address_the_peer_reached(
+    pair: tuple[Netns, str, str], primary: str, second: str, client: str
+) -> None:
+    n, a, b = pair
+    n.address(a, "u0", f"{second}/{64 if ':' in second else 24}")
+    with entered(a):
+        server = UdpEndpoint.bind(0)
+    with entered(b):
+        peer = UdpEndpoint.bind(0)
+    with server, peer:
+        # Before the peer speaks, the kernel picks the source; the peer then uses the other.
+        server.send_batch((client, peer.port), [b"hello"])
+        ((default, _),) = _receive(peer, 1)[1]
+        assert default in (primary, second)
+        other = second if default == primary else primary
+        peer.send_batch((other, server.port), [b"to the other address"])
+        assert _receive(server, 1)[1] == [(client, peer.port)]
+        # Single datagrams and GSO batches both answer from the address it reached.
+        server.send_batch((client, peer.port), [b"answer"])
+        server.send_batch((client, peer.port), [b"x" * 1000] * 10 + [b"y"])
+        got, addrs = _receive(peer, 12)
+        assert len(got) == 12 and set(addrs) == {(other, server.port)}
+        plen = 64 if ":" in other else 24
+        n.exec(a, ["ip", "addr", "del", f"{other}/{plen}", "dev", "u0"])
+        server.send_batch((client, peer.port), [b"after the address went away"])
+        assert _receive(peer, 1)[1] == [(default, server.port)]
+        assert server.counters.tx_errors == 0

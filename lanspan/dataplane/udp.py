@@ -6,6 +6,12 @@ buffer in one ``recvmsg`` and splits it by the segment size the kernel
 reports. Where the kernel or the egress device refuses segmentation
 offload, sending falls back to one ``sendto`` per datagram (logged once).
 
+Replies leave from the local address the peer's datagrams arrive on
+(IP_PKTINFO / IPV6_PKTINFO), not the kernel's default source: on a server
+with two uplinks, a peer that reaches us through the second one gets its
+answers from the second address, so the site's policy routing sends them
+out the uplink that works.
+
 Addresses are ``(host, port)`` with IPv4 as plain dotted strings: IPv4-mapped
 IPv6 (``::ffff:a.b.c.d``) is normalised on receive and plain IPv4 is mapped
 on send.
@@ -37,7 +43,19 @@ MAX_GSO_BYTES = 65507  # largest IPv4 UDP payload; the kernel's limit per call
 RECV_SIZE = 65536 + 1024
 SOCKBUF = 8 << 20
 
-_GRO_CMSG_SPACE = socket.CMSG_SPACE(4)
+IP_PKTINFO = 8
+IPV6_RECVPKTINFO = 49
+IPV6_PKTINFO = 50
+_IN_PKTINFO = struct.Struct("=i4s4s")  # ifindex, spec_dst, addr
+_IN6_PKTINFO = struct.Struct("=16si")  # addr, ifindex
+_CMSG_SPACE = (
+    socket.CMSG_SPACE(4)
+    + socket.CMSG_SPACE(_IN6_PKTINFO.size)
+    + socket.CMSG_SPACE(_IN_PKTINFO.size)
+)
+# Remote addresses whose local address we remember (reply-from); cleared when full.
+MAX_REPLY_FROM = 65536
+_PKTINFO_ERRNOS = frozenset({errno.EINVAL, errno.EADDRNOTAVAIL, errno.ENETUNREACH})
 _SEG = struct.Struct("=H")
 _INT = struct.Struct("=i")
 _MAPPED = "::ffff:"
@@ -104,6 +122,7 @@ class UdpEndpoint:
         self.gro = gro  # the kernel accepted UDP_GRO
         self.gso = gso  # UDP_SEGMENT in use (turned off after the first refusal)
         self.counters = UdpCounters()
+        self._reply_from: dict[Addr, str] = {}  # remote -> local address it reached
 
     @classmethod
     def bind(cls, port: int, host: str = "::") -> UdpEndpoint:
@@ -134,6 +153,16 @@ class UdpEndpoint:
                     sock.setsockopt(socket.SOL_SOCKET, force, SOCKBUF)
                 except OSError:
                     sock.setsockopt(socket.SOL_SOCKET, plain, SOCKBUF)
+            for level, opt in (
+                (socket.IPPROTO_IP, IP_PKTINFO),
+                (socket.IPPROTO_IPV6, IPV6_RECVPKTINFO),
+            ):
+                if level == socket.IPPROTO_IPV6 and sock.family != socket.AF_INET6:
+                    continue
+                try:
+                    sock.setsockopt(level, opt, 1)
+                except OSError:
+                    log.info("no packet info (level %d): replies use the default source", level)
             try:
                 sock.setsockopt(SOL_UDP, UDP_GRO, 1)
                 gro = True
@@ -162,7 +191,7 @@ class UdpEndpoint:
         """Datagrams from one sender (one GRO buffer split), or None when none wait."""
         while True:
             try:
-                data, anc, flags, addr = self._sock.recvmsg(RECV_SIZE, _GRO_CMSG_SPACE)
+                data, anc, flags, addr = self._sock.recvmsg(RECV_SIZE, _CMSG_SPACE)
             except BlockingIOError:
                 return None
             except OSError as e:  # e.g. ECONNREFUSED reported from an earlier send
@@ -174,9 +203,19 @@ class UdpEndpoint:
             self.counters.rx_errors += 1
             self.counters.last_error = f"recv: datagram truncated at {len(data)} bytes"
         seg = 0
+        local = None
         for level, typ, cdata in anc:
             if level == SOL_UDP and typ == UDP_GRO and len(cdata) >= 2:
                 seg = _INT.unpack_from(cdata)[0] if len(cdata) >= 4 else _SEG.unpack(cdata)[0]
+            elif level == socket.IPPROTO_IPV6 and typ == IPV6_PKTINFO and len(cdata) >= 16:
+                local = _unmap(socket.inet_ntop(socket.AF_INET6, cdata[:16]))
+            elif level == socket.IPPROTO_IP and typ == IP_PKTINFO and len(cdata) >= 12:
+                local = socket.inet_ntop(socket.AF_INET, cdata[8:12])
+        src = (_unmap(addr[0]), addr[1])
+        if local is not None and self._reply_from.get(src) != local:
+            if len(self._reply_from) >= MAX_REPLY_FROM:
+                self._reply_from.clear()
+            self._reply_from[src] = local
         n = len(data)
         if 0 < seg < n:
             mv = memoryview(data)
@@ -187,7 +226,7 @@ class UdpEndpoint:
         c.rx_calls += 1
         c.rx_datagrams += len(datagrams)
         c.rx_bytes += n
-        return datagrams, (_unmap(addr[0]), addr[1])
+        return datagrams, src
 
     def send_batch(self, addr: Addr, datagrams: Sequence[bytes]) -> None:
         """Send datagrams to `addr`, segmentation-offloaded when possible; never raises."""
@@ -196,28 +235,35 @@ class UdpEndpoint:
         sa = self._sockaddr(addr)
         if sa is None:
             return
+        pktinfo = self._pktinfo(addr)
         if not self.gso:
             for d in datagrams:
-                self._sendto(d, sa)
+                self._sendto(d, sa, pktinfo, addr)
             return
         for run in chunks(datagrams):
             if len(run) == 1:
-                self._sendto(run[0], sa)
+                self._sendto(run[0], sa, pktinfo, addr)
                 continue
+            cmsgs = [(SOL_UDP, UDP_SEGMENT, _SEG.pack(len(run[0]))), *pktinfo]
             try:
-                self._sock.sendmsg(run, [(SOL_UDP, UDP_SEGMENT, _SEG.pack(len(run[0])))], 0, sa)
+                self._sock.sendmsg(run, cmsgs, 0, sa)
             except OSError as e:
+                if pktinfo and e.errno in _PKTINFO_ERRNOS:
+                    # That local address went away (reconfiguration): let the kernel choose.
+                    self._reply_from.pop(addr, None)
+                    self.send_batch(addr, run)
+                    continue
                 if e.errno == errno.EMSGSIZE:
                     # segments larger than the path MTU: the kernel may still
                     # fragment them one by one
                     for d in run:
-                        self._sendto(d, sa)
+                        self._sendto(d, sa, pktinfo, addr)
                     continue
                 if e.errno in _GSO_OFF_ERRNOS and self.gso:
                     self.gso = False
                     log.warning("UDP GSO refused (%s); sending datagrams one by one", e)
                     for d in run:
-                        self._sendto(d, sa)
+                        self._sendto(d, sa, pktinfo, addr)
                     continue
                 self._count_error(e, len(run))
                 continue
@@ -238,10 +284,36 @@ class UdpEndpoint:
                 return None
         return (host, port)
 
-    def _sendto(self, d: bytes, sa: tuple[str, int]) -> None:
+    def _pktinfo(self, addr: Addr) -> list[tuple[int, int, bytes]]:
+        """The ancillary data that makes a datagram to `addr` leave from where it reached us."""
+        local = self._reply_from.get(addr)
+        if local is None:
+            return []
+        if self._v6:
+            if ":" not in local:
+                local = _MAPPED + local
+            packed = socket.inet_pton(socket.AF_INET6, local)
+            return [(socket.IPPROTO_IPV6, IPV6_PKTINFO, _IN6_PKTINFO.pack(packed, 0))]
+        packed = socket.inet_pton(socket.AF_INET, local)
+        return [(socket.IPPROTO_IP, IP_PKTINFO, _IN_PKTINFO.pack(0, packed, bytes(4)))]
+
+    def _sendto(
+        self,
+        d: bytes,
+        sa: tuple[str, int],
+        pktinfo: list[tuple[int, int, bytes]] | None = None,
+        addr: Addr | None = None,
+    ) -> None:
         try:
-            self._sock.sendto(d, sa)
+            if pktinfo:
+                self._sock.sendmsg([d], pktinfo, 0, sa)
+            else:
+                self._sock.sendto(d, sa)
         except OSError as e:
+            if pktinfo and addr is not None and e.errno in _PKTINFO_ERRNOS:
+                self._reply_from.pop(addr, None)
+                self._sendto(d, sa)
+                return
             self._count_error(e, 1)
             return
         c = self.counters
