@@ -99,3 +99,19 @@ def test_a_configured_path_wins_over_a_learned_one() -> None:
     now = run(p, 0.0, 0.4, set(), {A: 0.0001, B: 0.005})  # the old one answers faster
     run(p, now, now + 3.0, set(), {A: 0.0001, B: 0.005})
     assert p.active is not None and p.active.addr == B and p.active.configured
+
+
+def test_relay_paths_only_without_a_direct_one_and_the_fastest_relay_wins() -> None:
+    from lanspan.node.paths import relay_addr
+
+    p = PeerPaths([A], T)
+    assert p.set_relays({"r1", "r2"})
+    slow, fast = relay_addr("r1"), relay_addr("r2")
+    now = run(p, 0.0, 3.0, set(), {A: 0.004, slow: 0.003, fast: 0.001})
+    assert p.active is not None and p.active.addr == A  # direct wins over faster relays
+    now = run(p, now, now + 3.0, {A}, {slow: 0.003, fast: 0.001})
+    assert p.active is not None and p.active.addr == fast  # the relay with the lowest RTT
+    assert not p.set_relays({"r1", "r2"})  # nothing new: paths keep their history
+    p.set_relays({"r1"})
+    run(p, now, now + 0.2, {A}, {slow: 0.003})
+    assert p.active is not None and p.active.addr == slow
