@@ -370,3 +370,20 @@ def test_reach_gossip_is_damped_when_a_link_flaps() -> None:
         now += 0.2
     # 50 changes; at most the flap budget of immediate sends plus one per interval.
     assert 3 <= sends <= 3 + 10 + 1
+
+
+def test_reload_of_an_endpoint_keeps_the_learned_macs() -> None:
+    net = Net(2, Link(random.Random(16)))
+    net.run(1.0)
+    node = net.nodes["n1"]
+    node.frame_from_port("pa", plain(frame(BCAST, MAC1)), net.now)
+    assert len(node.switch.mac_table()) == 1
+    moved = replace(
+        net.network.nodes[1], endpoints=(replace(net.network.nodes[1].endpoints[0], port=51821),)
+    )
+    new = replace(net.network, nodes=(net.network.nodes[0], moved))
+    changes = node.reconfigure(new, net.now)
+    assert changes == ["peer n2 endpoints now ['198.18.0.2:51821']"]
+    assert len(node.switch.mac_table()) == 1  # the switch was kept
+    changes = node.reconfigure(replace(new, mac_ageing=60.0), net.now)
+    assert "switch rebuilt: MAC tables relearn" in changes and node.switch.mac_table() == []

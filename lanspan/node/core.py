@@ -108,7 +108,6 @@ class NodeCore:
         self._reach_sent: dict[str, int] = {}
         self._reach_sent_at = -1e9
         self._reach_growth: deque[float] = deque()
-        self._vni_segment = {s.vni: s for s in network.segments}
         self._sends: list[tuple[Addr, list[bytes]]] = []
         self._writes: list[tuple[str, bytes]] = []
         self._log: list[LogEvent] = []
@@ -194,11 +193,13 @@ class NodeCore:
             for paths in self.paths.values():
                 paths.timers = new.timers
             changes.append(f"timers now {new.timers}")
-        # The switch is rebuilt from the new file; learned MACs are relearned from traffic.
-        self.switch = Switch(new, self.me.name)
-        for peer in self._up:
-            self.switch.set_peer_up(peer, True)
-        self._vni_segment = {s.vni: s for s in new.segments}
+        if _switch_view(old_network, self.me.name) != _switch_view(new, self.me.name):
+            # Rebuilt from the new file; learned MACs are relearned from traffic
+            # (unknown unicast is flooded meanwhile, nothing is dropped).
+            self.switch = Switch(new, self.me.name)
+            for peer in self._up:
+                self.switch.set_peer_up(peer, True)
+            changes.append("switch rebuilt: MAC tables relearn")
         self.port_traffic = {
             p.name: self.port_traffic.get(p.name, _Traffic()) for p in self.me.ports
         }
@@ -606,6 +607,17 @@ class NodeCore:
                 for p in paths.paths
             ],
         }
+
+
+def _switch_view(network: Network, me: str) -> tuple[object, ...]:
+    """What the switch is built from: when it is unchanged, a reload keeps the MAC tables."""
+    return (
+        network.segments,
+        network.static_macs,
+        network.mac_ageing,
+        network.node(me).ports,
+        tuple(sorted((n.name, n.segments, n.ports) for n in network.nodes)),
+    )
 
 
 def _shift(hdr: bytes, delta: int) -> bytes:
