@@ -305,27 +305,23 @@ def run_fault(run: LabRun, plan: Plan, fault: Fault, log: Log) -> dict[str, Any]
     probe = Probe(src.ns, addr, source=src.name)
     try:
         t_base = time.time()
-        if probe.wait_answering(20, t_base, 15.0) is None:
+
+        def failed(detail: str) -> dict[str, Any]:
             pr = probe.stop()
             result.update(
                 outage_ms=None,
                 recovered=False,
-                detail="no connectivity before the fault",
+                detail=detail,
                 timeline=pr.timeline,
                 interval_ms=pr.interval_ms,
             )
             return result
+
+        if probe.wait_answering(20, t_base, 15.0) is None:
+            return failed("no connectivity before the fault")
         target = _target(run, plan, fault, src, dst)
         if target is None:
-            pr = probe.stop()
-            result.update(
-                outage_ms=None,
-                recovered=False,
-                detail="no relay carries the probe's traffic: nothing to kill",
-                timeline=pr.timeline,
-                interval_ms=pr.interval_ms,
-            )
-            return result
+            return failed("no relay carries the probe's traffic: nothing to kill")
         if target:
             result["target"] = target
         _inject(run, plan, state, fault, target)

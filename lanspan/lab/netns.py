@@ -63,6 +63,18 @@ def wait_for(
         time.sleep(interval)
 
 
+def terminate(proc: subprocess.Popen[bytes] | subprocess.Popen[str], timeout: float = 5.0) -> int:
+    """SIGTERM a process we started; SIGKILL it if it is still there after `timeout`."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+    return proc.returncode
+
+
 class Netns:
     """A set of namespaces and processes created under one unique prefix."""
 
@@ -127,14 +139,7 @@ class Netns:
 
     def stop(self, proc: subprocess.Popen[bytes], timeout: float = 5.0) -> int:
         """SIGTERM then, after `timeout`, SIGKILL one process we started."""
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout)
-        return proc.returncode
+        return terminate(proc, timeout)
 
     def close(self) -> None:
         """End our processes, then delete our namespaces (their devices go with them)."""

@@ -10,12 +10,13 @@ lost connectivity); the timeline (one bit per probe) feeds the report's plot.
 from __future__ import annotations
 
 import re
-import signal
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
+
+from lanspan.lab.netns import terminate
 
 REPLY = re.compile(r"^R (\d+) (\d+\.\d+) (\d+\.\d+)$")
 SENT = re.compile(r"^S (\d+)$")
@@ -120,13 +121,7 @@ class Probe:
         return None
 
     def stop(self) -> ProbeResult:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc)
         self.reader.join(5)
         with self.lock:
             answered = set(self.answered)
@@ -195,13 +190,7 @@ class AllPairs:
             return len(self.first) >= len(self.targets)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc)
         self.reader.join(5)
 
 
