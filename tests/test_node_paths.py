@@ -88,7 +88,13 @@ def test_set_endpoints_keeps_state_of_paths_that_stay() -> None:
     run(p, 0.0, 3.0, set(), {})
     kept = p.find(A)
     p.set_endpoints([A])
-    assert p.find(A) is kept and p.find(B) is None
+    assert p.find(A) is kept and kept is not None and kept.configured
+    dropped = p.find(B)  # still up: demoted to a learned path, not thrown away
+    assert dropped is not None and not dropped.configured
+    p2 = PeerPaths([A, B], T)
+    run(p2, 0.0, 3.0, {B}, {})  # B never answered
+    p2.set_endpoints([A])
+    assert p2.find(B) is None  # a dropped endpoint that is down goes at once
 
 
 def test_a_configured_path_wins_over_a_learned_one() -> None:
@@ -115,3 +121,19 @@ def test_relay_paths_only_without_a_direct_one_and_the_fastest_relay_wins() -> N
     p.set_relays({"r1"})
     run(p, now, now + 0.2, {A}, {slow: 0.003})
     assert p.active is not None and p.active.addr == slow
+
+
+def test_a_moved_endpoint_keeps_carrying_traffic_until_the_new_one_takes_over() -> None:
+    p = PeerPaths([A], T)
+    now = run(p, 0.0, 3.0, set(), {})
+    old = p.active
+    assert old is not None and old.addr == A
+    p.set_endpoints([B])  # a reload moved the peer to B; A still answers for now
+    assert p.active is old and not old.configured and p.destination() == A
+    start = now
+    while p.active is old:
+        now = run(p, now, now + T.probe_interval, set(), {})
+    assert p.active is not None and p.active.addr == B
+    assert now - start >= T.hold_down
+    now = run(p, now, now + 1.0, {A}, {})  # the old address goes away: it just goes down
+    assert p.active is not None and p.active.addr == B and not old.up

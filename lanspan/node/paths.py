@@ -76,12 +76,18 @@ class PeerPaths:
         return self.timers.probe_interval * self.timers.probe_multiplier
 
     def set_endpoints(self, endpoints: Sequence[Addr]) -> None:
-        """New configured endpoints; paths that stay keep their state."""
+        """New configured endpoints; paths that stay keep their state.
+
+        A dropped endpoint that still works stays as a learned path, so traffic
+        keeps flowing until a configured one is up and past its hold-down.
+        """
         keep = {p.addr: p for p in self.paths}
-        learned = [
-            p for p in self.paths if not p.configured and p.addr not in endpoints
-        ]  # + relays
-        self.paths = [keep.get(a) or Path(a, configured=True) for a in endpoints] + learned
+        others = [
+            p for p in self.paths if p.addr not in endpoints and (not p.configured or p.up)
+        ]  # learned, relays, and dropped endpoints still up
+        for p in others:
+            p.configured = False
+        self.paths = [keep.get(a) or Path(a, configured=True) for a in endpoints] + others
         for p in self.paths[: len(endpoints)]:
             p.configured = True
         if self.active is not None and self.active not in self.paths:
