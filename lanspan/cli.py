@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from lanspan import __version__
-from lanspan.agent_command import agent
+from lanspan.agent.command import agent
 from lanspan.config.commands import check, genkey, pubkey
 from lanspan.control.commands import reload, show
 from lanspan.lab.commands import lab

@@ -97,7 +97,7 @@ def agent(
         )
     if any(p.create for p in me.ports) and not Path("/dev/net/tun").exists():
         fail("/dev/net/tun is missing: load the tun module (modprobe tun) to create TAP ports")
-    from lanspan.dataplane.agent import Agent, AgentOptions
+    from lanspan.agent.loop import Agent, AgentOptions
 
     opts = AgentOptions(
         network_file=network_file,
