@@ -278,12 +278,12 @@ def test_a_relay_never_forwards_through_another_relay() -> None:
     assert n2.paths["n3"].active is not None and n2.paths["n3"].active.relay == "n4"
     n1_paths = net.nodes["n1"].paths["n3"]
     assert {p.relay for p in n1_paths.paths if p.relay} == {"n4"}  # n2 does not offer n3
-    before = n2.drops["relay_no_direct_path"]
+    before = n2.drops["relay.no_direct_path"]
     fake = payload.build_control(control.build_relay(control.Relay(False, "n3", b"x" * 40)))
     sealed = net.nodes["n1"].sessions.seal("n2", fake, net.now)
     assert sealed is not None
     n2.datagram(sealed, net.addr["n1"], net.now)
-    assert n2.drops["relay_no_direct_path"] == before + 1
+    assert n2.drops["relay.no_direct_path"] == before + 1
     assert all(dst != net.addr["n3"] for dst, _ in n2.take_sends())
 
 

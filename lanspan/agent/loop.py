@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from lanspan.config import load_network
 from lanspan.config.model import HostPort, Network, Port
@@ -195,10 +196,9 @@ class Agent:
 
     # -- the loop --------------------------------------------------------------
 
-    def _contain(self, where: str, exc: Exception) -> None:
+    def _contain(self, where: Literal["frame", "datagram"], exc: Exception) -> None:
         """A lanspan bug met one frame or datagram: drop it, count it, keep serving."""
-        self.node.drops[f"internal_error_{where}"] += 1
-        if self.node.drops[f"internal_error_{where}"] == 1:
+        if self.node.count_internal_error(where) == 1:
             log.exception("internal error handling a %s (dropped; logged once)", where)
 
     def _port_reader(self, name: str, dev: FramePort) -> Callable[[int], None]:

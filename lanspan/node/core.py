@@ -14,7 +14,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from ipaddress import IPv6Address
-from typing import Any
+from typing import Any, Literal
 
 from lanspan.config.model import Endpoint, HostPort, Network, Node, Timers
 from lanspan.errors import BadPacket
@@ -309,15 +309,15 @@ class NodeCore:
         """Forward a sealed datagram from `origin` to `msg.node`: one hop, direct only."""
         dest = msg.node
         if not self.me.relay:
-            self.drops["relay_refused"] += 1
+            self.drops["relay.refused"] += 1
             return
         if dest not in self.peers or dest == origin:
-            self.drops["relay_unknown_node"] += 1
+            self.drops["relay.unknown_node"] += 1
             return
         addr = self.paths[dest].destination()
         if dest not in self._up or addr is None or addr[0].startswith("relay:"):
             # Never through another relay: this is what makes relay loops impossible.
-            self.drops["relay_no_direct_path"] += 1
+            self.drops["relay.no_direct_path"] += 1
             return
         body = payload.build_control(control.build_relay(control.Relay(True, origin, msg.inner)))
         sealed = self.sessions.seal(dest, body, now)
@@ -327,13 +327,13 @@ class NodeCore:
 
     def _relayed_to_us(self, via: str, msg: control.Relay, now: float) -> None:
         if msg.node not in self.peers or msg.node == via:
-            self.drops["relay_unknown_node"] += 1
+            self.drops["relay.unknown_node"] += 1
             return
         got = self.sessions.receive(msg.inner, relay_addr(via), now)
         if got is None:
             return
         if got.peer != msg.node:
-            self.drops["relay_origin_mismatch"] += 1
+            self.drops["relay.origin_mismatch"] += 1
             return
         self._delivered(got, now)
 
@@ -359,7 +359,7 @@ class NodeCore:
         if not sealed:
             return
         if dest is None:
-            self.drops["no_endpoint"] += len(sealed)
+            self.drops["node.no_endpoint"] += len(sealed)
             return
         if not dest[0].startswith("relay:"):
             self._sends.append((dest, sealed))
@@ -367,7 +367,7 @@ class NodeCore:
         relay = dest[0][len("relay:") :]
         hop = self.paths[relay].destination() if relay in self.paths else None
         if peer is None or hop is None or hop[0].startswith("relay:"):
-            self.drops["relay_unusable"] += len(sealed)
+            self.drops["relay.unusable"] += len(sealed)
             return
         wrapped = [
             payload.build_control(control.build_relay(control.Relay(False, peer, d)))
@@ -385,7 +385,7 @@ class NodeCore:
                 elif action.peer is not None and action.peer in self.paths:
                     targets = self.paths[action.peer].candidates()
                     if not targets:
-                        self.drops["no_endpoint"] += 1
+                        self.drops["node.no_endpoint"] += 1
                     for addr in targets:
                         self._emit(action.peer, addr, [action.data], now)
             elif isinstance(action, SessionEvent):
@@ -528,6 +528,14 @@ class NodeCore:
         return active is not None and active.relay is None
 
     # -- view ------------------------------------------------------------------
+
+    def count_internal_error(self, where: Literal["frame", "datagram"]) -> int:
+        """Count one input dropped by a lanspan bug in the agent; returns the new total."""
+        if where == "frame":
+            self.drops["agent.internal_error_frame"] += 1
+            return self.drops["agent.internal_error_frame"]
+        self.drops["agent.internal_error_datagram"] += 1
+        return self.drops["agent.internal_error_datagram"]
 
     def drop_counts(self) -> Counter[str]:
         """Every dropped datagram or frame so far, by reason, from every layer."""

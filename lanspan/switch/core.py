@@ -10,39 +10,39 @@ MAC limit, a flood storm) queue up as `SwitchEvent`s for the node to log.
 
 Rules, in the order they are applied to a frame from a local port:
 
-1. The port must exist (`unknown_port`), the header must parse (`short`,
-   `runt`).
+1. The port must exist (`switch.unknown_port`), the header must parse (`ethernet.short_frame`,
+   `ethernet.short_tagged_frame`).
 2. Classification into a segment. Access and host ports: untagged frames (or
    priority-tagged, VID 0) belong to the port's segment; any other tagged
    frame, or a frame whose EtherType is a VLAN TPID, is dropped
-   (`tagged_on_access`) so a guest cannot reach another segment by tagging.
+   (`switch.tagged_on_access`) so a guest cannot reach another segment by tagging.
    Trunk ports: an untagged or priority-tagged frame belongs to the native
-   VLAN (`vlan_not_allowed` if there is none); a tagged frame to its VLAN if
-   the port allows it (`vlan_not_allowed` otherwise). A VLAN the port allows
-   but whose segment this node may not carry: `segment_not_allowed`. The
+   VLAN (`switch.vlan_not_allowed` if there is none); a tagged frame to its VLAN if
+   the port allows it (`switch.vlan_not_allowed` otherwise). A VLAN the port allows
+   but whose segment this node may not carry: `switch.segment_not_allowed`. The
    outer tag is removed: inside the mesh frames travel untagged with a VNI;
    an inner (QinQ) tag behind it stays untouched.
-3. Learning: the source MAC must be unicast and not zero (`bad_src_mac`); a
+3. Learning: the source MAC must be unicast and not zero (`switch.bad_src_mac`); a
    MAC pinned by a static entry elsewhere is refused
-   (`static_mac_violation`); a new MAC beyond the port's `mac_limit` is
-   refused (`mac_limit`). A MAC seen behind a new port or peer moves at once
+   (`switch.static_mac_violation`); a new MAC beyond the port's `switch.mac_limit` is
+   refused (`switch.mac_limit`). A MAC seen behind a new port or peer moves at once
    (counted; a MAC moving more than `flap_moves` times within `flap_window`
    seconds is reported as a flap).
 4. Forwarding: unicast to a known MAC goes to exactly that port or peer
-   (`same_port` if that is where it came from); anything else (broadcast,
+   (`switch.same_port` if that is where it came from); anything else (broadcast,
    multicast, unknown unicast) is flooded to the segment's other local ports
    and to the peers that carry the segment and are up, within the ingress
-   port's flood rate (`flood_rate`).
+   port's flood rate (`switch.flood_rate`).
 
-Frames from peers: the peer must exist (`unknown_peer`), the VNI must be a
-segment (`unknown_vni`) this node carries (`segment_not_allowed`) and the
-peer carries (`peer_segment_not_allowed`); learning as above, against a
-per-peer bound (`peer_mac_limit`); then split horizon: such a frame is
-delivered to local ports only, never to another peer (`split_horizon` for
-unicast to a MAC behind another peer, `same_peer` for one behind the sender).
+Frames from peers: the peer must exist (`switch.unknown_peer`), the VNI must be a
+segment (`switch.unknown_vni`) this node carries (`switch.segment_not_allowed`) and the
+peer carries (`switch.peer_segment_not_allowed`); learning as above, against a
+per-peer bound (`switch.peer_mac_limit`); then split horizon: such a frame is
+delivered to local ports only, never to another peer (`switch.split_horizon` for
+unicast to a MAC behind another peer, `switch.same_peer` for one behind the sender).
 
 Peers: every peer starts down (never flooded to, nor sent unicast: a static
-MAC behind a down peer is dropped as `peer_down`); frames from a peer are
+MAC behind a down peer is dropped as `switch.peer_down`); frames from a peer are
 accepted in any state; a peer set down loses every MAC learned behind it.
 
 Egress tagging: a trunk port gets the frame tagged with the segment's VLAN,
@@ -50,13 +50,14 @@ except on its native VLAN where it leaves untagged, as on access and host
 ports. A mesh frame that itself starts with a VLAN tag (the inner tag of a
 QinQ frame) is written only where it gets an outer tag: never out of an
 untagged port, where its inner tag would become the outer one (VLAN hopping
-by double tagging). Such skipped outputs count as `inner_tag_on_untagged_port`.
+by double tagging). Such skipped outputs count as `switch.inner_tag_on_untagged_port`.
 
-Drop reasons (`Switch.drops`): unknown_port, unknown_peer, unknown_vni,
-short, runt, vlan_not_allowed, segment_not_allowed, peer_segment_not_allowed,
-tagged_on_access, bad_src_mac, static_mac_violation, mac_limit,
-peer_mac_limit, same_port, same_peer, split_horizon, peer_down, flood_rate,
-inner_tag_on_untagged_port (per skipped output, not per frame).
+Drop reasons (`Switch.drops`), each `switch.<name>` (docs/drops.md): unknown_port,
+unknown_peer, unknown_vni, vlan_not_allowed, segment_not_allowed,
+peer_segment_not_allowed, tagged_on_access, bad_src_mac, static_mac_violation,
+mac_limit, peer_mac_limit, same_port, same_peer, split_horizon, peer_down,
+flood_rate, inner_tag_on_untagged_port (per skipped output, not per frame);
+plus the `ethernet.*` reasons of a header that does not parse.
 Counters (`Switch.counters`): learned, aged, flushed, mac_moves, mac_flaps,
 unicast, flooded, no_destination (accepted, nowhere to go), events_dropped.
 A storm (flood rate limit engaged on a port) is reported once, and ends when
@@ -116,7 +117,7 @@ class MacEntry:
 class SwitchEvent:
     """Something worth one log line.
 
-    kind: "mac_move", "mac_flap", "mac_limit", "storm" (a port's flood rate
+    kind: "mac_move", "mac_flap", "switch.mac_limit", "storm" (a port's flood rate
     limit engaged).
     """
 
@@ -302,7 +303,7 @@ class Switch:
         self._now = now
         p = self._ports.get(port)
         if p is None:
-            self.drops["unknown_port"] += 1
+            self.drops["switch.unknown_port"] += 1
             return None
         try:
             h = parse_untrusted(frame)
@@ -314,24 +315,24 @@ class Switch:
         if p.trunk:
             if vid is None or vid == 0:
                 if p.native_vid is None:
-                    self.drops["vlan_not_allowed"] += 1
+                    self.drops["switch.vlan_not_allowed"] += 1
                     return None
                 seg = p.native
             elif vid in p.vlans:
                 seg = p.vlans[vid]
             else:
-                self.drops["vlan_not_allowed"] += 1
+                self.drops["switch.vlan_not_allowed"] += 1
                 return None
             if seg is None:
-                self.drops["segment_not_allowed"] += 1
+                self.drops["switch.segment_not_allowed"] += 1
                 return None
         else:
             if (vid is not None and vid != 0) or h.ethertype in TAG_TPIDS:
-                self.drops["tagged_on_access"] += 1
+                self.drops["switch.tagged_on_access"] += 1
                 return None
             seg = p.segment
             if seg is None:
-                self.drops["segment_not_allowed"] += 1
+                self.drops["switch.segment_not_allowed"] += 1
                 return None
         mesh = frame if vid is None else pop_tag(frame)
         inner_tagged = h.ethertype in TAG_TPIDS
@@ -345,12 +346,12 @@ class Switch:
             where = self._lookup(seg.vni, dst)
             if where is not None:
                 if where == p.where:
-                    self.drops["same_port"] += 1
+                    self.drops["switch.same_port"] += 1
                     return None
                 return self._unicast(seg, mesh, inner_tagged, where)
         # flood: broadcast, multicast, unknown unicast
         if not p.bucket.take(now):
-            self.drops["flood_rate"] += 1
+            self.drops["switch.flood_rate"] += 1
             if not p.storm:
                 p.storm = True
                 self._event(
@@ -373,14 +374,16 @@ class Switch:
         self._now = now
         pr = self._peers.get(peer)
         if pr is None:
-            self.drops["unknown_peer"] += 1
+            self.drops["switch.unknown_peer"] += 1
             return None
         seg = self._segs.get(vni)
         if seg is None:
-            self.drops["segment_not_allowed" if vni in self._vni_all else "unknown_vni"] += 1
+            self.drops[
+                "switch.segment_not_allowed" if vni in self._vni_all else "switch.unknown_vni"
+            ] += 1
             return None
         if vni not in pr.vnis:
-            self.drops["peer_segment_not_allowed"] += 1
+            self.drops["switch.peer_segment_not_allowed"] += 1
             return None
         try:
             h = parse_untrusted(frame)
@@ -398,10 +401,10 @@ class Switch:
             where = self._lookup(vni, dst)
             if where is not None:
                 if where == pr.where:
-                    self.drops["same_peer"] += 1
+                    self.drops["switch.same_peer"] += 1
                     return None
                 if _is_peer(where):
-                    self.drops["split_horizon"] += 1
+                    self.drops["switch.split_horizon"] += 1
                     return None
                 return self._unicast(seg, frame, inner_tagged, where)
         ports = self._egress(seg, frame, inner_tagged, None)
@@ -479,7 +482,7 @@ class Switch:
     def _unicast(self, seg: _Seg, frame: bytes, inner_tagged: bool, where: str) -> Forward | None:
         if _is_peer(where):
             if not self._peers[where[5:]].up:  # a static entry: learned ones are flushed
-                self.drops["peer_down"] += 1
+                self.drops["switch.peer_down"] += 1
                 return None
             self.counters["unicast"] += 1
             return Forward(seg.vni, frame, (), (where[5:],))
@@ -488,7 +491,7 @@ class Switch:
             if pname == name:
                 if vid is None:
                     if inner_tagged:
-                        self.drops["inner_tag_on_untagged_port"] += 1
+                        self.drops["switch.inner_tag_on_untagged_port"] += 1
                         return None
                     out = frame
                 else:
@@ -508,7 +511,7 @@ class Switch:
                 continue
             if vid is None:
                 if inner_tagged:
-                    self.drops["inner_tag_on_untagged_port"] += 1
+                    self.drops["switch.inner_tag_on_untagged_port"] += 1
                     continue
                 out.append((name, frame))
             else:
@@ -522,7 +525,7 @@ class Switch:
     ) -> bool:
         """Learn `src` behind `where`; False (counted) when the frame must be dropped."""
         if src[0] & 1 or src == _ZERO_MAC:
-            self.drops["bad_src_mac"] += 1
+            self.drops["switch.bad_src_mac"] += 1
             return False
         key = (seg.vni, src)
         pin = self._pins.get(key)
@@ -530,7 +533,7 @@ class Switch:
             if pin == where:
                 return True  # a static entry: nothing to learn, never moves
             if pin != _LOCAL or _is_peer(where):
-                self.drops["static_mac_violation"] += 1
+                self.drops["switch.static_mac_violation"] += 1
                 return False
         table = self._table
         e = table.get(key)
@@ -540,11 +543,11 @@ class Switch:
             return True
         mine = self._by_where[where]
         if len(mine) >= limit:
-            self.drops["peer_mac_limit" if _is_peer(where) else "mac_limit"] += 1
+            self.drops["switch.peer_mac_limit" if _is_peer(where) else "switch.mac_limit"] += 1
             if not owner.limit_reported:
                 owner.limit_reported = True
                 self._event(
-                    "mac_limit", seg.name, format_mac(src),
+                    "switch.mac_limit", seg.name, format_mac(src),
                     f"{where} holds {len(mine)} learned MACs (limit {limit}); new ones dropped",
                 )  # fmt: skip
             return False
