@@ -16,7 +16,16 @@ from lanspan.config.model import (
     StaticMac,
     TrunkPort,
 )
-from lanspan.switch import Forward, MacEntry, Switch, SwitchEvent, TokenBucket, flood_burst
+from lanspan.switch import (
+    Forward,
+    MacEntry,
+    PeerLocation,
+    PortLocation,
+    Switch,
+    SwitchEvent,
+    TokenBucket,
+    flood_burst,
+)
 from lanspan.wire.ethernet import BROADCAST, build, parse_untrusted, pop_tag, push_tag
 
 LAN, API, ADMIN, DMZ = 10010, 10011, 10012, 10013
@@ -144,10 +153,10 @@ def test_trunk_vlan_not_allowed_dropped() -> None:
     assert sw.from_port("trunk1", eth(BROADCAST, A, vlan=99), 1.0) is None
     assert sw.drops["switch.vlan_not_allowed"] == 4
     assert sw.mac_table() == [
-        MacEntry("lan", 10, "02:aa:00:00:00:01", "port:vm1", True, 0.0),
-        MacEntry("lan", 10, "02:aa:00:00:00:11", "peer:p1", True, 0.0),
-        MacEntry("lan", 10, "02:ff:00:00:00:01", "port:lan0", True, 0.0),
-        MacEntry("lan", 10, "02:ff:00:00:00:02", "peer:p2", True, 0.0),
+        MacEntry("lan", 10, "02:aa:00:00:00:01", PortLocation("vm1"), True, 0.0),
+        MacEntry("lan", 10, "02:aa:00:00:00:11", PeerLocation("p1"), True, 0.0),
+        MacEntry("lan", 10, "02:ff:00:00:00:01", PortLocation("lan0"), True, 0.0),
+        MacEntry("lan", 10, "02:ff:00:00:00:02", PeerLocation("p2"), True, 0.0),
     ]  # nothing learned from dropped frames
 
 
@@ -231,10 +240,12 @@ def test_same_mac_in_two_segments_is_two_entries() -> None:
     sw.from_port("vm2", eth(BROADCAST, A), 1.0)
     assert sw.counters["mac_moves"] == 0
     assert {(e.segment, e.where) for e in sw.mac_table() if e.mac == "02:00:00:00:0a:01"} == {
-        ("lan", "port:vm1"),
-        ("api", "port:vm2"),
+        ("lan", PortLocation("vm1")),
+        ("api", PortLocation("vm2")),
     }
-    assert sw.mac_table("api") == [MacEntry("api", 11, "02:00:00:00:0a:01", "port:vm2", False, 0.0)]
+    assert sw.mac_table("api") == [
+        MacEntry("api", 11, "02:00:00:00:0a:01", PortLocation("vm2"), False, 0.0)
+    ]
 
 
 def test_never_back_to_ingress_port() -> None:
@@ -398,10 +409,10 @@ def test_static_mac_forwarded_before_seen_and_pinned() -> None:
     sw.handle_timer(10_000.0)
     statics = [e for e in sw.mac_table() if e.static]
     assert [(e.mac, e.where) for e in statics] == [
-        ("02:aa:00:00:00:01", "port:vm1"),
-        ("02:aa:00:00:00:11", "peer:p1"),
-        ("02:ff:00:00:00:01", "port:lan0"),
-        ("02:ff:00:00:00:02", "peer:p2"),
+        ("02:aa:00:00:00:01", PortLocation("vm1")),
+        ("02:aa:00:00:00:11", PeerLocation("p1")),
+        ("02:ff:00:00:00:01", PortLocation("lan0")),
+        ("02:ff:00:00:00:02", PeerLocation("p2")),
     ]
     assert sw.counters["mac_moves"] == 0
     assert sw.next_timer() is None
@@ -513,7 +524,7 @@ def test_port_mac_limit() -> None:
     sw.from_port("vm1", eth(BROADCAST, D), 30.0)
     assert sw.from_port("vm3", eth(BROADCAST, D), 30.0) is None
     assert sw.mac_table("lan")[2] == MacEntry(
-        "lan", 10, "02:00:00:00:0d:04", "port:vm1", False, 0.0
+        "lan", 10, "02:00:00:00:0d:04", PortLocation("vm1"), False, 0.0
     )
     # once B ages out there is room again, and the limit is reported afresh next time
     assert sw.from_port("vm3", eth(BROADCAST, C), 61.0) is not None
@@ -640,11 +651,11 @@ def test_frames_from_down_peer_learned_and_flushed_again() -> None:
     sw = switch(up=())
     fwd = sw.from_peer("p1", LAN, eth(BROADCAST, B), 1.0)  # accepted while down
     assert fwd is not None and fwd.peers == ()
-    assert [e.where for e in sw.mac_table() if not e.static] == ["peer:p1"]
+    assert [e.where for e in sw.mac_table() if not e.static] == [PeerLocation("p1")]
     assert sw.from_port("vm1", eth(B, A), 2.0) is None  # behind a down peer
     assert sw.drops["switch.peer_down"] == 1
     sw.set_peer_up("p1", False)  # already down: still flushes
-    assert [e.where for e in sw.mac_table() if not e.static] == ["port:vm1"]  # A stays
+    assert [e.where for e in sw.mac_table() if not e.static] == [PortLocation("vm1")]  # A stays
     assert sw.counters["flushed"] == 1
 
 

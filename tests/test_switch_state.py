@@ -499,7 +499,7 @@ class SwitchMachine(RuleBasedStateMachine):
         if not hasattr(self, "sw"):
             return
         table = self.sw.mac_table(now=self.now)
-        learned = {(e.segment, e.mac, e.where) for e in table if not e.static}
+        learned = {(e.segment, e.mac, str(e.where)) for e in table if not e.static}
         model = {
             (next(s.name for s in self.net.segments if s.vni == vni), mac.hex(":"), e.where)
             for (vni, mac), e in self.learned.items()

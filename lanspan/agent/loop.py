@@ -7,6 +7,7 @@ and SIGHUP reloads the network file.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import selectors
@@ -29,6 +30,7 @@ from lanspan.dataplane.udp import UdpEndpoint
 from lanspan.errors import ConfigError
 from lanspan.logs import RateLimitedLog
 from lanspan.node.core import NodeCore, host_port_mac
+from lanspan.node.status import MacRow, NodeStatus, UdpStatus
 
 log = logging.getLogger("lanspan.agent")
 
@@ -91,23 +93,12 @@ class Agent:
 
     # -- StatusSource for the control socket and metrics ------------------------
 
-    def status(self) -> dict[str, object]:
-        doc = self.node.status(time.monotonic())
-        doc["udp"] = {"gso": self.udp.gso, "gro": self.udp.gro}
-        return doc
+    def status(self) -> NodeStatus:
+        status = self.node.status(time.monotonic())
+        return dataclasses.replace(status, udp=UdpStatus(self.udp.gso, self.udp.gro))
 
-    def macs(self, segment: str | None) -> list[dict[str, object]]:
-        return [
-            {
-                "segment": e.segment,
-                "vlan": e.vlan,
-                "mac": e.mac,
-                "where": e.where,
-                "static": e.static,
-                "age": round(e.age, 1),
-            }
-            for e in self.node.switch.mac_table(segment, time.monotonic())
-        ]
+    def macs(self, segment: str | None) -> list[MacRow]:
+        return self.node.mac_rows(segment, time.monotonic())
 
     def reload(self) -> dict[str, object]:
         try:
@@ -280,7 +271,7 @@ class Agent:
                 me.listen_port or self.network.port,
                 self.udp.gso,
                 self.udp.gro,
-                len(self.node.peers),
+                self.node.peer_count(),
                 self.network.cipher,
             )
             self._loop()

@@ -69,6 +69,7 @@ from __future__ import annotations
 import collections
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from typing import Final, Literal
 
 from lanspan.config.model import HostPort, Network, TrunkPort
 from lanspan.errors import BadPacket
@@ -79,7 +80,10 @@ __all__ = [
     "DEFAULT_FLAP_MOVES",
     "DEFAULT_FLAP_WINDOW",
     "Forward",
+    "Location",
     "MacEntry",
+    "PeerLocation",
+    "PortLocation",
     "Switch",
     "SwitchEvent",
 ]
@@ -88,7 +92,30 @@ DEFAULT_FLAP_MOVES = 3  # moves within the window beyond which a MAC is flapping
 DEFAULT_FLAP_WINDOW = 10.0  # seconds
 MAX_PENDING_EVENTS = 1024  # events beyond this, not yet taken, are counted and dropped
 _ZERO_MAC = b"\x00" * 6
-_LOCAL = "local"  # static pin: this node, any local port
+_LOCAL: Final = "local"  # static pin: this node, any local port
+
+
+@dataclass(frozen=True, slots=True)
+class PortLocation:
+    """A MAC behind a local port of this node."""
+
+    port: str
+
+    def __str__(self) -> str:
+        return f"port:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class PeerLocation:
+    """A MAC behind a peer node."""
+
+    peer: str
+
+    def __str__(self) -> str:
+        return f"peer:{self.peer}"
+
+
+Location = PortLocation | PeerLocation
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +135,7 @@ class MacEntry:
     segment: str
     vlan: int
     mac: str  # "02:aa:00:00:00:01"
-    where: str  # "port:<name>" or "peer:<node>"
+    where: Location
     static: bool
     age: float  # seconds since last seen; 0 for static entries
 
@@ -140,7 +167,7 @@ class _Seg:
 @dataclass(slots=True)
 class _Port:
     name: str
-    where: str  # "port:<name>"
+    where: PortLocation
     trunk: bool
     segment: _Seg | None  # access/host: its segment, None if this node may not carry it
     segment_ok: bool  # access/host: False when the segment is not allowed
@@ -156,7 +183,7 @@ class _Port:
 @dataclass(slots=True)
 class _Peer:
     name: str
-    where: str  # "peer:<node>"
+    where: PeerLocation
     vnis: frozenset[int]  # segments both ends carry
     mac_limit: int
     up: bool
@@ -165,7 +192,7 @@ class _Peer:
 
 @dataclass(slots=True)
 class _Learned:
-    where: str
+    where: Location
     seen: float
 
 
@@ -222,7 +249,7 @@ class Switch:
             # A full mesh: a peer only sources MACs from its own ports, which it
             # bounds by their limits. Twice that absorbs ageing skew between ends.
             bound = 2 * max(1, sum(p.mac_limit for p in n.ports))
-            self._peers[n.name] = _Peer(n.name, "peer:" + n.name, shared, bound, peers_up)
+            self._peers[n.name] = _Peer(n.name, PeerLocation(n.name), shared, bound, peers_up)
 
         # segments this node carries, with their local ports and peers
         self._segs: dict[int, _Seg] = {}
@@ -253,19 +280,19 @@ class Switch:
                         vlans[vid] = by_name.get(sname)
                 native = None if p.native_vlan is None else vlans.get(p.native_vlan)
                 self._ports[p.name] = _Port(
-                    p.name, "port:" + p.name, True, None, False, vlans, native,
+                    p.name, PortLocation(p.name), True, None, False, vlans, native,
                     p.native_vlan, p.mac_limit, bucket,
                 )  # fmt: skip
             else:
                 seg = by_name.get(p.segment)
                 self._ports[p.name] = _Port(
-                    p.name, "port:" + p.name, False, seg, seg is not None, {}, None,
+                    p.name, PortLocation(p.name), False, seg, seg is not None, {}, None,
                     None, p.mac_limit, bucket,
                 )  # fmt: skip
 
         # static MACs: pins (who may source the MAC) and locations (where it is)
-        self._pins: dict[tuple[int, bytes], str] = {}
-        self._static: dict[tuple[int, bytes], str] = {}
+        self._pins: dict[tuple[int, bytes], Location | Literal["local"]] = {}
+        self._static: dict[tuple[int, bytes], Location] = {}
         statics = [(m.segment, m.mac, m.node, m.port) for m in network.static_macs]
         for n in network.nodes:
             for p in n.ports:
@@ -277,23 +304,23 @@ class Switch:
                 continue
             key = (seg.vni, bytes(mac))
             if owner != node:
-                where = "peer:" + owner
-                self._pins[key] = where
+                peer_at = PeerLocation(owner)
+                self._pins[key] = peer_at
                 if owner in seg.peers:
-                    self._static[key] = where
+                    self._static[key] = peer_at
             elif port is None:
                 self._pins[key] = _LOCAL
             else:
-                where = "port:" + port
-                self._pins[key] = where
+                port_at = PortLocation(port)
+                self._pins[key] = port_at
                 if any(name == port for name, _ in seg.ports):
-                    self._static[key] = where
+                    self._static[key] = port_at
 
         self._flood_peers: dict[int, tuple[str, ...]] = {}
         self._refresh_flood_peers()
         # dynamic entries in least-recently-seen order (ageing pops from the front)
         self._table: OrderedDict[tuple[int, bytes], _Learned] = OrderedDict()
-        self._by_where: dict[str, set[tuple[int, bytes]]] = collections.defaultdict(set)
+        self._by_where: dict[Location, set[tuple[int, bytes]]] = collections.defaultdict(set)
         self._moves: dict[tuple[int, bytes], _Moves] = {}
 
     # ------------------------------------------------------------------ input
@@ -403,7 +430,7 @@ class Switch:
                 if where == pr.where:
                     self.drops["switch.same_peer"] += 1
                     return None
-                if _is_peer(where):
+                if isinstance(where, PeerLocation):
                     self.drops["switch.split_horizon"] += 1
                     return None
                 return self._unicast(seg, frame, inner_tagged, where)
@@ -471,7 +498,7 @@ class Switch:
         for vni, s in self._segs.items():
             self._flood_peers[vni] = tuple(p for p in s.peers if self._peers[p].up)
 
-    def _lookup(self, vni: int, mac: bytes) -> str | None:
+    def _lookup(self, vni: int, mac: bytes) -> Location | None:
         key = (vni, mac)
         where = self._static.get(key)
         if where is not None:
@@ -479,14 +506,16 @@ class Switch:
         e = self._table.get(key)
         return None if e is None else e.where
 
-    def _unicast(self, seg: _Seg, frame: bytes, inner_tagged: bool, where: str) -> Forward | None:
-        if _is_peer(where):
-            if not self._peers[where[5:]].up:  # a static entry: learned ones are flushed
+    def _unicast(
+        self, seg: _Seg, frame: bytes, inner_tagged: bool, where: Location
+    ) -> Forward | None:
+        if isinstance(where, PeerLocation):
+            if not self._peers[where.peer].up:  # a static entry: learned ones are flushed
                 self.drops["switch.peer_down"] += 1
                 return None
             self.counters["unicast"] += 1
-            return Forward(seg.vni, frame, (), (where[5:],))
-        name = where[5:]
+            return Forward(seg.vni, frame, (), (where.peer,))
+        name = where.port
         for pname, vid in seg.ports:
             if pname == name:
                 if vid is None:
@@ -521,7 +550,13 @@ class Switch:
         return tuple(out)
 
     def _learn(
-        self, seg: _Seg, src: bytes, where: str, now: float, limit: int, owner: _Port | _Peer
+        self,
+        seg: _Seg,
+        src: bytes,
+        where: Location,
+        now: float,
+        limit: int,
+        owner: _Port | _Peer,
     ) -> bool:
         """Learn `src` behind `where`; False (counted) when the frame must be dropped."""
         if src[0] & 1 or src == _ZERO_MAC:
@@ -532,7 +567,7 @@ class Switch:
         if pin is not None:
             if pin == where:
                 return True  # a static entry: nothing to learn, never moves
-            if pin != _LOCAL or _is_peer(where):
+            if pin != _LOCAL or isinstance(where, PeerLocation):
                 self.drops["switch.static_mac_violation"] += 1
                 return False
         table = self._table
@@ -543,7 +578,8 @@ class Switch:
             return True
         mine = self._by_where[where]
         if len(mine) >= limit:
-            self.drops["switch.peer_mac_limit" if _is_peer(where) else "switch.mac_limit"] += 1
+            peer = isinstance(where, PeerLocation)
+            self.drops["switch.peer_mac_limit" if peer else "switch.mac_limit"] += 1
             if not owner.limit_reported:
                 owner.limit_reported = True
                 self._event(
@@ -564,7 +600,9 @@ class Switch:
         mine.add(key)
         return True
 
-    def _moved(self, seg: _Seg, key: tuple[int, bytes], old: str, new: str, now: float) -> None:
+    def _moved(
+        self, seg: _Seg, key: tuple[int, bytes], old: Location, new: Location, now: float
+    ) -> None:
         self.counters["mac_moves"] += 1
         m = self._moves.get(key)
         if m is None:
@@ -585,14 +623,16 @@ class Switch:
         elif not flapping:
             self._event("mac_move", seg.name, mac, f"{old} -> {new}")
 
-    def _unindex(self, key: tuple[int, bytes], where: str) -> None:
+    def _unindex(self, key: tuple[int, bytes], where: Location) -> None:
         keys = self._by_where.get(where)
         if keys is not None:
             keys.discard(key)
             if not keys:
                 del self._by_where[where]
         owner: _Port | _Peer | None = (
-            self._peers.get(where[5:]) if _is_peer(where) else self._ports.get(where[5:])
+            self._peers.get(where.peer)
+            if isinstance(where, PeerLocation)
+            else self._ports.get(where.port)
         )
         if owner is not None and len(keys or ()) < owner.mac_limit:
             owner.limit_reported = False
@@ -618,10 +658,6 @@ class Switch:
             return
         text = mac if isinstance(mac, str) else format_mac(mac)
         self._events.append(SwitchEvent(kind, segment, text, detail))
-
-
-def _is_peer(where: str) -> bool:
-    return where.startswith("peer:")
 
 
 def _trunk_vids(port: TrunkPort) -> tuple[int, ...]:
