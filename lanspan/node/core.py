@@ -286,7 +286,7 @@ class NodeCore:
                     return
                 p = whole
             if p.has_offload:
-                hdr, frame = p.body[:10], p.body[10:]
+                hdr, frame = p.body[: vnet.VNET_HDR_LEN], p.body[vnet.VNET_HDR_LEN :]
                 vnet.validate_untrusted(vnet.parse_untrusted(hdr), len(frame))
             else:
                 hdr, frame = ZERO_VNET, p.body

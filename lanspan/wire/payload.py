@@ -28,6 +28,7 @@ import struct
 from dataclasses import dataclass
 
 from lanspan.errors import BadPacket
+from lanspan.wire.vnet import VNET_HDR_LEN
 
 FLAG_I = 0x08
 FLAG_O = 0x01
@@ -37,10 +38,9 @@ _KNOWN_FLAGS = FLAG_I | FLAG_O | FLAG_F | FLAG_C
 
 HEADER_LEN = 8
 FRAG_HEADER_LEN = 4
-VNET_LEN = 10
 MAX_FRAGMENTS = 64
 # Largest reassembled body: a 64 KiB GSO superframe, an 802.1Q tag and a vnet header.
-MAX_BODY = 65535 + 4 + 14 + VNET_LEN
+MAX_BODY = 65535 + 4 + 14 + VNET_HDR_LEN
 
 _HEADER = struct.Struct("!B3xI")  # flags, VNI << 8
 _FRAG = struct.Struct("!HBB")
