@@ -34,19 +34,19 @@ def test_first_path_up_becomes_active_and_lowest_rtt_wins() -> None:
     p = PeerPaths([A, B], T)
     assert p.destination() == A and p.candidates() == [A, B]
     run(p, 0.0, 5.0, set(), {A: 0.010, B: 0.001})
-    assert p.active is not None and p.active.addr == B
-    kinds = [e.kind for e in p.events]
+    assert p.active is not None and p.active.target == B
+    kinds = [e.kind for e in p.take_outputs()]
     assert kinds.count("path_up") == 2 and "path_switch" in kinds
 
 
 def test_dead_active_path_fails_over_within_detection_time() -> None:
     p = PeerPaths([A, B], T)
     now = run(p, 0.0, 5.0, set(), {A: 0.001, B: 0.005})
-    assert p.active is not None and p.active.addr == A
+    assert p.active is not None and p.active.target == A
     cut = now
-    while p.active is not None and p.active.addr == A:
+    while p.active is not None and p.active.target == A:
         now = run(p, now, now + T.probe_interval, {A}, {B: 0.005})
-    assert p.active is not None and p.active.addr == B
+    assert p.active is not None and p.active.target == B
     # detection within interval x multiplier plus one probe period
     assert now - cut <= T.probe_interval * (T.probe_multiplier + 2)
     run(p, now, now + 1.0, {A}, {B: 0.005})
@@ -57,9 +57,9 @@ def test_recovered_path_waits_out_hold_down() -> None:
     p = PeerPaths([A, B], T)
     now = run(p, 0.0, 5.0, set(), {A: 0.001, B: 0.005})
     now = run(p, now, now + 2.0, {A}, {B: 0.005})
-    assert p.active is not None and p.active.addr == B
+    assert p.active is not None and p.active.target == B
     back = now
-    while p.active is not None and p.active.addr == B:
+    while p.active is not None and p.active.target == B:
         now = run(p, now, now + T.probe_interval, set(), {A: 0.001, B: 0.005})
     assert now - back >= T.hold_down
 
@@ -80,7 +80,7 @@ def test_roaming_peer_without_endpoints_follows_its_newest_address() -> None:
     assert p.destination() == A
     p.seen(B, 1.0)
     assert p.destination() == B
-    assert [e.kind for e in p.events].count("path_learned") == 2
+    assert [e.kind for e in p.take_outputs()].count("path_learned") == 2
 
 
 def test_set_endpoints_keeps_state_of_paths_that_stay() -> None:
@@ -104,36 +104,36 @@ def test_a_configured_path_wins_over_a_learned_one() -> None:
     p.seen(A, 0.0)  # learned
     now = run(p, 0.0, 0.4, set(), {A: 0.0001, B: 0.005})  # the old one answers faster
     run(p, now, now + 3.0, set(), {A: 0.0001, B: 0.005})
-    assert p.active is not None and p.active.addr == B and p.active.configured
+    assert p.active is not None and p.active.target == B and p.active.configured
 
 
 def test_relay_paths_only_without_a_direct_one_and_the_fastest_relay_wins() -> None:
-    from lanspan.node.paths import relay_addr
+    from lanspan.addr import Relay
 
     p = PeerPaths([A], T)
     assert p.set_relays({"r1", "r2"})
-    slow, fast = relay_addr("r1"), relay_addr("r2")
+    slow, fast = Relay("r1"), Relay("r2")
     now = run(p, 0.0, 3.0, set(), {A: 0.004, slow: 0.003, fast: 0.001})
-    assert p.active is not None and p.active.addr == A  # direct wins over faster relays
+    assert p.active is not None and p.active.target == A  # direct wins over faster relays
     now = run(p, now, now + 3.0, {A}, {slow: 0.003, fast: 0.001})
-    assert p.active is not None and p.active.addr == fast  # the relay with the lowest RTT
+    assert p.active is not None and p.active.target == fast  # the relay with the lowest RTT
     assert not p.set_relays({"r1", "r2"})  # nothing new: paths keep their history
     p.set_relays({"r1"})
     run(p, now, now + 0.2, {A}, {slow: 0.003})
-    assert p.active is not None and p.active.addr == slow
+    assert p.active is not None and p.active.target == slow
 
 
 def test_a_moved_endpoint_keeps_carrying_traffic_until_the_new_one_takes_over() -> None:
     p = PeerPaths([A], T)
     now = run(p, 0.0, 3.0, set(), {})
     old = p.active
-    assert old is not None and old.addr == A
+    assert old is not None and old.target == A
     p.set_endpoints([B])  # a reload moved the peer to B; A still answers for now
     assert p.active is old and not old.configured and p.destination() == A
     start = now
     while p.active is old:
         now = run(p, now, now + T.probe_interval, set(), {})
-    assert p.active is not None and p.active.addr == B
+    assert p.active is not None and p.active.target == B
     assert now - start >= T.hold_down
     now = run(p, now, now + 1.0, {A}, {})  # the old address goes away: it just goes down
-    assert p.active is not None and p.active.addr == B and not old.up
+    assert p.active is not None and p.active.target == B and not old.up

@@ -30,7 +30,7 @@ def test_duplicate_fragment_is_counted() -> None:
     f = frags()
     r.add("p", f[0], 0.0)
     assert r.add("p", f[0], 0.0) is None
-    assert r.drops["fragment_duplicate"] == 1
+    assert r.drops["reassembly.duplicate"] == 1
 
 
 def test_incomplete_superframe_times_out() -> None:
@@ -38,14 +38,14 @@ def test_incomplete_superframe_times_out() -> None:
     r.add("p", frags()[0], 0.0)
     assert r.next_timer() == 1.0
     r.handle_timer(1.0)
-    assert r.drops["fragment_timeout"] == 1 and r.next_timer() is None
+    assert r.drops["reassembly.timeout"] == 1 and r.next_timer() is None
 
 
 def test_pending_is_bounded_and_peers_are_separate() -> None:
     r = Reassembler(max_pending=4)
     for fid in range(10):
         r.add("p", frags(fid)[0], float(fid))
-    assert r.drops["fragment_evicted"] == 6
+    assert r.drops["reassembly.evicted"] == 6
     a, b = frags(1), frags(1)
     for fa in a[:-1]:
         r.add("a", fa, 20.0)
@@ -59,4 +59,4 @@ def test_inconsistent_reuse_of_an_id_is_dropped() -> None:
     r.add("p", frags(5)[0], 0.0)
     other = frags(5, BODY[:3000])
     assert r.add("p", other[1], 0.0) is None
-    assert r.drops["fragment_inconsistent"] == 1
+    assert r.drops["reassembly.inconsistent"] == 1

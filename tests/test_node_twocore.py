@@ -10,10 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lanspan.addr import Addr
 from lanspan.config import encode_key, generate_private_key, parse_network, public_key
 from lanspan.config.model import Network
+from lanspan.control.document import status_json
 from lanspan.node.core import NodeCore
-from lanspan.node.paths import Addr
 from lanspan.wire import control, payload, vnet
 
 BCAST = b"\xff" * 6
@@ -144,7 +145,7 @@ def test_broadcast_then_learned_unicast_cross_two_nodes() -> None:
     net.nodes["n2"].frame_from_port("pa", plain(f2), net.now)
     net.run(0.1)
     assert net.take_written("n1") == [("pa", plain(f2))]
-    st = net.nodes["n1"].status(net.now)
+    st = status_json(net.nodes["n1"].status(net.now))
     peer = st["peers"][0]
     assert peer["session"] == "up" and peer["rx_frames"] == 1 and peer["tx_frames"] == 1
     assert peer["paths"][0]["state"] == "up" and peer["rtt_ms"] is not None
@@ -218,7 +219,9 @@ def test_blocked_direct_path_goes_through_a_relay_end_to_end() -> None:
     net.run(0.1)
     assert net.take_written("n3") == [("pa", plain(f))]
     assert net.nodes["n2"].counters["relayed"] > 0
-    peer = next(p for p in net.nodes["n1"].status(net.now)["peers"] if p["name"] == "n3")
+    peer = next(
+        p for p in status_json(net.nodes["n1"].status(net.now))["peers"] if p["name"] == "n3"
+    )
     assert peer["via"] == "n2" and peer["session"] == "up"
     assert net.nodes["n2"].sessions.drops["bad_auth"] == 0
 
@@ -278,12 +281,12 @@ def test_a_relay_never_forwards_through_another_relay() -> None:
     assert n2.paths["n3"].active is not None and n2.paths["n3"].active.relay == "n4"
     n1_paths = net.nodes["n1"].paths["n3"]
     assert {p.relay for p in n1_paths.paths if p.relay} == {"n4"}  # n2 does not offer n3
-    before = n2.drops["relay_no_direct_path"]
+    before = n2.drops["relay.no_direct_path"]
     fake = payload.build_control(control.build_relay(control.Relay(False, "n3", b"x" * 40)))
     sealed = net.nodes["n1"].sessions.seal("n2", fake, net.now)
     assert sealed is not None
     n2.datagram(sealed, net.addr["n1"], net.now)
-    assert n2.drops["relay_no_direct_path"] == before + 1
+    assert n2.drops["relay.no_direct_path"] == before + 1
     assert all(dst != net.addr["n3"] for dst, _ in n2.take_sends())
 
 

@@ -16,7 +16,16 @@ from lanspan.config.model import (
     StaticMac,
     TrunkPort,
 )
-from lanspan.switch import Forward, MacEntry, Switch, SwitchEvent, TokenBucket, flood_burst
+from lanspan.switch import (
+    Forward,
+    MacEntry,
+    PeerLocation,
+    PortLocation,
+    Switch,
+    SwitchEvent,
+    TokenBucket,
+    flood_burst,
+)
 from lanspan.wire.ethernet import BROADCAST, build, parse_untrusted, pop_tag, push_tag
 
 LAN, API, ADMIN, DMZ = 10010, 10011, 10012, 10013
@@ -128,7 +137,7 @@ def test_trunk_untagged_without_native_dropped() -> None:
     sw = switch()
     assert sw.from_port("trunk2", eth(BROADCAST, A), 1.0) is None
     assert sw.from_port("trunk2", push_tag(eth(BROADCAST, A), 0), 1.0) is None
-    assert sw.drops["vlan_not_allowed"] == 2
+    assert sw.drops["switch.vlan_not_allowed"] == 2
 
 
 def test_trunk_vlan_not_allowed_dropped() -> None:
@@ -136,25 +145,25 @@ def test_trunk_vlan_not_allowed_dropped() -> None:
     assert sw.from_port("trunk1", eth(BROADCAST, A, vlan=12), 1.0) is None  # admin not on trunk1
     assert sw.from_port("trunk2", eth(BROADCAST, A, vlan=10), 1.0) is None
     assert sw.from_port("trunk1", eth(BROADCAST, A, vlan=4000), 1.0) is None
-    assert sw.drops["vlan_not_allowed"] == 3
+    assert sw.drops["switch.vlan_not_allowed"] == 3
     # allowed on the port but a segment this node may not carry
     assert sw.from_port("trunk1", eth(BROADCAST, A, vlan=13), 1.0) is None
-    assert sw.drops["segment_not_allowed"] == 1
+    assert sw.drops["switch.segment_not_allowed"] == 1
     # allowed on the port but no segment has VLAN 99
     assert sw.from_port("trunk1", eth(BROADCAST, A, vlan=99), 1.0) is None
-    assert sw.drops["vlan_not_allowed"] == 4
+    assert sw.drops["switch.vlan_not_allowed"] == 4
     assert sw.mac_table() == [
-        MacEntry("lan", 10, "02:aa:00:00:00:01", "port:vm1", True, 0.0),
-        MacEntry("lan", 10, "02:aa:00:00:00:11", "peer:p1", True, 0.0),
-        MacEntry("lan", 10, "02:ff:00:00:00:01", "port:lan0", True, 0.0),
-        MacEntry("lan", 10, "02:ff:00:00:00:02", "peer:p2", True, 0.0),
+        MacEntry("lan", 10, "02:aa:00:00:00:01", PortLocation("vm1"), True, 0.0),
+        MacEntry("lan", 10, "02:aa:00:00:00:11", PeerLocation("p1"), True, 0.0),
+        MacEntry("lan", 10, "02:ff:00:00:00:01", PortLocation("lan0"), True, 0.0),
+        MacEntry("lan", 10, "02:ff:00:00:00:02", PeerLocation("p2"), True, 0.0),
     ]  # nothing learned from dropped frames
 
 
 def test_access_port_in_segment_not_carried() -> None:
     sw = switch()
     assert sw.from_port("vmx", eth(BROADCAST, A), 1.0) is None
-    assert sw.drops["segment_not_allowed"] == 1
+    assert sw.drops["switch.segment_not_allowed"] == 1
 
 
 def test_tagged_on_access_dropped_priority_tag_accepted() -> None:
@@ -163,12 +172,12 @@ def test_tagged_on_access_dropped_priority_tag_accepted() -> None:
     for port in ("vm1", "lan0"):
         assert sw.from_port(port, push_tag(frame, 11), 1.0) is None
         assert sw.from_port(port, push_tag(frame, 10), 1.0) is None  # even its own VLAN
-    assert sw.drops["tagged_on_access"] == 4
+    assert sw.drops["switch.tagged_on_access"] == 4
     # an S-tag, or a priority tag hiding a C-tag: still tagged
     stag = build(BROADCAST, A, 0x88A8, b"\x00\x0b\x08\x00")
     assert sw.from_port("vm1", stag, 1.0) is None
     assert sw.from_port("vm1", push_tag(push_tag(frame, 11), 0), 1.0) is None
-    assert sw.drops["tagged_on_access"] == 6
+    assert sw.drops["switch.tagged_on_access"] == 6
     # 802.1p priority tag: untagged of the access segment, tag removed
     fwd = sw.from_port("vm1", push_tag(frame, 0, pcp=6), 1.0)
     assert fwd is not None and fwd.vni == LAN and fwd.frame == frame
@@ -184,11 +193,11 @@ def test_qinq_inner_tag_passes_trunk_to_trunk_only() -> None:
     # trunk2 gets the outer tag back; access vm2 would see the inner tag as outer: not sent
     assert out_ports(fwd) == {"trunk2": push_tag(inner, 11)}
     assert fwd.peers == ("p1", "p3")
-    assert sw.drops["inner_tag_on_untagged_port"] == 1
+    assert sw.drops["switch.inner_tag_on_untagged_port"] == 1
     # the same frame from a peer: never out of the native (untagged) VLAN of trunk1
     # (lan has no tagged port here: nowhere to go)
     assert sw.from_peer("p1", LAN, push_tag(eth(BROADCAST, B), 300), 1.0) is None
-    assert sw.drops["inner_tag_on_untagged_port"] == 1 + 4
+    assert sw.drops["switch.inner_tag_on_untagged_port"] == 1 + 4
     assert sw.counters["no_destination"] == 1
 
 
@@ -231,10 +240,12 @@ def test_same_mac_in_two_segments_is_two_entries() -> None:
     sw.from_port("vm2", eth(BROADCAST, A), 1.0)
     assert sw.counters["mac_moves"] == 0
     assert {(e.segment, e.where) for e in sw.mac_table() if e.mac == "02:00:00:00:0a:01"} == {
-        ("lan", "port:vm1"),
-        ("api", "port:vm2"),
+        ("lan", PortLocation("vm1")),
+        ("api", PortLocation("vm2")),
     }
-    assert sw.mac_table("api") == [MacEntry("api", 11, "02:00:00:00:0a:01", "port:vm2", False, 0.0)]
+    assert sw.mac_table("api") == [
+        MacEntry("api", 11, "02:00:00:00:0a:01", PortLocation("vm2"), False, 0.0)
+    ]
 
 
 def test_never_back_to_ingress_port() -> None:
@@ -242,7 +253,7 @@ def test_never_back_to_ingress_port() -> None:
     sw.from_port("vm1", eth(BROADCAST, A), 1.0)
     sw.from_port("vm1", eth(BROADCAST, B), 1.0)
     assert sw.from_port("vm1", eth(A, B), 2.0) is None
-    assert sw.drops["same_port"] == 1
+    assert sw.drops["switch.same_port"] == 1
 
 
 def test_unicast_to_mac_behind_peer() -> None:
@@ -262,7 +273,7 @@ def test_bad_source_mac_dropped() -> None:
     assert sw.from_port("vm1", eth(BROADCAST, MCAST), 1.0) is None
     assert sw.from_port("vm1", eth(BROADCAST, b"\x00" * 6), 1.0) is None
     assert sw.from_peer("p1", LAN, eth(BROADCAST, BROADCAST), 1.0) is None
-    assert sw.drops["bad_src_mac"] == 3
+    assert sw.drops["switch.bad_src_mac"] == 3
 
 
 def test_runt_and_short() -> None:
@@ -270,13 +281,13 @@ def test_runt_and_short() -> None:
     assert sw.from_port("vm1", b"\x00" * 13, 1.0) is None
     assert sw.from_port("trunk1", eth(BROADCAST, A, vlan=11)[:17], 1.0) is None
     assert sw.from_peer("p1", LAN, b"", 1.0) is None
-    assert sw.drops == {"short": 2, "runt": 1}
+    assert sw.drops == {"ethernet.short_frame": 2, "ethernet.short_tagged_frame": 1}
 
 
 def test_unknown_port() -> None:
     sw = switch()
     assert sw.from_port("nope", eth(BROADCAST, A), 1.0) is None
-    assert sw.drops["unknown_port"] == 1
+    assert sw.drops["switch.unknown_port"] == 1
 
 
 # --------------------------------------------------------------- from peers
@@ -297,9 +308,9 @@ def test_from_peer_split_horizon() -> None:
     sw = switch()
     sw.from_peer("p2", LAN, eth(BROADCAST, B), 1.0)
     assert sw.from_peer("p1", LAN, eth(B, C), 2.0) is None
-    assert sw.drops["split_horizon"] == 1
+    assert sw.drops["switch.split_horizon"] == 1
     assert sw.from_peer("p2", LAN, eth(B, D), 2.0) is None
-    assert sw.drops["same_peer"] == 1
+    assert sw.drops["switch.same_peer"] == 1
     # to a local MAC: exactly that port
     sw.from_port("vm3", eth(BROADCAST, A), 2.0)
     fwd = sw.from_peer("p1", LAN, eth(A, C), 3.0)
@@ -314,10 +325,10 @@ def test_from_peer_authorization() -> None:
     assert sw.from_peer("p3", LAN, eth(BROADCAST, B), 1.0) is None  # p3 does not carry lan
     assert sw.from_peer("p1", ADMIN, eth(BROADCAST, B), 1.0) is None  # nor p1 admin
     assert sw.drops == {
-        "unknown_peer": 1,
-        "unknown_vni": 1,
-        "segment_not_allowed": 1,
-        "peer_segment_not_allowed": 2,
+        "switch.unknown_peer": 1,
+        "switch.unknown_vni": 1,
+        "switch.segment_not_allowed": 1,
+        "switch.peer_segment_not_allowed": 2,
     }
     assert [e for e in sw.mac_table() if not e.static] == []
 
@@ -327,8 +338,8 @@ def test_peer_mac_limit() -> None:
     for i in range(4):
         assert sw.from_peer("p1", LAN, eth(BROADCAST, bytes([2, 0, 0, 0, 1, i])), 1.0)
     assert sw.from_peer("p1", API, eth(BROADCAST, bytes([2, 0, 0, 0, 1, 9])), 1.0) is None
-    assert sw.drops["peer_mac_limit"] == 1
-    assert [e.kind for e in sw.take_events()] == ["mac_limit"]
+    assert sw.drops["switch.peer_mac_limit"] == 1
+    assert [e.kind for e in sw.take_events()] == ["switch.mac_limit"]
 
 
 # --------------------------------------------------------------------- peers
@@ -390,7 +401,7 @@ def test_static_mac_forwarded_before_seen_and_pinned() -> None:
     assert sw.from_peer("p2", LAN, eth(BROADCAST, STATIC_LOCAL), 1.0) is None
     assert sw.from_peer("p2", LAN, eth(BROADCAST, STATIC_P1), 1.0) is None
     assert sw.from_port("vm1", eth(BROADCAST, P2_HOST_MAC), 1.0) is None
-    assert sw.drops["static_mac_violation"] == 4
+    assert sw.drops["switch.static_mac_violation"] == 4
     # from where it belongs it is fine, and does not count against the port's limit
     assert sw.from_port("vm1", eth(BROADCAST, STATIC_LOCAL), 1.0) is not None
     assert sw.from_peer("p1", LAN, eth(BROADCAST, STATIC_P1), 1.0) is not None
@@ -398,10 +409,10 @@ def test_static_mac_forwarded_before_seen_and_pinned() -> None:
     sw.handle_timer(10_000.0)
     statics = [e for e in sw.mac_table() if e.static]
     assert [(e.mac, e.where) for e in statics] == [
-        ("02:aa:00:00:00:01", "port:vm1"),
-        ("02:aa:00:00:00:11", "peer:p1"),
-        ("02:ff:00:00:00:01", "port:lan0"),
-        ("02:ff:00:00:00:02", "peer:p2"),
+        ("02:aa:00:00:00:01", PortLocation("vm1")),
+        ("02:aa:00:00:00:11", PeerLocation("p1")),
+        ("02:ff:00:00:00:01", PortLocation("lan0")),
+        ("02:ff:00:00:00:02", PeerLocation("p2")),
     ]
     assert sw.counters["mac_moves"] == 0
     assert sw.next_timer() is None
@@ -419,7 +430,7 @@ def test_static_pinned_to_node_without_port() -> None:
     # any local port may source it (learned normally), no peer may
     assert sw.from_port("vm3", eth(BROADCAST, STATIC_LOCAL), 1.0) is not None
     assert sw.from_peer("p1", LAN, eth(BROADCAST, STATIC_LOCAL), 1.0) is None
-    assert sw.drops["static_mac_violation"] == 1
+    assert sw.drops["switch.static_mac_violation"] == 1
     fwd = sw.from_port("vm1", eth(STATIC_LOCAL, A), 2.0)
     assert fwd is not None and fwd.ports == (("vm3", eth(STATIC_LOCAL, A)),)
 
@@ -503,9 +514,9 @@ def test_port_mac_limit() -> None:
     assert sw.from_port("vm3", eth(BROADCAST, B), 1.0) is not None
     assert sw.from_port("vm3", eth(BROADCAST, C), 2.0) is None
     assert sw.from_port("vm3", eth(B, D), 2.0) is None
-    assert sw.drops["mac_limit"] == 2
+    assert sw.drops["switch.mac_limit"] == 2
     events = sw.take_events()
-    assert [e.kind for e in events] == ["mac_limit"]  # reported once
+    assert [e.kind for e in events] == ["switch.mac_limit"]  # reported once
     assert events[0].mac == "02:00:00:00:0c:03" and "port:vm3" in events[0].detail
     # known MACs still pass
     assert sw.from_port("vm3", eth(BROADCAST, A), 30.0) is not None
@@ -513,12 +524,12 @@ def test_port_mac_limit() -> None:
     sw.from_port("vm1", eth(BROADCAST, D), 30.0)
     assert sw.from_port("vm3", eth(BROADCAST, D), 30.0) is None
     assert sw.mac_table("lan")[2] == MacEntry(
-        "lan", 10, "02:00:00:00:0d:04", "port:vm1", False, 0.0
+        "lan", 10, "02:00:00:00:0d:04", PortLocation("vm1"), False, 0.0
     )
     # once B ages out there is room again, and the limit is reported afresh next time
     assert sw.from_port("vm3", eth(BROADCAST, C), 61.0) is not None
     assert sw.from_port("vm3", eth(BROADCAST, D), 62.0) is None
-    assert [e.kind for e in sw.take_events()] == ["mac_limit"]
+    assert [e.kind for e in sw.take_events()] == ["switch.mac_limit"]
 
 
 def test_host_port_learns_one_mac() -> None:
@@ -529,14 +540,14 @@ def test_host_port_learns_one_mac() -> None:
     sw = Switch(Network("n", segments=net.segments, nodes=(me2, *net.nodes[1:])), "me")
     assert sw.from_port("lan0", eth(BROADCAST, A), 1.0) is not None
     assert sw.from_port("lan0", eth(BROADCAST, B), 1.0) is None
-    assert sw.drops["mac_limit"] == 1
+    assert sw.drops["switch.mac_limit"] == 1
 
 
 def test_flood_rate_limit() -> None:
     sw = switch()  # vm3: 10 floods/s, burst 32
     passed = sum(sw.from_port("vm3", eth(BROADCAST, A), 5.0) is not None for _ in range(40))
     assert passed == 32
-    assert sw.drops["flood_rate"] == 8
+    assert sw.drops["switch.flood_rate"] == 8
     storm = [e for e in sw.take_events() if e.kind == "storm"]
     assert len(storm) == 1 and "vm3" in storm[0].detail
     # known unicast is not a flood and is not limited
@@ -560,7 +571,7 @@ def test_flood_rate_applies_to_unknown_unicast_and_multicast() -> None:
     sw = switch()
     dsts = [MCAST, D, BROADCAST]
     passed = sum(sw.from_port("vm3", eth(dsts[i % 3], A), 1.0) is not None for i in range(33))
-    assert passed == 32 and sw.drops["flood_rate"] == 1
+    assert passed == 32 and sw.drops["switch.flood_rate"] == 1
 
 
 def test_token_bucket() -> None:
@@ -630,7 +641,7 @@ def test_switch_and_ethernet_import_no_io() -> None:
 def test_static_mac_behind_down_peer_not_sent() -> None:
     sw = switch(up=("p2",))
     assert sw.from_port("vm1", eth(STATIC_P1, A), 1.0) is None  # p1 is down
-    assert sw.drops["peer_down"] == 1
+    assert sw.drops["switch.peer_down"] == 1
     sw.set_peer_up("p1", True)
     fwd = sw.from_port("vm1", eth(STATIC_P1, A), 2.0)
     assert fwd is not None and fwd.peers == ("p1",)
@@ -640,11 +651,11 @@ def test_frames_from_down_peer_learned_and_flushed_again() -> None:
     sw = switch(up=())
     fwd = sw.from_peer("p1", LAN, eth(BROADCAST, B), 1.0)  # accepted while down
     assert fwd is not None and fwd.peers == ()
-    assert [e.where for e in sw.mac_table() if not e.static] == ["peer:p1"]
+    assert [e.where for e in sw.mac_table() if not e.static] == [PeerLocation("p1")]
     assert sw.from_port("vm1", eth(B, A), 2.0) is None  # behind a down peer
-    assert sw.drops["peer_down"] == 1
+    assert sw.drops["switch.peer_down"] == 1
     sw.set_peer_up("p1", False)  # already down: still flushes
-    assert [e.where for e in sw.mac_table() if not e.static] == ["port:vm1"]  # A stays
+    assert [e.where for e in sw.mac_table() if not e.static] == [PortLocation("vm1")]  # A stays
     assert sw.counters["flushed"] == 1
 
 

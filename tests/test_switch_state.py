@@ -58,22 +58,28 @@ INNER_TAG = INNER_VID.to_bytes(2, "big")
 
 # drops that happen before learning: the frame taught the switch nothing
 BEFORE_LEARNING = {
-    "unknown_port",
-    "unknown_peer",
-    "unknown_vni",
-    "short",
-    "runt",
-    "vlan_not_allowed",
-    "segment_not_allowed",
-    "peer_segment_not_allowed",
-    "tagged_on_access",
-    "bad_src_mac",
-    "static_mac_violation",
-    "mac_limit",
-    "peer_mac_limit",
+    "switch.unknown_port",
+    "switch.unknown_peer",
+    "switch.unknown_vni",
+    "ethernet.short_frame",
+    "ethernet.short_tagged_frame",
+    "switch.vlan_not_allowed",
+    "switch.segment_not_allowed",
+    "switch.peer_segment_not_allowed",
+    "switch.tagged_on_access",
+    "switch.bad_src_mac",
+    "switch.static_mac_violation",
+    "switch.mac_limit",
+    "switch.peer_mac_limit",
 }
-AFTER_LEARNING = {"same_port", "same_peer", "split_horizon", "flood_rate", "peer_down"}
-ALL_REASONS = BEFORE_LEARNING | AFTER_LEARNING | {"inner_tag_on_untagged_port"}
+AFTER_LEARNING = {
+    "switch.same_port",
+    "switch.same_peer",
+    "switch.split_horizon",
+    "switch.flood_rate",
+    "switch.peer_down",
+}
+ALL_REASONS = BEFORE_LEARNING | AFTER_LEARNING | {"switch.inner_tag_on_untagged_port"}
 
 
 @st.composite
@@ -303,9 +309,9 @@ class SwitchMachine(RuleBasedStateMachine):
         if early:
             assert fwd is None and len(early) == 1
             reason = early.pop()
-            if reason == "bad_src_mac":
+            if reason == "switch.bad_src_mac":
                 assert src[0] & 1 or src == ZERO
-            if reason == "static_mac_violation":
+            if reason == "switch.static_mac_violation":
                 pin = self.pins.get((vni, src))
                 assert pin is not None and pin != where
             return
@@ -316,17 +322,20 @@ class SwitchMachine(RuleBasedStateMachine):
         loc = None if dst[0] & 1 else self.location(vni, dst)
         if loc is not None:
             if loc == where:
-                assert fwd is None and ("same_peer" if from_peer else "same_port") in delta
+                assert (
+                    fwd is None
+                    and ("switch.same_peer" if from_peer else "switch.same_port") in delta
+                )
             elif from_peer and loc.startswith("peer:"):
-                assert fwd is None and "split_horizon" in delta
+                assert fwd is None and "switch.split_horizon" in delta
             elif loc.startswith("peer:") and not self.up[loc[5:]]:
-                assert fwd is None and "peer_down" in delta
+                assert fwd is None and "switch.peer_down" in delta
             elif (
                 loc.startswith("port:")
                 and inner_tagged
                 and self.egress_vid(self.ports[loc[5:]], vni) is None
             ):
-                assert fwd is None and "inner_tag_on_untagged_port" in delta
+                assert fwd is None and "switch.inner_tag_on_untagged_port" in delta
             else:
                 assert fwd is not None, f"unicast to {loc} not forwarded: {delta}"
                 dests = [f"port:{n}" for n, _ in fwd.ports] + [f"peer:{p}" for p in fwd.peers]
@@ -334,7 +343,7 @@ class SwitchMachine(RuleBasedStateMachine):
             return
         ports, peers = self.expected_flood(vni, None if from_peer else ingress, inner_tagged)
         if fwd is None:
-            assert "flood_rate" in delta or (not ports and not peers), delta
+            assert "switch.flood_rate" in delta or (not ports and not peers), delta
             return
         assert {n for n, _ in fwd.ports} == ports
         assert set(fwd.peers) == peers
@@ -480,7 +489,7 @@ class SwitchMachine(RuleBasedStateMachine):
     @rule()
     def take_events(self) -> None:
         for e in self.sw.take_events():
-            assert e.kind in {"mac_move", "mac_flap", "mac_limit", "storm"}
+            assert e.kind in {"mac_move", "mac_flap", "switch.mac_limit", "storm"}
             assert e.segment in {s.name for s in self.net.segments}
 
     # ----------------------------------------------------------- invariants
@@ -490,7 +499,7 @@ class SwitchMachine(RuleBasedStateMachine):
         if not hasattr(self, "sw"):
             return
         table = self.sw.mac_table(now=self.now)
-        learned = {(e.segment, e.mac, e.where) for e in table if not e.static}
+        learned = {(e.segment, e.mac, str(e.where)) for e in table if not e.static}
         model = {
             (next(s.name for s in self.net.segments if s.vni == vni), mac.hex(":"), e.where)
             for (vni, mac), e in self.learned.items()

@@ -370,7 +370,7 @@ def test_trunk_guest_talks_to_each_segment_through_its_tag(mesh: Mesh) -> None:
 
 
 def test_vlan_not_allowed_on_the_trunk_is_dropped_and_counted(mesh: Mesh) -> None:
-    before = mesh.drops("n1", cli=False).get("vlan_not_allowed", 0)
+    before = mesh.drops("n1", cli=False).get("switch.vlan_not_allowed", 0)
     trunk = mesh.ports[("n1", "t")]
     me = mac(guest_mac("t", "n1"))
     for vid in NOT_ON_TRUNK:
@@ -380,10 +380,12 @@ def test_vlan_not_allowed_on_the_trunk_is_dropped_and_counted(mesh: Mesh) -> Non
     for name in [f"vid{v}" for v in NOT_ON_TRUNK] + ["untagged"]:
         only_at(mesh, name, [])
     mesh.wait(
-        lambda: mesh.drops("n1", cli=False).get("vlan_not_allowed", 0) >= before + 3,
+        lambda: mesh.drops("n1", cli=False).get("switch.vlan_not_allowed", 0) >= before + 3,
         "vlan_not_allowed drops counted on n1",
     )
-    assert mesh.drops("n1")["vlan_not_allowed"] >= before + 3  # as `lanspan show --json` says
+    assert (
+        mesh.drops("n1")["switch.vlan_not_allowed"] >= before + 3
+    )  # as `lanspan show --json` says
     # Only this port was concerned: the agent and the other VLANs carry on.
     assert mesh.agents["n1"].poll() is None
     assert mesh.ping(("n1", "a"), guest_ip("a", "n2"))
@@ -421,14 +423,14 @@ def test_tags_that_must_not_cross_and_priority_tags_that_may(mesh: Mesh) -> None
     assert (q.aux_vlan, q.data_vlan) == (VLAN["b"], 100), q
     mesh.wait(
         lambda: (
-            mesh.drops("n1", cli=False).get("tagged_on_access", 0)
-            > drops["n1"].get("tagged_on_access", 0)
+            mesh.drops("n1", cli=False).get("switch.tagged_on_access", 0)
+            > drops["n1"].get("switch.tagged_on_access", 0)
         ),
         "tagged_on_access counted on n1",
     )
     for node in NODES:  # every site has an access port in segment a it must skip
-        assert mesh.drops(node).get("inner_tag_on_untagged_port", 0) > drops[node].get(
-            "inner_tag_on_untagged_port", 0
+        assert mesh.drops(node).get("switch.inner_tag_on_untagged_port", 0) > drops[node].get(
+            "switch.inner_tag_on_untagged_port", 0
         ), node
 
 

@@ -51,7 +51,7 @@ def test_trailing_bytes_ignored(h: VnetHeader, tail: bytes) -> None:
 def test_truncated_is_bad_packet(h: VnetHeader, n: int) -> None:
     with pytest.raises(BadPacket) as e:
         vnet.parse_untrusted(vnet.build(h)[:n])
-    assert e.value.reason == "vnet_short"
+    assert e.value.reason == "vnet.short"
 
 
 @given(st.binary(max_size=40))
@@ -64,7 +64,7 @@ def test_any_bytes_parse_or_bad_packet(data: bytes) -> None:
     try:
         vnet.validate_untrusted(h, 1514)
     except BadPacket as e:
-        assert e.reason.startswith("vnet_")
+        assert e.reason.startswith("vnet.")
 
 
 def test_byte_by_byte() -> None:
@@ -98,27 +98,27 @@ def test_shift_inverse(h: VnetHeader, d: int) -> None:
 @pytest.mark.parametrize(
     ("hdr", "frame_len", "reason"),
     [
-        (VnetHeader(flags=0x80), 100, "vnet_flags"),
+        (VnetHeader(flags=0x80), 100, "vnet.flags"),
         (
             VnetHeader(gso_type=3, flags=1, gso_size=1000, csum_start=34, csum_offset=6),
             9000,
-            "vnet_gso_type",
+            "vnet.gso_type",
         ),
-        (VnetHeader(gso_type=7), 100, "vnet_gso_type"),
-        (VnetHeader(gso_type=vnet.GSO_ECN), 100, "vnet_gso_type"),
+        (VnetHeader(gso_type=7), 100, "vnet.gso_type"),
+        (VnetHeader(gso_type=vnet.GSO_ECN), 100, "vnet.gso_type"),
         (
             VnetHeader(flags=1, gso_type=1, gso_size=63, csum_start=34, csum_offset=16),
             9000,
-            "vnet_gso_size",
+            "vnet.gso_size",
         ),
         (
             VnetHeader(gso_type=1, gso_size=1448, csum_start=34, csum_offset=16),
             9000,
-            "vnet_gso_no_csum",
+            "vnet.gso_no_csum",
         ),
-        (VnetHeader(flags=1, csum_start=34, csum_offset=16), 51, "vnet_csum"),
-        (VnetHeader(flags=1, csum_start=4, csum_offset=6), 100, "vnet_csum"),
-        (VnetHeader(flags=1, csum_start=34, csum_offset=16, hdr_len=200), 100, "vnet_hdr_len"),
+        (VnetHeader(flags=1, csum_start=34, csum_offset=16), 51, "vnet.csum"),
+        (VnetHeader(flags=1, csum_start=4, csum_offset=6), 100, "vnet.csum"),
+        (VnetHeader(flags=1, csum_start=34, csum_offset=16, hdr_len=200), 100, "vnet.hdr_len"),
     ],
 )
 def test_validate_rejects(hdr: VnetHeader, frame_len: int, reason: str) -> None:

@@ -72,15 +72,15 @@ def test_receiver_index() -> None:
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
-        (b"", "short"),
-        (b"\x04\0", "short"),
-        (bytes([9, 0, 0, 0]) + bytes(200), "bad_type"),
-        (bytes([0, 0, 0, 0]) + bytes(200), "bad_type"),
-        (bytes([4, 0, 1, 0]) + bytes(40), "bad_reserved"),
-        (build(INIT) + b"\0", "bad_length"),
-        (build(RESP)[:-1], "short"),
-        (build(COOKIE) + b"\0", "bad_length"),
-        (build(DATA)[:31], "short"),
+        (b"", "wire.short_datagram"),
+        (b"\x04\0", "wire.short_datagram"),
+        (bytes([9, 0, 0, 0]) + bytes(200), "wire.bad_type"),
+        (bytes([0, 0, 0, 0]) + bytes(200), "wire.bad_type"),
+        (bytes([4, 0, 1, 0]) + bytes(40), "wire.bad_reserved"),
+        (build(INIT) + b"\0", "wire.bad_length"),
+        (build(RESP)[:-1], "wire.short_datagram"),
+        (build(COOKIE) + b"\0", "wire.bad_length"),
+        (build(DATA)[:31], "wire.short_datagram"),
     ],
 )
 def test_rejections(data: bytes, reason: str) -> None:
@@ -90,9 +90,9 @@ def test_rejections(data: bytes, reason: str) -> None:
 
 
 def test_fast_path_rejects() -> None:
-    with pytest.raises(BadPacket, match="short"):
+    with pytest.raises(BadPacket, match=r"wire\.short_datagram"):
         parse_transport_header_untrusted(build(DATA)[:20])
-    with pytest.raises(BadPacket, match="bad_type"):
+    with pytest.raises(BadPacket, match=r"wire\.bad_type"):
         parse_transport_header_untrusted(bytes([4, 0, 0, 1]) + bytes(40))
 
 
@@ -123,7 +123,7 @@ def test_appended_bytes(msg: Message, extra: bytes) -> None:
         parsed = parse_untrusted(raw)
         assert isinstance(parsed, TransportData) and parsed.ciphertext.endswith(extra)
     else:
-        with pytest.raises(BadPacket, match="bad_length"):
+        with pytest.raises(BadPacket, match=r"wire\.bad_length"):
             parse_untrusted(raw)
 
 

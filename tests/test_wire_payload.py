@@ -53,15 +53,15 @@ def test_too_many_fragments_is_refused() -> None:
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
-        (b"\x08\x00\x00", "payload_short"),
-        (bytes([0x08, 0, 0, 0, 0, 0, 0, 0]), "payload_no_vni"),
-        (bytes([0x00, 0, 0, 0, 0, 0, 5, 0]), "payload_no_vni"),
-        (bytes([0x08, 0, 0, 0, 0, 0, 5, 1]), "payload_reserved_bits"),
-        (bytes([0x48, 0, 0, 0, 0, 0, 5, 0]), "payload_reserved_bits"),
-        (bytes([0x88, 0, 0, 0, 0, 0, 0, 0]), "payload_bad_control_header"),
-        (bytes([0x0A, 0, 0, 0, 0, 0, 5, 0, 0]), "fragment_short"),
-        (bytes([0x0A, 0, 0, 0, 0, 0, 5, 0, 0, 1, 3, 3]), "fragment_bad_index"),
-        (bytes([0x0A, 0, 0, 0, 0, 0, 5, 0, 0, 1, 0, 0]), "fragment_bad_index"),
+        (b"\x08\x00\x00", "payload.short"),
+        (bytes([0x08, 0, 0, 0, 0, 0, 0, 0]), "payload.no_vni"),
+        (bytes([0x00, 0, 0, 0, 0, 0, 5, 0]), "payload.no_vni"),
+        (bytes([0x08, 0, 0, 0, 0, 0, 5, 1]), "payload.reserved_bits"),
+        (bytes([0x48, 0, 0, 0, 0, 0, 5, 0]), "payload.reserved_bits"),
+        (bytes([0x88, 0, 0, 0, 0, 0, 0, 0]), "payload.bad_control_header"),
+        (bytes([0x0A, 0, 0, 0, 0, 0, 5, 0, 0]), "payload.short_fragment"),
+        (bytes([0x0A, 0, 0, 0, 0, 0, 5, 0, 0, 1, 3, 3]), "payload.bad_fragment_index"),
+        (bytes([0x0A, 0, 0, 0, 0, 0, 5, 0, 0, 1, 0, 0]), "payload.bad_fragment_index"),
     ],
 )
 def test_bad_payloads_name_their_reason(data: bytes, reason: str) -> None:
@@ -93,9 +93,9 @@ def test_probe_roundtrip_and_errors() -> None:
     p = payload.parse_untrusted(data)
     assert p.is_control and control.parse_untrusted(p.body) == probe
     for bad, reason in [
-        (b"", "control_short"),
-        (b"\x01\x00", "control_bad_length"),
-        (b"\x09" + bytes(13), "control_unknown_type"),
+        (b"", "control.short"),
+        (b"\x01\x00", "control.bad_length"),
+        (b"\x09" + bytes(13), "control.unknown_type"),
     ]:
         with pytest.raises(BadPacket) as e:
             control.parse_untrusted(bad)

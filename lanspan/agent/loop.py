@@ -7,6 +7,7 @@ and SIGHUP reloads the network file.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import selectors
@@ -16,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from lanspan.config import load_network
 from lanspan.config.model import HostPort, Network, Port
@@ -28,6 +30,7 @@ from lanspan.dataplane.udp import UdpEndpoint
 from lanspan.errors import ConfigError
 from lanspan.logs import RateLimitedLog
 from lanspan.node.core import NodeCore, host_port_mac
+from lanspan.node.status import MacRow, NodeStatus, UdpStatus
 
 log = logging.getLogger("lanspan.agent")
 
@@ -90,23 +93,12 @@ class Agent:
 
     # -- StatusSource for the control socket and metrics ------------------------
 
-    def status(self) -> dict[str, object]:
-        doc = self.node.status(time.monotonic())
-        doc["udp"] = {"gso": self.udp.gso, "gro": self.udp.gro}
-        return doc
+    def status(self) -> NodeStatus:
+        status = self.node.status(time.monotonic())
+        return dataclasses.replace(status, udp=UdpStatus(self.udp.gso, self.udp.gro))
 
-    def macs(self, segment: str | None) -> list[dict[str, object]]:
-        return [
-            {
-                "segment": e.segment,
-                "vlan": e.vlan,
-                "mac": e.mac,
-                "where": e.where,
-                "static": e.static,
-                "age": round(e.age, 1),
-            }
-            for e in self.node.switch.mac_table(segment, time.monotonic())
-        ]
+    def macs(self, segment: str | None) -> list[MacRow]:
+        return self.node.mac_rows(segment, time.monotonic())
 
     def reload(self) -> dict[str, object]:
         try:
@@ -195,10 +187,9 @@ class Agent:
 
     # -- the loop --------------------------------------------------------------
 
-    def _contain(self, where: str, exc: Exception) -> None:
+    def _contain(self, where: Literal["frame", "datagram"], exc: Exception) -> None:
         """A lanspan bug met one frame or datagram: drop it, count it, keep serving."""
-        self.node.drops[f"internal_error_{where}"] += 1
-        if self.node.drops[f"internal_error_{where}"] == 1:
+        if self.node.count_internal_error(where) == 1:
             log.exception("internal error handling a %s (dropped; logged once)", where)
 
     def _port_reader(self, name: str, dev: FramePort) -> Callable[[int], None]:
@@ -280,7 +271,7 @@ class Agent:
                 me.listen_port or self.network.port,
                 self.udp.gso,
                 self.udp.gro,
-                len(self.node.peers),
+                self.node.peer_count(),
                 self.network.cipher,
             )
             self._loop()

@@ -2,6 +2,7 @@
 
 - `ControlServer` / `StatusSource`: JSON-lines unix socket on the agent's selector.
 - `request` / `ControlUnavailable`: the client side.
+- `document`: the typed status (`lanspan.node.status`) as the JSON document.
 - `render_status` / `render_macs`: human text for `lanspan show`.
 - `render_prometheus` / `MetricsServer`: Prometheus text format and ``GET /metrics``.
 - `commands`: the click commands (`show`, `show macs`, `reload`).

@@ -1,6 +1,8 @@
 """Prometheus metrics: a pure renderer of the `show` document and a tiny HTTP server.
 
-`render_prometheus` produces text exposition format 0.0.4. Every family has
+`render_prometheus` produces text exposition format 0.0.4 from the typed
+status (through its JSON document, so that a document from another agent
+renders the same). Every family has
 HELP and TYPE lines, names start with ``lanspan_`` and carry their unit
 (``_bytes_total``, ``_seconds``, ``_ratio``); counters end in ``_total``.
 
@@ -20,7 +22,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from lanspan.control._conn import Conn, Listener
+from lanspan.control.document import status_json
 from lanspan.control.server import StatusSource
+from lanspan.node.status import NodeStatus
 
 __all__ = ["CONTENT_TYPE", "MetricsServer", "parse_addr", "render_prometheus"]
 
@@ -109,8 +113,9 @@ def _ms_to_s(value: object) -> float | None:
     return None if v is None or isinstance(value, bool) else v / 1000.0
 
 
-def render_prometheus(doc: Mapping[str, object]) -> str:
-    """The `show` document as Prometheus text exposition format 0.0.4."""
+def render_prometheus(status: NodeStatus | Mapping[str, object]) -> str:
+    """The typed status (or its JSON document) as Prometheus text exposition format 0.0.4."""
+    doc = status_json(status) if isinstance(status, NodeStatus) else status
     r = _Registry()
     r.add(
         "lanspan_info",

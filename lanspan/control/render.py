@@ -1,4 +1,7 @@
-"""Human renderings of the `show` document and the MAC table (pure functions).
+"""Human renderings of the typed status and MAC rows, or their JSON documents (pure).
+
+`lanspan show` receives the JSON document from the agent; a typed
+`NodeStatus` is rendered through the same document (`control.document`).
 
 In the spirit of `wg show`: a header block for the node, aligned tables for
 segments and ports, one block per peer. Missing keys render as "-" so that
@@ -8,6 +11,9 @@ an older or newer agent never makes `lanspan show` crash.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+
+from lanspan.control.document import mac_rows_json, status_json
+from lanspan.node.status import MacRow, NodeStatus
 
 __all__ = [
     "fmt_age",
@@ -226,8 +232,9 @@ def _peer(p: Mapping[str, object]) -> list[str]:
     return lines
 
 
-def render_status(doc: Mapping[str, object]) -> str:
-    """The `lanspan show` text for one agent's status document."""
+def render_status(status: NodeStatus | Mapping[str, object]) -> str:
+    """The `lanspan show` text for one agent's typed status or its JSON document."""
+    doc = status_json(status) if isinstance(status, NodeStatus) else status
     header = [
         f"network: {_str(doc.get('network'))}",
         f"  node: {_str(doc.get('node'))}",
@@ -251,8 +258,9 @@ def render_status(doc: Mapping[str, object]) -> str:
     return "\n\n".join("\n".join(b) for b in blocks) + "\n"
 
 
-def render_macs(rows: Sequence[Mapping[str, object]]) -> str:
-    """The `lanspan show macs` table; rows as documented in docs/control-api.md."""
+def render_macs(rows: Sequence[MacRow] | Sequence[Mapping[str, object]]) -> str:
+    """The `lanspan show macs` table; typed rows or rows as in docs/control-api.md."""
+    rows = [r if isinstance(r, Mapping) else mac_rows_json([r])[0] for r in rows]
     if not rows:
         return "no MAC addresses learned\n"
     out = []

@@ -29,10 +29,13 @@ import math
 import os
 import socket
 import stat
+from collections.abc import Sequence
 from pathlib import Path, PurePath
 from typing import Protocol
 
 from lanspan.control._conn import Conn, Listener
+from lanspan.control.document import to_json
+from lanspan.node.status import MacRow, NodeStatus
 
 __all__ = [
     "MAX_CLIENTS",
@@ -55,11 +58,11 @@ MAX_CLIENTS = 32  # beyond this the longest-connected client is dropped
 class StatusSource(Protocol):
     """What the agent exposes to the control socket and the metrics endpoint."""
 
-    def status(self) -> dict[str, object]:
-        """The `show` document (schema in docs/control-api.md)."""
+    def status(self) -> NodeStatus:
+        """The typed status; its JSON form is the `show` document (docs/control-api.md)."""
         ...
 
-    def macs(self, segment: str | None) -> list[dict[str, object]]:
+    def macs(self, segment: str | None) -> Sequence[MacRow]:
         """MAC table rows, all segments when `segment` is None."""
         ...
 
@@ -93,12 +96,12 @@ def handle_request(line: bytes, source: StatusSource) -> dict[str, object]:
         if op == "ping":
             return {"ok": True, "result": "pong"}
         if op == "status":
-            return {"ok": True, "result": source.status()}
+            return {"ok": True, "result": to_json(source.status())}
         if op == "macs":
             segment = req.get("segment")
             if segment is not None and not isinstance(segment, str):
                 return _error('malformed request: "segment" must be a string or null')
-            return {"ok": True, "result": source.macs(segment)}
+            return {"ok": True, "result": to_json(source.macs(segment))}
         return {"ok": True, "result": source.reload()}
     except Exception as e:
         log.exception("control op %r failed", op, extra={"fields": {"op": op}})

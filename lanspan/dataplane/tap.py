@@ -17,6 +17,7 @@ import struct
 from collections.abc import Iterable
 
 from lanspan.dataplane.ports import PortCounters
+from lanspan.wire.vnet import VNET_HDR_LEN as VNET_HDR_SZ
 
 __all__ = [
     "TUN_F_CSUM",
@@ -43,7 +44,6 @@ TUN_F_TSO_ECN = 0x08
 TUN_F_USO4 = 0x20
 TUN_F_USO6 = 0x40
 
-VNET_HDR_SZ = 10
 READ_SIZE = 65536 + 256  # largest superframe + headers
 
 

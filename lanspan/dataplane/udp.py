@@ -26,11 +26,12 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from lanspan.addr import Addr
+
 __all__ = ["MAX_GSO_BYTES", "MAX_GSO_SEGMENTS", "Addr", "UdpCounters", "UdpEndpoint", "chunks"]
 
 log = logging.getLogger(__name__)
 
-Addr = tuple[str, int]
 
 SOL_UDP = 17
 UDP_SEGMENT = 103

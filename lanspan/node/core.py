@@ -14,12 +14,22 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from ipaddress import IPv6Address
-from typing import Any
+from typing import Any, Literal
 
+from lanspan.addr import Addr, Relay, Target, format_target
 from lanspan.config.model import Endpoint, HostPort, Network, Node, Timers
 from lanspan.errors import BadPacket
-from lanspan.node.paths import Addr, PathEvent, PeerPaths, relay_addr
+from lanspan.node.paths import PathEvent, PeerPaths
 from lanspan.node.reassembly import Reassembler
+from lanspan.node.status import (
+    Counts,
+    MacRow,
+    NodeStatus,
+    PathStatus,
+    PeerStatus,
+    PortStatus,
+    SegmentStatus,
+)
 from lanspan.session import Delivered, SessionEvent, SessionTable, Transmit
 from lanspan.switch import Switch
 from lanspan.wire import control, payload, vnet
@@ -228,7 +238,7 @@ class NodeCore:
             tr.tx_frames += 1
             tr.tx_bytes += len(fwd.frame)
             dest = self.paths[peer].destination()
-            relayed = dest is not None and dest[0].startswith("relay:")
+            relayed = isinstance(dest, Relay)
             limit = self.max_relayed_plaintext if relayed else self.max_plaintext
             payloads = built.get(limit)
             if payloads is None:
@@ -246,12 +256,17 @@ class NodeCore:
         self._frag_id = (self._frag_id + 1) & 0xFFFF
         return payload.build_fragments(vni, body, mesh_hdr is not None, self._frag_id, limit)
 
-    def datagram(self, data: bytes, src: Addr, now: float) -> None:
-        """A datagram from the UDP socket; anything bad is dropped and counted."""
+    def datagram(self, data: bytes, src: Addr, now: float) -> bool:
+        """A datagram from the UDP socket; anything bad is dropped and counted.
+
+        True when it authenticated (a handshake or transport message from a
+        peer), so the adapter may trust `src` as that peer's address.
+        """
         got = self.sessions.receive(data, src, now)
         if got is None:
-            return
+            return False
         self._delivered(got, now)
+        return True
 
     def _delivered(self, got: Delivered, now: float) -> None:
         paths = self.paths.get(got.peer)
@@ -271,7 +286,7 @@ class NodeCore:
                     return
                 p = whole
             if p.has_offload:
-                hdr, frame = p.body[:10], p.body[10:]
+                hdr, frame = p.body[: vnet.VNET_HDR_LEN], p.body[vnet.VNET_HDR_LEN :]
                 vnet.validate_untrusted(vnet.parse_untrusted(hdr), len(frame))
             else:
                 hdr, frame = ZERO_VNET, p.body
@@ -288,7 +303,7 @@ class NodeCore:
         for out_port, out in fwd.ports:
             self._write(out_port, hdr if plain else _shift(hdr, len(out) - len(frame)), out)
 
-    def _control(self, peer: str, body: bytes, src: Addr, now: float) -> None:
+    def _control(self, peer: str, body: bytes, src: Target, now: float) -> None:
         msg = control.parse_untrusted(body)
         if isinstance(msg, control.Probe):
             if msg.ack:
@@ -309,15 +324,15 @@ class NodeCore:
         """Forward a sealed datagram from `origin` to `msg.node`: one hop, direct only."""
         dest = msg.node
         if not self.me.relay:
-            self.drops["relay_refused"] += 1
+            self.drops["relay.refused"] += 1
             return
         if dest not in self.peers or dest == origin:
-            self.drops["relay_unknown_node"] += 1
+            self.drops["relay.unknown_node"] += 1
             return
         addr = self.paths[dest].destination()
-        if dest not in self._up or addr is None or addr[0].startswith("relay:"):
+        if dest not in self._up or addr is None or isinstance(addr, Relay):
             # Never through another relay: this is what makes relay loops impossible.
-            self.drops["relay_no_direct_path"] += 1
+            self.drops["relay.no_direct_path"] += 1
             return
         body = payload.build_control(control.build_relay(control.Relay(True, origin, msg.inner)))
         sealed = self.sessions.seal(dest, body, now)
@@ -327,13 +342,13 @@ class NodeCore:
 
     def _relayed_to_us(self, via: str, msg: control.Relay, now: float) -> None:
         if msg.node not in self.peers or msg.node == via:
-            self.drops["relay_unknown_node"] += 1
+            self.drops["relay.unknown_node"] += 1
             return
-        got = self.sessions.receive(msg.inner, relay_addr(via), now)
+        got = self.sessions.receive(msg.inner, Relay(via), now)
         if got is None:
             return
         if got.peer != msg.node:
-            self.drops["relay_origin_mismatch"] += 1
+            self.drops["relay.origin_mismatch"] += 1
             return
         self._delivered(got, now)
 
@@ -353,21 +368,21 @@ class NodeCore:
         self._emit(peer, self.paths[peer].destination(), sealed, now)
 
     def _emit(
-        self, peer: str | None, dest: Addr | None, sealed: list[bytes] | None, now: float
+        self, peer: str | None, dest: Target | None, sealed: list[bytes] | None, now: float
     ) -> None:
         """Send datagrams sealed for `peer` to `dest`, wrapping them for a relay path."""
         if not sealed:
             return
         if dest is None:
-            self.drops["no_endpoint"] += len(sealed)
+            self.drops["node.no_endpoint"] += len(sealed)
             return
-        if not dest[0].startswith("relay:"):
+        if not isinstance(dest, Relay):
             self._sends.append((dest, sealed))
             return
-        relay = dest[0][len("relay:") :]
+        relay = dest.node
         hop = self.paths[relay].destination() if relay in self.paths else None
-        if peer is None or hop is None or hop[0].startswith("relay:"):
-            self.drops["relay_unusable"] += len(sealed)
+        if peer is None or hop is None or isinstance(hop, Relay):
+            self.drops["relay.unusable"] += len(sealed)
             return
         wrapped = [
             payload.build_control(control.build_relay(control.Relay(False, peer, d)))
@@ -385,7 +400,7 @@ class NodeCore:
                 elif action.peer is not None and action.peer in self.paths:
                     targets = self.paths[action.peer].candidates()
                     if not targets:
-                        self.drops["no_endpoint"] += 1
+                        self.drops["node.no_endpoint"] += 1
                     for addr in targets:
                         self._emit(action.peer, addr, [action.data], now)
             elif isinstance(action, SessionEvent):
@@ -414,9 +429,8 @@ class NodeCore:
 
     def take_log(self) -> list[LogEvent]:
         for peer, paths in self.paths.items():
-            for pe in paths.events:
+            for pe in paths.take_outputs():
                 self._log.append(_path_log(peer, pe))
-            paths.events.clear()
         for sw in self.switch.take_events():
             self._log.append(
                 LogEvent(sw.kind, {"segment": sw.segment, "mac": sw.mac, "detail": sw.detail})
@@ -529,6 +543,14 @@ class NodeCore:
 
     # -- view ------------------------------------------------------------------
 
+    def count_internal_error(self, where: Literal["frame", "datagram"]) -> int:
+        """Count one input dropped by a lanspan bug in the agent; returns the new total."""
+        if where == "frame":
+            self.drops["agent.internal_error_frame"] += 1
+            return self.drops["agent.internal_error_frame"]
+        self.drops["agent.internal_error_datagram"] += 1
+        return self.drops["agent.internal_error_datagram"]
+
     def drop_counts(self) -> Counter[str]:
         """Every dropped datagram or frame so far, by reason, from every layer."""
         drops: Counter[str] = Counter()
@@ -536,77 +558,88 @@ class NodeCore:
             drops.update(c)
         return drops
 
-    def status(self, now: float) -> dict[str, Any]:
-        drops = self.drop_counts()
+    def peer_count(self) -> int:
+        return len(self.peers)
+
+    def mac_rows(self, segment: str | None, now: float) -> list[MacRow]:
+        """MAC table rows (static and learned), all segments when `segment` is None."""
+        return [
+            MacRow(e.segment, e.vlan, e.mac, e.where, e.static, round(e.age, 1))
+            for e in self.switch.mac_table(segment, now)
+        ]
+
+    def status(self, now: float) -> NodeStatus:
         macs = Counter(e.segment for e in self.switch.mac_table())
-        return {
-            "node": self.me.name,
-            "network": self.network.name,
-            "public_key": base64.b64encode(self.sessions.public_key).decode(),
-            "listen_port": self.me.listen_port or self.network.port,
-            "uptime_s": round(now - self.started, 3),
-            "segments": [
-                {"name": s.name, "vlan": s.vlan, "vni": s.vni, "mtu": s.mtu, "macs": macs[s.name]}
+        return NodeStatus(
+            node=self.me.name,
+            network=self.network.name,
+            public_key=base64.b64encode(self.sessions.public_key).decode(),
+            listen_port=self.me.listen_port or self.network.port,
+            uptime_s=round(now - self.started, 3),
+            segments=tuple(
+                SegmentStatus(s.name, s.vlan, s.vni, s.mtu, macs[s.name])
                 for s in self.network.segments
                 if s.name in self.me.segments
-            ],
-            "ports": [self._port_status(p.name) for p in self.me.ports],
-            "peers": [self._peer_status(name, now) for name in self.peers],
-            "drops": dict(sorted(drops.items())),
-            "counters": dict(sorted((self.counters + self.switch.counters).items())),
-        }
+            ),
+            ports=tuple(self._port_status(p.name) for p in self.me.ports),
+            peers=tuple(self._peer_status(name, now) for name in self.peers),
+            drops=Counts.of(self.drop_counts()),
+            counters=Counts.of(self.counters + self.switch.counters),
+        )
 
-    def _port_status(self, name: str) -> dict[str, Any]:
+    def _port_status(self, name: str) -> PortStatus:
         p = self.me.port(name)
         if p.kind == "trunk":
-            segs = [self.network.segment_by_vlan(v).name for v in p.vlans]
+            segs = tuple(self.network.segment_by_vlan(v).name for v in p.vlans)
         else:
-            segs = [p.segment]
+            segs = (p.segment,)
         t = self.port_traffic[name]
-        return {
-            "name": p.name,
-            "kind": p.kind,
-            "device": p.device,
-            "segments": segs,
-            "rx_frames": t.rx_frames,
-            "tx_frames": t.tx_frames,
-            "rx_bytes": t.rx_bytes,
-            "tx_bytes": t.tx_bytes,
-        }
+        return PortStatus(
+            name=p.name,
+            kind=p.kind,
+            device=p.device,
+            segments=segs,
+            rx_frames=t.rx_frames,
+            tx_frames=t.tx_frames,
+            rx_bytes=t.rx_bytes,
+            tx_bytes=t.tx_bytes,
+        )
 
-    def _peer_status(self, name: str, now: float) -> dict[str, Any]:
+    def _peer_status(self, name: str, now: float) -> PeerStatus:
         st = self.sessions.status(name)
         paths = self.paths[name]
         active = paths.active
         t = self.traffic[name]
-        state = "up" if st.established else ("handshaking" if paths.paths else "down")
-        return {
-            "name": name,
-            "public_key": base64.b64encode(self.peers[name].public_key).decode(),
-            "session": state,
-            "endpoint": _fmt(active.addr) if active else None,
-            "via": active.relay if active else None,
-            "last_handshake_age": (
+        state: Literal["up", "handshaking", "down"] = (
+            "up" if st.established else ("handshaking" if paths.paths else "down")
+        )
+        return PeerStatus(
+            name=name,
+            public_key=base64.b64encode(self.peers[name].public_key).decode(),
+            session=state,
+            endpoint=format_target(active.target) if active else None,
+            via=active.relay if active else None,
+            last_handshake_age=(
                 round(now - st.last_handshake, 3) if st.last_handshake is not None else None
             ),
-            "rtt_ms": _ms(active.rtt) if active else None,
-            "loss": round(active.loss, 3) if active else None,
-            "rx_bytes": t.rx_bytes,
-            "tx_bytes": t.tx_bytes,
-            "rx_frames": t.rx_frames,
-            "tx_frames": t.tx_frames,
-            "paths": [
-                {
-                    "endpoint": _fmt(p.addr),
-                    "state": "up" if p.up else "down",
-                    "rtt_ms": _ms(p.rtt),
-                    "loss": round(p.loss, 3),
-                    "active": p is active,
-                    "learned": not p.configured,
-                }
+            rtt_ms=_ms(active.rtt) if active else None,
+            loss=round(active.loss, 3) if active else None,
+            rx_bytes=t.rx_bytes,
+            tx_bytes=t.tx_bytes,
+            rx_frames=t.rx_frames,
+            tx_frames=t.tx_frames,
+            paths=tuple(
+                PathStatus(
+                    endpoint=format_target(p.target),
+                    state="up" if p.up else "down",
+                    rtt_ms=_ms(p.rtt),
+                    loss=round(p.loss, 3),
+                    active=p is active,
+                    learned=not p.configured,
+                )
                 for p in paths.paths
-            ],
-        }
+            ),
+        )
 
 
 def _switch_view(network: Network, me: str) -> tuple[object, ...]:
@@ -630,12 +663,5 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 3)
 
 
-def _fmt(addr: Addr) -> str:
-    host, port = addr
-    if host.startswith("relay:"):
-        return f"via {host[len('relay:') :]}"
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def _path_log(peer: str, pe: PathEvent) -> LogEvent:
-    return LogEvent(pe.kind, {"peer": peer, "path": _fmt(pe.addr), "detail": pe.detail})
+    return LogEvent(pe.kind, {"peer": peer, "path": format_target(pe.target), "detail": pe.detail})

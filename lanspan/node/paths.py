@@ -15,14 +15,13 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 
+from lanspan.addr import Addr, Relay, Target
 from lanspan.config.model import Timers
 from lanspan.wire.control import Probe
 
-Addr = tuple[str, int]
-
 MAX_LEARNED = 4
-RELAY_PREFIX = "relay:"
 LOSS_WINDOW = 20
 # A better path must beat the active one by this factor to take over.
 SWITCH_FACTOR = 0.7
@@ -30,7 +29,7 @@ SWITCH_FACTOR = 0.7
 
 @dataclass(slots=True)
 class Path:
-    addr: Addr
+    target: Target  # an underlay address (direct) or a relay node
     configured: bool
     up: bool = False
     up_since: float | None = None
@@ -43,23 +42,24 @@ class Path:
     @property
     def relay(self) -> str | None:
         """The relaying node's name for a relay path, None for a direct one."""
-        host = self.addr[0]
-        return host[len(RELAY_PREFIX) :] if host.startswith(RELAY_PREFIX) else None
+        return self.target.node if isinstance(self.target, Relay) else None
 
     @property
     def loss(self) -> float:
         return self.results.count(False) / len(self.results) if self.results else 0.0
 
 
-def relay_addr(node: str) -> Addr:
-    """The pseudo-address of the path through relay `node`."""
-    return (RELAY_PREFIX + node, 0)
+class PathEventKind(StrEnum):
+    UP = "path_up"
+    DOWN = "path_down"
+    SWITCH = "path_switch"
+    LEARNED = "path_learned"
 
 
 @dataclass(frozen=True, slots=True)
 class PathEvent:
-    kind: str  # "path_up", "path_down", "path_switch", "path_learned"
-    addr: Addr
+    kind: PathEventKind
+    target: Target
     detail: str = ""
 
 
@@ -69,11 +69,16 @@ class PeerPaths:
         self.paths: list[Path] = [Path(a, configured=True) for a in endpoints]
         self.active: Path | None = None
         self._seq = 0
-        self.events: list[PathEvent] = []
+        self._events: list[PathEvent] = []
 
     @property
     def dead_after(self) -> float:
         return self.timers.probe_interval * self.timers.probe_multiplier
+
+    def take_outputs(self) -> list[PathEvent]:
+        """Path state changes since the last call, oldest first."""
+        events, self._events = self._events, []
+        return events
 
     def set_endpoints(self, endpoints: Sequence[Addr]) -> None:
         """New configured endpoints; paths that stay keep their state.
@@ -81,9 +86,9 @@ class PeerPaths:
         A dropped endpoint that still works stays as a learned path, so traffic
         keeps flowing until a configured one is up and past its hold-down.
         """
-        keep = {p.addr: p for p in self.paths}
+        keep = {p.target: p for p in self.paths}
         others = [
-            p for p in self.paths if p.addr not in endpoints and (not p.configured or p.up)
+            p for p in self.paths if p.target not in endpoints and (not p.configured or p.up)
         ]  # learned, relays, and dropped endpoints still up
         for p in others:
             p.configured = False
@@ -100,43 +105,43 @@ class PeerPaths:
         """Relay paths through exactly these nodes (others are removed); True if one was added."""
         have = self.relays()
         for gone in have - relays:
-            path = self.find(relay_addr(gone))
+            path = self.find(Relay(gone))
             if path is not None:
                 self.paths.remove(path)
                 if self.active is path:
                     self.active = None
         for new in sorted(relays - have):
-            self.paths.append(Path(relay_addr(new), configured=False))
+            self.paths.append(Path(Relay(new), configured=False))
         return bool(relays - have)
 
-    def find(self, addr: Addr) -> Path | None:
+    def find(self, target: Target) -> Path | None:
         for p in self.paths:
-            if p.addr == addr:
+            if p.target == target:
                 return p
         return None
 
-    def destination(self) -> Addr | None:
+    def destination(self) -> Target | None:
         """Where data goes now: the active path, else the freshest sign of life."""
         if self.active is not None:
-            return self.active.addr
+            return self.active.target
         seen = [p for p in self.paths if p.last_seen is not None]
         if seen:
-            return max(seen, key=lambda p: p.last_seen or 0.0).addr
-        return self.paths[0].addr if self.paths else None
+            return max(seen, key=lambda p: p.last_seen or 0.0).target
+        return self.paths[0].target if self.paths else None
 
-    def candidates(self) -> list[Addr]:
+    def candidates(self) -> list[Target]:
         """Where a handshake goes when no path is known to work: all of them."""
         if self.active is not None:
-            return [self.active.addr]
-        return [p.addr for p in self.paths]
+            return [self.active.target]
+        return [p.target for p in self.paths]
 
-    def probes(self, now: float) -> list[tuple[Addr, Probe]]:
+    def probes(self, now: float) -> list[tuple[Target, Probe]]:
         out = []
         stamp = int(now * 1e9)
         for index, p in enumerate(self.paths):
             self._seq = (self._seq + 1) & 0xFFFFFFFF
             p.outstanding[self._seq] = now
-            out.append((p.addr, Probe(False, index, self._seq, stamp)))
+            out.append((p.target, Probe(False, index, self._seq, stamp)))
         return out
 
     def ack(self, probe: Probe, now: float) -> None:
@@ -154,13 +159,15 @@ class PeerPaths:
         p.last_ack = now
         if not p.up:
             p.up, p.up_since = True, now
-            self.events.append(PathEvent("path_up", p.addr, f"rtt {sample * 1000:.2f} ms"))
+            self._events.append(
+                PathEvent(PathEventKind.UP, p.target, f"rtt {sample * 1000:.2f} ms")
+            )
         self._choose(now)
 
-    def seen(self, src: Addr, now: float) -> None:
+    def seen(self, src: Target, now: float) -> None:
         """An authenticated datagram arrived from `src`."""
         p = self.find(src)
-        if p is None and src[0].startswith(RELAY_PREFIX):
+        if p is None and isinstance(src, Relay):
             # Relay paths come from REACH offers only; a datagram relayed by a node that
             # does not offer the peer (yet) is answered that way but does not add a path.
             return
@@ -170,7 +177,7 @@ class PeerPaths:
             if len(learned) >= MAX_LEARNED:
                 self.paths.remove(min(learned, key=lambda q: q.last_seen or 0.0))
             self.paths.append(p)
-            self.events.append(PathEvent("path_learned", src))
+            self._events.append(PathEvent(PathEventKind.LEARNED, src))
             if not any(q.configured for q in self.paths):
                 # A peer we cannot dial (behind NAT): its newest address is the way back.
                 self._activate(p, now, "roamed")
@@ -186,7 +193,7 @@ class PeerPaths:
                 p.results.append(False)
             if p.up and (p.last_ack is None or now - p.last_ack > self.dead_after):
                 p.up, p.up_since = False, None
-                self.events.append(PathEvent("path_down", p.addr, "probes unanswered"))
+                self._events.append(PathEvent(PathEventKind.DOWN, p.target, "probes unanswered"))
         self._choose(now)
 
     def _eligible(self, p: Path, now: float) -> bool:
@@ -220,7 +227,7 @@ class PeerPaths:
         if self.active is p:
             return
         self.active = p
-        self.events.append(PathEvent("path_switch", p.addr, why))
+        self._events.append(PathEvent(PathEventKind.SWITCH, p.target, why))
 
 
 def _rtt_key(p: Path) -> float:

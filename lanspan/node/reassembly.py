@@ -38,21 +38,21 @@ class Reassembler:
             if len(self._pending) >= self.max_pending:
                 oldest = min(self._pending, key=lambda k: self._pending[k].started)
                 del self._pending[oldest]
-                self.drops["fragment_evicted"] += 1
+                self.drops["reassembly.evicted"] += 1
             entry = _Pending(p.flags, p.vni, [None] * p.frag_count, now, p.frag_count)
             self._pending[key] = entry
         elif entry.flags != p.flags or entry.vni != p.vni or len(entry.parts) != p.frag_count:
             # Same id, different superframe: the id wrapped or the peer is confused.
             del self._pending[key]
-            self.drops["fragment_inconsistent"] += 1
+            self.drops["reassembly.inconsistent"] += 1
             return None
         if entry.parts[p.frag_index] is not None:
-            self.drops["fragment_duplicate"] += 1
+            self.drops["reassembly.duplicate"] += 1
             return None
         entry.size += len(p.body)
         if entry.size > MAX_BODY:
             del self._pending[key]
-            self.drops["fragment_too_big"] += 1
+            self.drops["reassembly.too_big"] += 1
             return None
         entry.parts[p.frag_index] = p.body
         entry.missing -= 1
@@ -70,7 +70,7 @@ class Reassembler:
     def handle_timer(self, now: float) -> None:
         for key in [k for k, e in self._pending.items() if now - e.started >= self.timeout]:
             del self._pending[key]
-            self.drops["fragment_timeout"] += 1
+            self.drops["reassembly.timeout"] += 1
 
     def forget(self, peer: str) -> None:
         for key in [k for k in self._pending if k[0] == peer]:

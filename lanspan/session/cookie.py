@@ -26,6 +26,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from lanspan.addr import Target as Addr
 from lanspan.errors import BadPacket
 from lanspan.wire.messages import CookieReply, build
 
@@ -52,8 +53,6 @@ _WORDS16 = struct.Struct("<16I")
 _WORDS4 = struct.Struct("<4I")
 _OUT8 = struct.Struct("<8I")
 _ZERO_BLOCK = bytes(64)
-
-Addr = tuple[str, int]
 
 
 def mac(key: bytes, data: bytes) -> bytes:

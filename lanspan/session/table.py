@@ -18,6 +18,7 @@ from typing import Literal
 
 from cryptography.exceptions import InvalidTag
 
+from lanspan.addr import Target as Addr
 from lanspan.errors import BadPacket
 from lanspan.noise import CipherName, HandshakeState, aead_for, nonce_struct, public_key
 from lanspan.session.cookie import CookieChecker, CookieJar
@@ -87,8 +88,6 @@ _INF = float("inf")
 _HEADER = TRANSPORT_HEADER  # struct "<IIQ": type+reserved as u32le, receiver, counter
 _pack_header = _HEADER.pack
 _unpack_header = _HEADER.unpack_from
-
-Addr = tuple[str, int]
 
 
 @dataclass(frozen=True, slots=True)

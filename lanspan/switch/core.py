@@ -10,39 +10,39 @@ MAC limit, a flood storm) queue up as `SwitchEvent`s for the node to log.
 
 Rules, in the order they are applied to a frame from a local port:
 
-1. The port must exist (`unknown_port`), the header must parse (`short`,
-   `runt`).
+1. The port must exist (`switch.unknown_port`), the header must parse (`ethernet.short_frame`,
+   `ethernet.short_tagged_frame`).
 2. Classification into a segment. Access and host ports: untagged frames (or
    priority-tagged, VID 0) belong to the port's segment; any other tagged
    frame, or a frame whose EtherType is a VLAN TPID, is dropped
-   (`tagged_on_access`) so a guest cannot reach another segment by tagging.
+   (`switch.tagged_on_access`) so a guest cannot reach another segment by tagging.
    Trunk ports: an untagged or priority-tagged frame belongs to the native
-   VLAN (`vlan_not_allowed` if there is none); a tagged frame to its VLAN if
-   the port allows it (`vlan_not_allowed` otherwise). A VLAN the port allows
-   but whose segment this node may not carry: `segment_not_allowed`. The
+   VLAN (`switch.vlan_not_allowed` if there is none); a tagged frame to its VLAN if
+   the port allows it (`switch.vlan_not_allowed` otherwise). A VLAN the port allows
+   but whose segment this node may not carry: `switch.segment_not_allowed`. The
    outer tag is removed: inside the mesh frames travel untagged with a VNI;
    an inner (QinQ) tag behind it stays untouched.
-3. Learning: the source MAC must be unicast and not zero (`bad_src_mac`); a
+3. Learning: the source MAC must be unicast and not zero (`switch.bad_src_mac`); a
    MAC pinned by a static entry elsewhere is refused
-   (`static_mac_violation`); a new MAC beyond the port's `mac_limit` is
-   refused (`mac_limit`). A MAC seen behind a new port or peer moves at once
+   (`switch.static_mac_violation`); a new MAC beyond the port's `switch.mac_limit` is
+   refused (`switch.mac_limit`). A MAC seen behind a new port or peer moves at once
    (counted; a MAC moving more than `flap_moves` times within `flap_window`
    seconds is reported as a flap).
 4. Forwarding: unicast to a known MAC goes to exactly that port or peer
-   (`same_port` if that is where it came from); anything else (broadcast,
+   (`switch.same_port` if that is where it came from); anything else (broadcast,
    multicast, unknown unicast) is flooded to the segment's other local ports
    and to the peers that carry the segment and are up, within the ingress
-   port's flood rate (`flood_rate`).
+   port's flood rate (`switch.flood_rate`).
 
-Frames from peers: the peer must exist (`unknown_peer`), the VNI must be a
-segment (`unknown_vni`) this node carries (`segment_not_allowed`) and the
-peer carries (`peer_segment_not_allowed`); learning as above, against a
-per-peer bound (`peer_mac_limit`); then split horizon: such a frame is
-delivered to local ports only, never to another peer (`split_horizon` for
-unicast to a MAC behind another peer, `same_peer` for one behind the sender).
+Frames from peers: the peer must exist (`switch.unknown_peer`), the VNI must be a
+segment (`switch.unknown_vni`) this node carries (`switch.segment_not_allowed`) and the
+peer carries (`switch.peer_segment_not_allowed`); learning as above, against a
+per-peer bound (`switch.peer_mac_limit`); then split horizon: such a frame is
+delivered to local ports only, never to another peer (`switch.split_horizon` for
+unicast to a MAC behind another peer, `switch.same_peer` for one behind the sender).
 
 Peers: every peer starts down (never flooded to, nor sent unicast: a static
-MAC behind a down peer is dropped as `peer_down`); frames from a peer are
+MAC behind a down peer is dropped as `switch.peer_down`); frames from a peer are
 accepted in any state; a peer set down loses every MAC learned behind it.
 
 Egress tagging: a trunk port gets the frame tagged with the segment's VLAN,
@@ -50,13 +50,14 @@ except on its native VLAN where it leaves untagged, as on access and host
 ports. A mesh frame that itself starts with a VLAN tag (the inner tag of a
 QinQ frame) is written only where it gets an outer tag: never out of an
 untagged port, where its inner tag would become the outer one (VLAN hopping
-by double tagging). Such skipped outputs count as `inner_tag_on_untagged_port`.
+by double tagging). Such skipped outputs count as `switch.inner_tag_on_untagged_port`.
 
-Drop reasons (`Switch.drops`): unknown_port, unknown_peer, unknown_vni,
-short, runt, vlan_not_allowed, segment_not_allowed, peer_segment_not_allowed,
-tagged_on_access, bad_src_mac, static_mac_violation, mac_limit,
-peer_mac_limit, same_port, same_peer, split_horizon, peer_down, flood_rate,
-inner_tag_on_untagged_port (per skipped output, not per frame).
+Drop reasons (`Switch.drops`), each `switch.<name>` (docs/drops.md): unknown_port,
+unknown_peer, unknown_vni, vlan_not_allowed, segment_not_allowed,
+peer_segment_not_allowed, tagged_on_access, bad_src_mac, static_mac_violation,
+mac_limit, peer_mac_limit, same_port, same_peer, split_horizon, peer_down,
+flood_rate, inner_tag_on_untagged_port (per skipped output, not per frame);
+plus the `ethernet.*` reasons of a header that does not parse.
 Counters (`Switch.counters`): learned, aged, flushed, mac_moves, mac_flaps,
 unicast, flooded, no_destination (accepted, nowhere to go), events_dropped.
 A storm (flood rate limit engaged on a port) is reported once, and ends when
@@ -68,6 +69,7 @@ from __future__ import annotations
 import collections
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from typing import Final, Literal
 
 from lanspan.config.model import HostPort, Network, TrunkPort
 from lanspan.errors import BadPacket
@@ -78,7 +80,10 @@ __all__ = [
     "DEFAULT_FLAP_MOVES",
     "DEFAULT_FLAP_WINDOW",
     "Forward",
+    "Location",
     "MacEntry",
+    "PeerLocation",
+    "PortLocation",
     "Switch",
     "SwitchEvent",
 ]
@@ -87,7 +92,30 @@ DEFAULT_FLAP_MOVES = 3  # moves within the window beyond which a MAC is flapping
 DEFAULT_FLAP_WINDOW = 10.0  # seconds
 MAX_PENDING_EVENTS = 1024  # events beyond this, not yet taken, are counted and dropped
 _ZERO_MAC = b"\x00" * 6
-_LOCAL = "local"  # static pin: this node, any local port
+_LOCAL: Final = "local"  # static pin: this node, any local port
+
+
+@dataclass(frozen=True, slots=True)
+class PortLocation:
+    """A MAC behind a local port of this node."""
+
+    port: str
+
+    def __str__(self) -> str:
+        return f"port:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class PeerLocation:
+    """A MAC behind a peer node."""
+
+    peer: str
+
+    def __str__(self) -> str:
+        return f"peer:{self.peer}"
+
+
+Location = PortLocation | PeerLocation
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +135,7 @@ class MacEntry:
     segment: str
     vlan: int
     mac: str  # "02:aa:00:00:00:01"
-    where: str  # "port:<name>" or "peer:<node>"
+    where: Location
     static: bool
     age: float  # seconds since last seen; 0 for static entries
 
@@ -116,7 +144,7 @@ class MacEntry:
 class SwitchEvent:
     """Something worth one log line.
 
-    kind: "mac_move", "mac_flap", "mac_limit", "storm" (a port's flood rate
+    kind: "mac_move", "mac_flap", "switch.mac_limit", "storm" (a port's flood rate
     limit engaged).
     """
 
@@ -139,7 +167,7 @@ class _Seg:
 @dataclass(slots=True)
 class _Port:
     name: str
-    where: str  # "port:<name>"
+    where: PortLocation
     trunk: bool
     segment: _Seg | None  # access/host: its segment, None if this node may not carry it
     segment_ok: bool  # access/host: False when the segment is not allowed
@@ -155,7 +183,7 @@ class _Port:
 @dataclass(slots=True)
 class _Peer:
     name: str
-    where: str  # "peer:<node>"
+    where: PeerLocation
     vnis: frozenset[int]  # segments both ends carry
     mac_limit: int
     up: bool
@@ -164,7 +192,7 @@ class _Peer:
 
 @dataclass(slots=True)
 class _Learned:
-    where: str
+    where: Location
     seen: float
 
 
@@ -221,7 +249,7 @@ class Switch:
             # A full mesh: a peer only sources MACs from its own ports, which it
             # bounds by their limits. Twice that absorbs ageing skew between ends.
             bound = 2 * max(1, sum(p.mac_limit for p in n.ports))
-            self._peers[n.name] = _Peer(n.name, "peer:" + n.name, shared, bound, peers_up)
+            self._peers[n.name] = _Peer(n.name, PeerLocation(n.name), shared, bound, peers_up)
 
         # segments this node carries, with their local ports and peers
         self._segs: dict[int, _Seg] = {}
@@ -252,19 +280,19 @@ class Switch:
                         vlans[vid] = by_name.get(sname)
                 native = None if p.native_vlan is None else vlans.get(p.native_vlan)
                 self._ports[p.name] = _Port(
-                    p.name, "port:" + p.name, True, None, False, vlans, native,
+                    p.name, PortLocation(p.name), True, None, False, vlans, native,
                     p.native_vlan, p.mac_limit, bucket,
                 )  # fmt: skip
             else:
                 seg = by_name.get(p.segment)
                 self._ports[p.name] = _Port(
-                    p.name, "port:" + p.name, False, seg, seg is not None, {}, None,
+                    p.name, PortLocation(p.name), False, seg, seg is not None, {}, None,
                     None, p.mac_limit, bucket,
                 )  # fmt: skip
 
         # static MACs: pins (who may source the MAC) and locations (where it is)
-        self._pins: dict[tuple[int, bytes], str] = {}
-        self._static: dict[tuple[int, bytes], str] = {}
+        self._pins: dict[tuple[int, bytes], Location | Literal["local"]] = {}
+        self._static: dict[tuple[int, bytes], Location] = {}
         statics = [(m.segment, m.mac, m.node, m.port) for m in network.static_macs]
         for n in network.nodes:
             for p in n.ports:
@@ -276,23 +304,23 @@ class Switch:
                 continue
             key = (seg.vni, bytes(mac))
             if owner != node:
-                where = "peer:" + owner
-                self._pins[key] = where
+                peer_at = PeerLocation(owner)
+                self._pins[key] = peer_at
                 if owner in seg.peers:
-                    self._static[key] = where
+                    self._static[key] = peer_at
             elif port is None:
                 self._pins[key] = _LOCAL
             else:
-                where = "port:" + port
-                self._pins[key] = where
+                port_at = PortLocation(port)
+                self._pins[key] = port_at
                 if any(name == port for name, _ in seg.ports):
-                    self._static[key] = where
+                    self._static[key] = port_at
 
         self._flood_peers: dict[int, tuple[str, ...]] = {}
         self._refresh_flood_peers()
         # dynamic entries in least-recently-seen order (ageing pops from the front)
         self._table: OrderedDict[tuple[int, bytes], _Learned] = OrderedDict()
-        self._by_where: dict[str, set[tuple[int, bytes]]] = collections.defaultdict(set)
+        self._by_where: dict[Location, set[tuple[int, bytes]]] = collections.defaultdict(set)
         self._moves: dict[tuple[int, bytes], _Moves] = {}
 
     # ------------------------------------------------------------------ input
@@ -302,7 +330,7 @@ class Switch:
         self._now = now
         p = self._ports.get(port)
         if p is None:
-            self.drops["unknown_port"] += 1
+            self.drops["switch.unknown_port"] += 1
             return None
         try:
             h = parse_untrusted(frame)
@@ -314,24 +342,24 @@ class Switch:
         if p.trunk:
             if vid is None or vid == 0:
                 if p.native_vid is None:
-                    self.drops["vlan_not_allowed"] += 1
+                    self.drops["switch.vlan_not_allowed"] += 1
                     return None
                 seg = p.native
             elif vid in p.vlans:
                 seg = p.vlans[vid]
             else:
-                self.drops["vlan_not_allowed"] += 1
+                self.drops["switch.vlan_not_allowed"] += 1
                 return None
             if seg is None:
-                self.drops["segment_not_allowed"] += 1
+                self.drops["switch.segment_not_allowed"] += 1
                 return None
         else:
             if (vid is not None and vid != 0) or h.ethertype in TAG_TPIDS:
-                self.drops["tagged_on_access"] += 1
+                self.drops["switch.tagged_on_access"] += 1
                 return None
             seg = p.segment
             if seg is None:
-                self.drops["segment_not_allowed"] += 1
+                self.drops["switch.segment_not_allowed"] += 1
                 return None
         mesh = frame if vid is None else pop_tag(frame)
         inner_tagged = h.ethertype in TAG_TPIDS
@@ -345,12 +373,12 @@ class Switch:
             where = self._lookup(seg.vni, dst)
             if where is not None:
                 if where == p.where:
-                    self.drops["same_port"] += 1
+                    self.drops["switch.same_port"] += 1
                     return None
                 return self._unicast(seg, mesh, inner_tagged, where)
         # flood: broadcast, multicast, unknown unicast
         if not p.bucket.take(now):
-            self.drops["flood_rate"] += 1
+            self.drops["switch.flood_rate"] += 1
             if not p.storm:
                 p.storm = True
                 self._event(
@@ -373,14 +401,16 @@ class Switch:
         self._now = now
         pr = self._peers.get(peer)
         if pr is None:
-            self.drops["unknown_peer"] += 1
+            self.drops["switch.unknown_peer"] += 1
             return None
         seg = self._segs.get(vni)
         if seg is None:
-            self.drops["segment_not_allowed" if vni in self._vni_all else "unknown_vni"] += 1
+            self.drops[
+                "switch.segment_not_allowed" if vni in self._vni_all else "switch.unknown_vni"
+            ] += 1
             return None
         if vni not in pr.vnis:
-            self.drops["peer_segment_not_allowed"] += 1
+            self.drops["switch.peer_segment_not_allowed"] += 1
             return None
         try:
             h = parse_untrusted(frame)
@@ -398,10 +428,10 @@ class Switch:
             where = self._lookup(vni, dst)
             if where is not None:
                 if where == pr.where:
-                    self.drops["same_peer"] += 1
+                    self.drops["switch.same_peer"] += 1
                     return None
-                if _is_peer(where):
-                    self.drops["split_horizon"] += 1
+                if isinstance(where, PeerLocation):
+                    self.drops["switch.split_horizon"] += 1
                     return None
                 return self._unicast(seg, frame, inner_tagged, where)
         ports = self._egress(seg, frame, inner_tagged, None)
@@ -468,7 +498,7 @@ class Switch:
         for vni, s in self._segs.items():
             self._flood_peers[vni] = tuple(p for p in s.peers if self._peers[p].up)
 
-    def _lookup(self, vni: int, mac: bytes) -> str | None:
+    def _lookup(self, vni: int, mac: bytes) -> Location | None:
         key = (vni, mac)
         where = self._static.get(key)
         if where is not None:
@@ -476,19 +506,21 @@ class Switch:
         e = self._table.get(key)
         return None if e is None else e.where
 
-    def _unicast(self, seg: _Seg, frame: bytes, inner_tagged: bool, where: str) -> Forward | None:
-        if _is_peer(where):
-            if not self._peers[where[5:]].up:  # a static entry: learned ones are flushed
-                self.drops["peer_down"] += 1
+    def _unicast(
+        self, seg: _Seg, frame: bytes, inner_tagged: bool, where: Location
+    ) -> Forward | None:
+        if isinstance(where, PeerLocation):
+            if not self._peers[where.peer].up:  # a static entry: learned ones are flushed
+                self.drops["switch.peer_down"] += 1
                 return None
             self.counters["unicast"] += 1
-            return Forward(seg.vni, frame, (), (where[5:],))
-        name = where[5:]
+            return Forward(seg.vni, frame, (), (where.peer,))
+        name = where.port
         for pname, vid in seg.ports:
             if pname == name:
                 if vid is None:
                     if inner_tagged:
-                        self.drops["inner_tag_on_untagged_port"] += 1
+                        self.drops["switch.inner_tag_on_untagged_port"] += 1
                         return None
                     out = frame
                 else:
@@ -508,7 +540,7 @@ class Switch:
                 continue
             if vid is None:
                 if inner_tagged:
-                    self.drops["inner_tag_on_untagged_port"] += 1
+                    self.drops["switch.inner_tag_on_untagged_port"] += 1
                     continue
                 out.append((name, frame))
             else:
@@ -518,19 +550,25 @@ class Switch:
         return tuple(out)
 
     def _learn(
-        self, seg: _Seg, src: bytes, where: str, now: float, limit: int, owner: _Port | _Peer
+        self,
+        seg: _Seg,
+        src: bytes,
+        where: Location,
+        now: float,
+        limit: int,
+        owner: _Port | _Peer,
     ) -> bool:
         """Learn `src` behind `where`; False (counted) when the frame must be dropped."""
         if src[0] & 1 or src == _ZERO_MAC:
-            self.drops["bad_src_mac"] += 1
+            self.drops["switch.bad_src_mac"] += 1
             return False
         key = (seg.vni, src)
         pin = self._pins.get(key)
         if pin is not None:
             if pin == where:
                 return True  # a static entry: nothing to learn, never moves
-            if pin != _LOCAL or _is_peer(where):
-                self.drops["static_mac_violation"] += 1
+            if pin != _LOCAL or isinstance(where, PeerLocation):
+                self.drops["switch.static_mac_violation"] += 1
                 return False
         table = self._table
         e = table.get(key)
@@ -540,11 +578,12 @@ class Switch:
             return True
         mine = self._by_where[where]
         if len(mine) >= limit:
-            self.drops["peer_mac_limit" if _is_peer(where) else "mac_limit"] += 1
+            peer = isinstance(where, PeerLocation)
+            self.drops["switch.peer_mac_limit" if peer else "switch.mac_limit"] += 1
             if not owner.limit_reported:
                 owner.limit_reported = True
                 self._event(
-                    "mac_limit", seg.name, format_mac(src),
+                    "switch.mac_limit", seg.name, format_mac(src),
                     f"{where} holds {len(mine)} learned MACs (limit {limit}); new ones dropped",
                 )  # fmt: skip
             return False
@@ -561,7 +600,9 @@ class Switch:
         mine.add(key)
         return True
 
-    def _moved(self, seg: _Seg, key: tuple[int, bytes], old: str, new: str, now: float) -> None:
+    def _moved(
+        self, seg: _Seg, key: tuple[int, bytes], old: Location, new: Location, now: float
+    ) -> None:
         self.counters["mac_moves"] += 1
         m = self._moves.get(key)
         if m is None:
@@ -582,14 +623,16 @@ class Switch:
         elif not flapping:
             self._event("mac_move", seg.name, mac, f"{old} -> {new}")
 
-    def _unindex(self, key: tuple[int, bytes], where: str) -> None:
+    def _unindex(self, key: tuple[int, bytes], where: Location) -> None:
         keys = self._by_where.get(where)
         if keys is not None:
             keys.discard(key)
             if not keys:
                 del self._by_where[where]
         owner: _Port | _Peer | None = (
-            self._peers.get(where[5:]) if _is_peer(where) else self._ports.get(where[5:])
+            self._peers.get(where.peer)
+            if isinstance(where, PeerLocation)
+            else self._ports.get(where.port)
         )
         if owner is not None and len(keys or ()) < owner.mac_limit:
             owner.limit_reported = False
@@ -615,10 +658,6 @@ class Switch:
             return
         text = mac if isinstance(mac, str) else format_mac(mac)
         self._events.append(SwitchEvent(kind, segment, text, detail))
-
-
-def _is_peer(where: str) -> bool:
-    return where.startswith("peer:")
 
 
 def _trunk_vids(port: TrunkPort) -> tuple[int, ...]:

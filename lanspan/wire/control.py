@@ -86,14 +86,14 @@ def build_reach(r: Reach) -> bytes:
 
 def _take_name(data: bytes, at: int) -> tuple[str, int]:
     if at >= len(data):
-        raise BadPacket("control_short", "name length")
+        raise BadPacket("control.short", "name length")
     end = at + 1 + data[at]
     if data[at] == 0 or end > len(data):
-        raise BadPacket("control_bad_name", f"length {data[at]}")
+        raise BadPacket("control.bad_name", f"length {data[at]}")
     try:
         return data[at + 1 : end].decode(), end
     except UnicodeDecodeError:
-        raise BadPacket("control_bad_name", "not utf-8") from None
+        raise BadPacket("control.bad_name", "not utf-8") from None
 
 
 def build_probe(p: Probe) -> bytes:
@@ -102,30 +102,30 @@ def build_probe(p: Probe) -> bytes:
 
 def parse_untrusted(data: bytes) -> Message:
     if not data:
-        raise BadPacket("control_short", "empty")
+        raise BadPacket("control.short", "empty")
     kind = data[0]
     if kind in (PROBE, PROBE_ACK):
         if len(data) != _PROBE.size:
-            raise BadPacket("control_bad_length", f"probe of {len(data)} B")
+            raise BadPacket("control.bad_length", f"probe of {len(data)} B")
         _, path, seq, stamp = _PROBE.unpack(data)
         return Probe(kind == PROBE_ACK, path, seq, stamp)
     if kind in (RELAY, RELAYED):
         name, at = _take_name(data, 1)
         if at == len(data):
-            raise BadPacket("control_short", "empty relayed datagram")
+            raise BadPacket("control.short", "empty relayed datagram")
         return Relay(kind == RELAYED, name, data[at:])
     if kind == REACH:
         if len(data) < 2:
-            raise BadPacket("control_short", "reach count")
+            raise BadPacket("control.short", "reach count")
         peers = []
         at = 2
         for _ in range(data[1]):
             name, at = _take_name(data, at)
             if at + 4 > len(data):
-                raise BadPacket("control_short", "reach rtt")
+                raise BadPacket("control.short", "reach rtt")
             peers.append((name, _RTT.unpack_from(data, at)[0]))
             at += 4
         if at != len(data):
-            raise BadPacket("control_bad_length", "bytes after reach list")
+            raise BadPacket("control.bad_length", "bytes after reach list")
         return Reach(tuple(peers))
-    raise BadPacket("control_unknown_type", str(kind))
+    raise BadPacket("control.unknown_type", str(kind))

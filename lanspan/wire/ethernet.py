@@ -83,17 +83,17 @@ class EthernetHeader:
 def parse_untrusted(frame: bytes) -> EthernetHeader:
     """Decode the header of a frame read from a port or a peer.
 
-    Raises `BadPacket("short")` for fewer than 14 bytes and
-    `BadPacket("runt")` for a 0x8100-tagged frame of fewer than 18 bytes.
+    Raises `BadPacket("ethernet.short_frame")` for fewer than 14 bytes and
+    `BadPacket("ethernet.short_tagged_frame")` for a 0x8100-tagged frame of fewer than 18 bytes.
     """
     n = len(frame)
     if n < ETH_HEADER_LEN:
-        raise BadPacket("short", f"{n} bytes, an Ethernet header needs 14")
+        raise BadPacket("ethernet.short_frame", f"{n} bytes, an Ethernet header needs 14")
     ethertype = (frame[12] << 8) | frame[13]
     if ethertype != TPID_8021Q:
         return EthernetHeader(frame[0:6], frame[6:12], None, 0, ethertype, ETH_HEADER_LEN)
     if n < VLAN_HEADER_LEN:
-        raise BadPacket("runt", f"{n} bytes, an 802.1Q header needs 18")
+        raise BadPacket("ethernet.short_tagged_frame", f"{n} bytes, an 802.1Q header needs 18")
     tci = (frame[14] << 8) | frame[15]
     return EthernetHeader(
         frame[0:6],

@@ -209,10 +209,10 @@ def build(msg: Message) -> bytes:
 def parse_transport_header_untrusted(data: bytes) -> tuple[int, int]:
     """Fast path: (receiver, counter) of a type-4 datagram."""
     if len(data) < MIN_TRANSPORT_LEN:
-        raise BadPacket("short")
+        raise BadPacket("wire.short_datagram")
     kind, receiver, counter = TRANSPORT_HEADER.unpack_from(data)
     if kind != TYPE_TRANSPORT:
-        raise BadPacket("bad_type")
+        raise BadPacket("wire.bad_type")
     return receiver, counter
 
 
@@ -229,31 +229,32 @@ def receiver_index_untrusted(data: bytes) -> int | None:
 
 
 def parse_untrusted(data: bytes) -> Message:
-    """Decode one datagram; BadPacket("short" | "bad_type" | "bad_reserved" | "bad_length")."""
+    """Decode one datagram; BadPacket `wire.short_datagram`, `wire.bad_type`,
+    `wire.bad_reserved` or `wire.bad_length`."""
     if len(data) < 4:
-        raise BadPacket("short")
+        raise BadPacket("wire.short_datagram")
     kind = data[0]
     if kind not in (1, 2, 3, 4):
-        raise BadPacket("bad_type")
+        raise BadPacket("wire.bad_type")
     if data[1] or data[2] or data[3]:
-        raise BadPacket("bad_reserved")
+        raise BadPacket("wire.bad_reserved")
     n = len(data)
     if kind == TYPE_TRANSPORT:
         if n < MIN_TRANSPORT_LEN:
-            raise BadPacket("short")
+            raise BadPacket("wire.short_datagram")
         _, receiver, counter = TRANSPORT_HEADER.unpack_from(data)
         return TransportData(receiver, counter, bytes(data[TRANSPORT_HEADER_LEN:]))
     if kind == TYPE_INITIATION:
         if n != INITIATION_LEN:
-            raise BadPacket("bad_length" if n > INITIATION_LEN else "short")
+            raise BadPacket("wire.bad_length" if n > INITIATION_LEN else "wire.short_datagram")
         _, sender, eph, stat, ts, mac1, mac2 = _INITIATION.unpack(data)
         return HandshakeInitiation(sender, eph, stat, ts, mac1, mac2)
     if kind == TYPE_RESPONSE:
         if n != RESPONSE_LEN:
-            raise BadPacket("bad_length" if n > RESPONSE_LEN else "short")
+            raise BadPacket("wire.bad_length" if n > RESPONSE_LEN else "wire.short_datagram")
         _, sender, receiver, eph, nothing, mac1, mac2 = _RESPONSE.unpack(data)
         return HandshakeResponse(sender, receiver, eph, nothing, mac1, mac2)
     if n != COOKIE_REPLY_LEN:
-        raise BadPacket("bad_length" if n > COOKIE_REPLY_LEN else "short")
+        raise BadPacket("wire.bad_length" if n > COOKIE_REPLY_LEN else "wire.short_datagram")
     _, receiver, nonce, cookie = _COOKIE.unpack(data)
     return CookieReply(receiver, nonce, cookie)

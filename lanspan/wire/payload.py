@@ -28,6 +28,7 @@ import struct
 from dataclasses import dataclass
 
 from lanspan.errors import BadPacket
+from lanspan.wire.vnet import VNET_HDR_LEN
 
 FLAG_I = 0x08
 FLAG_O = 0x01
@@ -37,10 +38,9 @@ _KNOWN_FLAGS = FLAG_I | FLAG_O | FLAG_F | FLAG_C
 
 HEADER_LEN = 8
 FRAG_HEADER_LEN = 4
-VNET_LEN = 10
 MAX_FRAGMENTS = 64
 # Largest reassembled body: a 64 KiB GSO superframe, an 802.1Q tag and a vnet header.
-MAX_BODY = 65535 + 4 + 14 + VNET_LEN
+MAX_BODY = 65535 + 4 + 14 + VNET_HDR_LEN
 
 _HEADER = struct.Struct("!B3xI")  # flags, VNI << 8
 _FRAG = struct.Struct("!HBB")
@@ -107,22 +107,22 @@ def build_fragments(
 def parse_untrusted(data: bytes) -> Payload:
     """Parse a decrypted payload; raise BadPacket naming what is wrong."""
     if len(data) < HEADER_LEN:
-        raise BadPacket("payload_short", f"{len(data)} B")
+        raise BadPacket("payload.short", f"{len(data)} B")
     flags, word = _HEADER.unpack_from(data)
     if flags & ~_KNOWN_FLAGS or word & 0xFF:
-        raise BadPacket("payload_reserved_bits", f"flags {flags:#04x}")
+        raise BadPacket("payload.reserved_bits", f"flags {flags:#04x}")
     vni = word >> 8
     if flags & FLAG_C:
         if flags != FLAG_C or vni:
-            raise BadPacket("payload_bad_control_header", f"flags {flags:#04x}")
+            raise BadPacket("payload.bad_control_header", f"flags {flags:#04x}")
         return Payload(flags, 0, data[HEADER_LEN:])
     if not flags & FLAG_I or vni == 0:
-        raise BadPacket("payload_no_vni", f"flags {flags:#04x} vni {vni}")
+        raise BadPacket("payload.no_vni", f"flags {flags:#04x} vni {vni}")
     if flags & FLAG_F:
         if len(data) < HEADER_LEN + FRAG_HEADER_LEN:
-            raise BadPacket("fragment_short", f"{len(data)} B")
+            raise BadPacket("payload.short_fragment", f"{len(data)} B")
         fid, index, count = _FRAG.unpack_from(data, HEADER_LEN)
         if count < 1 or count > MAX_FRAGMENTS or index >= count:
-            raise BadPacket("fragment_bad_index", f"{index}/{count}")
+            raise BadPacket("payload.bad_fragment_index", f"{index}/{count}")
         return Payload(flags, vni, data[HEADER_LEN + FRAG_HEADER_LEN :], fid, index, count)
     return Payload(flags, vni, data[HEADER_LEN:])

@@ -119,12 +119,12 @@ def build(hdr: VnetHeader) -> bytes:
 
 
 def parse_untrusted(data: bytes | bytearray | memoryview) -> VnetHeader:
-    """Decode the first 10 bytes of `data`; BadPacket("vnet_short") if fewer.
+    """Decode the first 10 bytes of `data`; BadPacket("vnet.short") if fewer.
 
     Only the layout is checked here; `validate_untrusted` checks the meaning.
     """
     if len(data) < VNET_HDR_LEN:
-        raise BadPacket("vnet_short", f"{len(data)} bytes")
+        raise BadPacket("vnet.short", f"{len(data)} bytes")
     return VnetHeader(*_STRUCT.unpack_from(data, 0))
 
 
@@ -136,29 +136,29 @@ def split_untrusted(data: bytes) -> tuple[VnetHeader, bytes]:
 def validate_untrusted(hdr: VnetHeader, frame_len: int) -> None:
     """Check a header that came from a peer before it goes to a local device.
 
-    Raises BadPacket with one of the reasons ``vnet_flags``, ``vnet_gso_type``,
-    ``vnet_gso_size``, ``vnet_gso_no_csum``, ``vnet_csum``, ``vnet_hdr_len``.
+    Raises BadPacket with one of the reasons ``vnet.flags``, ``vnet.gso_type``,
+    ``vnet.gso_size``, ``vnet.gso_no_csum``, ``vnet.csum``, ``vnet.hdr_len``.
     """
     if hdr.flags & ~_KNOWN_FLAGS:
-        raise BadPacket("vnet_flags", f"flags 0x{hdr.flags:02x}")
+        raise BadPacket("vnet.flags", f"flags 0x{hdr.flags:02x}")
     base = hdr.gso_type & ~GSO_ECN
     if base not in KNOWN_GSO_TYPES:
-        raise BadPacket("vnet_gso_type", f"gso_type 0x{hdr.gso_type:02x}")
+        raise BadPacket("vnet.gso_type", f"gso_type 0x{hdr.gso_type:02x}")
     if base == GSO_NONE and hdr.gso_type & GSO_ECN:
-        raise BadPacket("vnet_gso_type", "ECN bit without GSO")
+        raise BadPacket("vnet.gso_type", "ECN bit without GSO")
     if base != GSO_NONE:
         if hdr.gso_size < MIN_GSO_SIZE:
-            raise BadPacket("vnet_gso_size", f"gso_size {hdr.gso_size} < {MIN_GSO_SIZE}")
+            raise BadPacket("vnet.gso_size", f"gso_size {hdr.gso_size} < {MIN_GSO_SIZE}")
         if not hdr.needs_csum:
-            raise BadPacket("vnet_gso_no_csum", "GSO without NEEDS_CSUM")
+            raise BadPacket("vnet.gso_no_csum", "GSO without NEEDS_CSUM")
     if hdr.csum_start + hdr.csum_offset + 2 > frame_len or (hdr.needs_csum and hdr.csum_start < 14):
         raise BadPacket(
-            "vnet_csum",
+            "vnet.csum",
             f"csum_start {hdr.csum_start} + csum_offset {hdr.csum_offset} "
             f"outside frame of {frame_len}",
         )
     if hdr.hdr_len > frame_len:
-        raise BadPacket("vnet_hdr_len", f"hdr_len {hdr.hdr_len} > frame {frame_len}")
+        raise BadPacket("vnet.hdr_len", f"hdr_len {hdr.hdr_len} > frame {frame_len}")
 
 
 def with_zero_header(frame: bytes) -> bytes:

@@ -1,0 +1,53 @@
+"""The JSON form of the typed status (docs/control-api.md): the one place it is made.
+
+`status_json` and `mac_rows_json` turn `lanspan.node.status` objects into the
+documents the control socket sends; `lanspan show` and `/metrics` render
+those documents (which is also all a client receives).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+from lanspan.node.status import Counts, MacRow, NodeStatus
+from lanspan.switch import PeerLocation, PortLocation
+
+__all__ = ["mac_rows_json", "status_json", "to_json"]
+
+
+def to_json(value: object) -> object:
+    """Dataclasses to objects (a None field left out only for `udp`), tuples to lists.
+
+    Anything else is returned as it is (the control server's encoder converts
+    what JSON lacks).
+    """
+    if isinstance(value, Counts):
+        return dict(value.pairs)
+    if isinstance(value, PortLocation | PeerLocation):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out: dict[str, object] = {}
+        for f in dataclasses.fields(value):
+            v = getattr(value, f.name)
+            if v is None and f.name == "udp":
+                continue
+            out[f.name] = to_json(v)
+        return out
+    if isinstance(value, tuple | list):
+        return [to_json(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: to_json(v) for k, v in value.items()}
+    return value
+
+
+def status_json(status: NodeStatus) -> dict[str, object]:
+    """The status document (`{"op": "status"}`, `lanspan show --json`)."""
+    doc = to_json(status)
+    assert isinstance(doc, dict)
+    return doc
+
+
+def mac_rows_json(rows: Sequence[MacRow]) -> list[dict[str, object]]:
+    """MAC rows (`{"op": "macs"}`)."""
+    return [d for d in (to_json(r) for r in rows) if isinstance(d, dict)]

@@ -1,0 +1,132 @@
+"""Typed status of a node: what `lanspan show`, the control socket and /metrics report.
+
+Built by the core (`NodeCore.status`, `NodeCore.mac_rows`), frozen, and
+formatted only at the edge: `lanspan.control.document` turns these into the
+JSON document of docs/control-api.md (field names are its keys, values are in
+its units), from which `lanspan show` text and Prometheus metrics are rendered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from lanspan.switch import Location
+
+__all__ = [
+    "Counts",
+    "MacRow",
+    "NodeStatus",
+    "PathStatus",
+    "PeerStatus",
+    "PortStatus",
+    "SegmentStatus",
+    "UdpStatus",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Counts(Mapping[str, int]):
+    """Counts by name (drops by reason, or event counters), sorted by name."""
+
+    pairs: tuple[tuple[str, int], ...] = ()
+
+    @classmethod
+    def of(cls, counts: Mapping[str, int]) -> Counts:
+        return cls(tuple(sorted(counts.items())))
+
+    def __getitem__(self, key: str) -> int:
+        for k, v in self.pairs:
+            if k == key:
+                return v
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return (k for k, _ in self.pairs)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentStatus:
+    name: str
+    vlan: int
+    vni: int
+    mtu: int
+    macs: int  # MACs known now
+
+
+@dataclass(frozen=True, slots=True)
+class PortStatus:
+    name: str
+    kind: Literal["access", "trunk", "host"]
+    device: str
+    segments: tuple[str, ...]
+    rx_frames: int
+    tx_frames: int
+    rx_bytes: int
+    tx_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class PathStatus:
+    endpoint: str  # "198.19.2.2:51820", "[fd00::2]:51820" or "via NODE"
+    state: Literal["up", "down"]
+    rtt_ms: float | None
+    loss: float
+    active: bool
+    learned: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStatus:
+    name: str
+    public_key: str  # base64
+    session: Literal["up", "handshaking", "down"]
+    endpoint: str | None
+    via: str | None
+    last_handshake_age: float | None
+    rtt_ms: float | None
+    loss: float | None
+    rx_bytes: int
+    tx_bytes: int
+    rx_frames: int
+    tx_frames: int
+    paths: tuple[PathStatus, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UdpStatus:
+    """Offloads of the agent's UDP socket (filled in by the agent, not the core)."""
+
+    gso: bool
+    gro: bool
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    node: str
+    network: str
+    public_key: str  # base64
+    listen_port: int
+    uptime_s: float
+    segments: tuple[SegmentStatus, ...]
+    ports: tuple[PortStatus, ...]
+    peers: tuple[PeerStatus, ...]
+    drops: Counts  # by reason, docs/drops.md
+    counters: Counts
+    udp: UdpStatus | None = None  # left out of the document when None
+
+
+@dataclass(frozen=True, slots=True)
+class MacRow:
+    """One row of `lanspan show macs`."""
+
+    segment: str
+    vlan: int
+    mac: str  # "52:54:00:12:34:56"
+    where: Location  # a local port or a peer; "port:vm1" / "peer:rbx-db1" in JSON
+    static: bool
+    age: float  # seconds since last seen, 0.1 s resolution; 0 for static entries
