@@ -95,7 +95,7 @@ class Net:
 
     def _collect(self) -> None:
         for name, table in self.tables.items():
-            for action in table.take_actions():
+            for action in table.take_outputs():
                 if isinstance(action, Transmit):
                     dst = action.to[0] if action.to is not None else action.peer
                     assert dst is not None
@@ -290,7 +290,7 @@ def test_cookie_reply_under_load_then_mac2_succeeds() -> None:
 def test_session_confirmed_as_responder_cancels_our_own_attempt() -> None:
     net = Net(seed=12)
     net.tables["b"].initiate("a", 0.0)
-    lost = net.tables["b"].take_actions()  # b's initiation never arrives
+    lost = net.tables["b"].take_outputs()  # b's initiation never arrives
     assert lost and isinstance(lost[0], Transmit)
     net.tables["a"].initiate("b", 0.1)
     net.run(1.0)

@@ -48,6 +48,7 @@ from lanspan.wire.messages import (
 )
 
 __all__ = [
+    "FIRST_RETRY",
     "KEEPALIVE_TIMEOUT",
     "MAX_QUEUED",
     "REJECT_AFTER_MESSAGES",
@@ -57,6 +58,9 @@ __all__ = [
     "REKEY_ATTEMPT_TIME",
     "REKEY_TIMEOUT",
     "REKEY_TIMEOUT_JITTER",
+    "RETRY_MAX",
+    "RETRY_MAX_JITTER",
+    "RETRY_SOON_INTERVAL",
     "Addr",
     "Delivered",
     "PeerStatus",
@@ -72,7 +76,21 @@ REJECT_AFTER_TIME = 180.0
 REKEY_ATTEMPT_TIME = 90.0
 REKEY_TIMEOUT = 5.0
 REKEY_TIMEOUT_JITTER = 1 / 3  # up to 333 ms added to each retry
-FIRST_RETRY = 0.25  # with no session yet: retry after 0.25, 0.5, 1, 2, 4, then every 5 s
+# With no session (cold start, a peer that went away), lanspan wants the peer back
+# within a second or two of the moment it can be reached, forever: retry after 0.25,
+# 0.5, 1 s, then every RETRY_MAX + [0, RETRY_MAX_JITTER) s for as long as the peer is
+# configured. The cap keeps "heal -> session" under ~2 s plus one round trip from
+# either side alone (both sides retry, so usually far less), at the cost of one
+# initiation (148 bytes, two X25519) every ~1.75 s per unreachable peer. The jitter
+# keeps a healed site's nodes from retrying in lockstep. A rekey (old keys still
+# work) keeps WireGuard's REKEY_TIMEOUT.
+FIRST_RETRY = 0.25
+_BACKOFF = (FIRST_RETRY, 2 * FIRST_RETRY, 4 * FIRST_RETRY)  # then RETRY_MAX
+RETRY_MAX = 1.5
+RETRY_MAX_JITTER = 0.5
+# retry_soon() (a sign of life: a REACH naming the peer, a path back) restarts the
+# backoff at most this often per peer, so a member toggling REACH cannot make us spin.
+RETRY_SOON_INTERVAL = 1.0
 KEEPALIVE_TIMEOUT = 10.0
 # An initiator that receives data on a keypair this old rekeys now, so the
 # keypair is replaced before REJECT_AFTER_TIME even if it never sends.
@@ -195,12 +213,14 @@ class _Pending:
 class _Peer:
     __slots__ = (
         "attempt_started",
-        "attempts",
+        "backoff",
         "current",
+        "failed_reported",
         "jar",
         "keepalive_at",
         "last_handshake",
         "last_initiation",
+        "last_initiation_sent",
         "last_received",
         "last_sent",
         "last_timestamp",
@@ -214,6 +234,7 @@ class _Peer:
         "public",
         "queue",
         "retry_at",
+        "retry_soon_until",
         "rx_bytes",
         "rx_messages",
         "state",
@@ -234,7 +255,10 @@ class _Peer:
         self.pending: _Pending | None = None
         self.retry_at: float | None = None
         self.attempt_started: float | None = None
-        self.attempts = 0  # initiations sent in the current attempt
+        self.backoff = 0  # index into _BACKOFF; len(_BACKOFF) = at the cap (never more)
+        self.failed_reported = False  # handshake_failed already said for this outage
+        self.last_initiation_sent = -_INF
+        self.retry_soon_until = -_INF
         self.current: _Keypair | None = None
         self.previous: _Keypair | None = None
         self.next: _Keypair | None = None
@@ -573,13 +597,18 @@ class SessionTable:
         elif action is HsAction.CONFIRM:
             assert completed is not None and p.pending is not None
             self._confirm(p, completed, remote_index, now)
-        elif action is HsAction.GIVE_UP:
-            self._clear_pending(p)
+        elif action is HsAction.FAIL_AND_RETRY:
             self.drops["handshake_failed"] += len(p.queue)
             p.queue.clear()
-            self._outbox.append(
-                SessionEvent(p.name, "handshake_failed", f"no response in {REKEY_ATTEMPT_TIME:g} s")
-            )
+            if not p.failed_reported:  # once per outage, not every REKEY_ATTEMPT_TIME
+                p.failed_reported = True
+                self._outbox.append(
+                    SessionEvent(
+                        p.name, "handshake_failed", f"no response in {REKEY_ATTEMPT_TIME:g} s"
+                    )
+                )
+            p.attempt_started = now  # a new attempt window; the backoff stays where it is
+            self._send_initiation(p, now)
         elif action is HsAction.FORGET:
             self._forget(p)
         elif action is HsAction.CANCEL:
@@ -589,8 +618,7 @@ class SessionTable:
     def _send_initiation(self, p: _Peer, now: float) -> None:
         if p.attempt_started is None:
             p.attempt_started = now
-            p.attempts = 0
-        p.attempts += 1
+        p.last_initiation_sent = now
         self._clear_pending(p, keep_attempt=True)
         index = self._new_index()
         data, hs = create_initiation(
@@ -607,15 +635,16 @@ class SessionTable:
         pending = _Pending(p, hs, index)
         p.pending = pending
         self._pendings[index] = pending
-        jitter = int.from_bytes(self._random_bytes(2), "little") / 65536 * REKEY_TIMEOUT_JITTER
-        timeout = REKEY_TIMEOUT
-        if p.current is None:
-            # No session at all (cold start, a peer that just came back): lanspan wants
-            # connectivity in a second or two, so the first retries back off from
-            # FIRST_RETRY to REKEY_TIMEOUT. A rekey keeps WireGuard's 5 s: the old keys work.
-            timeout = min(REKEY_TIMEOUT, FIRST_RETRY * 2 ** (p.attempts - 1))
-            jitter *= timeout / REKEY_TIMEOUT
-        p.retry_at = now + timeout + jitter
+        unit = int.from_bytes(self._random_bytes(2), "little") / 65536  # in [0, 1)
+        if p.current is not None:
+            timeout = REKEY_TIMEOUT + unit * REKEY_TIMEOUT_JITTER
+        elif p.backoff < len(_BACKOFF):  # no session: see FIRST_RETRY
+            timeout = _BACKOFF[p.backoff]
+            timeout += unit * REKEY_TIMEOUT_JITTER * timeout / REKEY_TIMEOUT
+            p.backoff += 1  # bounded: stops at len(_BACKOFF)
+        else:
+            timeout = RETRY_MAX + unit * RETRY_MAX_JITTER
+        p.retry_at = now + timeout
         self._outbox.append(Transmit(p.name, data))
 
     def _confirm(self, p: _Peer, done: HandshakeState, remote_index: int, now: float) -> None:
@@ -648,6 +677,7 @@ class SessionTable:
 
     def _went_up(self, p: _Peer, now: float, detail: str) -> None:
         p.last_handshake = now
+        p.failed_reported = False
         p.new_handshake_at = None  # a handshake answered: the peer is alive
         p.up = True
         self._outbox.append(SessionEvent(p.name, "up", detail))
@@ -659,6 +689,7 @@ class SessionTable:
         p.retry_at = None
         if not keep_attempt:
             p.attempt_started = None
+            p.backoff = 0
 
     def _forget(self, p: _Peer) -> None:
         self._clear_pending(p)
@@ -700,13 +731,24 @@ class SessionTable:
         return None if best == _INF else best
 
     def retry_soon(self, peer: str, now: float) -> None:
-        """A new way to reach `peer` appeared: resend a pending initiation now, not at
-        REKEY_TIMEOUT; start one if the peer has no session (callers rate-limit this)."""
+        """A sign of life from `peer` (a REACH naming it, a path back): retry its
+        handshake now and restart the backoff from FIRST_RETRY; start one if it has no
+        session. Idempotent and rate-limited here (at most one restart per
+        RETRY_SOON_INTERVAL, never two initiations within FIRST_RETRY), so callers may
+        call it on every such sign; nothing it touches grows."""
         p = self._peer(peer)
+        self._clock = max(self._clock, now)
+        if p.state is HsState.IDLE and p.current is not None:
+            return  # a session is up: nothing to hurry
+        if now < p.retry_soon_until:
+            return
+        p.retry_soon_until = now + RETRY_SOON_INTERVAL
+        if p.current is None:
+            p.backoff = 0
         if p.retry_at is not None:
-            p.retry_at = min(p.retry_at, now)
-        elif p.current is None:
-            self.initiate(peer, now)
+            p.retry_at = min(p.retry_at, max(now, p.last_initiation_sent + FIRST_RETRY))
+        else:
+            self._hs(p, HsInput.WANT_HANDSHAKE, now)
 
     def handle_timer(self, now: float) -> None:
         self._clock = max(self._clock, now)
@@ -717,7 +759,7 @@ class SessionTable:
         self._expire_keypairs(p, now)
         if p.retry_at is not None and now >= p.retry_at:
             assert p.attempt_started is not None
-            if now - p.attempt_started >= REKEY_ATTEMPT_TIME:
+            if now - p.attempt_started >= REKEY_ATTEMPT_TIME:  # drop the queue, go on
                 self._hs(p, HsInput.ATTEMPTS_EXHAUSTED, now)
             else:
                 self._hs(p, HsInput.RETRY_TIMER, now)
@@ -755,7 +797,7 @@ class SessionTable:
 
     # ---- outputs -----------------------------------------------------------
 
-    def take_actions(self) -> list[Transmit | SessionEvent]:
+    def take_outputs(self) -> list[Transmit | SessionEvent]:
         out, self._outbox = self._outbox, []
         return out
 
