@@ -120,5 +120,5 @@ def test_wrong_psk_fails_on_second_message() -> None:
     resp = _side(vector, "resp", False)
     resp.psks = [bytes(32)]
     resp.read_message_untrusted(init.write_message(b""))
-    with pytest.raises(BadPacket, match="bad_auth"):
+    with pytest.raises(BadPacket, match=r"session\.noise_bad_auth"):
         init.read_message_untrusted(resp.write_message(b""))

@@ -116,7 +116,7 @@ def test_seal_without_session_queues_and_initiates_once() -> None:
     a, b = _pair()
     for i in range(MAX_QUEUED + 5):
         assert a.seal("b", b"p%d" % i, 0.0) is None
-    assert a.drops["queue_full"] == 5
+    assert a.drops["session.queue_full"] == 5
     initiations = _transmits(a)
     assert len(initiations) == 1 and initiations[0].data[0] == 1
     b.receive(initiations[0].data, SRC, 0.0)
@@ -150,7 +150,7 @@ def test_message_limits_rekey_then_refuse() -> None:
     kp.send_counter = REJECT_AFTER_MESSAGES
     assert a.seal("b", b"too many", 1.0) is None  # queued for the next keypair
     data = messages.build(messages.TransportData(kp.local_index, REJECT_AFTER_MESSAGES, bytes(16)))
-    assert a.receive(data, SRC, 1.0) is None and a.drops["expired"] == 1
+    assert a.receive(data, SRC, 1.0) is None and a.drops["session.expired"] == 1
 
 
 def test_receiver_peer() -> None:
@@ -176,7 +176,7 @@ def test_remove_peer_emits_down_and_forgets() -> None:
     assert a.take_outputs() == [SessionEvent("b", "down", "removed")]
     data = b.seal("a", b"hi", 1.0)
     assert data is not None
-    assert a.receive(data, SRC, 1.0) is None and a.drops["unknown_receiver"] == 1
+    assert a.receive(data, SRC, 1.0) is None and a.drops["session.unknown_receiver"] == 1
     with pytest.raises(KeyError):
         a.status("b")
     a.add_peer("b", b.public_key)  # can come back
@@ -205,7 +205,7 @@ def test_psk_mismatch_never_comes_up() -> None:
     a.initiate("b", 0.0)
     b.receive(_transmits(a)[0].data, SRC, 0.0)
     a.receive(_transmits(b)[0].data, SRC, 0.0)
-    assert a.drops["bad_handshake"] == 1 and not a.status("b").established
+    assert a.drops["session.bad_handshake"] == 1 and not a.status("b").established
 
 
 def test_replayed_initiation_rejected() -> None:
@@ -215,7 +215,7 @@ def test_replayed_initiation_rejected() -> None:
     b.receive(init, SRC, 0.0)
     assert len(_transmits(b)) == 1
     b.receive(init, SRC, 1.0)
-    assert b.drops["replayed_initiation"] == 1 and _transmits(b) == []
+    assert b.drops["session.replayed_initiation"] == 1 and _transmits(b) == []
 
 
 def test_initiations_from_one_peer_rate_limited() -> None:
@@ -226,7 +226,7 @@ def test_initiations_from_one_peer_rate_limited() -> None:
     a.handle_timer(10.0)  # a retry: new timestamp, new ephemeral
     retry = _transmits(a)[0].data
     b.receive(retry, SRC, 0.001)
-    assert b.drops["initiation_flood"] == 1 and _transmits(b) == []
+    assert b.drops["session.initiation_flood"] == 1 and _transmits(b) == []
     b.receive(retry, SRC, 0.1)
     assert len(_transmits(b)) == 1
 
@@ -246,7 +246,7 @@ def test_retries_then_handshake_failed() -> None:
             break
     assert REKEY_ATTEMPT_TIME <= now <= REKEY_ATTEMPT_TIME + REKEY_TIMEOUT + 1
     assert sent >= int(REKEY_ATTEMPT_TIME / (REKEY_TIMEOUT + 1 / 3))
-    assert a.drops["handshake_failed"] == 1
+    assert a.drops["session.handshake_failed"] == 1
     # Issue 10: the queue is dropped but the peer is never given up. (This test used
     # to assert `next_timer() is None` here: that was the bug.)
     retry = a.next_timer()
@@ -260,7 +260,7 @@ def test_retries_then_handshake_failed() -> None:
         assert any(isinstance(x, Transmit) and x.data[0] == 1 for x in actions)
     assert now > 3 * REKEY_ATTEMPT_TIME
     assert events == []  # handshake_failed is said once per outage
-    assert a.drops["handshake_failed"] == 1
+    assert a.drops["session.handshake_failed"] == 1
 
 
 def test_persistent_keepalive() -> None:

@@ -31,6 +31,7 @@ from lanspan.session.handshake import (
     tai64n,
 )
 from lanspan.session.machine import HsAction, HsInput, HsState, step
+from lanspan.session.ratelimit import InitiationCache, SourceRateLimiter
 from lanspan.session.replay import ReplayWindow
 from lanspan.wire.messages import (
     MAC1_OFFSET_INITIATION,
@@ -100,6 +101,12 @@ _LOAD_WINDOW = 1.0  # seconds over which initiations are counted
 # WireGuard's INITIATIONS_PER_SECOND: a peer replaying its own fresh
 # initiations cannot make us do DH work more often than this.
 _MIN_INITIATION_INTERVAL = 1 / 50
+# Initiations that cost a DH, remembered by their bytes (see ratelimit.py).
+_SEEN_SIZE = 1024
+_SEEN_AGE = 30.0
+# A duplicate initiation from a new source address gets the same response, at most
+# to this many addresses per initiation (a node has a few endpoints, not more).
+_MAX_RESPONSE_ADDRS = 4
 
 _INF = float("inf")
 _HEADER = TRANSPORT_HEADER  # struct "<IIQ": type+reserved as u32le, receiver, counter
@@ -210,6 +217,34 @@ class _Pending:
         self.local_index = local_index
 
 
+class _Answered:
+    """An initiation we answered: its response and the keypair it offers."""
+
+    __slots__ = ("addrs", "kp", "peer", "response")
+
+    def __init__(self, peer: _Peer, kp: _Keypair, response: bytes, src: Addr) -> None:
+        self.peer = peer
+        self.kp = kp
+        self.response = response
+        self.addrs = [src]  # where the response went (at most _MAX_RESPONSE_ADDRS)
+
+
+class _Deferred:
+    """A decrypted initiation refused as too soon (initiation_flood): no DH again."""
+
+    __slots__ = ("hs", "peer", "sender", "timestamp")
+
+    def __init__(self, peer: _Peer, hs: HandshakeState, timestamp: bytes, sender: int) -> None:
+        self.peer = peer
+        self.hs = hs
+        self.timestamp = timestamp
+        self.sender = sender
+
+
+# What became of an initiation: answered, deferred, or refused for good (the reason).
+_Seen = _Answered | _Deferred | str
+
+
 class _Peer:
     __slots__ = (
         "attempt_started",
@@ -305,6 +340,9 @@ class SessionTable:
         self._load_times: collections.deque[float] = collections.deque()
         self._under_load_until = -_INF
         self._checker = CookieChecker(self.public_key, random_bytes)
+        self._limiter = SourceRateLimiter()
+        self._seen: InitiationCache[_Seen] = InitiationCache(_SEEN_SIZE, _SEEN_AGE)
+        self.responses_resent = 0  # duplicates of an initiation answered from the cache
         self._peers: dict[str, _Peer] = {}
         self._by_public: dict[bytes, _Peer] = {}
         self._keypairs: dict[int, _Keypair] = {}
@@ -408,7 +446,7 @@ class SessionTable:
     def _enqueue(self, p: _Peer, payload: bytes) -> None:
         if len(p.queue) >= MAX_QUEUED:
             p.queue.popleft()
-            self.drops["queue_full"] += 1
+            self.drops["session.queue_full"] += 1
         p.queue.append(payload)
 
     def _flush(self, p: _Peer, now: float, *, keepalive_if_empty: bool) -> None:
@@ -435,25 +473,25 @@ class SessionTable:
             if kind == TYPE_TRANSPORT:
                 kp = self._keypairs.get(index)
                 if kp is None:
-                    self.drops["unknown_receiver"] += 1
+                    self.drops["session.unknown_receiver"] += 1
                     return None
                 if now >= kp.reject_at or counter >= REJECT_AFTER_MESSAGES:
-                    self.drops["expired"] += 1
+                    self.drops["session.expired"] += 1
                     return None
                 replay = kp.replay
                 # In-order traffic (the common case) skips the bitmap lookup.
                 if counter <= replay.greatest and not replay.check(counter):
-                    self.drops["replay"] += 1
+                    self.drops["session.replay"] += 1
                     return None
                 try:
                     payload = kp.decrypt(
                         kp.nonce(counter), memoryview(datagram)[TRANSPORT_HEADER_LEN:], None
                     )
                 except InvalidTag:
-                    self.drops["bad_auth"] += 1
+                    self.drops["session.bad_auth"] += 1
                     return None
                 if not replay.update(counter):
-                    self.drops["replay"] += 1
+                    self.drops["session.replay"] += 1
                     return None
                 p = kp.peer
                 p.rx_bytes += len(datagram)
@@ -491,7 +529,7 @@ class SessionTable:
         elif isinstance(msg, CookieReply):
             self._on_cookie(msg, now)
         else:  # a transport message that did not take the fast path cannot parse
-            raise BadPacket("bad_type")
+            raise BadPacket("session.unexpected_transport")
 
     def _under_load(self, now: float) -> bool:
         times = self._load_times
@@ -507,30 +545,60 @@ class SessionTable:
     def _on_initiation(
         self, datagram: bytes, msg: HandshakeInitiation, src: Addr, now: float
     ) -> None:
+        # Cheapest checks first; the Diffie-Hellman (consume) only for a fresh
+        # initiation from a source within its budget (WireGuard's order).
         if not self._checker.check_mac1(datagram, MAC1_OFFSET_INITIATION):
-            raise BadPacket("bad_mac1")
-        if self._under_load(now) and not self._checker.check_mac2(
-            datagram, MAC2_OFFSET_INITIATION, src, now
-        ):
-            reply = self._checker.cookie_reply(
-                datagram, MAC1_OFFSET_INITIATION, msg.sender, src, now
-            )
-            self._outbox.append(Transmit(None, reply, to=src))
-            raise BadPacket("under_load")
+            raise BadPacket("session.bad_mac1")
+        key = datagram[:MAC2_OFFSET_INITIATION]  # mac2 aside: it does not change the DH
+        seen = self._seen.get(key, now)
+        if seen is not None:
+            self._on_duplicate(key, seen, src, now)
+            return
+        if self._under_load(now):
+            # Under load, a source gets at most PER_SECOND (burst BURST) of our
+            # handshake work, cookie replies included, and needs a valid mac2 (a
+            # cookie proving it receives at `src`) before any DH.
+            if not self._limiter.allow(src, now):
+                raise BadPacket("session.rate_limited")
+            if not self._checker.check_mac2(datagram, MAC2_OFFSET_INITIATION, src, now):
+                reply = self._checker.cookie_reply(
+                    datagram, MAC1_OFFSET_INITIATION, msg.sender, src, now
+                )
+                self._outbox.append(Transmit(None, reply, to=src))
+                raise BadPacket("session.under_load")
         try:
             hs, timestamp = consume_initiation_untrusted(
                 cipher=self._cipher, static_private=self._private, msg=msg
             )
         except BadPacket:  # not "bad_auth": keep that counter for transport data
-            raise BadPacket("bad_handshake") from None
+            self._seen.put(key, "session.bad_handshake", now)
+            raise BadPacket("session.bad_handshake") from None
         remote = hs.remote_static
         p = self._by_public.get(remote) if remote is not None else None
         if p is None:
-            raise BadPacket("unknown_peer")
+            self._seen.put(key, "session.unknown_peer", now)
+            raise BadPacket("session.unknown_peer")
+        self._answer(key, p, hs, timestamp, msg.sender, src, now)
+
+    def _answer(
+        self,
+        key: bytes,
+        p: _Peer,
+        hs: HandshakeState,
+        timestamp: bytes,
+        sender: int,
+        src: Addr,
+        now: float,
+    ) -> None:
+        """A decrypted initiation from `p`: respond, or say why not (and remember)."""
         if timestamp <= p.last_timestamp:
-            raise BadPacket("replayed_initiation")
+            self._seen.put(key, "session.stale_initiation", now)
+            raise BadPacket("session.stale_initiation")
         if now - p.last_initiation < _MIN_INITIATION_INTERVAL:
-            raise BadPacket("initiation_flood")
+            # Too soon after the last one we answered: refused for now, and kept
+            # decrypted so that a copy arriving later costs no DH.
+            self._seen.put(key, _Deferred(p, hs, timestamp, sender), now)
+            raise BadPacket("session.initiation_flood")
         action, p.state = step(p.state, HsInput.VALID_INITIATION)
         assert action is HsAction.RESPOND
         index = self._new_index()
@@ -539,7 +607,7 @@ class SessionTable:
             psk=p.psk,
             ephemeral_private=self._random_bytes(32),
             sender_index=index,
-            receiver_index=msg.sender,
+            receiver_index=sender,
             jar=p.jar,
             now=now,
         )
@@ -551,31 +619,58 @@ class SessionTable:
             hs.split_keys(),
             initiator=False,
             local_index=index,
-            remote_index=msg.sender,
+            remote_index=sender,
             now=now,
         )
         self._free(p.next)
         p.next = kp
         self._keypairs[index] = kp
+        self._seen.put(key, _Answered(p, kp, response, src), now)
         self._outbox.append(Transmit(p.name, response, to=src))
+
+    def _on_duplicate(self, key: bytes, seen: _Seen, src: Addr, now: float) -> None:
+        """A byte-identical copy of an initiation we already paid a DH for.
+
+        The initiator sends its initiation to every candidate endpoint of ours, so
+        copies arrive from several of its source addresses, and the return path of
+        the one we answered first may not work (issue 10, two-provider sites). So
+        while the keypair we offered is still unconfirmed, the same response (same
+        bytes, same keypair, no new DH) goes back over each new source address, up
+        to _MAX_RESPONSE_ADDRS per initiation. Any other copy is dropped."""
+        if isinstance(seen, str):
+            raise BadPacket("session.replayed_initiation")
+        p = seen.peer
+        if self._peers.get(p.name) is not p:  # removed (perhaps re-added) since
+            self._seen.discard(key)
+            raise BadPacket("session.replayed_initiation")
+        if isinstance(seen, _Deferred):
+            self._answer(key, p, seen.hs.clone(), seen.timestamp, seen.sender, src, now)
+            return
+        if seen.kp is not p.next or src in seen.addrs:
+            raise BadPacket("session.replayed_initiation")
+        if len(seen.addrs) >= _MAX_RESPONSE_ADDRS:
+            raise BadPacket("session.resend_limit")
+        seen.addrs.append(src)
+        self.responses_resent += 1
+        self._outbox.append(Transmit(p.name, seen.response, to=src))
 
     def _on_response(self, datagram: bytes, msg: HandshakeResponse, now: float) -> None:
         if not self._checker.check_mac1(datagram, MAC1_OFFSET_RESPONSE):
-            raise BadPacket("bad_mac1")
+            raise BadPacket("session.bad_mac1")
         pending = self._pendings.get(msg.receiver)
         if pending is None:
-            raise BadPacket("unknown_receiver")
+            raise BadPacket("session.unknown_receiver")
         p = pending.peer
         try:
             done = consume_response_untrusted(pending.hs, msg)
         except BadPacket:
-            raise BadPacket("bad_handshake") from None
+            raise BadPacket("session.bad_handshake") from None
         self._hs(p, HsInput.VALID_RESPONSE, now, completed=done, remote_index=msg.sender)
 
     def _on_cookie(self, msg: CookieReply, now: float) -> None:
         pending = self._pendings.get(msg.receiver)
         if pending is None:
-            raise BadPacket("unknown_receiver")
+            raise BadPacket("session.unknown_receiver")
         p = pending.peer
         p.jar.consume_reply_untrusted(msg, now)
         self._hs(p, HsInput.VALID_COOKIE, now)
@@ -598,7 +693,7 @@ class SessionTable:
             assert completed is not None and p.pending is not None
             self._confirm(p, completed, remote_index, now)
         elif action is HsAction.FAIL_AND_RETRY:
-            self.drops["handshake_failed"] += len(p.queue)
+            self.drops["session.handshake_failed"] += len(p.queue)
             p.queue.clear()
             if not p.failed_reported:  # once per outage, not every REKEY_ATTEMPT_TIME
                 p.failed_reported = True
@@ -696,7 +791,7 @@ class SessionTable:
         for kp in p.keypairs():
             self._free(kp)
         p.previous = p.current = p.next = None
-        self.drops["peer_removed"] += len(p.queue)
+        self.drops["session.peer_removed"] += len(p.queue)
         p.queue.clear()
         del self._peers[p.name]
         del self._by_public[p.public]
@@ -813,6 +908,12 @@ class SessionTable:
             tx_messages=p.tx_messages,
             last_received=p.last_received,
         )
+
+    def receiver_indexes(self) -> frozenset[int]:
+        """Every receiver index that is ours right now (keypairs and initiations in
+        flight): a datagram naming any other is dropped as unknown_receiver. The agent
+        mirrors it into the kernel (an nftables set) to drop junk before Python."""
+        return frozenset(self._keypairs.keys() | self._pendings.keys())
 
     def receiver_peer(self, datagram: bytes) -> str | None:
         index = receiver_index_untrusted(datagram)
