@@ -136,9 +136,7 @@ def test_wrong_psk_fails_on_second_message() -> None:
 def test_vector_file_without_optional_fields(tmp_path: Path) -> None:
     """The Noise test-vector format makes handshake_hash (and prologue, psks) optional:
     a file without them is run, not a KeyError."""
-    _, vector = next(
-        (vid, v) for vid, v in SUPPORTED if v["protocol_name"].startswith("Noise_IK_")
-    )
+    _, vector = next((vid, v) for vid, v in SUPPORTED if v["protocol_name"].startswith("Noise_IK_"))
     stripped = {k: v for k, v in vector.items() if k != "handshake_hash"}
     stripped["messages"] = [dict(m) for m in vector["messages"]]
     assert "handshake_hash" not in stripped

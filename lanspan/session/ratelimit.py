@@ -99,9 +99,7 @@ class InitiationCache(Generic[V]):
     def __init__(self, size: int, max_age: float) -> None:
         self._size = size
         self._max_age = max_age
-        self._entries: collections.OrderedDict[bytes, tuple[V, float]] = (
-            collections.OrderedDict()
-        )
+        self._entries: collections.OrderedDict[bytes, tuple[V, float]] = collections.OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
