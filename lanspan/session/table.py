@@ -128,7 +128,8 @@ class Transmit:
 @dataclass(frozen=True, slots=True)
 class SessionEvent:
     """kind: "up" (new keypair confirmed), "down" (keys expired / peer removed),
-    "handshake_failed" (REKEY_ATTEMPT_TIME passed without a response)."""
+    "handshake_failed" (REKEY_ATTEMPT_TIME passed without a response: queued
+    payloads dropped, said once per outage; the handshake keeps being retried)."""
 
     peer: str
     kind: str
