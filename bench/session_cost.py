@@ -28,7 +28,7 @@ def _pair(cipher: str) -> tuple[SessionTable, SessionTable]:
     a.initiate("b", 0.0)
     for _ in range(3):  # initiation, response, confirming keepalive
         for src, dst in ((a, b), (b, a)):
-            for act in src.take_actions():
+            for act in src.take_outputs():
                 if isinstance(act, Transmit):
                     dst.receive(act.data, ("peer", 1), 0.0)
     assert a.status("b").established and b.status("a").established

@@ -25,9 +25,6 @@ LAYERS: dict[str, frozenset[str]] = {
     "node": frozenset({"node", "relay", "reassembly", "agent"}),
     "agent": frozenset({"agent"}),
 }
-# The session branch renames these packages' reasons to `session.*` in parallel;
-# until that merges they keep their old, unprefixed names. Delete at merge.
-_RENAMED_IN_PARALLEL = frozenset({"noise", "session"})
 
 REASON = re.compile(r"^([a-z0-9]+)\.[a-z0-9_]+$")
 DOC_LINE = re.compile(r"^- `([^`]+)` — \S")
@@ -142,9 +139,6 @@ def test_reasons_are_unique_and_named_by_their_layer() -> None:
     for reason, packages in sorted(found.items()):
         layers = {frozenset(LAYERS.get(p, {p})) for p in packages}
         assert len(layers) == 1, f"{reason!r} emitted by several layers: {sorted(packages)}"
-        if packages <= _RENAMED_IN_PARALLEL:
-            assert docs.get(reason) == "session", f"{reason!r} belongs under ## session"
-            continue
         m = REASON.match(reason)
         assert m, f"{reason!r} (from {sorted(packages)}) is not named layer.reason"
         for p in packages:

@@ -178,7 +178,7 @@ def test_loss_duplication_and_reordering_keep_frames_whole_and_single() -> None:
     assert len(got) == len(set(got))  # duplicates never delivered twice
     assert set(got) <= set(sent)
     assert 30 <= len(got) < 50  # about 10 % lost
-    assert net.nodes["n2"].sessions.drops["replay"] > 0
+    assert net.nodes["n2"].sessions.drops["session.replay"] > 0
 
 
 def test_frames_for_a_segment_the_peer_does_not_carry_are_not_sent() -> None:
@@ -223,7 +223,7 @@ def test_blocked_direct_path_goes_through_a_relay_end_to_end() -> None:
         p for p in status_json(net.nodes["n1"].status(net.now))["peers"] if p["name"] == "n3"
     )
     assert peer["via"] == "n2" and peer["session"] == "up"
-    assert net.nodes["n2"].sessions.drops["bad_auth"] == 0
+    assert net.nodes["n2"].sessions.drops["session.bad_auth"] == 0
 
 
 def test_a_node_that_says_no_does_not_relay() -> None:

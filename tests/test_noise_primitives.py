@@ -42,7 +42,7 @@ def test_decrypt_rejects_tamper_and_keeps_nonce() -> None:
     a, b = CipherState("AESGCM", KEY), CipherState("AESGCM", KEY)
     ct = bytearray(a.encrypt_with_ad(b"", b"payload"))
     ct[0] ^= 0x80
-    with pytest.raises(BadPacket, match="bad_auth"):
+    with pytest.raises(BadPacket, match=r"session\.noise_bad_auth"):
         b.decrypt_with_ad_untrusted(b"", bytes(ct))
     assert b.n == 0
 
@@ -73,7 +73,7 @@ def test_hkdf_matches_definition() -> None:
 def test_dh_agrees_and_rejects_low_order_point() -> None:
     a, b = bytes([1] * 32), bytes([2] * 32)
     assert dh(a, public_key(b)) == dh(b, public_key(a))
-    with pytest.raises(BadPacket, match="bad_dh"):
+    with pytest.raises(BadPacket, match=r"session\.noise_bad_dh"):
         dh(a, bytes(32))
 
 

@@ -51,7 +51,7 @@ def test_xchacha20poly1305_draft_vector() -> None:
 
 
 def test_xchacha_rejects_tamper() -> None:
-    with pytest.raises(BadPacket, match="bad_cookie"):
+    with pytest.raises(BadPacket, match=r"session\.bad_cookie"):
         xchacha20poly1305_decrypt_untrusted(X_KEY, X_NONCE, X_CT, X_AD + b"x")
 
 
@@ -98,7 +98,7 @@ def test_cookie_reply_bound_to_last_mac1() -> None:
     src = ("198.18.0.1", 1)
     checker = CookieChecker(RESPONDER_PUB, _rng(3).randbytes)
     jar = CookieJar(RESPONDER_PUB)
-    with pytest.raises(BadPacket, match="unexpected_cookie"):
+    with pytest.raises(BadPacket, match=r"session\.unexpected_cookie"):
         jar.consume_reply_untrusted(CookieReply(1, bytes(24), bytes(32)), 0.0)
     first = _msg(jar, 0.0)
     reply = parse_untrusted(checker.cookie_reply(first, 116, 1, src, 0.0))
@@ -107,7 +107,7 @@ def test_cookie_reply_bound_to_last_mac1() -> None:
     other[20] ^= 1
     jar.add_macs(other, 116, 0.5)
     assert isinstance(reply, CookieReply)
-    with pytest.raises(BadPacket, match="bad_cookie"):
+    with pytest.raises(BadPacket, match=r"session\.bad_cookie"):
         jar.consume_reply_untrusted(reply, 0.6)
 
 

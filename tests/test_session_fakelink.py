@@ -95,7 +95,7 @@ class Net:
 
     def _collect(self) -> None:
         for name, table in self.tables.items():
-            for action in table.take_actions():
+            for action in table.take_outputs():
                 if isinstance(action, Transmit):
                     dst = action.to[0] if action.to is not None else action.peer
                     assert dst is not None
@@ -162,7 +162,7 @@ def test_data_both_ways_through_loss_dup_reorder(cipher: str) -> None:
         assert set(got) <= set(sent)
         assert len(got) > 0.8 * len(sent)
         assert got != sorted(got, key=lambda p: int(p[2:]))  # reordering really happened
-        assert net.tables[dst].drops["replay"] > 0  # duplicates were caught
+        assert net.tables[dst].drops["session.replay"] > 0  # duplicates were caught
     assert net.tables["b"].status("a").rx_messages >= len(net.payloads("b"))
 
 
@@ -176,11 +176,11 @@ def test_replayed_datagram_delivered_once() -> None:
     assert b.receive(data, ("a", PORT), net.now) == Delivered("a", b"once", ("a", PORT))
     for _ in range(3):
         assert b.receive(data, ("a", PORT), net.now) is None
-    assert b.drops["replay"] == 3
+    assert b.drops["session.replay"] == 3
     tampered = bytearray(net.tables["a"].seal("b", b"x", net.now) or b"")
     tampered[-1] ^= 1
     assert b.receive(bytes(tampered), ("a", PORT), net.now) is None
-    assert b.drops["bad_auth"] == 1
+    assert b.drops["session.bad_auth"] == 1
 
 
 def test_rekey_keeps_session_without_loss() -> None:
@@ -267,30 +267,30 @@ def test_unknown_key_rejected_and_counted() -> None:
     net = Net(("a", "b", "c"), seed=10, peers={"a": ("b",), "b": ("a",), "c": ("b",)})
     net.send("c", "b", b"let me in")
     net.run(REKEY_ATTEMPT_TIME + 10)
-    assert net.tables["b"].drops["unknown_peer"] > 1
+    assert net.tables["b"].drops["session.unknown_peer"] > 1
     assert not net.kinds("c", "up") and not net.kinds("b", "up")
     assert net.payloads("b") == []
     assert net.kinds("c", "handshake_failed")
-    assert net.tables["c"].drops["handshake_failed"] == 1  # the queued payload
+    assert net.tables["c"].drops["session.handshake_failed"] == 1  # the queued payload
 
 
 def test_cookie_reply_under_load_then_mac2_succeeds() -> None:
     net = Net(seed=11, limits={"b": 0})  # b considers itself always under load
     net.send("a", "b", b"through the cookie")
     net.run(FIRST_RETRY / 2)
-    assert net.tables["b"].drops["under_load"] == 1
+    assert net.tables["b"].drops["session.under_load"] == 1
     assert not net.kinds("a", "up")
     net.run(REKEY_TIMEOUT * 3)
     ups = net.kinds("a", "up")
     assert ups and ups[0] >= FIRST_RETRY  # after the retry that carried mac2
     assert net.payloads("b") == [b"through the cookie"]
-    assert net.tables["b"].drops["under_load"] == 1
+    assert net.tables["b"].drops["session.under_load"] == 1
 
 
 def test_session_confirmed_as_responder_cancels_our_own_attempt() -> None:
     net = Net(seed=12)
     net.tables["b"].initiate("a", 0.0)
-    lost = net.tables["b"].take_actions()  # b's initiation never arrives
+    lost = net.tables["b"].take_outputs()  # b's initiation never arrives
     assert lost and isinstance(lost[0], Transmit)
     net.tables["a"].initiate("b", 0.1)
     net.run(1.0)

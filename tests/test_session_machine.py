@@ -29,7 +29,11 @@ EXPECTED: dict[tuple[HsState, HsInput], tuple[HsAction, HsState]] = {
         HsAction.SEND_INITIATION,
         HsState.INITIATION_SENT,
     ),
-    (HsState.INITIATION_SENT, HsInput.ATTEMPTS_EXHAUSTED): (HsAction.GIVE_UP, HsState.IDLE),
+    # Never given up: the queue is dropped, retrying goes on (issue 10).
+    (HsState.INITIATION_SENT, HsInput.ATTEMPTS_EXHAUSTED): (
+        HsAction.FAIL_AND_RETRY,
+        HsState.INITIATION_SENT,
+    ),
     (HsState.INITIATION_SENT, HsInput.VALID_INITIATION): (
         HsAction.RESPOND,
         HsState.INITIATION_SENT,

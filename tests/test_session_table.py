@@ -21,6 +21,8 @@ from lanspan.session import (
     REKEY_AFTER_MESSAGES,
     REKEY_ATTEMPT_TIME,
     REKEY_TIMEOUT,
+    RETRY_MAX,
+    RETRY_MAX_JITTER,
     Delivered,
     PeerStatus,
     SessionEvent,
@@ -51,7 +53,7 @@ def _pair(**kw: object) -> tuple[SessionTable, SessionTable]:
 
 
 def _transmits(t: SessionTable) -> list[Transmit]:
-    return [x for x in t.take_actions() if isinstance(x, Transmit)]
+    return [x for x in t.take_outputs() if isinstance(x, Transmit)]
 
 
 def _establish(a: SessionTable, b: SessionTable, now: float = 0.0) -> None:
@@ -63,7 +65,7 @@ def _establish(a: SessionTable, b: SessionTable, now: float = 0.0) -> None:
     assert a.receive(resp.data, SRC, now) is None
     (keepalive,) = _transmits(a)
     assert b.receive(keepalive.data, SRC, now) == Delivered("a", b"", SRC)
-    b.take_actions()
+    b.take_outputs()
 
 
 def test_public_api_is_reexported() -> None:
@@ -92,7 +94,7 @@ def test_events_and_status_after_handshake() -> None:
     init = _transmits(a)[0]
     b.receive(init.data, SRC, 3.0)
     a.receive(_transmits(b)[0].data, SRC, 3.5)
-    assert SessionEvent("b", "up", "initiator") in a.take_actions()
+    assert SessionEvent("b", "up", "initiator") in a.take_outputs()
     st_a = a.status("b")
     assert st_a.established and st_a.last_handshake == 3.5 and st_a.tx_messages == 1
 
@@ -102,11 +104,11 @@ def test_up_events_on_both_sides() -> None:
     a.initiate("b", 0.0)
     b.receive(_transmits(a)[0].data, SRC, 0.0)
     a.receive(_transmits(b)[0].data, SRC, 0.0)
-    actions = a.take_actions()
+    actions = a.take_outputs()
     assert SessionEvent("b", "up", "initiator") in actions
     keepalive = next(x for x in actions if isinstance(x, Transmit))
     b.receive(keepalive.data, SRC, 0.0)
-    assert SessionEvent("a", "up", "responder") in b.take_actions()
+    assert SessionEvent("a", "up", "responder") in b.take_outputs()
     assert b.status("a").established
 
 
@@ -114,7 +116,7 @@ def test_seal_without_session_queues_and_initiates_once() -> None:
     a, b = _pair()
     for i in range(MAX_QUEUED + 5):
         assert a.seal("b", b"p%d" % i, 0.0) is None
-    assert a.drops["queue_full"] == 5
+    assert a.drops["session.queue_full"] == 5
     initiations = _transmits(a)
     assert len(initiations) == 1 and initiations[0].data[0] == 1
     b.receive(initiations[0].data, SRC, 0.0)
@@ -148,7 +150,7 @@ def test_message_limits_rekey_then_refuse() -> None:
     kp.send_counter = REJECT_AFTER_MESSAGES
     assert a.seal("b", b"too many", 1.0) is None  # queued for the next keypair
     data = messages.build(messages.TransportData(kp.local_index, REJECT_AFTER_MESSAGES, bytes(16)))
-    assert a.receive(data, SRC, 1.0) is None and a.drops["expired"] == 1
+    assert a.receive(data, SRC, 1.0) is None and a.drops["session.expired"] == 1
 
 
 def test_receiver_peer() -> None:
@@ -169,12 +171,12 @@ def test_receiver_peer() -> None:
 def test_remove_peer_emits_down_and_forgets() -> None:
     a, b = _pair()
     _establish(a, b)
-    a.take_actions()
+    a.take_outputs()
     a.remove_peer("b")
-    assert a.take_actions() == [SessionEvent("b", "down", "removed")]
+    assert a.take_outputs() == [SessionEvent("b", "down", "removed")]
     data = b.seal("a", b"hi", 1.0)
     assert data is not None
-    assert a.receive(data, SRC, 1.0) is None and a.drops["unknown_receiver"] == 1
+    assert a.receive(data, SRC, 1.0) is None and a.drops["session.unknown_receiver"] == 1
     with pytest.raises(KeyError):
         a.status("b")
     a.add_peer("b", b.public_key)  # can come back
@@ -203,7 +205,7 @@ def test_psk_mismatch_never_comes_up() -> None:
     a.initiate("b", 0.0)
     b.receive(_transmits(a)[0].data, SRC, 0.0)
     a.receive(_transmits(b)[0].data, SRC, 0.0)
-    assert a.drops["bad_handshake"] == 1 and not a.status("b").established
+    assert a.drops["session.bad_handshake"] == 1 and not a.status("b").established
 
 
 def test_replayed_initiation_rejected() -> None:
@@ -213,18 +215,18 @@ def test_replayed_initiation_rejected() -> None:
     b.receive(init, SRC, 0.0)
     assert len(_transmits(b)) == 1
     b.receive(init, SRC, 1.0)
-    assert b.drops["replayed_initiation"] == 1 and _transmits(b) == []
+    assert b.drops["session.replayed_initiation"] == 1 and _transmits(b) == []
 
 
 def test_initiations_from_one_peer_rate_limited() -> None:
     a, b = _pair()
     a.initiate("b", 0.0)
     b.receive(_transmits(a)[0].data, SRC, 0.0)
-    b.take_actions()
+    b.take_outputs()
     a.handle_timer(10.0)  # a retry: new timestamp, new ephemeral
     retry = _transmits(a)[0].data
     b.receive(retry, SRC, 0.001)
-    assert b.drops["initiation_flood"] == 1 and _transmits(b) == []
+    assert b.drops["session.initiation_flood"] == 1 and _transmits(b) == []
     b.receive(retry, SRC, 0.1)
     assert len(_transmits(b)) == 1
 
@@ -237,15 +239,28 @@ def test_retries_then_handshake_failed() -> None:
     while (deadline := a.next_timer()) is not None:
         now = deadline
         a.handle_timer(now)
-        actions = a.take_actions()
+        actions = a.take_outputs()
         sent += sum(isinstance(x, Transmit) for x in actions)
         if any(isinstance(x, SessionEvent) for x in actions):
             assert SessionEvent("b", "handshake_failed", "no response in 90 s") in actions
             break
     assert REKEY_ATTEMPT_TIME <= now <= REKEY_ATTEMPT_TIME + REKEY_TIMEOUT + 1
     assert sent >= int(REKEY_ATTEMPT_TIME / (REKEY_TIMEOUT + 1 / 3))
-    assert a.drops["handshake_failed"] == 1
-    assert a.next_timer() is None
+    assert a.drops["session.handshake_failed"] == 1
+    # Issue 10: the queue is dropped but the peer is never given up. (This test used
+    # to assert `next_timer() is None` here: that was the bug.)
+    retry = a.next_timer()
+    assert retry is not None and retry - now <= RETRY_MAX + RETRY_MAX_JITTER
+    events: list[SessionEvent] = []
+    for _ in range(200):  # two more attempt windows
+        now = a.next_timer() or now
+        a.handle_timer(now)
+        actions = a.take_outputs()
+        events += [x for x in actions if isinstance(x, SessionEvent)]
+        assert any(isinstance(x, Transmit) and x.data[0] == 1 for x in actions)
+    assert now > 3 * REKEY_ATTEMPT_TIME
+    assert events == []  # handshake_failed is said once per outage
+    assert a.drops["session.handshake_failed"] == 1
 
 
 def test_persistent_keepalive() -> None:
@@ -260,7 +275,7 @@ def test_persistent_keepalive() -> None:
     assert retry is not None and 2.0 + FIRST_RETRY <= retry <= 2.0 + FIRST_RETRY * (1 + 1 / 15)
     b.receive(init.data, SRC, 2.0)
     a.receive(_transmits(b)[0].data, SRC, 2.0)
-    a.take_actions()  # the confirming keepalive, sent at 2.0
+    a.take_outputs()  # the confirming keepalive, sent at 2.0
     assert a.next_timer() == 27.0
     a.handle_timer(27.0)
     (ka,) = _transmits(a)

@@ -393,7 +393,7 @@ class NodeCore:
             self._sends.append((hop, outer))
 
     def _drain_sessions(self, now: float) -> None:
-        for action in self.sessions.take_actions():
+        for action in self.sessions.take_outputs():
             if isinstance(action, Transmit):
                 if action.to is not None:
                     self._emit(action.peer, action.to, [action.data], now)

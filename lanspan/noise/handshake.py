@@ -286,7 +286,7 @@ class HandshakeState:
         for token in self._tokens(writing=False):
             if token == "e":
                 if len(message) - pos < DHLEN:
-                    raise BadPacket("short")
+                    raise BadPacket("session.noise_short")
                 self.remote_ephemeral = bytes(view[pos : pos + DHLEN])
                 pos += DHLEN
                 ss.mix_hash(self.remote_ephemeral)
@@ -295,7 +295,7 @@ class HandshakeState:
             elif token == "s":
                 n = DHLEN + (16 if ss.cs.has_key() else 0)
                 if len(message) - pos < n:
-                    raise BadPacket("short")
+                    raise BadPacket("session.noise_short")
                 self.remote_static = ss.decrypt_and_hash_untrusted(bytes(view[pos : pos + n]))
                 pos += n
             elif token == "psk":
@@ -304,7 +304,7 @@ class HandshakeState:
                 ss.mix_key(self._dh_token(token))
         rest = bytes(view[pos:])
         if ss.cs.has_key() and len(rest) < 16:
-            raise BadPacket("short")
+            raise BadPacket("session.noise_short")
         payload = ss.decrypt_and_hash_untrusted(rest)
         self._message_index += 1
         return payload

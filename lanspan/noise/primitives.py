@@ -64,7 +64,7 @@ def dh(private: bytes, public: bytes) -> bytes:
             X25519PublicKey.from_public_bytes(public)
         )
     except ValueError as exc:  # cryptography rejects an all-zero shared secret
-        raise BadPacket("bad_dh") from exc
+        raise BadPacket("session.noise_bad_dh") from exc
 
 
 def hash_(data: bytes) -> bytes:
@@ -131,11 +131,11 @@ class CipherState:
         if self._aead is None:
             return ciphertext
         if self.n >= MAX_NONCE:
-            raise BadPacket("nonce_exhausted")
+            raise BadPacket("session.noise_nonce_exhausted")
         try:
             out = self._aead.decrypt(self._nonce.pack(self.n), ciphertext, ad)
         except InvalidTag as exc:
-            raise BadPacket("bad_auth") from exc
+            raise BadPacket("session.noise_bad_auth") from exc
         self.n += 1
         return out
 

@@ -94,7 +94,7 @@ def xchacha20poly1305_decrypt_untrusted(
     try:
         return ChaCha20Poly1305(subkey).decrypt(nonce, ciphertext, ad)
     except InvalidTag as exc:
-        raise BadPacket("bad_cookie") from exc
+        raise BadPacket("session.bad_cookie") from exc
 
 
 def _addr_bytes(addr: Addr) -> bytes:
@@ -175,7 +175,7 @@ class CookieJar:
     def consume_reply_untrusted(self, reply: CookieReply, now: float) -> None:
         """Store the cookie if it decrypts against the last mac1 we sent."""
         if self.last_mac1 is None:
-            raise BadPacket("unexpected_cookie")
+            raise BadPacket("session.unexpected_cookie")
         self._cookie = xchacha20poly1305_decrypt_untrusted(
             self._cookie_key, reply.nonce, reply.encrypted_cookie, self.last_mac1
         )

@@ -102,7 +102,7 @@ def consume_initiation_untrusted(
         msg.ephemeral + msg.encrypted_static + msg.encrypted_timestamp
     )
     if len(timestamp) != TAI64N_LEN:
-        raise BadPacket("bad_timestamp")
+        raise BadPacket("session.bad_timestamp")
     return hs, timestamp
 
 
@@ -128,5 +128,5 @@ def consume_response_untrusted(hs: HandshakeState, msg: HandshakeResponse) -> Ha
     """The completed initiator state; `hs` itself is left untouched on failure."""
     done = hs.clone()
     if done.read_message_untrusted(msg.ephemeral + msg.encrypted_nothing):
-        raise BadPacket("bad_handshake")  # the payload must be empty
+        raise BadPacket("session.response_payload")  # the payload must be empty
     return done

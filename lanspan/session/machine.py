@@ -19,8 +19,8 @@ class HsState(StrEnum):
 
 class HsInput(StrEnum):
     WANT_HANDSHAKE = "want_handshake"  # no usable keypair, rekey due, or asked to
-    RETRY_TIMER = "retry_timer"  # REKEY_TIMEOUT (+ jitter) passed without response
-    ATTEMPTS_EXHAUSTED = "attempts_exhausted"  # REKEY_ATTEMPT_TIME passed
+    RETRY_TIMER = "retry_timer"  # the retry timeout (backoff + jitter) passed, no response
+    ATTEMPTS_EXHAUSTED = "attempts_exhausted"  # REKEY_ATTEMPT_TIME passed in this attempt
     VALID_INITIATION = "valid_initiation"  # authenticated, fresh initiation from the peer
     VALID_RESPONSE = "valid_response"  # authenticated response to our initiation
     VALID_COOKIE = "valid_cookie"  # cookie reply to our initiation
@@ -31,7 +31,9 @@ class HsInput(StrEnum):
 class HsAction(StrEnum):
     SEND_INITIATION = "send_initiation"  # new ephemeral, new index, new timestamp
     NOTHING = "nothing"  # one initiation in flight at a time
-    GIVE_UP = "give_up"  # report handshake_failed, drop queued payloads
+    # Report handshake_failed (once per outage), drop queued payloads, start a new
+    # attempt window and send the next initiation: a configured peer is never given up.
+    FAIL_AND_RETRY = "fail_and_retry"
     RESPOND = "respond"  # send a response, keep the keypair as `next`
     CONFIRM = "confirm"  # keypair becomes current, flush queue or keepalive
     STORE_COOKIE = "store_cookie"  # mac2 on the next retry
@@ -48,7 +50,7 @@ TABLE: dict[tuple[HsState, HsInput], tuple[HsAction, HsState]] = {
     (S.IDLE, In.PEER_CONFIRMED): (A.NOTHING, S.IDLE),
     (S.INITIATION_SENT, In.WANT_HANDSHAKE): (A.NOTHING, S.INITIATION_SENT),
     (S.INITIATION_SENT, In.RETRY_TIMER): (A.SEND_INITIATION, S.INITIATION_SENT),
-    (S.INITIATION_SENT, In.ATTEMPTS_EXHAUSTED): (A.GIVE_UP, S.IDLE),
+    (S.INITIATION_SENT, In.ATTEMPTS_EXHAUSTED): (A.FAIL_AND_RETRY, S.INITIATION_SENT),
     # Both sides initiated at once: answer theirs too; both keypairs end up usable.
     (S.INITIATION_SENT, In.VALID_INITIATION): (A.RESPOND, S.INITIATION_SENT),
     (S.INITIATION_SENT, In.VALID_RESPONSE): (A.CONFIRM, S.IDLE),

@@ -32,6 +32,7 @@ from lanspan.session.handshake import (
     tai64n,
 )
 from lanspan.session.machine import HsAction, HsInput, HsState, step
+from lanspan.session.ratelimit import InitiationCache, SourceRateLimiter
 from lanspan.session.replay import ReplayWindow
 from lanspan.wire.messages import (
     MAC1_OFFSET_INITIATION,
@@ -49,6 +50,7 @@ from lanspan.wire.messages import (
 )
 
 __all__ = [
+    "FIRST_RETRY",
     "KEEPALIVE_TIMEOUT",
     "MAX_QUEUED",
     "REJECT_AFTER_MESSAGES",
@@ -58,6 +60,9 @@ __all__ = [
     "REKEY_ATTEMPT_TIME",
     "REKEY_TIMEOUT",
     "REKEY_TIMEOUT_JITTER",
+    "RETRY_MAX",
+    "RETRY_MAX_JITTER",
+    "RETRY_SOON_INTERVAL",
     "Addr",
     "Delivered",
     "PeerStatus",
@@ -73,7 +78,21 @@ REJECT_AFTER_TIME = 180.0
 REKEY_ATTEMPT_TIME = 90.0
 REKEY_TIMEOUT = 5.0
 REKEY_TIMEOUT_JITTER = 1 / 3  # up to 333 ms added to each retry
-FIRST_RETRY = 0.25  # with no session yet: retry after 0.25, 0.5, 1, 2, 4, then every 5 s
+# With no session (cold start, a peer that went away), lanspan wants the peer back
+# within a second or two of the moment it can be reached, forever: retry after 0.25,
+# 0.5, 1 s, then every RETRY_MAX + [0, RETRY_MAX_JITTER) s for as long as the peer is
+# configured. The cap keeps "heal -> session" under ~2 s plus one round trip from
+# either side alone (both sides retry, so usually far less), at the cost of one
+# initiation (148 bytes, two X25519) every ~1.75 s per unreachable peer. The jitter
+# keeps a healed site's nodes from retrying in lockstep. A rekey (old keys still
+# work) keeps WireGuard's REKEY_TIMEOUT.
+FIRST_RETRY = 0.25
+_BACKOFF = (FIRST_RETRY, 2 * FIRST_RETRY, 4 * FIRST_RETRY)  # then RETRY_MAX
+RETRY_MAX = 1.5
+RETRY_MAX_JITTER = 0.5
+# retry_soon() (a sign of life: a REACH naming the peer, a path back) restarts the
+# backoff at most this often per peer, so a member toggling REACH cannot make us spin.
+RETRY_SOON_INTERVAL = 1.0
 KEEPALIVE_TIMEOUT = 10.0
 # An initiator that receives data on a keypair this old rekeys now, so the
 # keypair is replaced before REJECT_AFTER_TIME even if it never sends.
@@ -83,6 +102,12 @@ _LOAD_WINDOW = 1.0  # seconds over which initiations are counted
 # WireGuard's INITIATIONS_PER_SECOND: a peer replaying its own fresh
 # initiations cannot make us do DH work more often than this.
 _MIN_INITIATION_INTERVAL = 1 / 50
+# Initiations that cost a DH, remembered by their bytes (see ratelimit.py).
+_SEEN_SIZE = 1024
+_SEEN_AGE = 30.0
+# A duplicate initiation from a new source address gets the same response, at most
+# to this many addresses per initiation (a node has a few endpoints, not more).
+_MAX_RESPONSE_ADDRS = 4
 
 _INF = float("inf")
 _HEADER = TRANSPORT_HEADER  # struct "<IIQ": type+reserved as u32le, receiver, counter
@@ -102,7 +127,8 @@ class Transmit:
 @dataclass(frozen=True, slots=True)
 class SessionEvent:
     """kind: "up" (new keypair confirmed), "down" (keys expired / peer removed),
-    "handshake_failed" (REKEY_ATTEMPT_TIME passed without a response)."""
+    "handshake_failed" (REKEY_ATTEMPT_TIME passed without a response: queued
+    payloads dropped, said once per outage; the handshake keeps being retried)."""
 
     peer: str
     kind: str
@@ -191,15 +217,45 @@ class _Pending:
         self.local_index = local_index
 
 
+class _Answered:
+    """An initiation we answered: its response and the keypair it offers."""
+
+    __slots__ = ("addrs", "kp", "peer", "response")
+
+    def __init__(self, peer: _Peer, kp: _Keypair, response: bytes, src: Addr) -> None:
+        self.peer = peer
+        self.kp = kp
+        self.response = response
+        self.addrs = [src]  # where the response went (at most _MAX_RESPONSE_ADDRS)
+
+
+class _Deferred:
+    """A decrypted initiation refused as too soon (initiation_flood): no DH again."""
+
+    __slots__ = ("hs", "peer", "sender", "timestamp")
+
+    def __init__(self, peer: _Peer, hs: HandshakeState, timestamp: bytes, sender: int) -> None:
+        self.peer = peer
+        self.hs = hs
+        self.timestamp = timestamp
+        self.sender = sender
+
+
+# What became of an initiation: answered, deferred, or refused for good (the reason).
+_Seen = _Answered | _Deferred | str
+
+
 class _Peer:
     __slots__ = (
         "attempt_started",
-        "attempts",
+        "backoff",
         "current",
+        "failed_reported",
         "jar",
         "keepalive_at",
         "last_handshake",
         "last_initiation",
+        "last_initiation_sent",
         "last_received",
         "last_sent",
         "last_timestamp",
@@ -213,6 +269,7 @@ class _Peer:
         "public",
         "queue",
         "retry_at",
+        "retry_soon_until",
         "rx_bytes",
         "rx_messages",
         "state",
@@ -233,7 +290,10 @@ class _Peer:
         self.pending: _Pending | None = None
         self.retry_at: float | None = None
         self.attempt_started: float | None = None
-        self.attempts = 0  # initiations sent in the current attempt
+        self.backoff = 0  # index into _BACKOFF; len(_BACKOFF) = at the cap (never more)
+        self.failed_reported = False  # handshake_failed already said for this outage
+        self.last_initiation_sent = -_INF
+        self.retry_soon_until = -_INF
         self.current: _Keypair | None = None
         self.previous: _Keypair | None = None
         self.next: _Keypair | None = None
@@ -280,6 +340,9 @@ class SessionTable:
         self._load_times: collections.deque[float] = collections.deque()
         self._under_load_until = -_INF
         self._checker = CookieChecker(self.public_key, random_bytes)
+        self._limiter = SourceRateLimiter()
+        self._seen: InitiationCache[_Seen] = InitiationCache(_SEEN_SIZE, _SEEN_AGE)
+        self.responses_resent = 0  # duplicates of an initiation answered from the cache
         self._peers: dict[str, _Peer] = {}
         self._by_public: dict[bytes, _Peer] = {}
         self._keypairs: dict[int, _Keypair] = {}
@@ -383,7 +446,7 @@ class SessionTable:
     def _enqueue(self, p: _Peer, payload: bytes) -> None:
         if len(p.queue) >= MAX_QUEUED:
             p.queue.popleft()
-            self.drops["queue_full"] += 1
+            self.drops["session.queue_full"] += 1
         p.queue.append(payload)
 
     def _flush(self, p: _Peer, now: float, *, keepalive_if_empty: bool) -> None:
@@ -410,25 +473,25 @@ class SessionTable:
             if kind == TYPE_TRANSPORT:
                 kp = self._keypairs.get(index)
                 if kp is None:
-                    self.drops["unknown_receiver"] += 1
+                    self.drops["session.unknown_receiver"] += 1
                     return None
                 if now >= kp.reject_at or counter >= REJECT_AFTER_MESSAGES:
-                    self.drops["expired"] += 1
+                    self.drops["session.expired"] += 1
                     return None
                 replay = kp.replay
                 # In-order traffic (the common case) skips the bitmap lookup.
                 if counter <= replay.greatest and not replay.check(counter):
-                    self.drops["replay"] += 1
+                    self.drops["session.replay"] += 1
                     return None
                 try:
                     payload = kp.decrypt(
                         kp.nonce(counter), memoryview(datagram)[TRANSPORT_HEADER_LEN:], None
                     )
                 except InvalidTag:
-                    self.drops["bad_auth"] += 1
+                    self.drops["session.bad_auth"] += 1
                     return None
                 if not replay.update(counter):
-                    self.drops["replay"] += 1
+                    self.drops["session.replay"] += 1
                     return None
                 p = kp.peer
                 p.rx_bytes += len(datagram)
@@ -466,7 +529,7 @@ class SessionTable:
         elif isinstance(msg, CookieReply):
             self._on_cookie(msg, now)
         else:  # a transport message that did not take the fast path cannot parse
-            raise BadPacket("bad_type")
+            raise BadPacket("session.unexpected_transport")
 
     def _under_load(self, now: float) -> bool:
         times = self._load_times
@@ -482,30 +545,60 @@ class SessionTable:
     def _on_initiation(
         self, datagram: bytes, msg: HandshakeInitiation, src: Addr, now: float
     ) -> None:
+        # Cheapest checks first; the Diffie-Hellman (consume) only for a fresh
+        # initiation from a source within its budget (WireGuard's order).
         if not self._checker.check_mac1(datagram, MAC1_OFFSET_INITIATION):
-            raise BadPacket("bad_mac1")
-        if self._under_load(now) and not self._checker.check_mac2(
-            datagram, MAC2_OFFSET_INITIATION, src, now
-        ):
-            reply = self._checker.cookie_reply(
-                datagram, MAC1_OFFSET_INITIATION, msg.sender, src, now
-            )
-            self._outbox.append(Transmit(None, reply, to=src))
-            raise BadPacket("under_load")
+            raise BadPacket("session.bad_mac1")
+        key = datagram[:MAC2_OFFSET_INITIATION]  # mac2 aside: it does not change the DH
+        seen = self._seen.get(key, now)
+        if seen is not None:
+            self._on_duplicate(key, seen, src, now)
+            return
+        if self._under_load(now):
+            # Under load, a source gets at most PER_SECOND (burst BURST) of our
+            # handshake work, cookie replies included, and needs a valid mac2 (a
+            # cookie proving it receives at `src`) before any DH.
+            if not self._limiter.allow(src, now):
+                raise BadPacket("session.rate_limited")
+            if not self._checker.check_mac2(datagram, MAC2_OFFSET_INITIATION, src, now):
+                reply = self._checker.cookie_reply(
+                    datagram, MAC1_OFFSET_INITIATION, msg.sender, src, now
+                )
+                self._outbox.append(Transmit(None, reply, to=src))
+                raise BadPacket("session.under_load")
         try:
             hs, timestamp = consume_initiation_untrusted(
                 cipher=self._cipher, static_private=self._private, msg=msg
             )
         except BadPacket:  # not "bad_auth": keep that counter for transport data
-            raise BadPacket("bad_handshake") from None
+            self._seen.put(key, "session.bad_handshake", now)
+            raise BadPacket("session.bad_handshake") from None
         remote = hs.remote_static
         p = self._by_public.get(remote) if remote is not None else None
         if p is None:
-            raise BadPacket("unknown_peer")
+            self._seen.put(key, "session.unknown_peer", now)
+            raise BadPacket("session.unknown_peer")
+        self._answer(key, p, hs, timestamp, msg.sender, src, now)
+
+    def _answer(
+        self,
+        key: bytes,
+        p: _Peer,
+        hs: HandshakeState,
+        timestamp: bytes,
+        sender: int,
+        src: Addr,
+        now: float,
+    ) -> None:
+        """A decrypted initiation from `p`: respond, or say why not (and remember)."""
         if timestamp <= p.last_timestamp:
-            raise BadPacket("replayed_initiation")
+            self._seen.put(key, "session.stale_initiation", now)
+            raise BadPacket("session.stale_initiation")
         if now - p.last_initiation < _MIN_INITIATION_INTERVAL:
-            raise BadPacket("initiation_flood")
+            # Too soon after the last one we answered: refused for now, and kept
+            # decrypted so that a copy arriving later costs no DH.
+            self._seen.put(key, _Deferred(p, hs, timestamp, sender), now)
+            raise BadPacket("session.initiation_flood")
         action, p.state = step(p.state, HsInput.VALID_INITIATION)
         assert action is HsAction.RESPOND
         index = self._new_index()
@@ -514,7 +607,7 @@ class SessionTable:
             psk=p.psk,
             ephemeral_private=self._random_bytes(32),
             sender_index=index,
-            receiver_index=msg.sender,
+            receiver_index=sender,
             jar=p.jar,
             now=now,
         )
@@ -526,31 +619,58 @@ class SessionTable:
             hs.split_keys(),
             initiator=False,
             local_index=index,
-            remote_index=msg.sender,
+            remote_index=sender,
             now=now,
         )
         self._free(p.next)
         p.next = kp
         self._keypairs[index] = kp
+        self._seen.put(key, _Answered(p, kp, response, src), now)
         self._outbox.append(Transmit(p.name, response, to=src))
+
+    def _on_duplicate(self, key: bytes, seen: _Seen, src: Addr, now: float) -> None:
+        """A byte-identical copy of an initiation we already paid a DH for.
+
+        The initiator sends its initiation to every candidate endpoint of ours, so
+        copies arrive from several of its source addresses, and the return path of
+        the one we answered first may not work (issue 10, two-provider sites). So
+        while the keypair we offered is still unconfirmed, the same response (same
+        bytes, same keypair, no new DH) goes back over each new source address, up
+        to _MAX_RESPONSE_ADDRS per initiation. Any other copy is dropped."""
+        if isinstance(seen, str):
+            raise BadPacket("session.replayed_initiation")
+        p = seen.peer
+        if self._peers.get(p.name) is not p:  # removed (perhaps re-added) since
+            self._seen.discard(key)
+            raise BadPacket("session.replayed_initiation")
+        if isinstance(seen, _Deferred):
+            self._answer(key, p, seen.hs.clone(), seen.timestamp, seen.sender, src, now)
+            return
+        if seen.kp is not p.next or src in seen.addrs:
+            raise BadPacket("session.replayed_initiation")
+        if len(seen.addrs) >= _MAX_RESPONSE_ADDRS:
+            raise BadPacket("session.resend_limit")
+        seen.addrs.append(src)
+        self.responses_resent += 1
+        self._outbox.append(Transmit(p.name, seen.response, to=src))
 
     def _on_response(self, datagram: bytes, msg: HandshakeResponse, now: float) -> None:
         if not self._checker.check_mac1(datagram, MAC1_OFFSET_RESPONSE):
-            raise BadPacket("bad_mac1")
+            raise BadPacket("session.bad_mac1")
         pending = self._pendings.get(msg.receiver)
         if pending is None:
-            raise BadPacket("unknown_receiver")
+            raise BadPacket("session.unknown_receiver")
         p = pending.peer
         try:
             done = consume_response_untrusted(pending.hs, msg)
         except BadPacket:
-            raise BadPacket("bad_handshake") from None
+            raise BadPacket("session.bad_handshake") from None
         self._hs(p, HsInput.VALID_RESPONSE, now, completed=done, remote_index=msg.sender)
 
     def _on_cookie(self, msg: CookieReply, now: float) -> None:
         pending = self._pendings.get(msg.receiver)
         if pending is None:
-            raise BadPacket("unknown_receiver")
+            raise BadPacket("session.unknown_receiver")
         p = pending.peer
         p.jar.consume_reply_untrusted(msg, now)
         self._hs(p, HsInput.VALID_COOKIE, now)
@@ -572,13 +692,18 @@ class SessionTable:
         elif action is HsAction.CONFIRM:
             assert completed is not None and p.pending is not None
             self._confirm(p, completed, remote_index, now)
-        elif action is HsAction.GIVE_UP:
-            self._clear_pending(p)
-            self.drops["handshake_failed"] += len(p.queue)
+        elif action is HsAction.FAIL_AND_RETRY:
+            self.drops["session.handshake_failed"] += len(p.queue)
             p.queue.clear()
-            self._outbox.append(
-                SessionEvent(p.name, "handshake_failed", f"no response in {REKEY_ATTEMPT_TIME:g} s")
-            )
+            if not p.failed_reported:  # once per outage, not every REKEY_ATTEMPT_TIME
+                p.failed_reported = True
+                self._outbox.append(
+                    SessionEvent(
+                        p.name, "handshake_failed", f"no response in {REKEY_ATTEMPT_TIME:g} s"
+                    )
+                )
+            p.attempt_started = now  # a new attempt window; the backoff stays where it is
+            self._send_initiation(p, now)
         elif action is HsAction.FORGET:
             self._forget(p)
         elif action is HsAction.CANCEL:
@@ -588,8 +713,7 @@ class SessionTable:
     def _send_initiation(self, p: _Peer, now: float) -> None:
         if p.attempt_started is None:
             p.attempt_started = now
-            p.attempts = 0
-        p.attempts += 1
+        p.last_initiation_sent = now
         self._clear_pending(p, keep_attempt=True)
         index = self._new_index()
         data, hs = create_initiation(
@@ -606,15 +730,16 @@ class SessionTable:
         pending = _Pending(p, hs, index)
         p.pending = pending
         self._pendings[index] = pending
-        jitter = int.from_bytes(self._random_bytes(2), "little") / 65536 * REKEY_TIMEOUT_JITTER
-        timeout = REKEY_TIMEOUT
-        if p.current is None:
-            # No session at all (cold start, a peer that just came back): lanspan wants
-            # connectivity in a second or two, so the first retries back off from
-            # FIRST_RETRY to REKEY_TIMEOUT. A rekey keeps WireGuard's 5 s: the old keys work.
-            timeout = min(REKEY_TIMEOUT, FIRST_RETRY * 2 ** (p.attempts - 1))
-            jitter *= timeout / REKEY_TIMEOUT
-        p.retry_at = now + timeout + jitter
+        unit = int.from_bytes(self._random_bytes(2), "little") / 65536  # in [0, 1)
+        if p.current is not None:
+            timeout = REKEY_TIMEOUT + unit * REKEY_TIMEOUT_JITTER
+        elif p.backoff < len(_BACKOFF):  # no session: see FIRST_RETRY
+            timeout = _BACKOFF[p.backoff]
+            timeout += unit * REKEY_TIMEOUT_JITTER * timeout / REKEY_TIMEOUT
+            p.backoff += 1  # bounded: stops at len(_BACKOFF)
+        else:
+            timeout = RETRY_MAX + unit * RETRY_MAX_JITTER
+        p.retry_at = now + timeout
         self._outbox.append(Transmit(p.name, data))
 
     def _confirm(self, p: _Peer, done: HandshakeState, remote_index: int, now: float) -> None:
@@ -647,6 +772,7 @@ class SessionTable:
 
     def _went_up(self, p: _Peer, now: float, detail: str) -> None:
         p.last_handshake = now
+        p.failed_reported = False
         p.new_handshake_at = None  # a handshake answered: the peer is alive
         p.up = True
         self._outbox.append(SessionEvent(p.name, "up", detail))
@@ -658,13 +784,14 @@ class SessionTable:
         p.retry_at = None
         if not keep_attempt:
             p.attempt_started = None
+            p.backoff = 0
 
     def _forget(self, p: _Peer) -> None:
         self._clear_pending(p)
         for kp in p.keypairs():
             self._free(kp)
         p.previous = p.current = p.next = None
-        self.drops["peer_removed"] += len(p.queue)
+        self.drops["session.peer_removed"] += len(p.queue)
         p.queue.clear()
         del self._peers[p.name]
         del self._by_public[p.public]
@@ -699,13 +826,24 @@ class SessionTable:
         return None if best == _INF else best
 
     def retry_soon(self, peer: str, now: float) -> None:
-        """A new way to reach `peer` appeared: resend a pending initiation now, not at
-        REKEY_TIMEOUT; start one if the peer has no session (callers rate-limit this)."""
+        """A sign of life from `peer` (a REACH naming it, a path back): retry its
+        handshake now and restart the backoff from FIRST_RETRY; start one if it has no
+        session. Idempotent and rate-limited here (at most one restart per
+        RETRY_SOON_INTERVAL, never two initiations within FIRST_RETRY), so callers may
+        call it on every such sign; nothing it touches grows."""
         p = self._peer(peer)
+        self._clock = max(self._clock, now)
+        if p.state is HsState.IDLE and p.current is not None:
+            return  # a session is up: nothing to hurry
+        if now < p.retry_soon_until:
+            return
+        p.retry_soon_until = now + RETRY_SOON_INTERVAL
+        if p.current is None:
+            p.backoff = 0
         if p.retry_at is not None:
-            p.retry_at = min(p.retry_at, now)
-        elif p.current is None:
-            self.initiate(peer, now)
+            p.retry_at = min(p.retry_at, max(now, p.last_initiation_sent + FIRST_RETRY))
+        else:
+            self._hs(p, HsInput.WANT_HANDSHAKE, now)
 
     def handle_timer(self, now: float) -> None:
         self._clock = max(self._clock, now)
@@ -716,7 +854,7 @@ class SessionTable:
         self._expire_keypairs(p, now)
         if p.retry_at is not None and now >= p.retry_at:
             assert p.attempt_started is not None
-            if now - p.attempt_started >= REKEY_ATTEMPT_TIME:
+            if now - p.attempt_started >= REKEY_ATTEMPT_TIME:  # drop the queue, go on
                 self._hs(p, HsInput.ATTEMPTS_EXHAUSTED, now)
             else:
                 self._hs(p, HsInput.RETRY_TIMER, now)
@@ -754,7 +892,7 @@ class SessionTable:
 
     # ---- outputs -----------------------------------------------------------
 
-    def take_actions(self) -> list[Transmit | SessionEvent]:
+    def take_outputs(self) -> list[Transmit | SessionEvent]:
         out, self._outbox = self._outbox, []
         return out
 
@@ -770,6 +908,12 @@ class SessionTable:
             tx_messages=p.tx_messages,
             last_received=p.last_received,
         )
+
+    def receiver_indexes(self) -> frozenset[int]:
+        """Every receiver index that is ours right now (keypairs and initiations in
+        flight): a datagram naming any other is dropped as unknown_receiver. The agent
+        mirrors it into the kernel (an nftables set) to drop junk before Python."""
+        return frozenset(self._keypairs.keys() | self._pendings.keys())
 
     def receiver_peer(self, datagram: bytes) -> str | None:
         index = receiver_index_untrusted(datagram)
