@@ -21,7 +21,8 @@ from typing import Any
 from lanspan.lab import impair, netns
 from lanspan.lab.model import Fault
 from lanspan.lab.probe import AllPairs, Probe, window
-from lanspan.lab.runner import LabRun, State, _alive_as, _reap
+from lanspan.lab.runner import LabRun
+from lanspan.lab.state import State, alive_as, reap
 from lanspan.lab.topology import GuestPlan, Plan
 
 Check = dict[str, Any]
@@ -416,9 +417,9 @@ def _target(run: LabRun, plan: Plan, fault: Fault, src: GuestPlan, dst: GuestPla
 
 def _kill(run: LabRun, state: State, node: str) -> None:
     a = state.agents[node]
-    if _alive_as(a["pid"], a["argv"]):
+    if alive_as(a["pid"], a["argv"]):
         os.kill(a["pid"], signal.SIGKILL)
-        _reap(a["pid"], 5.0)
+        reap(a["pid"], 5.0)
 
 
 def _inject(run: LabRun, plan: Plan, state: State, fault: Fault, target: str) -> None:
@@ -438,7 +439,7 @@ def _inject(run: LabRun, plan: Plan, state: State, fault: Fault, target: str) ->
         impair.block(plan, *fault.sites)
     else:
         assert fault.site is not None
-        impair.apply(run, plan, state, fault.site, fault.impair, "fault")  # merged with uplink
+        impair.apply(plan, state, fault.site, fault.impair, "fault")  # merged with uplink
 
 
 def _clear(run: LabRun, plan: Plan, state: State, fault: Fault, target: str) -> None:
@@ -458,7 +459,7 @@ def _clear(run: LabRun, plan: Plan, state: State, fault: Fault, target: str) -> 
         impair.unblock(plan, *fault.sites)
     else:
         assert fault.site is not None
-        impair.remove(run, plan, state, fault.site, "fault")
+        impair.remove(plan, state, fault.site, "fault")
 
 
 def cold_start(run: LabRun, plan: Plan, fault: Fault, log: Log) -> dict[str, Any]:

@@ -19,17 +19,15 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lanspan.config.keys import encode_key, generate_private_key, public_key, write_private_key
 from lanspan.errors import ConfigError
-from lanspan.lab import netns
+from lanspan.lab import impair, netns
 from lanspan.lab.model import Lab, load_lab
+from lanspan.lab.state import STATE, State, alive_as, reap, spawn
 from lanspan.lab.topology import Plan, default_prefix, expand
-
-STATE = "state.json"
 
 
 class LabError(RuntimeError):
@@ -38,50 +36,6 @@ class LabError(RuntimeError):
 
 def run_dir_for(lab: Lab, run_dir: Path | None) -> Path:
     return run_dir if run_dir is not None else Path("lab-runs") / lab.name
-
-
-@dataclass
-class State:
-    """What a lab made, saved after every change."""
-
-    path: Path
-    lab: str = ""
-    prefix: str = ""
-    lab_file: str = ""
-    namespaces: list[str] = field(default_factory=list)
-    agents: dict[str, dict[str, Any]] = field(default_factory=dict)
-    helpers: list[dict[str, Any]] = field(default_factory=list)
-    impairments: dict[str, dict[str, float]] = field(default_factory=dict)  # "tag:site" -> values
-    impair_generation: int = 0
-    phase: str = "building"
-
-    @classmethod
-    def load(cls, run_dir: Path) -> State | None:
-        p = run_dir / STATE
-        if not p.exists():
-            return None
-        d = json.loads(p.read_text())
-        return cls(path=p, **d)
-
-    def save(self) -> None:
-        d = {k: v for k, v in self.__dict__.items() if k != "path"}
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(d, indent=1))
-        os.replace(tmp, self.path)
-
-
-def _cmdline(pid: int) -> list[str] | None:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    return [x.decode(errors="replace") for x in raw.split(b"\0") if x]
-
-
-def _alive_as(pid: int, argv: list[str]) -> bool:
-    """True if `pid` still runs `argv` (after `ip netns exec` exec'd into it)."""
-    cmd = _cmdline(pid)
-    return bool(cmd) and cmd is not None and cmd[-len(argv) :] == argv
 
 
 class LabRun:
@@ -208,11 +162,9 @@ class LabRun:
         for ns, argv in plan.commands:
             netns.run(list(argv), ns=ns)
         self._start_helpers(plan, state)
-        from lanspan.lab import impair
-
         for site in self.lab.site:
             if not site.uplink.empty:
-                impair.apply(self, plan, state, site.name, site.uplink, tag="uplink")
+                impair.apply(plan, state, site.name, site.uplink, tag="uplink")
         for node in plan.nodes:
             self.start_agent(node.name, plan, state)
 
@@ -232,7 +184,7 @@ class LabRun:
             tagged = [i for i in g.interfaces if i.vlan is not None]
             if not tagged:
                 continue
-            argv = [sys.executable, "-m", "lanspan.lab.vlantap", "eth0"]
+            argv = [sys.executable, "-m", "lanspan.lab.inside.vlantap", "eth0"]
             for i in tagged:
                 argv.append(f"{i.vlan}:{i.ifname}:{i.mtu}:{','.join(i.addresses)}")
             pid = self.spawn(g.ns, argv, self.log_dir / f"vlantap-{g.name}.log")
@@ -256,16 +208,7 @@ class LabRun:
             )
 
     def spawn(self, ns: str, argv: list[str], log: Path) -> int:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "ab") as out:
-            proc = subprocess.Popen(
-                ["ip", "netns", "exec", ns, *argv],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        return proc.pid
+        return spawn(ns, argv, log)
 
     def agent_argv(self, node: str) -> list[str]:
         return [
@@ -288,9 +231,9 @@ class LabRun:
 
     def kill_agent(self, node: str, state: State, sig: int = signal.SIGKILL) -> None:
         a = state.agents.get(node)
-        if a and _alive_as(a["pid"], a["argv"]):
+        if a and alive_as(a["pid"], a["argv"]):
             os.kill(a["pid"], sig)
-            _reap(a["pid"], 5.0)
+            reap(a["pid"], 5.0)
 
     # -- sessions -----------------------------------------------------------
     def expected_peers(self, plan: Plan) -> dict[str, list[str]]:
@@ -348,7 +291,7 @@ class LabRun:
         missing: dict[str, list[str]] = {}
         for node, peers in self.expected_peers(plan).items():
             a = state.agents.get(node) if state else None
-            if a is None or not _alive_as(a["pid"], a["argv"]):
+            if a is None or not alive_as(a["pid"], a["argv"]):
                 missing[node] = ["agent not running"]
                 continue
             if not sess.get(node):
@@ -386,7 +329,7 @@ class LabRun:
         nodes = []
         for n in plan.nodes:
             a = state.agents.get(n.name)
-            running = bool(a and _alive_as(a["pid"], a["argv"]))
+            running = bool(a and alive_as(a["pid"], a["argv"]))
             peers = sess.get(n.name, {})
             nodes.append(
                 {
@@ -424,7 +367,7 @@ class LabRun:
                 "what": h["what"],
                 "namespace": h.get("ns"),
                 "pid": h["pid"],
-                "running": _alive_as(h["pid"], h["argv"]),
+                "running": alive_as(h["pid"], h["argv"]),
             }
             for h in state.helpers
         ]
@@ -470,14 +413,14 @@ def remove_recorded(run_dir: Path, log: Callable[[str], None] = print) -> list[s
     recorded = [
         r
         for r in list(state.agents.values()) + list(state.helpers)
-        if _alive_as(r["pid"], r["argv"])
+        if alive_as(r["pid"], r["argv"])
     ]
     for rec in recorded:
         os.kill(rec["pid"], signal.SIGTERM)
     for rec in recorded:
-        if not _reap(rec["pid"], 5.0) and _alive_as(rec["pid"], rec["argv"]):
+        if not reap(rec["pid"], 5.0) and alive_as(rec["pid"], rec["argv"]):
             os.kill(rec["pid"], signal.SIGKILL)
-            _reap(rec["pid"], 5.0)
+            reap(rec["pid"], 5.0)
         done.append(f"process {rec['pid']}")
     # 2. anything still running inside our namespaces was started by the lab
     for ns in state.namespaces:
@@ -503,25 +446,4 @@ def remove_recorded(run_dir: Path, log: Callable[[str], None] = print) -> list[s
     return done
 
 
-def _reap(pid: int, timeout: float) -> bool:
-    """Wait for `pid` to go (reaping it if it is our child); True if gone."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-            if done:
-                return True
-        except ChildProcessError:
-            pass
-        if not Path(f"/proc/{pid}").exists():
-            return True
-        try:
-            if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
-                return True  # a zombie of some other parent: gone for our purposes
-        except OSError:
-            return True
-        time.sleep(0.02)
-    return False
-
-
-__all__ = ["LabError", "LabRun", "State", "remove_recorded"]
+__all__ = ["STATE", "LabError", "LabRun", "State", "remove_recorded"]
