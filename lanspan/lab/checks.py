@@ -76,11 +76,23 @@ def reachability(plan: Plan) -> list[Check]:
         return list(ex.map(one, jobs))
 
 
-def isolation(plan: Plan) -> list[Check]:
-    """A guest must not reach a guest of a segment it is not on, even on the same subnet."""
-    jobs: list[tuple[GuestPlan, str, str, str, str]] = []
+IsolationJob = tuple[GuestPlan, str, str, str, str]  # source, ifname, its segment, other, addr
+
+
+def isolation_jobs(plan: Plan) -> list[IsolationJob]:
+    """From each guest, one address per guest interface of every segment it is not on.
+
+    Never an address present in a segment of the source itself: that one would
+    answer from the source's own segment and read as a leak.
+    """
+    seg_addrs: dict[str, set[str]] = {}
+    for g in plan.guests:
+        for i in g.interfaces:
+            seg_addrs.setdefault(i.segment, set()).update(_ip(a) for a in i.addresses)
+    jobs: list[IsolationJob] = []
     for a in plan.guests:
         mine = {i.segment for i in a.interfaces}
+        own = set().union(*(seg_addrs.get(s, set()) for s in mine))
         src = next((i for i in a.interfaces if i.addresses), None)
         if src is None:
             continue
@@ -90,11 +102,17 @@ def isolation(plan: Plan) -> list[Check]:
                 if ib.segment in mine:
                     continue
                 for addr in ib.addresses:
-                    if ip_interface(addr).version in fams:
+                    if ip_interface(addr).version in fams and _ip(addr) not in own:
                         jobs.append((a, src.ifname, src.segment, ib.segment, _ip(addr)))
                         break
+    return jobs
 
-    def one(job: tuple[GuestPlan, str, str, str, str]) -> Check:
+
+def isolation(plan: Plan) -> list[Check]:
+    """A guest must not reach a guest of a segment it is not on, even on the same subnet."""
+    jobs = isolation_jobs(plan)
+
+    def one(job: IsolationJob) -> Check:
         a, ifname, seg_a, seg_b, addr = job
         # An on-link route so the guest ARPs for the address on its own segment:
         # the question is whether anything on that segment answers for it.

@@ -177,11 +177,13 @@ def _guest_ifs(lab: Lab, g: Guest, auto: dict[str, list[str]]) -> tuple[GuestIf,
 
 
 def _auto_addresses(lab: Lab) -> dict[str, list[str]]:
-    """Guests without an address get one from their segment, from .101 up, skipping taken ones."""
-    taken: dict[str, set[str]] = {}
-    for g in lab.guest:
-        for s in g.guest_segments:
-            taken.setdefault(s, set()).update(str(a.ip) for a in g.addresses(s))
+    """Guests without an address get one from their segment, from .101 up.
+
+    An address is never handed out twice in the whole lab, whatever the segment:
+    two segments may share a subnet (so a leak answers a ping), and a guest of
+    one must never hold the address an isolation check aims at from the other.
+    """
+    taken = {str(a.ip) for g in lab.guest for s in g.guest_segments for a in g.addresses(s)}
     out: dict[str, list[str]] = {}
     nxt: dict[str, int] = {}
     for g in lab.guest:
@@ -190,9 +192,9 @@ def _auto_addresses(lab: Lab) -> dict[str, list[str]]:
                 continue
             net = lab.seg(s).ipv4
             i = nxt.get(s, 101)
-            while str(net[i]) in taken.setdefault(s, set()):
+            while str(net[i]) in taken:
                 i += 1
-            taken[s].add(str(net[i]))
+            taken.add(str(net[i]))
             nxt[s] = i + 1
             out[f"{g.name}/{s}"] = [str(IPv4Interface(f"{net[i]}/{net.prefixlen}"))]
     return out
