@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from lanspan.config.keys import encode_key, generate_private_key, public_key, write_private_key
+from lanspan.control.client import ControlUnavailable, request
 from lanspan.errors import ConfigError
 from lanspan.lab import impair, netns
 from lanspan.lab.model import Lab, load_lab
@@ -247,42 +247,35 @@ class LabRun:
             ]
         return out
 
-    def show(self, node: str) -> dict[str, Any] | None:
+    def show(self, node: str, timeout: float = 5.0) -> dict[str, Any] | None:
+        """`node`'s status document, asked in-process; None if the agent does not answer."""
         sock = self.control(node)
         if not sock.exists():
             return None
         try:
-            proc = subprocess.run(
-                [sys.executable, "-m", "lanspan", "show", "--json", "--socket", str(sock)],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
+            response = request(sock, "status", timeout=timeout)
+        except ControlUnavailable:
             return None
-        if proc.returncode != 0:
-            return None
-        try:
-            out: dict[str, Any] = json.loads(proc.stdout)
-        except json.JSONDecodeError:
-            return None
-        return out
+        doc = response.get("result")
+        return doc if response.get("ok") and isinstance(doc, dict) else None
+
+    def shows(self, nodes: list[str], timeout: float = 5.0) -> dict[str, dict[str, Any] | None]:
+        """`show` of every node at once (one thread each): a slow agent delays no other."""
+        if not nodes:
+            return {}
+        with ThreadPoolExecutor(max_workers=min(len(nodes), 64)) as ex:
+            docs = ex.map(lambda n: self.show(n, timeout), nodes)
+            return dict(zip(nodes, docs, strict=True))
 
     def sessions(self, plan: Plan) -> dict[str, dict[str, str]]:
         """node -> peer -> session state ("?" when the agent does not answer)."""
-        with ThreadPoolExecutor(max_workers=8) as ex:
-            shows = dict(
-                zip(plan.nodes, ex.map(lambda n: self.show(n.name), plan.nodes), strict=True)
-            )
+        shows = self.shows([n.name for n in plan.nodes])
         out: dict[str, dict[str, str]] = {}
-        for n, s in shows.items():
+        for name, s in shows.items():
             if s is None:
-                out[n.name] = {}
+                out[name] = {}
                 continue
-            out[n.name] = {
-                p.get("name", "?"): str(p.get("session", "?")) for p in s.get("peers", [])
-            }
+            out[name] = {p.get("name", "?"): str(p.get("session", "?")) for p in s.get("peers", [])}
         return out
 
     def missing_sessions(self, plan: Plan) -> dict[str, list[str]]:
