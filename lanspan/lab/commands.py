@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -12,7 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from lanspan.errors import ConfigError
-from lanspan.lab import netns
+from lanspan.lab import netns, tools
 from lanspan.lab.runner import STATE, LabError, LabRun, remove_recorded
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -140,7 +141,11 @@ def status(lab_file: Path, run_dir: Path | None, as_json: bool) -> None:
 @click.argument("name")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def exec_(lab_file: Path, run_dir: Path | None, name: str, command: tuple[str, ...]) -> None:
-    """Run COMMAND in the namespace of guest or node NAME (`-- CMD ARGS`)."""
+    """Run COMMAND in the namespace of guest or node NAME (`-- CMD ARGS`).
+
+    In a node's namespace LANSPAN_SOCKET names that node's control socket, so
+    `lanspan show` and `lanspan reload` there talk to its agent.
+    """
     run = _open(lab_file, run_dir)
     try:
         ns = run.namespace_of(name)
@@ -148,7 +153,10 @@ def exec_(lab_file: Path, run_dir: Path | None, name: str, command: tuple[str, .
         raise _err(e) from None
     if ns not in netns.existing():
         raise click.ClickException(f"namespace {ns} does not exist: is the lab up?")
-    proc = subprocess.run(["ip", "netns", "exec", ns, *command], check=False)
+    env = dict(os.environ)
+    if any(n.name == name for n in run.lab.node):
+        env["LANSPAN_SOCKET"] = str(run.control(name).resolve())
+    proc = subprocess.run(["ip", "netns", "exec", ns, *command], check=False, env=env)
     sys.exit(proc.returncode)
 
 
@@ -172,6 +180,9 @@ def test(
     run = _open(lab_file, run_dir)
     if run.state() is None:
         raise click.ClickException(f"lab {run.lab.name!r} is not up: `lanspan lab up {lab_file}`")
+    why = tools.problem(tools.for_test(run.lab, faults=not no_faults), "lanspan lab test")
+    if why:
+        raise click.ClickException(why)
 
     def log(m: str) -> None:
         if not as_json:

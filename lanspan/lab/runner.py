@@ -24,7 +24,7 @@ from typing import Any
 from lanspan.config.keys import encode_key, generate_private_key, public_key, write_private_key
 from lanspan.control.client import ControlUnavailable, request
 from lanspan.errors import ConfigError
-from lanspan.lab import impair, netns
+from lanspan.lab import impair, netns, tools
 from lanspan.lab.model import Lab, load_lab
 from lanspan.lab.state import STATE, State, alive_as, reap, spawn
 from lanspan.lab.topology import Plan, default_prefix, expand
@@ -92,6 +92,9 @@ class LabRun:
 
     # -- up -----------------------------------------------------------------
     def up(self, log: Callable[[str], None] = print, timeout: float | None = None) -> Plan:
+        why = tools.problem(tools.for_up(self.lab), "lanspan lab up")
+        if why:
+            raise LabError(why)
         old = self.state()
         if old is not None and any(ns in netns.existing() for ns in old.namespaces):
             raise LabError(
