@@ -126,14 +126,25 @@ def _status_table(st: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _json(doc: object, pretty: bool) -> str:
+    """One JSON document on one line (for `| tail -1` and line tools); indented with --pretty."""
+    return json.dumps(doc, indent=1) if pretty else json.dumps(doc, separators=(",", ":"))
+
+
+_PRETTY = click.option(
+    "--pretty", is_flag=True, help="With --json: indented over many lines (default: one line)."
+)
+
+
 @lab.command()
 @_common
-@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
-def status(lab_file: Path, run_dir: Path | None, as_json: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="One JSON object, on one line.")
+@_PRETTY
+def status(lab_file: Path, run_dir: Path | None, as_json: bool, pretty: bool) -> None:
     """What runs: nodes, agent PIDs, sessions up, guests."""
     run = _open(lab_file, run_dir)
     st = run.status()
-    click.echo(json.dumps(st, indent=1) if as_json else _status_table(st))
+    click.echo(_json(st, pretty) if as_json else _status_table(st))
 
 
 @lab.command(name="exec", context_settings={"ignore_unknown_options": True})
@@ -162,7 +173,8 @@ def exec_(lab_file: Path, run_dir: Path | None, name: str, command: tuple[str, .
 
 @lab.command()
 @_common
-@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout, on one line.")
+@_PRETTY
 @click.option(
     "--report",
     "report_dir",
@@ -172,7 +184,12 @@ def exec_(lab_file: Path, run_dir: Path | None, name: str, command: tuple[str, .
 )
 @click.option("--no-faults", is_flag=True, help="Run the checks only.")
 def test(
-    lab_file: Path, run_dir: Path | None, as_json: bool, report_dir: Path | None, no_faults: bool
+    lab_file: Path,
+    run_dir: Path | None,
+    as_json: bool,
+    pretty: bool,
+    report_dir: Path | None,
+    no_faults: bool,
 ) -> None:
     """Reachability, isolation, MTU, throughput, then each fault scenario; exit 0 if all pass."""
     from lanspan.lab import checks, report
@@ -196,7 +213,7 @@ def test(
         path = report.write(report_dir, run, result)
         log(f"report: {path}")
     if as_json:
-        click.echo(json.dumps(result, indent=1))
+        click.echo(_json(result, pretty))
     else:
         click.echo(checks.table(result))
     sys.stdout.flush()
