@@ -87,6 +87,12 @@ def test_up_test_down(small_lab: tuple[Path, Path, str], tmp_path: Path) -> None
         ex = lab("exec", str(lab_file), "--run-dir", str(run_dir), "gra-lan", "--",
                  "ip", "-br", "addr", "show", "eth0")  # fmt: skip
         assert "198.18.10.11/24" in ex.stdout
+        # in a node's namespace, `lanspan show` talks to that node's agent
+        shown = lab("exec", str(lab_file), "--run-dir", str(run_dir), "gra-hv1", "--",
+                    sys.executable, "-m", "lanspan", "show", "--json")  # fmt: skip
+        doc = json.loads(shown.stdout)
+        assert [p["name"] for p in doc["peers"]] == ["rbx-hv1"], doc
+        assert doc["peers"][0]["session"] == "up", doc
 
         report = tmp_path / "report"
         res = lab("test", str(lab_file), "--run-dir", str(run_dir), "--json",
