@@ -1,4 +1,4 @@
-"""`lanspan lab`: up, down, status, exec, test — one lab file, one run directory."""
+"""`lanspan lab`: up, down, status, exec, test, chaos — one lab file, one run directory."""
 
 from __future__ import annotations
 
@@ -216,6 +216,65 @@ def test(
         click.echo(_json(result, pretty))
     else:
         click.echo(checks.table(result))
+    sys.stdout.flush()
+    sys.exit(0 if result["passed"] else 1)
+
+
+@lab.command()
+@_common
+@click.option("--minutes", type=float, default=1.0, show_default=True, help="Fault time to run.")
+@click.option("--seed", type=int, default=None, help="Seed of the schedule (default: random).")
+@click.option("--json", "as_json", is_flag=True, help="The result as one JSON line on stdout.")
+@_PRETTY
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write chaos.json and an HTML page (index.html) into this directory.",
+)
+def chaos(
+    lab_file: Path,
+    run_dir: Path | None,
+    minutes: float,
+    seed: int | None,
+    as_json: bool,
+    pretty: bool,
+    report_dir: Path | None,
+) -> None:
+    """Random overlapping faults for MINUTES; after each episode every guest pair must
+    answer within 2 s and nothing may leak across segments. Exit 1 on any violation;
+    the same --seed replays the same schedule."""
+    import random
+
+    from lanspan.lab import chaos as chaos_mod
+    from lanspan.lab import chaos_report
+
+    run = _open(lab_file, run_dir)
+    if run.state() is None:
+        raise click.ClickException(f"lab {run.lab.name!r} is not up: `lanspan lab up {lab_file}`")
+    why = tools.problem(["ip", "ping", "nft"], "lanspan lab chaos")
+    if why:
+        raise click.ClickException(why)
+    if seed is None:
+        seed = random.SystemRandom().randrange(2**31)
+
+    def log(m: str) -> None:
+        click.echo(m, err=as_json)
+
+    faults = chaos_mod.schedule(run.lab, minutes, seed)
+    log(f"chaos on lab {run.lab.name!r}: seed {seed}, {len(faults)} faults")
+    try:
+        result = chaos_mod.run_chaos(run, faults, seed, log=log)
+    except (LabError, netns.NetnsError) as e:
+        raise _err(e) from None
+    if report_dir is not None:
+        log(f"report: {chaos_report.write(report_dir, result)}")
+    if as_json:
+        click.echo(_json(result, pretty))
+    else:
+        n = len(result["violations"])
+        click.echo("PASSED" if result["passed"] else f"FAILED ({n} violations)")
     sys.stdout.flush()
     sys.exit(0 if result["passed"] else 1)
 
