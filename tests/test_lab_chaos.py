@@ -33,6 +33,7 @@ def test_schedule_overlaps_and_stays_in_the_lab() -> None:
         )
     assert overlapping > 0
     for f in faults:
+        assert f.describe().endswith(f"for {f.duration:.1f} s")
         assert 0.5 <= f.duration <= 4.0
         if f.kind in ("kill-agent", "kill-hub"):
             assert f.target[0] in nodes

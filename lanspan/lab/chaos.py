@@ -53,13 +53,17 @@ class ChaosFault:
         return (kind, *self.target)
 
     def describe(self) -> str:
-        what = {
-            "cut-uplink": f"cut the uplink of {self.target[0]}",
-            "block": f"block {self.target[0]} <-> {self.target[1]}",
-            "kill-agent": f"kill the agent of {self.target[0]}",
-            "kill-hub": f"kill hub {self.target[0]}",
-            "impair": f"impair {self.target[0]} (loss {self.loss:g} %, delay {self.delay_ms:g} ms)",
-        }[self.kind]
+        t = self.target
+        if self.kind == "cut-uplink":
+            what = f"cut the uplink of {t[0]}"
+        elif self.kind == "block":
+            what = f"block {t[0]} <-> {t[1]}"
+        elif self.kind == "kill-agent":
+            what = f"kill the agent of {t[0]}"
+        elif self.kind == "kill-hub":
+            what = f"kill hub {t[0]}"
+        else:
+            what = f"impair {t[0]} (loss {self.loss:g} %, delay {self.delay_ms:g} ms)"
         return f"{what} for {self.duration:.1f} s"
 
 
