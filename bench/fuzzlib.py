@@ -122,7 +122,13 @@ def _where(exc: BaseException) -> str:
     f = (inside or frames)[-1]
     path = f.filename
     cut = path.rfind(f"{os.sep}lanspan{os.sep}")
-    return f"{path[cut + 1 :] if cut >= 0 else path}:{f.lineno} in {f.name}"
+    where = f"{path[cut + 1 :] if cut >= 0 else path}:{f.lineno} in {f.name}"
+    # who called into lanspan: the harness itself (then a harness bug) or the code under test
+    entry = next((i for i, g in enumerate(frames) if inside and g is inside[0]), None)
+    if entry is not None and entry > 0:
+        caller = frames[entry - 1]
+        where += f" <- {inside[0].name} <- {Path(caller.filename).name}:{caller.lineno}"
+    return where
 
 
 def _classify(exc: BaseException) -> tuple[str, str, str]:
@@ -1083,7 +1089,7 @@ class _Fixture:
         hdr = vnet.VnetHeader(r.u8(), r.u8(), r.u16(), r.u16(), r.u16(), r.u16())
         if r.u8() & 1:  # keep it valid-looking: sizes near the frame's
             hdr = vnet.VnetHeader(
-                vnet.NEEDS_CSUM, vnet.GSO_TCPV4, max(0, len(frame) - hdr.hdr_len % 64),
+                vnet.NEEDS_CSUM, vnet.GSO_TCPV4, min(0xFFFF, max(0, len(frame) - hdr.hdr_len % 64)),
                 1448, min(0xFFFF, 14 + hdr.csum_start % 64), 16,
             )  # fmt: skip
         body = (vnet.build(hdr) if offload else b"") + frame
