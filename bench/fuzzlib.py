@@ -1420,13 +1420,14 @@ def control_answers(fx: _Fixture, data: bytes, split: int) -> list[bytes]:
     """Feed `data` (in two reads, split at `split`) to the control server's request handler."""
     from lanspan.control import server
 
-    srv = object.__new__(server.ControlServer)
+    srv: Any = object.__new__(server.ControlServer)  # no socket: only what _on_data uses
     srv._source = _Source(fx)
+    srv._on_error = None  # the agent's hook for failures, when the server has one
     conn = _Conn()
     cut = split % (len(data) + 1)
     for chunk in (data[:cut], data[cut:] + b"\n"):
         conn.inbuf += chunk
-        srv._on_data(conn)  # type: ignore[arg-type]
+        srv._on_data(conn)
     return conn.sent
 
 
@@ -1475,13 +1476,14 @@ def metrics_answers(fx: _Fixture, data: bytes, split: int) -> list[bytes]:
     """Feed `data` (in two reads, split at `split`) to the metrics server's request handler."""
     from lanspan.control import metrics
 
-    srv = object.__new__(metrics.MetricsServer)
+    srv: Any = object.__new__(metrics.MetricsServer)  # no socket: only what _on_data uses
     srv._source = _Source(fx)
+    srv._on_error = None  # the agent's hook for failures, when the server has one
     conn = _Conn()
     cut = split % (len(data) + 1)
     for chunk in (data[:cut], data[cut:]):
         conn.inbuf += chunk
-        srv._on_data(conn)  # type: ignore[arg-type]
+        srv._on_data(conn)
     return conn.sent
 
 
