@@ -1059,16 +1059,16 @@ class _Fixture:
         muts = [(r.u16(), r.u8()) for _ in range(nmut)]
         spoof = self._src(r.u8(), r.take(4)) if mode == SEAL_SPOOF else ADDRS[sender]
         plain = r.rest()
+        # Recorded first: without a session the payload is queued and delivered later.
+        self.record_payload(plain)
         sealed = self.cores[sender].sessions.seal(receiver, plain, self.now)
         if sealed is None:
-            return  # no session at the moment: queued by the session
+            return
         if mode == SEAL_MUTATE:
             b = bytearray(sealed)
             for pos, x in muts:
                 b[pos % len(b)] ^= x or 1
             sealed = bytes(b)
-        else:
-            self.record_payload(plain)
         self.cores[receiver].datagram(sealed, spoof, self.now)
 
     def _superframe(self, r: _Reader) -> None:
