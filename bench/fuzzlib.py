@@ -94,7 +94,7 @@ class Failure:
 
     @property
     def signature(self) -> tuple[str, str, str]:
-        return (self.target, self.kind, self.where or self.message[:60])
+        return _signature(self.target, self.kind, self.message, self.where)
 
     def replay_command(self) -> str:
         return f"bench/fuzz --replay {self.target} {self.reproducer}"
@@ -1587,6 +1587,11 @@ class Report:
         }
 
 
+def _signature(target: str, kind: str, msg: str, where: str) -> tuple[str, str, str]:
+    """What makes two failures the same: where it raised, else the message without numbers."""
+    return (target, kind, where or re.sub(r"[0-9]+", "N", msg)[:60])
+
+
 def _attempt(target: Target, episode: Sequence[bytes]) -> BaseException | None:
     """Run an episode on a fresh target state; the exception of its last input, if any."""
     target.reset()
@@ -1606,7 +1611,7 @@ def _reduce(target: Target, episode: list[bytes], sig: tuple[str, str, str]) -> 
         if e is None:
             return False
         kind, msg, where = _classify(e)
-        return (target.name, kind, where or msg[:60]) == sig
+        return _signature(target.name, kind, msg, where) == sig
 
     if len(episode) > 1 and same(episode[-1:]):
         return episode[-1:]
@@ -1668,7 +1673,7 @@ def run(
             except Exception as e:
                 stats[1] += 1
                 kind, msg, where = _classify(e)
-                sig = (target.name, kind, where or msg[:60])
+                sig = _signature(target.name, kind, msg, where)
                 if sig in seen:
                     old = report.failures[seen[sig]]
                     report.failures[seen[sig]] = Failure(**{**old.__dict__, "count": old.count + 1})
