@@ -59,6 +59,12 @@ class ScaleLab:
     def nat_nodes(self) -> int:
         return sum(len(self.sites[s]) for s in self.nat_sites)
 
+    def expected_peers(self) -> dict[str, set[str]]:
+        """Direct sessions every node should have: every other node but NAT-to-NAT pairs."""
+        nat = {n for s in self.nat_sites for n in self.sites[s]}
+        every = [n for ns in self.sites.values() for n in ns]
+        return {n: {m for m in every if m != n and not (n in nat and m in nat)} for n in every}
+
 
 def default_sites(nodes: int) -> int:
     """About 1.2 * sqrt(nodes) sites, at least 4: 4 for 12 nodes, 7 for 32, 12 for 100."""

@@ -97,3 +97,13 @@ def test_without_faults_and_impossible_sizes(tmp_path: Path) -> None:
         scale_lab.generate(5, 6)
     with pytest.raises(ValueError, match="sites must be"):
         scale_lab.generate(12, 3)
+
+
+def test_expected_sessions_leave_out_nat_to_nat_pairs() -> None:
+    spec = scale_lab.generate(12)
+    peers = spec.expected_peers()
+    nat = {n for s in spec.nat_sites for n in spec.sites[s]}
+    assert len(nat) == 3 and len(peers) == 12
+    for n, ps in peers.items():
+        assert n not in ps
+        assert ps == (set(peers) - {n} - (nat if n in nat else set()))
