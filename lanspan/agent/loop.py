@@ -3,6 +3,11 @@
 Single-threaded on `selectors`. Signals arrive through a wakeup fd so that
 SIGTERM/SIGINT end the loop cleanly (every device we created is removed)
 and SIGHUP reloads the network file.
+
+Failures are contained to the event that met them: an exception while
+handling one datagram, frame, timer, control request, reload or round of
+outputs drops that event, is counted as ``agent.internal_error_<where>``
+(see docs/drops.md) and logged once with its traceback; the loop goes on.
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import get_args
 
+from lanspan import __version__
 from lanspan.config import load_network
 from lanspan.config.model import HostPort, Network, Port
 from lanspan.control.metrics import MetricsServer
@@ -27,19 +34,23 @@ from lanspan.dataplane.tap import TapPort
 from lanspan.dataplane.udp import UdpEndpoint
 from lanspan.errors import ConfigError
 from lanspan.logs import RateLimitedLog
-from lanspan.node.core import NodeCore, host_port_mac
+from lanspan.node.core import InternalError, NodeCore, host_port_mac
 
 log = logging.getLogger("lanspan.agent")
 
 # Frames or GRO batches taken from one ready fd before looking at the others.
 READ_BUDGET = 64
+# After a timer round failed, the next one waits this long (no busy loop on a stuck timer).
+TIMER_RETRY = 0.05
+# Where a failure can be contained: each is a drop reason agent.internal_error_<where>.
+ENTRY_POINTS: tuple[InternalError, ...] = get_args(InternalError)
 
 
 @dataclass(frozen=True, slots=True)
 class AgentOptions:
     network_file: Path
     node: str
-    private_key: bytes
+    private_key: bytes = field(repr=False)  # key material is never in a repr or a log
     control: Path | None = None
     metrics: str | None = None
 
@@ -87,6 +98,7 @@ class Agent:
         self._drop_log = RateLimitedLog(log)
         self._drops_seen: dict[str, int] = {}
         self._drops_checked = 0.0
+        self._timer_hold = 0.0  # no timer round before this (after one failed)
 
     # -- StatusSource for the control socket and metrics ------------------------
 
@@ -109,6 +121,14 @@ class Agent:
         ]
 
     def reload(self) -> dict[str, object]:
+        """Re-read the network file and apply it; a failure keeps the running config."""
+        try:
+            return self._reload()
+        except Exception as e:  # a reload bug must not take the running network down
+            self._contain("reload", e)
+            return {"ok": False, "changes": [], "error": f"internal error in the agent: {e}"}
+
+    def _reload(self) -> dict[str, object]:
         try:
             new = load_network(self.opts.network_file)
         except ConfigError as e:
@@ -195,11 +215,20 @@ class Agent:
 
     # -- the loop --------------------------------------------------------------
 
-    def _contain(self, where: str, exc: Exception) -> None:
-        """A lanspan bug met one frame or datagram: drop it, count it, keep serving."""
-        self.node.drops[f"internal_error_{where}"] += 1
-        if self.node.drops[f"internal_error_{where}"] == 1:
-            log.exception("internal error handling a %s (dropped; logged once)", where)
+    def _contain(self, where: InternalError, exc: Exception) -> None:
+        """A lanspan bug met one event: drop it, count it, log it once, keep serving."""
+        reason = f"agent.internal_error_{where}"
+        if self.node.count_internal_error(where) == 1:
+            log.error(
+                "internal error handling a %s (dropped; counted as %s, logged once)",
+                where,
+                reason,
+                exc_info=exc,
+                extra={"fields": {"reason": reason}},
+            )
+
+    def _control_failed(self, exc: Exception) -> None:
+        self._contain("control", exc)
 
     def _port_reader(self, name: str, dev: FramePort) -> Callable[[int], None]:
         node = self.node
@@ -225,11 +254,15 @@ class Agent:
             if got is None:
                 return
             datagrams, src = got
+            authenticated = False
             for d in datagrams:
                 try:
-                    node.datagram(d, src, now)
+                    if node.datagram(d, src, now):
+                        authenticated = True
                 except Exception as e:
                     self._contain("datagram", e)
+            if authenticated:
+                udp.authenticated(src)
 
     def _on_wake(self, mask: int) -> None:
         try:
@@ -256,34 +289,44 @@ class Agent:
         for ev in node.take_log():
             log.info(ev.kind, extra={"fields": ev.fields})
 
-    def run(self) -> int:
+    def start(self) -> None:
+        """Open the control and metrics servers and the ports; register everything.
+
+        Raises ControlError, ValueError or OSError (errno kept) on what cannot be set up.
+        """
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
+        self.sel.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
+        self.sel.register(self.udp.fileno(), selectors.EVENT_READ, self._on_udp)
+        if self.opts.control is not None:
+            self.control = ControlServer(self.opts.control, self, on_error=self._control_failed)
+            self.control.register(self.sel)
+        if self.opts.metrics is not None:
+            self.metrics = MetricsServer(self.opts.metrics, self)
+            self.metrics.register(self.sel)
+        self.open_ports()
+        me = self.network.node(self.opts.node)
+        log.info(
+            "agent %s up (lanspan %s): network %s, udp port %d (gso %s, gro %s), "
+            "%d peer(s), cipher %s",
+            me.name,
+            __version__,
+            self.network.name,
+            me.listen_port or self.network.port,
+            self.udp.gso,
+            self.udp.gro,
+            len(self.node.peers),
+            self.network.cipher,
+        )
+
+    def run(self) -> int:
         old_wakeup = signal.set_wakeup_fd(self._wake_w.fileno())
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, lambda *_: None)
         try:
-            self.sel.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
-            self.sel.register(self.udp.fileno(), selectors.EVENT_READ, self._on_udp)
-            if self.opts.control is not None:
-                self.control = ControlServer(self.opts.control, self)
-                self.control.register(self.sel)
-            if self.opts.metrics is not None:
-                self.metrics = MetricsServer(self.opts.metrics, self)
-                self.metrics.register(self.sel)
-            self.open_ports()
-            me = self.network.node(self.opts.node)
-            log.info(
-                "agent %s up: network %s, udp port %d (gso %s, gro %s), %d peer(s), cipher %s",
-                me.name,
-                self.network.name,
-                me.listen_port or self.network.port,
-                self.udp.gso,
-                self.udp.gro,
-                len(self.node.peers),
-                self.network.cipher,
-            )
-            self._loop()
+            self.start()
+            while self.running:
+                self.step()
         finally:
             signal.set_wakeup_fd(old_wakeup)
             self.close()
@@ -302,20 +345,50 @@ class Agent:
                 self._drop_log.drop(reason, f"{new} in the last second, {total} in all")
         self._drop_log.flush()
 
-    def _loop(self) -> None:
+    def _timer_due(self) -> float:
+        """When the node's timer round is due (held back a little after one failed)."""
+        try:
+            return max(self.node.next_timer(), self._timer_hold)
+        except Exception as e:
+            self._timer_hold = time.monotonic() + TIMER_RETRY
+            self._contain("timer", e)
+            return self._timer_hold
+
+    def step(self, max_wait: float | None = None) -> None:
+        """One round: wait for I/O or the timer, handle what is ready, carry out the outputs."""
         node, sel = self.node, self.sel
-        while self.running:
-            timeout = max(0.0, node.next_timer() - time.monotonic())
-            for key, mask in sel.select(timeout):
+        deadline = self._timer_due()
+        servers = [s for s in (self.control, self.metrics) if s is not None]
+        for server in servers:
+            due = server.next_timer()
+            if due is not None:
+                deadline = min(deadline, due)
+        timeout = max(0.0, deadline - time.monotonic())
+        if max_wait is not None:
+            timeout = min(timeout, max_wait)
+        for key, mask in sel.select(timeout):
+            try:
                 key.data(mask)
-            now = time.monotonic()
-            if node.next_timer() <= now:
+            except Exception as e:  # the readers contain each event; this is the read itself
+                self._contain("read", e)
+        now = time.monotonic()
+        if self._timer_due() <= now:
+            try:
                 node.handle_timer(now)
-            if self._reload_requested:
-                self._reload_requested = False
-                try:
-                    self.reload()
-                except Exception:  # a reload bug must not take the running network down
-                    log.exception("reload failed; running config kept")
+            except Exception as e:
+                self._timer_hold = now + TIMER_RETRY
+                self._contain("timer", e)
+        for server in servers:
+            try:
+                server.handle_timer(now)  # idle clients
+            except Exception as e:
+                self._contain("control", e)
+        if self._reload_requested:
+            self._reload_requested = False
+            self.reload()
+        try:
             self._flush()
             self._log_drops(now)
+        except Exception as e:
+            self._contain("output", e)
+        self.udp.end_round()

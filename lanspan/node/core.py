@@ -14,7 +14,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from ipaddress import IPv6Address
-from typing import Any
+from typing import Any, Literal
 
 from lanspan.config.model import Endpoint, HostPort, Network, Node, Timers
 from lanspan.errors import BadPacket
@@ -25,6 +25,8 @@ from lanspan.switch import Switch
 from lanspan.wire import control, payload, vnet
 
 ZERO_VNET = bytes(vnet.VNET_HDR_LEN)
+# Where the agent contains a failure (drop reason agent.internal_error_<where>).
+InternalError = Literal["datagram", "frame", "timer", "control", "reload", "output", "read"]
 # UDP payload above IP + UDP headers, and what a transport message adds.
 _IP_UDP_OVERHEAD = {4: 28, 6: 48}
 _TRANSPORT_OVERHEAD = 32
@@ -246,12 +248,16 @@ class NodeCore:
         self._frag_id = (self._frag_id + 1) & 0xFFFF
         return payload.build_fragments(vni, body, mesh_hdr is not None, self._frag_id, limit)
 
-    def datagram(self, data: bytes, src: Addr, now: float) -> None:
-        """A datagram from the UDP socket; anything bad is dropped and counted."""
+    def datagram(self, data: bytes, src: Addr, now: float) -> bool:
+        """A datagram from the UDP socket; anything bad is dropped and counted.
+
+        True when the datagram authenticated (the sender holds a session key).
+        """
         got = self.sessions.receive(data, src, now)
         if got is None:
-            return
+            return False
         self._delivered(got, now)
+        return True
 
     def _delivered(self, got: Delivered, now: float) -> None:
         paths = self.paths.get(got.peer)
@@ -528,6 +534,25 @@ class NodeCore:
         return active is not None and active.relay is None
 
     # -- view ------------------------------------------------------------------
+
+    def count_internal_error(self, where: InternalError) -> int:
+        """Count one event dropped by a lanspan bug in the agent; returns the new total."""
+        self.drops[
+            "agent.internal_error_datagram"
+            if where == "datagram"
+            else "agent.internal_error_frame"
+            if where == "frame"
+            else "agent.internal_error_timer"
+            if where == "timer"
+            else "agent.internal_error_control"
+            if where == "control"
+            else "agent.internal_error_reload"
+            if where == "reload"
+            else "agent.internal_error_output"
+            if where == "output"
+            else "agent.internal_error_read"
+        ] += 1
+        return self.drops[f"agent.internal_error_{where}"]
 
     def drop_counts(self) -> Counter[str]:
         """Every dropped datagram or frame so far, by reason, from every layer."""
