@@ -12,6 +12,7 @@ outputs drops that event, is counted as ``agent.internal_error_<where>``
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import selectors
@@ -27,7 +28,7 @@ from lanspan import __version__
 from lanspan.config import load_network
 from lanspan.config.model import HostPort, Network, Port
 from lanspan.control.metrics import MetricsServer
-from lanspan.control.server import ControlServer
+from lanspan.control.server import ControlError, ControlServer
 from lanspan.dataplane.packet import PacketPort
 from lanspan.dataplane.ports import FramePort
 from lanspan.dataplane.tap import TapPort
@@ -55,6 +56,46 @@ class AgentOptions:
     metrics: str | None = None
 
 
+class AgentSetupError(Exception):
+    """What stops the agent from starting, said in one line (the command prints it as is)."""
+
+
+def _why(e: BaseException) -> str:
+    """An OS or netlink error as `strerror (errno N)`; anything else as its message."""
+    code = getattr(e, "errno", None) or getattr(e, "code", None)
+    text = getattr(e, "strerror", None) or str(e)
+    return f"{text} (errno {code})" if isinstance(code, int) and code > 0 else str(text)
+
+
+_NO_SUCH_INTERFACE = (
+    'no such interface: create it first, or give the port tap = "NAME" for a TAP lanspan creates'
+)
+
+
+def _port_error(port: Port, e: BaseException) -> OSError:
+    """An error opening `port`, naming the port, its device and the likely fix."""
+    code = getattr(e, "errno", None) or getattr(e, "code", None)
+    code = code if isinstance(code, int) and code > 0 else errno.EINVAL
+    if isinstance(port, HostPort) or port.create:
+        what = f"cannot create TAP device {port.device!r}"
+        hints = {
+            errno.EBUSY: "a device of that name is in use (another agent?)",
+            errno.EINVAL: "a device of that name exists and is not a TAP",
+            errno.EEXIST: "a device of that name exists",
+            errno.EPERM: "the agent needs CAP_NET_ADMIN",
+        }
+    else:
+        what = f"cannot attach interface {port.device!r}"
+        hints = {
+            errno.ENODEV: _NO_SUCH_INTERFACE,
+            errno.ENXIO: _NO_SUCH_INTERFACE,
+            errno.ENETDOWN: "the interface is down",
+            errno.EPERM: "the agent needs CAP_NET_RAW",
+        }
+    hint = hints.get(code)
+    return OSError(code, f"port {port.name}: {what}: {_why(e)}" + (f"; {hint}" if hint else ""))
+
+
 def port_mtu(network: Network, port: Port) -> int:
     if port.kind == "trunk":
         return max(network.segment_by_vlan(v).mtu for v in port.vlans)
@@ -63,6 +104,17 @@ def port_mtu(network: Network, port: Port) -> int:
 
 def open_port(network: Network, node: str, port: Port) -> FramePort:
     """Create the TAP or attach the interface a port names (OSError keeps its errno)."""
+    try:
+        return _open_port(network, node, port)
+    except (OSError, ValueError) as e:
+        raise _port_error(port, e) from e
+    except Exception as e:  # pyroute2's NetlinkError is no OSError; it carries .code
+        if not isinstance(getattr(e, "code", None), int):
+            raise
+        raise _port_error(port, e) from e
+
+
+def _open_port(network: Network, node: str, port: Port) -> FramePort:
     mtu = port_mtu(network, port)
     if isinstance(port, HostPort):
         tap = TapPort.create(port.name, mtu, host_port_mac(node, port), device=port.device)
@@ -74,6 +126,13 @@ def open_port(network: Network, node: str, port: Port) -> FramePort:
 
 
 class Agent:
+    """The running agent for one node of `network`.
+
+    The constructor takes the control socket (refusing a path another agent
+    listens on) and the UDP port; `start` opens the metrics server and the
+    ports. Both raise AgentSetupError, after releasing what they took.
+    """
+
     def __init__(self, opts: AgentOptions, network: Network) -> None:
         self.opts = opts
         self.network = network
@@ -90,11 +149,32 @@ class Agent:
             wall_time=time.time,
             now=now,
         )
-        me = network.node(opts.node)
-        self.udp = UdpEndpoint.bind(me.listen_port or network.port)
+        self._started = False
         self.control: ControlServer | None = None
         self.metrics: MetricsServer | None = None
+        if opts.control is not None:
+            try:
+                self.control = ControlServer(opts.control, self, on_error=self._control_failed)
+            except ControlError as e:
+                self.sel.close()
+                raise AgentSetupError(str(e)) from e
+        me = network.node(opts.node)
+        port = me.listen_port or network.port
+        try:
+            self.udp = UdpEndpoint.bind(port)
+        except OSError as e:
+            if self.control is not None:
+                self.control.close()
+            self.sel.close()
+            hint = (
+                f"; another program (or agent) has UDP port {port}: stop it or set listen_port"
+                if e.errno == errno.EADDRINUSE
+                else ""
+            )
+            raise AgentSetupError(f"cannot open UDP port {port}: {_why(e)}{hint}") from e
         self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
         self._drop_log = RateLimitedLog(log)
         self._drops_seen: dict[str, int] = {}
         self._drops_checked = 0.0
@@ -187,23 +267,27 @@ class Agent:
 
     def open_ports(self) -> None:
         for port in self.network.node(self.opts.node).ports:
-            self.add_port(port)
+            self.add_port(port, announce=False)
 
-    def add_port(self, port: Port) -> None:
+    def add_port(self, port: Port, announce: bool = True) -> None:
+        """Open `port`; OSError names the port and its device (errno kept)."""
         dev = open_port(self.network, self.opts.node, port)
         self.ports[port.name] = dev
         self.sel.register(dev.fileno(), selectors.EVENT_READ, self._port_reader(port.name, dev))
-        log.info("port %s (%s) on %s", port.name, port.kind, dev.device)
+        if announce:
+            log.info("port %s (%s) on %s", port.name, port.kind, dev.device)
 
-    def remove_port(self, name: str) -> None:
+    def remove_port(self, name: str, announce: bool = True) -> None:
         dev = self.ports.pop(name)
         self.sel.unregister(dev.fileno())
         dev.close()
-        log.info("port %s removed", name)
+        if announce:
+            log.info("port %s removed", name)
 
     def close(self) -> None:
+        """Release everything; quiet when the agent never started (its error says why)."""
         for name in list(self.ports):
-            self.remove_port(name)
+            self.remove_port(name, announce=self._started)
         if self.control is not None:
             self.control.close()
         if self.metrics is not None:
@@ -290,21 +374,31 @@ class Agent:
             log.info(ev.kind, extra={"fields": ev.fields})
 
     def start(self) -> None:
-        """Open the control and metrics servers and the ports; register everything.
+        """Open the metrics server and the ports; register everything on the selector.
 
-        Raises ControlError, ValueError or OSError (errno kept) on what cannot be set up.
+        Raises AgentSetupError (one line) on what cannot be set up; the caller
+        then `close()`s, which removes what was created, quietly.
         """
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
         self.sel.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
         self.sel.register(self.udp.fileno(), selectors.EVENT_READ, self._on_udp)
-        if self.opts.control is not None:
-            self.control = ControlServer(self.opts.control, self, on_error=self._control_failed)
+        if self.control is not None:
             self.control.register(self.sel)
         if self.opts.metrics is not None:
-            self.metrics = MetricsServer(self.opts.metrics, self)
+            try:
+                self.metrics = MetricsServer(self.opts.metrics, self)
+            except ValueError as e:
+                raise AgentSetupError(f"--metrics: {e}") from e
+            except OSError as e:
+                raise AgentSetupError(e.strerror or str(e)) from e
             self.metrics.register(self.sel)
-        self.open_ports()
+        try:
+            self.open_ports()
+        except OSError as e:
+            raise AgentSetupError(e.strerror or str(e)) from e
+        self._started = True
+        for name, dev in self.ports.items():
+            kind = self.network.node(self.opts.node).port(name).kind
+            log.info("port %s (%s) on %s", name, kind, dev.device)
         me = self.network.node(self.opts.node)
         log.info(
             "agent %s up (lanspan %s): network %s, udp port %d (gso %s, gro %s), "
@@ -329,8 +423,10 @@ class Agent:
                 self.step()
         finally:
             signal.set_wakeup_fd(old_wakeup)
+            started = self._started
             self.close()
-            log.info("agent stopped; devices removed")
+            if started:
+                log.info("agent stopped; devices removed")
         return 0
 
     def _log_drops(self, now: float) -> None:
