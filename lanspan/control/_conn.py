@@ -9,8 +9,11 @@ the agent queue more for it.
 A connection that makes no progress (nothing received, nothing written) for
 `idle_timeout` seconds is closed by `handle_timer`; the listener's
 `next_timer` says when that is due. When all `max_clients` places are taken,
-a new connection pushes out the one idle longest, clients that never sent a
-byte first: idle connections cannot shut out a client that is being served.
+a new connection pushes out the client idle longest — one that never sent a
+byte first — provided it has been idle for `EVICT_AFTER` seconds; if every
+client is younger than that, the newcomer is turned away instead. So idle
+connections cannot push out a client that is being served, and a burst of
+new ones cannot push out the client that connected just before them.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from lanspan.logs import RateLimitedLog
 log = logging.getLogger("lanspan.control")
 
 RECV_SIZE = 65536
+EVICT_AFTER = 0.5  # seconds without progress before a client may be pushed out
 
 
 class Conn:
@@ -226,7 +230,12 @@ class Listener(abc.ABC):
             if len(self._clients) >= self._max_clients:
                 if self._crowded_warning is not None:
                     self._accept_errors.drop("crowded", self._crowded_warning)
-                min(self._clients, key=lambda c: (c.spoke, c.last_active)).close()
+                now = self._clock()
+                idle = [c for c in self._clients if now - c.last_active >= EVICT_AFTER]
+                if not idle:
+                    sock.close()  # everyone is busy or just arrived: turn the newcomer away
+                    continue
+                min(idle, key=lambda c: (c.spoke, c.last_active)).close()
             self._clients.append(
                 Conn(
                     sock,

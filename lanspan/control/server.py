@@ -218,7 +218,7 @@ class ControlServer(Listener):
             max_clients=MAX_CLIENTS,
             max_in=MAX_REQUEST_BYTES,
             max_out=MAX_RESPONSE_BACKLOG,
-            crowded_warning="too many control clients; dropping the longest idle",
+            crowded_warning="too many control clients; dropping the longest idle one",
             idle_timeout=idle_timeout,
             on_error=on_error,
         )

@@ -220,8 +220,12 @@ class NodeCore:
         if fwd is None:
             return
         plain = hdr == ZERO_VNET
-        for out_port, out in fwd.ports:
-            self._write(out_port, hdr if plain else _shift(hdr, len(out) - len(frame)), out)
+        # every header first, then the writes: a fan-out is never cut half-way
+        outs = [
+            (p, hdr if plain else _shift(hdr, len(out) - len(frame)), out) for p, out in fwd.ports
+        ]
+        for out_port, out_hdr, out in outs:
+            self._write(out_port, out_hdr, out)
         if not fwd.peers:
             return
         built: dict[int, list[bytes]] = {}
@@ -291,8 +295,12 @@ class NodeCore:
         if fwd is None:
             return
         plain = hdr == ZERO_VNET
-        for out_port, out in fwd.ports:
-            self._write(out_port, hdr if plain else _shift(hdr, len(out) - len(frame)), out)
+        # every header first, then the writes: a fan-out is never cut half-way
+        outs = [
+            (p, hdr if plain else _shift(hdr, len(out) - len(frame)), out) for p, out in fwd.ports
+        ]
+        for out_port, out_hdr, out in outs:
+            self._write(out_port, out_hdr, out)
 
     def _control(self, peer: str, body: bytes, src: Addr, now: float) -> None:
         msg = control.parse_untrusted(body)
