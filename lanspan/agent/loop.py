@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from lanspan.agent.services import GatewayServices
 from lanspan.config import load_network
 from lanspan.config.model import HostPort, Network, Port
 from lanspan.control.metrics import MetricsServer
@@ -87,6 +88,9 @@ class Agent:
         self._drop_log = RateLimitedLog(log)
         self._drops_seen: dict[str, int] = {}
         self._drops_checked = 0.0
+        self.services = GatewayServices(
+            network, opts.node, GatewayServices.default_run_dir(network)
+        )  # keepalived, dnsmasq, nftables: started in run(), once the ports exist
 
     # -- StatusSource for the control socket and metrics ------------------------
 
@@ -129,6 +133,7 @@ class Agent:
     def _apply(self, new: Network) -> list[str]:
         """Open new ports first (a failure leaves everything as it was), then switch over."""
         self.node.check_reload(new)
+        self.services.check_packages(new)  # a missing daemon rejects the reload up front
         old_ports = {p.name: p for p in self.network.node(self.opts.node).ports}
         new_ports = {p.name: p for p in new.node(self.opts.node).ports}
         # A port's MTU comes from its segments: a segment MTU change re-creates the port too.
@@ -157,6 +162,7 @@ class Agent:
             raise
         changes = self.node.reconfigure(new, time.monotonic())
         self.network = new
+        changes += self.services.reload(new)
         for name in removed:
             self.remove_port(name)
         changes += [f"port {n} removed" for n in removed]
@@ -182,6 +188,7 @@ class Agent:
         log.info("port %s removed", name)
 
     def close(self) -> None:
+        self.services.stop()
         for name in list(self.ports):
             self.remove_port(name)
         if self.control is not None:
@@ -272,6 +279,7 @@ class Agent:
                 self.metrics = MetricsServer(self.opts.metrics, self)
                 self.metrics.register(self.sel)
             self.open_ports()
+            self.services.start(self.sel)
             me = self.network.node(self.opts.node)
             log.info(
                 "agent %s up: network %s, udp port %d (gso %s, gro %s), %d peer(s), cipher %s",
@@ -311,6 +319,7 @@ class Agent:
             now = time.monotonic()
             if node.next_timer() <= now:
                 node.handle_timer(now)
+            self.services.poll(now)
             if self._reload_requested:
                 self._reload_requested = False
                 try:

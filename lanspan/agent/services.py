@@ -220,8 +220,13 @@ class GatewayServices:
                 render_policy(network, self.node) != render_policy(old, self.node)
                 or not self._policy
             ):
-                self._install_policy(network)
-                changes.append("gateway policy replaced")
+                try:
+                    self._install_policy(network)
+                except ServiceError as e:  # the old table stays: nft -f is one transaction
+                    log.warning("%s; the previous policy stays", e)
+                    changes.append("gateway policy NOT replaced (nft refused it)")
+                else:
+                    changes.append("gateway policy replaced")
         elif self._policy:
             self._remove_policy()
             changes.append("gateway policy removed")
