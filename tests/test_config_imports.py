@@ -16,7 +16,7 @@ import lanspan.config
 
 PACKAGE = Path(lanspan.config.__file__).parent
 FORBIDDEN = {"socket", "asyncio", "time", "subprocess", "threading", "selectors"}
-PURE = {"model.py", "_raw.py", "parse.py"}
+PURE = {"model.py", "_raw.py", "parse.py", "_addressing.py", "pools.py"}
 
 
 def imports(path: Path) -> set[str]:

@@ -81,7 +81,15 @@ def test_the_json_the_socket_sends_has_the_documented_keys() -> None:
     )
     frame = bytes.fromhex("ffffffffffff0200000000010800") + bytes(46)
     node.frame_from_port("vm1", bytes(vnet.VNET_HDR_LEN) + frame, 1.0)
-    st = dataclasses.replace(node.status(1.0), udp=status.UdpStatus(True, False))
+    gateways = status.GatewayStatus(
+        instances=(
+            status.InstanceStatus(
+                "gw_lan", "gateway", "segment lan", ("198.18.0.254",), 100, False, "master", 0.0
+            ),
+        ),
+        leases=(status.Lease("lan", "02:00:00:00:00:01", "198.18.0.10", None, None),),
+    )
+    st = dataclasses.replace(node.status(1.0), udp=status.UdpStatus(True, False), gateways=gateways)
     docs = documented()
     doc = status_json(st)
     assert list(doc) == docs["NodeStatus"]
@@ -90,6 +98,10 @@ def test_the_json_the_socket_sends_has_the_documented_keys() -> None:
     peer = doc["peers"][0]  # type: ignore[index]
     assert list(peer) == docs["PeerStatus"]
     assert all(list(p) == docs["PathStatus"] for p in peer["paths"]) and peer["paths"]
+    gw = doc["gateways"]
+    assert list(gw) == docs["GatewayStatus"]  # type: ignore[call-overload]
+    assert [list(i) for i in gw["instances"]] == [docs["InstanceStatus"]]  # type: ignore[index]
+    assert [list(i) for i in gw["leases"]] == [docs["Lease"]]  # type: ignore[index]
     rows = mac_rows_json(node.mac_rows(None, 1.0))
     assert rows and all(list(r) == docs["MacRow"] for r in rows)
     assert rows[0]["where"] == "port:vm1"

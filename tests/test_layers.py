@@ -43,6 +43,7 @@ PURE_BELOW_NODE = (
     "lanspan.session",
     "lanspan.switch",
     "lanspan.config.model",
+    "lanspan.gateway",
 )
 EVERYTHING_PURE = (*PURE_BELOW_NODE, "lanspan.node")
 
@@ -56,6 +57,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "lanspan.config": LEAVES,
     "lanspan.wire": LEAVES,
     "lanspan.noise": LEAVES,
+    # renderers of keepalived/dnsmasq/nftables configuration from the model (pure)
+    "lanspan.gateway": (*LEAVES, "lanspan.config.model"),
     "lanspan.session": (*LEAVES, "lanspan.wire", "lanspan.noise"),
     # the switch reads the network model, never the loader
     "lanspan.switch": (*LEAVES, "lanspan.wire", "lanspan.config.model"),
@@ -96,7 +99,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
 }
 
 # Sans-IO: the pure layers import none of these (lazily neither).
-PURE = ("config", "wire", "noise", "session", "switch", "node")
+PURE = ("config", "wire", "noise", "session", "switch", "node", "gateway")
 IO_MODULES = frozenset(
     {"socket", "asyncio", "os", "time", "select", "selectors", "subprocess", "threading"}
 )

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import get_args
 
 from lanspan import __version__
+from lanspan.agent.services import GatewayServices, ServiceError
 from lanspan.config import load_network
 from lanspan.config.model import HostPort, Network, Port
 from lanspan.control.metrics import MetricsServer
@@ -181,12 +182,18 @@ class Agent:
         self._drops_seen: dict[str, int] = {}
         self._drops_checked = 0.0
         self._timer_hold = 0.0  # no timer round before this (after one failed)
+        self.services = GatewayServices(
+            network, opts.node, GatewayServices.default_run_dir(network)
+        )  # keepalived, dnsmasq, nftables: started in run(), once the ports exist
 
     # -- StatusSource for the control socket and metrics ------------------------
 
     def status(self) -> NodeStatus:
         status = self.node.status(time.monotonic())
-        return dataclasses.replace(status, udp=UdpStatus(self.udp.gso, self.udp.gro))
+        gateways = self.services.status() if self.services.active() else None
+        return dataclasses.replace(
+            status, udp=UdpStatus(self.udp.gso, self.udp.gro), gateways=gateways
+        )
 
     def macs(self, segment: str | None) -> list[MacRow]:
         return self.node.mac_rows(segment, time.monotonic())
@@ -220,6 +227,7 @@ class Agent:
     def _apply(self, new: Network) -> list[str]:
         """Open new ports first (a failure leaves everything as it was), then switch over."""
         self.node.check_reload(new)
+        self.services.check_packages(new)  # a missing daemon rejects the reload up front
         old_ports = {p.name: p for p in self.network.node(self.opts.node).ports}
         new_ports = {p.name: p for p in new.node(self.opts.node).ports}
         # A port's MTU comes from its segments: a segment MTU change re-creates the port too.
@@ -248,6 +256,7 @@ class Agent:
             raise
         changes = self.node.reconfigure(new, time.monotonic())
         self.network = new
+        changes += self.services.reload(new)
         for name in removed:
             self.remove_port(name)
         changes += [f"port {n} removed" for n in removed]
@@ -277,6 +286,7 @@ class Agent:
 
     def close(self) -> None:
         """Release everything; quiet when the agent never started (its error says why)."""
+        self.services.stop()
         for name in list(self.ports):
             self.remove_port(name, announce=self._started)
         if self.control is not None:
@@ -386,6 +396,10 @@ class Agent:
             self.open_ports()
         except OSError as e:
             raise AgentSetupError(e.strerror or str(e)) from e
+        try:
+            self.services.start(self.sel)
+        except ServiceError as e:
+            raise AgentSetupError(str(e)) from e
         self._started = True
         for name, dev in self.ports.items():
             kind = self.network.node(self.opts.node).port(name).kind
@@ -465,6 +479,10 @@ class Agent:
             except Exception as e:
                 self._timer_hold = now + TIMER_RETRY
                 self._contain("timer", e)
+        try:
+            self.services.poll(now)  # gateway state changes, health checks
+        except Exception as e:
+            self._contain("timer", e)
         for server in servers:
             try:
                 server.handle_timer(now)  # idle clients

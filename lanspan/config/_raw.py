@@ -12,12 +12,20 @@ import datetime
 import difflib
 import json
 import math
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import ErrorDetails
 
-from lanspan.config.model import DEFAULT_MAC_AGEING, DEFAULT_MTU, DEFAULT_PORT
+from lanspan.config.model import (
+    DEFAULT_ADVERT_INTERVAL,
+    DEFAULT_CHECK_INTERVAL,
+    DEFAULT_LEASE_TIME,
+    DEFAULT_MAC_AGEING,
+    DEFAULT_MTU,
+    DEFAULT_PORT,
+)
 
 
 class _Raw(BaseModel):
@@ -49,6 +57,12 @@ class RawSegment(_Raw):
     gateway: str | None = None
 
 
+class RawUplink(_Raw):
+    name: str
+    interface: str
+    address: list[str] = []
+
+
 class RawNode(_Raw):
     name: str
     site: str
@@ -58,6 +72,7 @@ class RawNode(_Raw):
     relay: bool = True
     listen_port: int | None = None
     port: list[dict[str, Any]] = []  # validated one by one as Raw*Port
+    uplink: list[RawUplink] = []
 
 
 class RawAccessPort(_Raw):
@@ -85,7 +100,7 @@ class RawHostPort(_Raw):
     kind: Literal["host"]
     name: str
     segment: str
-    address: list[str] = []
+    address: list[str] = []  # or "auto": taken out by the checker before validation
     tap: str | None = None
     mac: str | None = None
 
@@ -97,6 +112,58 @@ class RawStaticMac(_Raw):
     port: str | None = None
 
 
+class RawGateway(_Raw):
+    segment: str
+    address: list[str]
+    nodes: list[str]
+    preempt: bool  # required: the file says whether a recovered node takes over again
+    advert_interval: float = DEFAULT_ADVERT_INTERVAL
+    vrid: int | None = None
+
+
+class RawFloating(_Raw):
+    name: str
+    segment: str | None = None
+    uplink: str | None = None
+    address: list[str]
+    nodes: list[str]
+    preempt: bool
+    advert_interval: float = DEFAULT_ADVERT_INTERVAL
+    vrid: int | None = None
+    check: str | None = None
+    check_interval: float = DEFAULT_CHECK_INTERVAL
+
+
+class RawAllow(_Raw):
+    source: str = Field(alias="from")
+    to: str
+    proto: str = "any"
+    ports: list[Any] = []  # 443 or "8000-8100", checked by hand
+    family: str = "both"
+
+
+class RawPool(_Raw):
+    segment: str
+    range: str
+
+
+class RawDhcpHost(_Raw):
+    mac: str
+    address: str
+    name: str | None = None
+
+
+class RawDhcp(_Raw):
+    segment: str
+    range: str | None = None
+    ipv6: str | None = None
+    range6: str | None = None
+    lease_time: int = DEFAULT_LEASE_TIME
+    lease_file: str | None = None
+    dns: bool = False
+    host: list[RawDhcpHost] = []
+
+
 RAW_PORTS: dict[str, type[_Raw]] = {
     "access": RawAccessPort,
     "trunk": RawTrunkPort,
@@ -104,6 +171,27 @@ RAW_PORTS: dict[str, type[_Raw]] = {
 }
 
 # ---------------------------------------------------------------- messages
+
+
+_TABLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")  # as parse.py's names
+
+
+def label(kind: str, index: int, item: object, taken: dict[str, str] | None = None) -> str:
+    """How messages name a table: by its name, or by index when unnamed or a duplicate."""
+    name = item.get("name") if isinstance(item, dict) else None
+    if isinstance(name, str) and _TABLE_NAME.match(name) and (taken is None or name not in taken):
+        return f'{kind} "{name}"'
+    return f"{kind}[{index}]"
+
+
+def suggest(value: str, choices: list[str]) -> str:
+    """' — did you mean "x"?' for a close match, else the known choices."""
+    close = difflib.get_close_matches(value, choices, n=1, cutoff=0.6)
+    if close:
+        return f' — did you mean "{close[0]}"?'
+    if choices:
+        return " (known: " + ", ".join(f'"{c}"' for c in choices) + ")"
+    return ""
 
 
 def show(value: object) -> str:

@@ -100,7 +100,110 @@ def summary(net: Network) -> str:
     if rows:
         lines += ["", "ports:"]
         lines += _table(("NODE", "PORT", "KIND", "SEGMENTS", "DEVICE", "ADDRESSES"), rows)
+    lines += _addressing(net)
     return "\n".join(lines)
+
+
+def _addressing(net: Network) -> list[str]:
+    """Gateways, floating addresses, filtering, pools (with every assignment) and DHCP."""
+    lines: list[str] = []
+    vrrp = [
+        (
+            f"gateway {g.segment}",
+            f"segment {g.segment}",
+            " ".join(str(a.ip) for a in g.addresses),
+            " > ".join(g.nodes),
+            "yes" if g.preempt else "no",
+            f"{g.advert_interval:g}s",
+            str(g.vrid),
+        )
+        for g in net.gateways
+    ] + [
+        (
+            f"floating {f.name}",
+            f"segment {f.segment}" if f.segment else f"uplink {f.uplink}",
+            " ".join(str(a) for a in f.addresses),
+            " > ".join(f.nodes),
+            "yes" if f.preempt else "no",
+            f"{f.advert_interval:g}s",
+            str(f.vrid) + (" (checked)" if f.check else ""),
+        )
+        for f in net.floating
+    ]
+    if vrrp:
+        lines += ["", "gateways and floating addresses (VRRPv3; priority by order):"]
+        lines += _table(("NAME", "WHERE", "ADDRESSES", "NODES", "PREEMPT", "ADVERT", "VRID"), vrrp)
+    if net.allows:
+        lines += ["", "allowed between segments (everything else is dropped on the gateways):"]
+        lines += _table(
+            ("FROM", "TO", "PROTO", "PORTS", "FAMILY"),
+            [
+                (
+                    a.source,
+                    a.to,
+                    a.proto,
+                    ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in a.ports) or "all",
+                    "+".join(f"ipv{v}" for v in a.families),
+                )
+                for a in net.allows
+            ],
+        )
+    if net.pools:
+        lines += ["", "pools:"]
+        lines += _table(
+            ("SEGMENT", "FIRST", "LAST", "SIZE", "ASSIGNED"),
+            [
+                (
+                    p.segment,
+                    str(p.first),
+                    str(p.last),
+                    str(p.size),
+                    str(
+                        sum(
+                            1
+                            for a in net.assignments
+                            if a.segment == p.segment and a.address.version == p.version
+                        )
+                    ),
+                )
+                for p in net.pools
+            ],
+        )
+    if net.assignments:
+        lines += ["", 'pool assignments (address = "auto"):']
+        lines += _table(
+            ("NODE", "PORT", "SEGMENT", "ADDRESS", "NOTE"),
+            [
+                (
+                    a.node,
+                    a.port,
+                    a.segment,
+                    str(a.address),
+                    "-"
+                    if a.address == a.home and not a.collided_with
+                    else f"home {a.home}"
+                    + (f" shared with {', '.join(a.collided_with)}" if a.collided_with else "")
+                    + ("" if a.address == a.home else f", moved to {a.address}"),
+                )
+                for a in net.assignments
+            ],
+        )
+    if net.dhcp:
+        lines += ["", "DHCP / RA for guests (served by the segment's gateway master):"]
+        lines += _table(
+            ("SEGMENT", "RANGE", "IPV6", "LEASE", "STATIC LEASES"),
+            [
+                (
+                    d.segment,
+                    f"{d.range4[0]}-{d.range4[1]}" if d.range4 else "-",
+                    d.ipv6 + (f" {d.range6[0]}-{d.range6[1]}" if d.range6 else ""),
+                    f"{d.lease_time}s",
+                    str(len(d.hosts)),
+                )
+                for d in net.dhcp
+            ],
+        )
+    return lines
 
 
 @click.command()

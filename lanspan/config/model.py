@@ -22,8 +22,13 @@ DEFAULT_MTU = 1400
 DEFAULT_MAC_AGEING = 300.0
 DEFAULT_MAC_LIMIT = 1024
 DEFAULT_FLOOD_RATE = 2000.0
+DEFAULT_ADVERT_INTERVAL = 0.2  # VRRPv3 advertisement interval, seconds (centisecond steps)
+DEFAULT_CHECK_INTERVAL = 1.0
+DEFAULT_LEASE_TIME = 3600
 
 Cipher = Literal["aesgcm", "chachapoly"]
+Proto = Literal["tcp", "udp", "icmp", "any"]
+Ipv6Mode = Literal["slaac", "dhcpv6", "none"]
 IPAddress = IPv4Address | IPv6Address
 IPInterface = IPv4Interface | IPv6Interface
 
@@ -90,8 +95,9 @@ class HostPort:
     name: str
     segment: str
     device: str  # the TAP lanspan creates for the node's own stack
-    addresses: tuple[IPInterface, ...] = ()
+    addresses: tuple[IPInterface, ...] = ()  # includes those assigned from pools (`auto`)
     mac: bytes | None = None  # fixed MAC; None derives a stable one from node and segment
+    auto: bool = False  # `address = "auto"`: `addresses` came from the segment's pools
 
     kind: Literal["host"] = field(default="host", init=False)
     create: bool = field(default=True, init=False)
@@ -113,6 +119,111 @@ class StaticMac:
 
 
 @dataclass(frozen=True, slots=True)
+class Uplink:
+    """A node's interface towards its provider (not part of the mesh): floating
+    public addresses live here, and filtering rules may name it."""
+
+    name: str
+    interface: str
+    addresses: tuple[IPInterface, ...] = ()  # the node's own addresses on it
+
+
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    """A segment's virtual gateway address(es), held by VRRPv3 among `nodes`.
+
+    Priority follows the order of `nodes`: the first is the preferred master.
+    """
+
+    segment: str
+    addresses: tuple[IPInterface, ...]  # at most one IPv4 and one IPv6, with the segment's prefix
+    nodes: tuple[str, ...]  # gateway nodes, highest priority first
+    preempt: bool  # True: a recovered higher-priority node takes the address back
+    advert_interval: float = DEFAULT_ADVERT_INTERVAL
+    vrid: int = 1  # VRRP virtual router id, unique among the instances of one segment
+
+
+@dataclass(frozen=True, slots=True)
+class FloatingAddress:
+    """A service address that moves between `nodes` (VRRPv3), in a segment or on an uplink."""
+
+    name: str
+    addresses: tuple[IPInterface, ...]
+    nodes: tuple[str, ...]
+    preempt: bool
+    segment: str | None = None  # exactly one of segment and uplink is set
+    uplink: str | None = None  # an uplink name every holder has
+    advert_interval: float = DEFAULT_ADVERT_INTERVAL
+    vrid: int = 2
+    check: str | None = None  # shell command; failing moves the address away
+    check_interval: float = DEFAULT_CHECK_INTERVAL
+
+
+@dataclass(frozen=True, slots=True)
+class Allow:
+    """One flow the gateways forward; everything else between segments is dropped."""
+
+    source: str  # a segment
+    to: str  # a segment, an uplink name, or "internet"
+    to_kind: Literal["segment", "uplink", "internet"]
+    proto: Proto = "any"
+    ports: tuple[tuple[int, int], ...] = ()  # destination port ranges, tcp/udp only; () = all
+    families: tuple[Literal[4, 6], ...] = (4, 6)
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    """Addresses a segment hands to host ports with `address = "auto"`."""
+
+    segment: str
+    first: IPAddress
+    last: IPAddress
+
+    @property
+    def version(self) -> int:
+        return self.first.version
+
+    @property
+    def size(self) -> int:
+        return int(self.last) - int(self.first) + 1
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """How one `auto` host port got its address from a pool (printed by `lanspan check`)."""
+
+    node: str
+    port: str
+    segment: str
+    address: IPAddress
+    home: IPAddress  # where the node's identity hashed to
+    collided_with: tuple[str, ...] = ()  # nodes that hashed to the same home address
+
+
+@dataclass(frozen=True, slots=True)
+class DhcpHost:
+    """A static lease: this MAC always gets this address."""
+
+    mac: bytes
+    address: IPAddress
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Dhcp:
+    """DHCPv4 and router advertisements for a segment's guests, served by its gateway master."""
+
+    segment: str
+    range4: tuple[IPv4Address, IPv4Address] | None = None
+    ipv6: Ipv6Mode = "none"
+    range6: tuple[IPv6Address, IPv6Address] | None = None  # dhcpv6 only
+    lease_time: int = DEFAULT_LEASE_TIME
+    lease_file: str | None = None  # None: /var/lib/lanspan/<network>/<segment>.leases
+    dns: bool = False  # False: dnsmasq serves no DNS (port=0)
+    hosts: tuple[DhcpHost, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Node:
     """One server running `lanspan agent`."""
 
@@ -124,6 +235,7 @@ class Node:
     ports: tuple[Port, ...] = ()
     relay: bool = True  # may forward sealed traffic between two other nodes
     listen_port: int | None = None  # UDP port to bind; None: the network's port
+    uplinks: tuple[Uplink, ...] = ()  # the node's own interfaces towards a provider
 
     def port(self, name: str) -> Port:
         for p in self.ports:
@@ -154,6 +266,25 @@ class Network:
     static_macs: tuple[StaticMac, ...] = ()
     mac_ageing: float = DEFAULT_MAC_AGEING
     timers: Timers = field(default_factory=Timers)
+    gateways: tuple[Gateway, ...] = ()
+    floating: tuple[FloatingAddress, ...] = ()
+    allows: tuple[Allow, ...] = ()
+    pools: tuple[Pool, ...] = ()
+    assignments: tuple[Assignment, ...] = ()
+    dhcp: tuple[Dhcp, ...] = ()
+
+    def gateway_of(self, segment: str) -> Gateway | None:
+        for g in self.gateways:
+            if g.segment == segment:
+                return g
+        return None
+
+    def gateway_nodes(self) -> tuple[str, ...]:
+        """Every node that is a gateway of some segment, in file order."""
+        out: list[str] = []
+        for g in self.gateways:
+            out += [n for n in g.nodes if n not in out]
+        return tuple(out)
 
     def segment(self, name: str) -> Segment:
         for s in self.segments:

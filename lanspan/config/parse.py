@@ -15,6 +15,7 @@ together in one `ConfigError(source, problems)`.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 import re
@@ -34,6 +35,7 @@ from typing import Any, TypeVar, cast, get_args
 
 from pydantic import BaseModel, ValidationError
 
+from lanspan.config._addressing import AddressingChecker
 from lanspan.config._raw import (
     RAW_PORTS,
     RawAccessPort,
@@ -46,6 +48,12 @@ from lanspan.config._raw import (
     describe_error,
     show,
     toml_type,
+)
+from lanspan.config._raw import (
+    label as _label,
+)
+from lanspan.config._raw import (
+    suggest as _suggest,
 )
 from lanspan.config.keys import KeyFormatError, decode_key
 from lanspan.config.model import (
@@ -64,6 +72,7 @@ from lanspan.config.model import (
     StaticMac,
     Timers,
     TrunkPort,
+    Uplink,
 )
 from lanspan.errors import ConfigError
 
@@ -73,7 +82,17 @@ MTU_MIN, MTU_MAX, MTU_MIN_IPV6 = 576, 9000, 1280
 PORT_MIN, PORT_MAX = 1, 65535
 IFNAME_MAX = 15  # IFNAMSIZ - 1
 CIPHERS: tuple[str, ...] = get_args(Cipher)
-TOP_LEVEL = ("network", "segment", "node", "static_mac")
+TOP_LEVEL = (
+    "network",
+    "segment",
+    "node",
+    "static_mac",
+    "pool",
+    "gateway",
+    "floating",
+    "allow",
+    "dhcp",
+)
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 _IFNAME = re.compile(r"[A-Za-z0-9_.-]+\Z")
@@ -179,15 +198,6 @@ def parse_endpoint(text: str, default_port: int = 51820) -> Endpoint | str:
     return Endpoint(addr, number)
 
 
-def _suggest(value: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(value, choices, n=1, cutoff=0.6)
-    if close:
-        return f' — did you mean "{close[0]}"?'
-    if choices:
-        return " (known: " + ", ".join(f'"{c}"' for c in choices) + ")"
-    return ""
-
-
 # ------------------------------------------------------------ the checker
 
 
@@ -207,14 +217,8 @@ class _NodeInfo:
     segments: set[str] | None = None  # None: unknown (the node's own fields are invalid)
     port_names: list[str] = field(default_factory=list)
     ports: dict[str, Port] = field(default_factory=dict)
-
-
-def _label(kind: str, index: int, item: object, taken: dict[str, str] | None = None) -> str:
-    """How messages name a table: by its name, or by index when unnamed or a duplicate."""
-    name = item.get("name") if isinstance(item, dict) else None
-    if isinstance(name, str) and _NAME.match(name) and (taken is None or name not in taken):
-        return f'{kind} "{name}"'
-    return f"{kind}[{index}]"
+    uplinks: dict[str, Uplink] = field(default_factory=dict)
+    host_segments: set[str] = field(default_factory=set)  # of host ports, even invalid ones
 
 
 class _Checker:
@@ -279,6 +283,8 @@ class _Checker:
         segments = self.segments(self.tables(doc, "segment"))
         nodes = self.nodes(self.tables(doc, "node"))
         statics = self.static_macs(self.tables(doc, "static_mac"), nodes)
+        name = net[0].name if net is not None else ""
+        extra = AddressingChecker(self, name, segments, nodes).run(doc)
         if self.problems or net is None:
             return None
         raw, timers = net
@@ -286,11 +292,17 @@ class _Checker:
             name=raw.name,
             port=raw.port,
             cipher=cast(Cipher, raw.cipher),
-            segments=tuple(segments),
-            nodes=tuple(n for n, _ in nodes if n is not None),
+            segments=tuple(extra.segments.get(s.name, s) for s in segments),
+            nodes=tuple(extra.nodes.get(n.name, n) for n, _ in nodes if n is not None),
             static_macs=tuple(statics),
             mac_ageing=raw.mac_ageing,
             timers=timers,
+            gateways=tuple(extra.gateways),
+            floating=tuple(extra.floating),
+            allows=tuple(extra.allows),
+            pools=tuple(extra.pools),
+            assignments=tuple(extra.assignments),
+            dhcp=tuple(extra.dhcp),
         )
 
     def check_name(self, where: str, what: str, value: str) -> None:
@@ -482,12 +494,17 @@ class _Checker:
             if isinstance(segs, list):
                 info.segments = {s for s in segs if isinstance(s, str)}
             ports = self.ports(where, item, info)
-            node = self.node(where, raw, ports, keys) if raw is not None else None
+            node = self.node(where, raw, ports, keys, info) if raw is not None else None
             out.append((node if len(self.problems) == mark else None, info))
         return out
 
     def node(
-        self, where: str, raw: RawNode, ports: list[Port], keys: dict[bytes, str]
+        self,
+        where: str,
+        raw: RawNode,
+        ports: list[Port],
+        keys: dict[bytes, str],
+        info: _NodeInfo,
     ) -> Node | None:
         self.check_name(where, "name", raw.name)
         self.check_name(where, "site", raw.site)
@@ -538,7 +555,47 @@ class _Checker:
             ports=tuple(ports),
             relay=raw.relay,
             listen_port=raw.listen_port,
+            uplinks=tuple(self.uplinks(where, raw, ports, info)),
         )
+
+    def uplinks(
+        self, node_where: str, raw: RawNode, ports: list[Port], info: _NodeInfo
+    ) -> list[Uplink]:
+        out: list[Uplink] = []
+        devices = {p.device: p.name for p in ports}
+        for j, u in enumerate(raw.uplink):
+            where = f'{node_where} uplink "{u.name}"'
+            self.check_name(where, "name", u.name)
+            if u.name in info.uplinks:
+                self.err(f"{node_where} uplink[{j}] name: {show(u.name)} is listed twice")
+                continue
+            why = ifname_problem(u.interface)
+            if why is not None:
+                self.err(f"{where} interface: {show(u.interface)} {why}")
+            elif u.interface in devices:
+                self.err(
+                    f"{where} interface: {show(u.interface)} is already port "
+                    f'"{devices[u.interface]}" of the node — an uplink is outside the mesh'
+                )
+            addrs: list[IPInterface] = []
+            for k, text in enumerate(u.address):
+                try:
+                    addrs.append(ip_interface(text))
+                except ValueError:
+                    self.err(
+                        f"{where} address[{k}]: {show(text)} is not an address"
+                        ' — write e.g. "198.19.1.2/24"'
+                    )
+                else:
+                    if "/" not in text:
+                        self.err(
+                            f"{where} address[{k}]: {show(text)} has no prefix length"
+                            ' — write e.g. "198.19.1.2/24"'
+                        )
+            up = Uplink(u.name, u.interface, tuple(addrs))
+            info.uplinks[u.name] = up
+            out.append(up)
+        return out
 
     def ports(self, node_where: str, item: object, info: _NodeInfo) -> list[Port]:
         raw_ports = item.get("port") if isinstance(item, dict) else None
@@ -570,11 +627,24 @@ class _Checker:
                 fix = f'did you mean "{close[0]}"?' if close else 'use "access", "trunk" or "host"'
                 self.err(f"{where} kind: {show(kind)} is not a port kind — {fix}")
                 continue
+            if kind == "host" and isinstance(p.get("segment"), str):
+                info.host_segments.add(p["segment"])
+            auto = kind == "host" and p.get("address") == "auto"
+            if auto:
+                p = {k: v for k, v in p.items() if k != "address"}
+            elif kind == "host" and isinstance(p.get("address"), str):
+                self.err(
+                    f"{where} address: {show(p['address'])} is neither a list of addresses nor"
+                    f' "auto" — write [{show(p["address"])}] or "auto"'
+                )
+                continue
             raw = self.validate(RAW_PORTS[kind], p, where)
             if raw is None:
                 continue
             mark = len(self.problems)
             port = self.port_of(where, raw, info)
+            if auto and isinstance(port, HostPort):
+                port = dataclasses.replace(port, auto=True)
             if port is None:
                 continue
             other = devices.get(port.device)

@@ -16,8 +16,12 @@ from lanspan.switch import PeerLocation, PortLocation
 __all__ = ["mac_rows_json", "status_json", "to_json"]
 
 
+# Status fields the agent fills in only where they apply: left out when None.
+_OPTIONAL = frozenset({"udp", "gateways"})
+
+
 def to_json(value: object) -> object:
-    """Dataclasses to objects (a None field left out only for `udp`), tuples to lists.
+    """Dataclasses to objects (a None field left out only for `udp`/`gateways`), tuples to lists.
 
     Anything else is returned as it is (the control server's encoder converts
     what JSON lacks).
@@ -30,7 +34,7 @@ def to_json(value: object) -> object:
         out: dict[str, object] = {}
         for f in dataclasses.fields(value):
             v = getattr(value, f.name)
-            if v is None and f.name == "udp":
+            if v is None and f.name in _OPTIONAL:
                 continue
             out[f.name] = to_json(v)
         return out

@@ -38,6 +38,7 @@ _KNOWN_TOP = {
     "peers",
     "drops",
     "counters",
+    "gateways",
 }
 
 
@@ -232,6 +233,36 @@ def _peer(p: Mapping[str, object]) -> list[str]:
     return lines
 
 
+
+def _list(value: object) -> list[object]:
+    return value if isinstance(value, list) else []
+
+
+def _gateways(doc: Mapping[str, object]) -> list[str]:
+    """VRRP instances (state, since) and the DHCP leases served, on a gateway node."""
+    gw = doc.get("gateways")
+    if not isinstance(gw, Mapping):
+        return []
+    rows = [
+        [
+            _str(i.get("name")),
+            _str(i.get("where")),
+            " ".join(_str(a) for a in _list(i.get("addresses"))),
+            _str(i.get("priority")),
+            _str(i.get("state")),
+            _str(i.get("since")),
+        ]
+        for i in _dicts(gw.get("instances"))
+    ]
+    lines = ["gateways:", *table(["NAME", "WHERE", "ADDRESSES", "PRIO", "STATE", "SINCE"], rows)]
+    keys = ("segment", "mac", "address", "hostname")
+    leases = [[_str(x.get(k)) for k in keys] for x in _dicts(gw.get("leases"))]
+    if leases:
+        lines += ["  leases:", *table([k.upper() for k in keys], leases, indent="   ")]
+    lines += [f"  warning: {_str(w)}" for w in _list(gw.get("warnings"))]
+    return lines
+
+
 def render_status(status: NodeStatus | Mapping[str, object]) -> str:
     """The `lanspan show` text for one agent's typed status or its JSON document."""
     doc = status_json(status) if isinstance(status, NodeStatus) else status
@@ -250,6 +281,8 @@ def render_status(status: NodeStatus | Mapping[str, object]) -> str:
             text = _str(value)
         header.append(f"  {key}: {text}")
     blocks = [header, _segments(doc), _ports(doc)]
+    if gateways := _gateways(doc):
+        blocks.append(gateways)
     peers = _dicts(doc.get("peers"))
     blocks += [_peer(p) for p in peers] if peers else [["peers: none"]]
     tail = _counts("drops", doc.get("drops")) + _counts("counters", doc.get("counters"))

@@ -12,10 +12,14 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from lanspan.gateway.status import GatewayStatus, InstanceStatus, Lease
 from lanspan.switch import Location
 
 __all__ = [
     "Counts",
+    "GatewayStatus",
+    "InstanceStatus",
+    "Lease",
     "MacRow",
     "NodeStatus",
     "PathStatus",
@@ -118,6 +122,7 @@ class NodeStatus:
     drops: Counts  # by reason, docs/drops.md
     counters: Counts
     udp: UdpStatus | None = None  # left out of the document when None
+    gateways: GatewayStatus | None = None  # set by the agent on gateway nodes; else left out
 
 
 @dataclass(frozen=True, slots=True)
