@@ -488,7 +488,7 @@ class SwitchMachine(RuleBasedStateMachine):
 
     @rule()
     def take_events(self) -> None:
-        for e in self.sw.take_events():
+        for e in self.sw.take_outputs():
             assert e.kind in {"mac_move", "mac_flap", "switch.mac_limit", "storm"}
             assert e.segment in {s.name for s in self.net.segments}
 

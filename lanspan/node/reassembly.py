@@ -2,6 +2,8 @@
 
 A peer sends the fragments of one superframe back to back, so only a few can
 be in flight; anything older is evicted and counted rather than kept.
+The core's shape: `add(peer, fragment, now)`, `next_timer()`,
+`handle_timer(now)`, and whole payloads taken with `take_outputs()`.
 """
 
 from __future__ import annotations
@@ -10,6 +12,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from lanspan.wire.payload import FLAG_F, MAX_BODY, Payload
+
+
+@dataclass(frozen=True, slots=True)
+class Reassembled:
+    """A whole (super)frame rebuilt from `peer`'s fragments."""
+
+    peer: str
+    payload: Payload
 
 
 @dataclass(slots=True)
@@ -29,9 +39,15 @@ class Reassembler:
         self.timeout = timeout
         self.drops: Counter[str] = Counter()
         self._pending: dict[tuple[str, int], _Pending] = {}
+        self._done: list[Reassembled] = []
 
-    def add(self, peer: str, p: Payload, now: float) -> Payload | None:
-        """Take one fragment; return the whole payload when its last piece arrives."""
+    def take_outputs(self) -> list[Reassembled]:
+        """Payloads completed since the last call, oldest first."""
+        done, self._done = self._done, []
+        return done
+
+    def add(self, peer: str, p: Payload, now: float) -> None:
+        """Take one fragment; the whole payload is output when its last piece arrives."""
         key = (peer, p.frag_id)
         entry = self._pending.get(key)
         if entry is None:
@@ -45,22 +61,22 @@ class Reassembler:
             # Same id, different superframe: the id wrapped or the peer is confused.
             del self._pending[key]
             self.drops["reassembly.inconsistent"] += 1
-            return None
+            return
         if entry.parts[p.frag_index] is not None:
             self.drops["reassembly.duplicate"] += 1
-            return None
+            return
         entry.size += len(p.body)
         if entry.size > MAX_BODY:
             del self._pending[key]
             self.drops["reassembly.too_big"] += 1
-            return None
+            return
         entry.parts[p.frag_index] = p.body
         entry.missing -= 1
         if entry.missing:
-            return None
+            return
         del self._pending[key]
         body = b"".join(part for part in entry.parts if part is not None)
-        return Payload(entry.flags & ~FLAG_F, entry.vni, body)
+        self._done.append(Reassembled(peer, Payload(entry.flags & ~FLAG_F, entry.vni, body)))
 
     def next_timer(self) -> float | None:
         if not self._pending:

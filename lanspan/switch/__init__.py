@@ -11,6 +11,7 @@ from lanspan.switch.core import (
     PortLocation,
     Switch,
     SwitchEvent,
+    SwitchEventKind,
 )
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "PortLocation",
     "Switch",
     "SwitchEvent",
+    "SwitchEventKind",
     "TokenBucket",
     "flood_burst",
 ]

@@ -6,7 +6,9 @@ gets back a `Forward`: the frame's segment, the frame as it travels in the
 mesh (untagged), the exact bytes to write to each local port, and the peers
 to send it to. Dropped frames return None and are counted in `drops` under
 a named reason; notable happenings (MAC moves and flaps, a port hitting its
-MAC limit, a flood storm) queue up as `SwitchEvent`s for the node to log.
+MAC limit, a flood storm) queue up as `SwitchEvent`s (kinds: `SwitchEventKind`) for the node to log,
+taken with `take_outputs()`. Shape of every core object: inputs carry `now`,
+`next_timer()`, `handle_timer(now)`, `take_outputs()`.
 
 Rules, in the order they are applied to a frame from a local port:
 
@@ -69,6 +71,7 @@ from __future__ import annotations
 import collections
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Final, Literal
 
 from lanspan.config.model import HostPort, Network, TrunkPort
@@ -86,6 +89,7 @@ __all__ = [
     "PortLocation",
     "Switch",
     "SwitchEvent",
+    "SwitchEventKind",
 ]
 
 DEFAULT_FLAP_MOVES = 3  # moves within the window beyond which a MAC is flapping
@@ -140,15 +144,20 @@ class MacEntry:
     age: float  # seconds since last seen; 0 for static entries
 
 
+class SwitchEventKind(StrEnum):
+    """What a `SwitchEvent` reports; the value is the log line's kind."""
+
+    MAC_MOVE = "mac_move"  # a learned MAC moved to another port or peer
+    MAC_FLAP = "mac_flap"  # it moved more than flap_moves times within flap_window
+    MAC_LIMIT = "switch.mac_limit"  # a port or peer reached its learned-MAC limit
+    STORM = "storm"  # a port's flood rate limit engaged
+
+
 @dataclass(frozen=True, slots=True)
 class SwitchEvent:
-    """Something worth one log line.
+    """Something worth one log line."""
 
-    kind: "mac_move", "mac_flap", "switch.mac_limit", "storm" (a port's flood rate
-    limit engaged).
-    """
-
-    kind: str
+    kind: SwitchEventKind
     segment: str
     mac: str
     detail: str
@@ -382,7 +391,7 @@ class Switch:
             if not p.storm:
                 p.storm = True
                 self._event(
-                    "storm", seg.name, h.src,
+                    SwitchEventKind.STORM, seg.name, h.src,
                     f"port {p.name}: floods above {p.bucket.rate:g}/s, dropping the excess",
                 )  # fmt: skip
             return None
@@ -470,7 +479,8 @@ class Switch:
         rows.sort(key=lambda r: (r.segment, r.mac))
         return rows
 
-    def take_events(self) -> list[SwitchEvent]:
+    def take_outputs(self) -> list[SwitchEvent]:
+        """Events since the last call, oldest first."""
         events, self._events = self._events, []
         return events
 
@@ -583,7 +593,7 @@ class Switch:
             if not owner.limit_reported:
                 owner.limit_reported = True
                 self._event(
-                    "switch.mac_limit", seg.name, format_mac(src),
+                    SwitchEventKind.MAC_LIMIT, seg.name, format_mac(src),
                     f"{where} holds {len(mine)} learned MACs (limit {limit}); new ones dropped",
                 )  # fmt: skip
             return False
@@ -616,12 +626,12 @@ class Switch:
             m.flap_reported_at = now
             self.counters["mac_flaps"] += 1
             self._event(
-                "mac_flap", seg.name, mac,
+                SwitchEventKind.MAC_FLAP, seg.name, mac,
                 f"flapping between {old} and {new}: {len(m.times)} moves in "
                 f"{self.flap_window:g} s",
             )  # fmt: skip
         elif not flapping:
-            self._event("mac_move", seg.name, mac, f"{old} -> {new}")
+            self._event(SwitchEventKind.MAC_MOVE, seg.name, mac, f"{old} -> {new}")
 
     def _unindex(self, key: tuple[int, bytes], where: Location) -> None:
         keys = self._by_where.get(where)
@@ -652,7 +662,7 @@ class Switch:
             self._forget(key)
             self.counters["aged"] += 1
 
-    def _event(self, kind: str, segment: str, mac: bytes | str, detail: str) -> None:
+    def _event(self, kind: SwitchEventKind, segment: str, mac: bytes | str, detail: str) -> None:
         if len(self._events) >= MAX_PENDING_EVENTS:
             self.counters["events_dropped"] += 1
             return
