@@ -21,6 +21,7 @@ from lanspan.wire import control, payload, vnet
 BCAST = b"\xff" * 6
 MAC1 = bytes.fromhex("020000000001")
 MAC2 = bytes.fromhex("020000000002")
+CHATTY = bytes.fromhex("02000000cccc")
 
 
 def frame(dst: bytes, src: bytes, size: int = 100, ethertype: int = 0x0800) -> bytes:
@@ -105,11 +106,16 @@ class Net:
             for name, key in self.keys.items()
         }
         self.by_addr = {self.addr[n]: n for n in self.nodes}
+        # Nodes that carry traffic: a broadcast from CHATTY every 0.1 s (not recorded).
+        self.chatty: set[str] = set()
         self.written: dict[str, list[tuple[str, bytes]]] = {n: [] for n in self.nodes}
         self.logged: dict[str, list[Log]] = {n: [] for n in self.nodes}
 
     def step(self, dt: float = 0.01) -> None:
-        self.now = round(self.now + dt, 6)
+        before, self.now = self.now, round(self.now + dt, 6)
+        if int(self.now * 10) != int(before * 10):
+            for name in self.chatty:
+                self.nodes[name].frame_from_port("pa", plain(frame(BCAST, CHATTY)), self.now)
         for name, node in self.nodes.items():
             if node.next_timer() <= self.now:
                 node.handle_timer(self.now)
@@ -118,7 +124,8 @@ class Net:
                     for d in out.batch:
                         self.link.send(self.addr[name], out.target, d)
                 elif isinstance(out, Write):
-                    self.written[name].append((out.port, out.data))
+                    if out.data[vnet.VNET_HDR_LEN + 6 : vnet.VNET_HDR_LEN + 12] != CHATTY:
+                        self.written[name].append((out.port, out.data))
                 else:
                     self.logged[name].append(out)
         for src, dst, data in self.link.take():
@@ -197,6 +204,7 @@ def test_frames_for_a_segment_the_peer_does_not_carry_are_not_sent() -> None:
 
 def test_active_path_failure_is_detected_within_a_second() -> None:
     net = Net(2, Link(random.Random(6)))
+    net.chatty.add("n1")  # failover within a second is for peers carrying traffic
     net.run(3.0)
     paths = net.nodes["n1"]._paths["n2"]
     assert paths.active is not None and paths.active.up
@@ -242,6 +250,7 @@ def test_a_node_that_says_no_does_not_relay() -> None:
 
 def test_cutting_the_direct_path_moves_traffic_to_a_relay_within_a_second() -> None:
     net = Net(3, Link(random.Random(10)))
+    net.chatty.add("n1")
     net.run(4.0)
     paths = net.nodes["n1"]._paths["n3"]
     assert paths.active is not None and paths.active.relay is None
@@ -259,6 +268,7 @@ def test_cutting_the_direct_path_moves_traffic_to_a_relay_within_a_second() -> N
 def test_branches_behind_nat_fail_over_between_hubs() -> None:
     # n1, n2, n3 are hubs; n4 and n5 are branches behind NAT that never talk directly.
     net = Net(5, Link(random.Random(11)), nat=frozenset({"n4", "n5"}))
+    net.chatty.add("n4")
     block(net, "n4", "n5")
     net.run(5.0)
     assert net.up("n4", "n5")

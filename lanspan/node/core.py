@@ -11,7 +11,7 @@ the core's state is private: the agent uses only the methods below.
 from __future__ import annotations
 
 import base64
-import hashlib
+import heapq
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
@@ -19,12 +19,19 @@ from ipaddress import IPv6Address
 from typing import Literal
 
 from lanspan.addr import Addr, Relay, Target, format_target
-from lanspan.config.model import Endpoint, HostPort, Network, Node, Timers
+from lanspan.config.model import Endpoint, Network, Node, Timers
 from lanspan.errors import BadPacket
 from lanspan.node.outputs import Log, NodeOutput, Send, Write
-from lanspan.node.paths import PathEvent, PeerPaths
+from lanspan.node.paths import PathEvent, PathEventKind, PeerPaths
 from lanspan.node.reassembly import Reassembler
-from lanspan.node.relays import MAX_RELAYS, ReachGossip, ReachTable, relay_request, relayed
+from lanspan.node.relays import (
+    MAX_RELAYS,
+    REACH_INTERVAL,
+    ReachGossip,
+    ReachTable,
+    relay_request,
+    relayed,
+)
 from lanspan.node.reload import check_reload, plan_reload
 from lanspan.node.status import (
     Counts,
@@ -36,7 +43,7 @@ from lanspan.node.status import (
     SegmentStatus,
 )
 from lanspan.session import Delivered, SessionEvent, SessionTable, Transmit
-from lanspan.switch import Switch
+from lanspan.switch import Switch, host_port_mac
 from lanspan.wire import control, payload, vnet
 
 __all__ = ["NodeCore", "endpoint_addr", "host_port_mac"]
@@ -45,6 +52,15 @@ ZERO_VNET = bytes(vnet.VNET_HDR_LEN)
 # UDP payload above IP + UDP headers, and what a transport message adds.
 _IP_UDP_OVERHEAD = {4: 28, 6: 48}
 _TRANSPORT_OVERHEAD = 32
+# Liveness costs what traffic costs. A peer that carried data (sent or received)
+# in the last BUSY_WINDOW seconds is probed every `timers.probe_interval` (failover
+# within a second); an idle one every IDLE_PROBE_INTERVAL +- IDLE_JITTER (spread so
+# that peers are not probed in bursts), and only on paths with no sign of life for
+# half that. The first frame to an idle peer probes it at once.
+BUSY_WINDOW = 5.0
+IDLE_PROBE_INTERVAL = 4.0
+IDLE_JITTER = 0.25  # fraction of the interval, either way
+_NEVER = float("-inf")
 
 
 class _Traffic:
@@ -56,15 +72,6 @@ class _Traffic:
 
 def endpoint_addr(e: Endpoint) -> Addr:
     return (str(e.host), e.port)
-
-
-def host_port_mac(node: str, port: HostPort) -> bytes:
-    """A stable locally administered MAC, so peers' ARP caches survive restarts."""
-    if port.mac is not None:
-        return port.mac
-    digest = bytearray(hashlib.blake2s(f"{node}/{port.segment}".encode(), digest_size=6).digest())
-    digest[0] = (digest[0] & 0xFC) | 0x02
-    return bytes(digest)
 
 
 class NodeCore:
@@ -110,7 +117,14 @@ class NodeCore:
         self._reach = ReachTable()
         self._gossip_state = ReachGossip()
         self._out: list[NodeOutput] = []
-        self._next_probe = now
+        self._random_bytes = random_bytes
+        # Probes are scheduled per peer: a heap of (due, peer), entries that no longer
+        # match _probe_at are stale and skipped. Nothing scans every peer when idle.
+        self._probe_at: dict[str, float] = {}
+        self._probe_heap: list[tuple[float, str]] = []
+        self._busy_until: dict[str, float] = {}
+        self._fast_since: dict[str, float] = {}
+        self._gossip_at = now
         for node in network.nodes:
             if node.name != name:
                 self._add_peer(node, now)
@@ -126,12 +140,19 @@ class NodeCore:
         self._sessions.add_peer(node.name, node.public_key, persistent_keepalive=keepalive)
         if node.endpoints:
             self._sessions.initiate(node.name, now)
+        self._schedule(node.name, now + self._idle_interval())
 
     def _remove_peer(self, name: str, now: float) -> None:
         self._sessions.remove_peer(name)
         self._drain_sessions(now)
         self._reassembly.forget(name)
+        changed = self._reach.forget(name)
+        self._reach.candidates.pop(name, None)
         del self._peers[name], self._paths[name], self._traffic[name]
+        self._probe_at.pop(name, None)
+        self._busy_until.pop(name, None)
+        self._fast_since.pop(name, None)
+        self._choose_relays(changed, now)
 
     @property
     def network(self) -> Network:
@@ -200,6 +221,7 @@ class NodeCore:
             tr = self._traffic[peer]
             tr.tx_frames += 1
             tr.tx_bytes += len(fwd.frame)
+            self._busy(peer, now)
             dest = self._paths[peer].destination()
             relayed_ = isinstance(dest, Relay)
             limit = self._max_relayed_plaintext if relayed_ else self._max_plaintext
@@ -234,18 +256,22 @@ class NodeCore:
         self._drain_sessions(now)
         return True
 
-    def _delivered(self, got: Delivered, now: float) -> None:
+    def _delivered(self, got: Delivered, now: float, *, relayed_: bool = False) -> None:
+        """Authenticated plaintext from a peer; `relayed_` when it came through a relay."""
         paths = self._paths.get(got.peer)
         if paths is None:
             return
         paths.seen(got.src, now)
-        self._path_events(got.peer)
+        self._path_events(got.peer, now)
+        if got.peer not in self._up:
+            # A sign of life from a peer we count as down: retry its handshake now.
+            self._sessions.retry_soon(got.peer, now)
         if not got.payload:
             return  # keepalive
         try:
             p = payload.parse_untrusted(got.payload)
             if p.is_control:
-                self._control(got.peer, p.body, got.src, now)
+                self._control(got.peer, p.body, got.src, now, relayed_)
                 return
             if p.is_fragment:
                 self._reassembly.add(got.peer, p, now)
@@ -264,6 +290,7 @@ class NodeCore:
         tr = self._traffic[got.peer]
         tr.rx_frames += 1
         tr.rx_bytes += len(frame)
+        self._busy(got.peer, now)
         fwd = self._switch.from_peer(got.peer, p.vni, frame, now)
         if fwd is None:
             return
@@ -271,12 +298,19 @@ class NodeCore:
         for out_port, out in fwd.ports:
             self._write(out_port, hdr if plain else _shift(hdr, len(out) - len(frame)), out)
 
-    def _control(self, peer: str, body: bytes, src: Target, now: float) -> None:
+    def _control(
+        self, peer: str, body: bytes, src: Target, now: float, relayed_: bool = False
+    ) -> None:
         msg = control.parse_untrusted(body)
+        if isinstance(msg, control.Relay) and relayed_:
+            # A relayed datagram never causes another relay (nor a second delivery):
+            # at most two hops, whatever a member crafts.
+            self._drops["relay.nested"] += 1
+            return
         if isinstance(msg, control.Probe):
             if msg.ack:
                 self._paths[peer].ack(msg, now)
-                self._path_events(peer)
+                self._path_events(peer, now)
             else:
                 reply = payload.build_control(control.build_probe(replace(msg, ack=True)))
                 self._emit(peer, src, self._sessions.seal_many(peer, [reply], now), now)
@@ -286,8 +320,9 @@ class NodeCore:
             else:
                 self._relay(peer, msg, now)
         else:
-            self._reach.offer(peer, {n: rtt for n, rtt in msg.peers if n in self._peers}, now)
-            self._update_relays(now)
+            offered = {n: rtt for n, rtt in msg.peers if n in self._peers and n != peer}
+            self._reach.offer(peer, offered, now)
+            self._sync_relay(peer, now)
 
     def _relay(self, origin: str, msg: control.Relay, now: float) -> None:
         """Forward a sealed datagram from `origin` to `msg.node`: one hop, direct only."""
@@ -313,12 +348,14 @@ class NodeCore:
             self._drops["relay.unknown_node"] += 1
             return
         got = self._sessions.receive(msg.inner, Relay(via), now)
+        # A reply without a peer (a cookie reply under load) goes back the way it came.
+        self._drain_sessions(now, relayed_from=(via, msg.node))
         if got is None:
             return
         if got.peer != msg.node:
             self._drops["relay.origin_mismatch"] += 1
             return
-        self._delivered(got, now)
+        self._delivered(got, now, relayed_=True)
 
     # -- outputs ---------------------------------------------------------------
 
@@ -356,11 +393,21 @@ class NodeCore:
         if outer is not None:
             self._out.append(Send(hop, outer))
 
-    def _drain_sessions(self, now: float) -> None:
+    def _drain_sessions(self, now: float, relayed_from: tuple[str, str] | None = None) -> None:
+        """Carry out what the sessions decided. `relayed_from` (relay, origin): we are
+        handling a datagram `origin` sent through `relay`, so a reply to Relay(relay)
+        that names no peer (a cookie reply) is for `origin`."""
         for action in self._sessions.take_outputs():
             if isinstance(action, Transmit):
                 if action.to is not None:
-                    self._emit(action.peer, action.to, [action.data], now)
+                    peer = action.peer
+                    if (
+                        peer is None
+                        and relayed_from is not None
+                        and action.to == Relay(relayed_from[0])
+                    ):
+                        peer = relayed_from[1]
+                    self._emit(peer, action.to, [action.data], now)
                 elif action.peer is not None and action.peer in self._paths:
                     targets = self._paths[action.peer].candidates()
                     if not targets:
@@ -368,23 +415,43 @@ class NodeCore:
                     for addr in targets:
                         self._emit(action.peer, addr, [action.data], now)
             elif isinstance(action, SessionEvent):
-                self._session_event(action)
+                self._session_event(action, now)
 
-    def _session_event(self, ev: SessionEvent) -> None:
+    def _session_event(self, ev: SessionEvent, now: float) -> None:
         self._out.append(Log(f"session_{ev.kind}", {"peer": ev.peer, "detail": ev.detail}))
         if ev.kind == "up":
             if ev.peer not in self._up:
                 self._up.add(ev.peer)
                 self._switch.set_peer_up(ev.peer, True)
+                self._schedule(ev.peer, now)  # probe its paths now: whole again
         elif ev.kind == "down" and ev.peer in self._up:
             self._up.discard(ev.peer)
             self._switch.set_peer_up(ev.peer, False)
             self._reassembly.forget(ev.peer)
-            self._reach.forget(ev.peer)
+            self._choose_relays(self._reach.forget(ev.peer), now)
 
-    def _path_events(self, peer: str) -> None:
-        for pe in self._paths[peer].take_outputs():
+    def _path_events(self, peer: str, now: float) -> None:
+        events = self._paths[peer].take_outputs()
+        if not events:
+            return
+        for pe in events:
             self._out.append(_path_log(peer, pe))
+        self._gossip_at = min(self._gossip_at, now)  # what we reach may have changed
+        if self._peers[peer].relay:
+            self._sync_relay(peer, now)
+            if any(pe.kind is PathEventKind.UP for pe in events):
+                # A relay's path came back: peers it offers may be reachable again.
+                for other in self._reach.offered_by(peer):
+                    if other not in self._up and other in self._paths:
+                        self._sessions.retry_soon(other, now)
+
+    def _busy(self, peer: str, now: float) -> None:
+        """`peer` carries data: fast probing now and for BUSY_WINDOW seconds."""
+        until = self._busy_until.get(peer)
+        if until is None or until <= now:  # was idle: probe at once
+            self._fast_since[peer] = now
+            self._schedule(peer, now)
+        self._busy_until[peer] = now + BUSY_WINDOW
 
     def take_outputs(self) -> list[NodeOutput]:
         """Everything decided since the last call, in order: datagram batches to
@@ -398,8 +465,25 @@ class NodeCore:
 
     # -- timers ----------------------------------------------------------------
 
+    def _idle_interval(self) -> float:
+        unit = int.from_bytes(self._random_bytes(2), "little") / 65535  # 0..1
+        return IDLE_PROBE_INTERVAL * (1.0 + IDLE_JITTER * (2.0 * unit - 1.0))
+
+    def _schedule(self, peer: str, at: float) -> None:
+        """Probe `peer` at `at`, or earlier if it already is."""
+        due = self._probe_at.get(peer)
+        if due is not None and due <= at:
+            return
+        self._probe_at[peer] = at
+        heapq.heappush(self._probe_heap, (at, peer))
+
     def next_timer(self) -> float:
-        deadlines = [self._next_probe]
+        heap, due = self._probe_heap, self._probe_at
+        while heap and due.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)  # stale: rescheduled or removed
+        deadlines = [self._gossip_at]
+        if heap:
+            deadlines.append(heap[0][0])
         for t in (
             self._sessions.next_timer(),
             self._switch.next_timer(),
@@ -413,22 +497,42 @@ class NodeCore:
         self._sessions.handle_timer(now)
         self._switch.handle_timer(now)
         self._reassembly.handle_timer(now)
-        if now >= self._next_probe:
-            self._next_probe = now + self.timers.probe_interval
-            self._probe(now)
+        heap, due = self._probe_heap, self._probe_at
+        while heap and heap[0][0] <= now:
+            at, peer = heapq.heappop(heap)
+            if due.get(peer) == at:
+                del due[peer]
+                self._probe_peer(peer, now)
+        if now >= self._gossip_at:
+            self._gossip_at = now + REACH_INTERVAL
+            for relay in self._reach.expire(now):
+                self._sync_relay(relay, now)
+            self._gossip(now)
         self._drain_sessions(now)
 
-    def _probe(self, now: float) -> None:
-        for peer, paths in self._paths.items():
-            paths.check(now)
-            self._path_events(peer)
-            if peer not in self._up:
-                continue
-            for addr, probe in paths.probes(now):
+    def _probe_peer(self, peer: str, now: float) -> None:
+        """Check one peer's paths and probe them at the rate its traffic asks for."""
+        paths = self._paths[peer]
+        busy = self._busy_until.get(peer, _NEVER) > now
+        if busy:
+            interval = self.timers.probe_interval
+            paths.check(now, paths.dead_after, self._fast_since.get(peer))
+        else:
+            interval = self._idle_interval()
+            self._busy_until.pop(peer, None)
+            self._fast_since.pop(peer, None)
+            slow = IDLE_PROBE_INTERVAL * (1.0 + IDLE_JITTER) * self.timers.probe_multiplier
+            paths.check(now, max(paths.dead_after, slow))
+        self._path_events(peer, now)
+        if peer in self._up:
+            # Relay paths only while they may be needed: no direct path up, or a busy
+            # peer whose direct path shows trouble (so failover finds them up).
+            relays = not paths.direct_up() or (busy and paths.direct_lossy(now))
+            quiet = None if busy else now - IDLE_PROBE_INTERVAL / 2
+            for target, probe in paths.probes(now, relays=relays, quiet_since=quiet):
                 body = payload.build_control(control.build_probe(probe))
-                self._emit(peer, addr, self._sessions.seal_many(peer, [body], now), now)
-        self._update_relays(now)
-        self._gossip(now)
+                self._emit(peer, target, self._sessions.seal_many(peer, [body], now), now)
+        self._schedule(peer, now + interval)
 
     def _direct_reach(self) -> dict[str, int]:
         """Peers we reach over an up, direct path, with RTT in µs: what we offer to relay."""
@@ -451,28 +555,31 @@ class NodeCore:
             sealed = self._sessions.seal_many(peer, [body], now)
             self._emit(peer, self._paths[peer].destination(), sealed, now)
 
-    def _update_relays(self, now: float) -> None:
-        """Offer, for each peer, a relay path through every relay that reaches it."""
-        self._reach.expire(now)
-        usable = {
-            r: peers
-            for r, (peers, _) in self._reach.offers.items()
-            if r in self._up and self._peers[r].relay and self._direct(r)
-        }
-        for peer, paths in self._paths.items():
-            offers = [
-                (self._rtt_us(r) + peers[peer], r)
-                for r, peers in usable.items()
-                if peer in peers and r != peer
-            ]
-            # Keep relays still on offer (their probe history), fill up with the best new ones.
-            relays = {r for r in paths.relays() if r in {o for _, o in offers}}
-            for _, r in sorted(offers):
-                if len(relays) >= MAX_RELAYS:
-                    break
-                relays.add(r)
-            if paths.set_relays(relays) and peer not in self._up:
-                self._sessions.retry_soon(peer, now)  # the handshake can go that way now
+    def _relay_usable(self, relay: str) -> bool:
+        return relay in self._up and self._peers[relay].relay and self._direct(relay)
+
+    def _sync_relay(self, relay: str, now: float) -> None:
+        """Fold `relay`'s offer (or its withdrawal) into the peers it changes, only those."""
+        self._choose_relays(self._reach.apply(relay, self._relay_usable(relay)), now)
+
+    def _choose_relays(self, peers: set[str], now: float) -> None:
+        """Relay paths for these peers: keep relays still on offer (their probe history),
+        fill up to MAX_RELAYS with the best new ones by estimated RTT."""
+        for peer in peers:
+            paths = self._paths.get(peer)
+            if paths is None:
+                continue
+            cands = self._reach.candidates.get(peer, {})
+            relays = {r for r in paths.relays() if r in cands}
+            if len(relays) < MAX_RELAYS and len(cands) > len(relays):
+                offers = sorted(
+                    (self._rtt_us(r) + rtt, r) for r, rtt in cands.items() if r not in relays
+                )
+                for _, r in offers[: MAX_RELAYS - len(relays)]:
+                    relays.add(r)
+            paths.set_relays(relays)
+            if cands and peer not in self._up:
+                self._sessions.retry_soon(peer, now)  # a REACH names it: try that way now
 
     def _rtt_us(self, peer: str) -> int:
         active = self._paths[peer].active

@@ -29,11 +29,12 @@ __all__ = [
     "relayed",
 ]
 
-# Reachability gossip: at most one REACH per interval (damping), a refresh every
-# REACH_REFRESH, and what a relay said is forgotten after REACH_EXPIRY.
+# Reachability gossip: at most one REACH per interval (damping); when nothing
+# changed, only a refresh every REACH_REFRESH; what a relay said is forgotten
+# after REACH_EXPIRY (three refreshes missed), or at once when its session goes.
 REACH_INTERVAL = 1.0
-REACH_REFRESH = 5.0
-REACH_EXPIRY = 15.0
+REACH_REFRESH = 30.0
+REACH_EXPIRY = 3 * REACH_REFRESH + 5.0
 # More than this many immediate "newly reachable" REACHes in the window: back to the interval.
 REACH_FLAP_LIMIT = 3
 REACH_FLAP_WINDOW = 10.0
@@ -81,17 +82,63 @@ class ReachGossip:
 
 
 class ReachTable:
-    """What each relay offered: relay -> (peer -> RTT µs from the relay, when)."""
+    """What each relay offered, and the candidates per peer it adds up to.
+
+    `offers` holds each relay's last REACH as received (relay -> peer -> RTT µs
+    from the relay, and when). `apply(relay, usable)` folds one relay's offer into
+    the per-peer candidates (`candidates[peer][relay]`), or withdraws it when the
+    relay is not usable, and returns the peers whose candidate set changed: the
+    cost is the diff between what was applied and what is offered, never a scan
+    of every peer for every relay. `work` counts peers touched, for tests.
+    """
 
     def __init__(self) -> None:
         self.offers: dict[str, tuple[dict[str, int], float]] = {}
+        self.candidates: dict[str, dict[str, int]] = {}
+        self._applied: dict[str, dict[str, int]] = {}
+        self.work = 0
 
     def offer(self, relay: str, peers: dict[str, int], now: float) -> None:
         self.offers[relay] = (peers, now)
 
-    def forget(self, relay: str) -> None:
-        self.offers.pop(relay, None)
+    def offered_by(self, relay: str) -> list[str]:
+        """The peers `relay`'s applied offer names."""
+        return list(self._applied.get(relay, ()))
 
-    def expire(self, now: float) -> None:
-        for relay in [r for r, (_, at) in self.offers.items() if now - at > REACH_EXPIRY]:
+    def forget(self, relay: str) -> set[str]:
+        """The relay's offer is gone (its session went down); peers whose candidates changed."""
+        self.offers.pop(relay, None)
+        return self.apply(relay, usable=False)
+
+    def expire(self, now: float) -> list[str]:
+        """Relays whose offer is older than REACH_EXPIRY (removed; `apply` them next)."""
+        old = [r for r, (_, at) in self.offers.items() if now - at > REACH_EXPIRY]
+        for relay in old:
             del self.offers[relay]
+        return old
+
+    def apply(self, relay: str, usable: bool) -> set[str]:
+        offered = self.offers.get(relay)
+        want = offered[0] if usable and offered is not None else {}
+        have = self._applied.get(relay, {})
+        if want == have:
+            return set()
+        changed: set[str] = set()
+        for peer in have.keys() - want.keys():
+            cands = self.candidates.get(peer)
+            if cands is not None:
+                cands.pop(relay, None)
+                if not cands:
+                    del self.candidates[peer]
+            changed.add(peer)
+        for peer, rtt in want.items() ^ have.items():  # C-speed diff of the two offers
+            if want.get(peer) == rtt:  # from the new offer: added, or its RTT changed
+                self.candidates.setdefault(peer, {})[relay] = rtt
+                if peer not in have:
+                    changed.add(peer)
+        if want:
+            self._applied[relay] = dict(want)
+        else:
+            self._applied.pop(relay, None)
+        self.work += len(changed)
+        return changed

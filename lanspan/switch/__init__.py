@@ -2,6 +2,7 @@
 
 from lanspan.switch.bucket import TokenBucket, flood_burst
 from lanspan.switch.core import (
+    DEFAULT_FLAP_HOLD,
     DEFAULT_FLAP_MOVES,
     DEFAULT_FLAP_WINDOW,
     Forward,
@@ -12,9 +13,11 @@ from lanspan.switch.core import (
     Switch,
     SwitchEvent,
     SwitchEventKind,
+    host_port_mac,
 )
 
 __all__ = [
+    "DEFAULT_FLAP_HOLD",
     "DEFAULT_FLAP_MOVES",
     "DEFAULT_FLAP_WINDOW",
     "Forward",
@@ -27,4 +30,5 @@ __all__ = [
     "SwitchEventKind",
     "TokenBucket",
     "flood_burst",
+    "host_port_mac",
 ]
