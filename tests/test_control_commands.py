@@ -102,6 +102,7 @@ def test_show_text_and_json(agent: tuple[Path, Source]) -> None:
     code, out, _ = invoke("show", "--json", "--socket", str(path))
     assert code == 0
     assert json.loads(out) == STATUS
+    assert len(out.splitlines()) == 1  # one document per line, as every --json
 
 
 def test_show_finds_the_only_agent_and_by_network(agent: tuple[Path, Source]) -> None:

@@ -87,6 +87,12 @@ def test_up_test_down(small_lab: tuple[Path, Path, str], tmp_path: Path) -> None
         ex = lab("exec", str(lab_file), "--run-dir", str(run_dir), "gra-lan", "--",
                  "ip", "-br", "addr", "show", "eth0")  # fmt: skip
         assert "198.18.10.11/24" in ex.stdout
+        # in a node's namespace, `lanspan show` talks to that node's agent
+        shown = lab("exec", str(lab_file), "--run-dir", str(run_dir), "gra-hv1", "--",
+                    sys.executable, "-m", "lanspan", "show", "--json")  # fmt: skip
+        doc = json.loads(shown.stdout)
+        assert [p["name"] for p in doc["peers"]] == ["rbx-hv1"], doc
+        assert doc["peers"][0]["session"] == "up", doc
 
         report = tmp_path / "report"
         res = lab("test", str(lab_file), "--run-dir", str(run_dir), "--json",
@@ -167,5 +173,33 @@ def test_down_after_up_was_killed_midway(small_lab: tuple[Path, Path, str]) -> N
     assert [ns for ns in netns.existing() if ns.startswith(prefix)]
     pids = _pids(run_dir)
     down = lab("down", str(lab_file), "--run-dir", str(run_dir), check=False)
+    assert down.returncode == 0, down.stderr
+    _assert_gone(prefix, pids)
+
+
+def test_chaos_short_bounded(small_lab: tuple[Path, Path, str], tmp_path: Path) -> None:
+    """A short seeded chaos run on the small lab heals after every episode, leaks nothing."""
+    lab_file, run_dir, prefix = small_lab
+    pids: list[int] = []
+    try:
+        lab("up", str(lab_file), "--run-dir", str(run_dir))
+        pids = _pids(run_dir)
+        report = tmp_path / "chaos"
+        res = lab("chaos", str(lab_file), "--run-dir", str(run_dir), "--minutes", "0.1",
+                  "--seed", "3", "--json", "--report", str(report), check=False,
+                  timeout=120)  # fmt: skip
+        lines = res.stdout.splitlines()
+        assert len(lines) == 1, res.stdout + res.stderr
+        result = json.loads(lines[0])
+        assert result["seed"] == 3 and result["faults"], result
+        assert result["passed"] is True, (result["violations"], res.stderr)
+        assert res.returncode == 0
+        checked = [e for e in result["timeline"] if e["event"] == "checked"]
+        assert len(checked) == result["episodes"] >= 1
+        assert json.loads((report / "chaos.json").read_text()) == result
+        assert "PASSED" in (report / "index.html").read_text()
+    finally:
+        pids = pids + (_pids(run_dir) if (run_dir / "state.json").exists() else [])
+        down = lab("down", str(lab_file), "--run-dir", str(run_dir), check=False)
     assert down.returncode == 0, down.stderr
     _assert_gone(prefix, pids)

@@ -15,7 +15,8 @@ from click.testing import CliRunner
 
 from lanspan.lab import checks, report
 from lanspan.lab.commands import lab
-from lanspan.lab.impair import VNET_LEN, Impairer, Route, routes_of
+from lanspan.lab.impair import routes_of
+from lanspan.lab.inside.impairer import VNET_LEN, Impairer, Route
 from lanspan.lab.model import Impairment, load_lab
 from lanspan.lab.probe import outage
 from lanspan.lab.topology import expand

@@ -1,6 +1,7 @@
 """`lanspan show`, `lanspan show macs` and `lanspan reload`: clients of the control socket.
 
-Which agent: ``--socket PATH``, else ``$LANSPAN_SOCKET``, else
+Which agent: ``--socket PATH``, else ``$LANSPAN_SOCKET`` (``lanspan lab exec``
+sets it in a lab node's namespace to that node's agent), else
 ``--network NAME`` (``/run/lanspan/NAME.sock``, the systemd unit's path),
 else ``/run/lanspan/lanspan.sock`` — and when that does not exist but exactly
 one agent socket is in /run/lanspan, that one.
@@ -81,7 +82,8 @@ def _call(path: Path, op: str, **args: Any) -> object:
 
 
 def _dump(obj: object) -> None:
-    click.echo(json.dumps(obj, indent=2, sort_keys=False))
+    """One JSON document on one line, as every `--json` of lanspan prints it."""
+    click.echo(json.dumps(obj, separators=(",", ":")))
 
 
 @click.group(invoke_without_command=True)

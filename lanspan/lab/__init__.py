@@ -7,6 +7,11 @@ a plan out, keeps what it made in a run directory and removes exactly that;
 `lanspan.lab.checks` tests it and injects faults; `lanspan.lab.commands` is the
 `lanspan lab` command group.
 
+`lanspan.lab.state` records what a run made (shared by the runner, the faults
+and the impairments, so none of them import each other for it).
+`lanspan.lab.inside` holds the tools that run inside the namespaces (prober,
+VLAN tap, underlay impairer), each started as `python -m lanspan.lab.inside.<tool>`.
+
 `lanspan.lab.netns` (namespace helpers shared with the tests and benchmarks)
 is imported without pulling any of the rest in.
 """

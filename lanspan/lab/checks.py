@@ -20,8 +20,9 @@ from typing import Any
 
 from lanspan.lab import impair, netns
 from lanspan.lab.model import Fault
-from lanspan.lab.probe import AllPairs, Probe, window
-from lanspan.lab.runner import LabRun, State, _alive_as, _reap
+from lanspan.lab.probe import AllPairs, Probe, ProbeResult, window
+from lanspan.lab.runner import LabRun
+from lanspan.lab.state import State, alive_as, reap
 from lanspan.lab.topology import GuestPlan, Plan
 
 Check = dict[str, Any]
@@ -75,11 +76,23 @@ def reachability(plan: Plan) -> list[Check]:
         return list(ex.map(one, jobs))
 
 
-def isolation(plan: Plan) -> list[Check]:
-    """A guest must not reach a guest of a segment it is not on, even on the same subnet."""
-    jobs: list[tuple[GuestPlan, str, str, str, str]] = []
+IsolationJob = tuple[GuestPlan, str, str, str, str]  # source, ifname, its segment, other, addr
+
+
+def isolation_jobs(plan: Plan) -> list[IsolationJob]:
+    """From each guest, one address per guest interface of every segment it is not on.
+
+    Never an address present in a segment of the source itself: that one would
+    answer from the source's own segment and read as a leak.
+    """
+    seg_addrs: dict[str, set[str]] = {}
+    for g in plan.guests:
+        for i in g.interfaces:
+            seg_addrs.setdefault(i.segment, set()).update(_ip(a) for a in i.addresses)
+    jobs: list[IsolationJob] = []
     for a in plan.guests:
         mine = {i.segment for i in a.interfaces}
+        own = set().union(*(seg_addrs.get(s, set()) for s in mine))
         src = next((i for i in a.interfaces if i.addresses), None)
         if src is None:
             continue
@@ -89,11 +102,17 @@ def isolation(plan: Plan) -> list[Check]:
                 if ib.segment in mine:
                     continue
                 for addr in ib.addresses:
-                    if ip_interface(addr).version in fams:
+                    if ip_interface(addr).version in fams and _ip(addr) not in own:
                         jobs.append((a, src.ifname, src.segment, ib.segment, _ip(addr)))
                         break
+    return jobs
 
-    def one(job: tuple[GuestPlan, str, str, str, str]) -> Check:
+
+def isolation(plan: Plan) -> list[Check]:
+    """A guest must not reach a guest of a segment it is not on, even on the same subnet."""
+    jobs = isolation_jobs(plan)
+
+    def one(job: IsolationJob) -> Check:
         a, ifname, seg_a, seg_b, addr = job
         # An on-link route so the guest ARPs for the address on its own segment:
         # the question is whether anything on that segment answers for it.
@@ -282,76 +301,34 @@ def _active_uplink(run: LabRun, plan: Plan, src: GuestPlan, dst: GuestPlan, site
     return 1
 
 
-def run_fault(run: LabRun, plan: Plan, fault: Fault, log: Log) -> dict[str, Any]:
-    if fault.kind == "cold-start":
-        return cold_start(run, plan, fault, log)
-    state = run.state()
-    assert state is not None
+def _probe_pair(plan: Plan, fault: Fault) -> tuple[GuestPlan, GuestPlan, str] | None:
+    """The fault's probe (source, target, segment): the lab file's, else a default one."""
     if fault.probe is not None:
         src, dst = plan.guest(fault.probe.source), plan.guest(fault.probe.target)
         seg = next(i.segment for i in src.interfaces if dst.on(i.segment) is not None)
-    else:
-        found = _default_probe(plan, fault)
-        if found is None:
-            return {"name": fault.name, "kind": fault.kind, "outage_ms": None, "recovered": False,
-                    "detail": "no pair of guests across the faulted place to probe"}  # fmt: skip
-        src, dst, seg = found
-    addr = _v4(dst, seg)
-    result: dict[str, Any] = {
-        "name": fault.name,
-        "kind": fault.kind,
-        "probe": f"{src.name} -> {dst.name}",
-    }
-    probe = Probe(src.ns, addr, source=src.name)
-    try:
-        t_base = time.time()
+        return src, dst, seg
+    return _default_probe(plan, fault)
 
-        def failed(detail: str) -> dict[str, Any]:
-            pr = probe.stop()
-            result.update(
-                outage_ms=None,
-                recovered=False,
-                detail=detail,
-                timeline=pr.timeline,
-                interval_ms=pr.interval_ms,
-            )
-            return result
 
-        if probe.wait_answering(20, t_base, 15.0) is None:
-            return failed("no connectivity before the fault")
-        target = _target(run, plan, fault, src, dst)
-        if target is None:
-            return failed("no relay carries the probe's traffic: nothing to kill")
-        if target:
-            result["target"] = target
-        _inject(run, plan, state, fault, target)
-        probe.mark("fault")  # in force from here (an impairer may take a moment to start)
-        vias: list[str] = []
-        try:
-            if fault.kind == "block":
-                # while it lasts: which relay does the source's node send through?
-                end = time.monotonic() + fault.duration
-                while time.monotonic() < end:
-                    entry = _peer_entry(run, src.node, dst.node)
-                    via = (entry or {}).get("via")
-                    if via and via not in vias:
-                        vias.append(str(via))
-                    time.sleep(min(0.2, max(0.0, end - time.monotonic())))
-            else:
-                time.sleep(fault.duration)
-        finally:  # even on Ctrl-C: never leave a fault in place
-            _clear(run, plan, state, fault, target)
-        probe.mark("cleared")
-        t_end = time.time()
-        back = probe.wait_answering(20, t_end, fault.recovery_timeout)
-        if back is not None:
-            probe.mark("recovered")
-            time.sleep(0.3)
-        pr = probe.stop()
-    finally:
-        if probe.proc.poll() is None:
-            probe.stop()
-    result.update(
+def _hold(run: LabRun, fault: Fault, src: GuestPlan, dst: GuestPlan) -> list[str]:
+    """Wait while the fault lasts; for a block, the relays the source's node sends through."""
+    vias: list[str] = []
+    if fault.kind != "block":
+        time.sleep(fault.duration)
+        return vias
+    end = time.monotonic() + fault.duration
+    while time.monotonic() < end:
+        entry = _peer_entry(run, src.node, dst.node)
+        via = (entry or {}).get("via")
+        if via and via not in vias:
+            vias.append(str(via))
+        time.sleep(min(0.2, max(0.0, end - time.monotonic())))
+    return vias
+
+
+def _measured(pr: ProbeResult, fault: Fault, back: float | None, t_end: float) -> dict[str, Any]:
+    """What the continuous probe saw: outage, recovery, loss and RTT before and during."""
+    out: dict[str, Any] = dict(
         outage_ms=pr.outage_ms,
         recovered=back is not None,
         recovery_ms=round((back - t_end) * 1000, 1) if back is not None else None,
@@ -364,10 +341,22 @@ def run_fault(run: LabRun, plan: Plan, fault: Fault, log: Log) -> dict[str, Any]
         duration_ms=fault.duration * 1000,
     )
     if "fault" in pr.markers and "cleared" in pr.markers:
-        during = window(pr, pr.markers["fault"], pr.markers["cleared"])
-        before = window(pr, 0.0, pr.markers["fault"])
-        result["during"] = during
-        result["before"] = before
+        out["during"] = window(pr, pr.markers["fault"], pr.markers["cleared"])
+        out["before"] = window(pr, 0.0, pr.markers["fault"])
+    return out
+
+
+def _explain(
+    run: LabRun,
+    plan: Plan,
+    fault: Fault,
+    result: dict[str, Any],
+    target: str,
+    vias: list[str],
+    src: GuestPlan,
+    dst: GuestPlan,
+) -> None:
+    """Per kind: what was done (detail), and what else must hold for it to count as recovered."""
     if fault.kind == "impair":
         result["impair"] = {k: v for k, v in fault.impair.model_dump().items() if v}
     if fault.kind == "cut-uplink" and target:
@@ -394,6 +383,58 @@ def run_fault(run: LabRun, plan: Plan, fault: Fault, log: Log) -> dict[str, Any]
             result["detail"] = "sessions not back: " + "; ".join(
                 f"{n}: {', '.join(p)}" for n, p in missing.items()
             )
+
+
+def run_fault(run: LabRun, plan: Plan, fault: Fault, log: Log) -> dict[str, Any]:
+    """Inject one fault under a continuous probe, clear it, and measure the outage."""
+    if fault.kind == "cold-start":
+        return cold_start(run, plan, fault, log)
+    state = run.state()
+    assert state is not None
+    found = _probe_pair(plan, fault)
+    if found is None:
+        return {"name": fault.name, "kind": fault.kind, "outage_ms": None, "recovered": False,
+                "detail": "no pair of guests across the faulted place to probe"}  # fmt: skip
+    src, dst, seg = found
+    result: dict[str, Any] = {
+        "name": fault.name,
+        "kind": fault.kind,
+        "probe": f"{src.name} -> {dst.name}",
+    }
+    probe = Probe(src.ns, _v4(dst, seg), source=src.name)
+    try:
+
+        def failed(detail: str) -> dict[str, Any]:
+            pr = probe.stop()
+            result.update(outage_ms=None, recovered=False, detail=detail,
+                          timeline=pr.timeline, interval_ms=pr.interval_ms)  # fmt: skip
+            return result
+
+        if probe.wait_answering(20, time.time(), 15.0) is None:
+            return failed("no connectivity before the fault")
+        target = _target(run, plan, fault, src, dst)
+        if target is None:
+            return failed("no relay carries the probe's traffic: nothing to kill")
+        if target:
+            result["target"] = target
+        _inject(run, plan, state, fault, target)
+        probe.mark("fault")  # in force from here (an impairer may take a moment to start)
+        try:
+            vias = _hold(run, fault, src, dst)
+        finally:  # even on Ctrl-C: never leave a fault in place
+            _clear(run, plan, state, fault, target)
+        probe.mark("cleared")
+        t_end = time.time()
+        back = probe.wait_answering(20, t_end, fault.recovery_timeout)
+        if back is not None:
+            probe.mark("recovered")
+            time.sleep(0.3)
+        pr = probe.stop()
+    finally:
+        if probe.proc.poll() is None:
+            probe.stop()
+    result.update(_measured(pr, fault, back, t_end))
+    _explain(run, plan, fault, result, target, vias, src, dst)
     return result
 
 
@@ -416,9 +457,9 @@ def _target(run: LabRun, plan: Plan, fault: Fault, src: GuestPlan, dst: GuestPla
 
 def _kill(run: LabRun, state: State, node: str) -> None:
     a = state.agents[node]
-    if _alive_as(a["pid"], a["argv"]):
+    if alive_as(a["pid"], a["argv"]):
         os.kill(a["pid"], signal.SIGKILL)
-        _reap(a["pid"], 5.0)
+        reap(a["pid"], 5.0)
 
 
 def _inject(run: LabRun, plan: Plan, state: State, fault: Fault, target: str) -> None:
@@ -438,7 +479,7 @@ def _inject(run: LabRun, plan: Plan, state: State, fault: Fault, target: str) ->
         impair.block(plan, *fault.sites)
     else:
         assert fault.site is not None
-        impair.apply(run, plan, state, fault.site, fault.impair, "fault")  # merged with uplink
+        impair.apply(plan, state, fault.site, fault.impair, "fault")  # merged with uplink
 
 
 def _clear(run: LabRun, plan: Plan, state: State, fault: Fault, target: str) -> None:
@@ -458,7 +499,25 @@ def _clear(run: LabRun, plan: Plan, state: State, fault: Fault, target: str) -> 
         impair.unblock(plan, *fault.sites)
     else:
         assert fault.site is not None
-        impair.remove(run, plan, state, fault.site, "fault")
+        impair.remove(plan, state, fault.site, "fault")
+
+
+def segment_pairs(plan: Plan) -> tuple[dict[str, list[str]], dict[tuple[str, str], str]]:
+    """Every guest -> every other guest of each segment it is on, IPv4.
+
+    (source guest -> target addresses, (source guest, address) -> target guest).
+    """
+    wanted: dict[str, list[str]] = {}
+    names: dict[tuple[str, str], str] = {}
+    for a in plan.guests:
+        for ia in a.interfaces:
+            if not any(ip_interface(x).version == 4 for x in ia.addresses):
+                continue
+            for b in plan.guests:
+                if b is not a and b.on(ia.segment) is not None:
+                    wanted.setdefault(a.name, []).append(_v4(b, ia.segment))
+                    names[(a.name, _v4(b, ia.segment))] = b.name
+    return wanted, names
 
 
 def cold_start(run: LabRun, plan: Plan, fault: Fault, log: Log) -> dict[str, Any]:
@@ -471,29 +530,15 @@ def cold_start(run: LabRun, plan: Plan, fault: Fault, log: Log) -> dict[str, Any
     state = run.state()
     assert state is not None
     result: dict[str, Any] = {"name": fault.name, "kind": fault.kind}
-    if fault.probe is not None:
-        src, dst = plan.guest(fault.probe.source), plan.guest(fault.probe.target)
-        seg = next(i.segment for i in src.interfaces if dst.on(i.segment) is not None)
-    else:
-        found = _default_probe(plan, fault)
-        if found is None:
-            result.update(outage_ms=None, recovered=False, detail="no pair of guests to probe")
-            return result
-        src, dst, seg = found
+    found = _probe_pair(plan, fault)
+    if found is None:
+        result.update(outage_ms=None, recovered=False, detail="no pair of guests to probe")
+        return result
+    src, dst, seg = found
     result["probe"] = f"{src.name} -> {dst.name}"
     for node in plan.nodes:
         _kill(run, state, node.name)
-    # every guest -> every other guest of each segment, IPv4, one prober per source guest
-    wanted: dict[str, list[str]] = {}
-    names: dict[tuple[str, str], str] = {}  # (source guest, address) -> target guest
-    for a in plan.guests:
-        for ia in a.interfaces:
-            if not any(ip_interface(x).version == 4 for x in ia.addresses):
-                continue
-            for b in plan.guests:
-                if b is not a and b.on(ia.segment) is not None:
-                    wanted.setdefault(a.name, []).append(_v4(b, ia.segment))
-                    names[(a.name, _v4(b, ia.segment))] = b.name
+    wanted, names = segment_pairs(plan)
     sources = [g for g, addrs in wanted.items() if addrs]
     all_pairs = [AllPairs(plan.guest(g).ns, wanted[g]) for g in sources]
     probe = Probe(src.ns, _v4(dst, seg), source=src.name)

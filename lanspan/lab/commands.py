@@ -1,8 +1,9 @@
-"""`lanspan lab`: up, down, status, exec, test — one lab file, one run directory."""
+"""`lanspan lab`: up, down, status, exec, test, chaos — one lab file, one run directory."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -12,7 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from lanspan.errors import ConfigError
-from lanspan.lab import netns
+from lanspan.lab import netns, tools
 from lanspan.lab.runner import STATE, LabError, LabRun, remove_recorded
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -125,14 +126,25 @@ def _status_table(st: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _json(doc: object, pretty: bool) -> str:
+    """One JSON document on one line (for `| tail -1` and line tools); indented with --pretty."""
+    return json.dumps(doc, indent=1) if pretty else json.dumps(doc, separators=(",", ":"))
+
+
+_PRETTY = click.option(
+    "--pretty", is_flag=True, help="With --json: indented over many lines (default: one line)."
+)
+
+
 @lab.command()
 @_common
-@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
-def status(lab_file: Path, run_dir: Path | None, as_json: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="One JSON object, on one line.")
+@_PRETTY
+def status(lab_file: Path, run_dir: Path | None, as_json: bool, pretty: bool) -> None:
     """What runs: nodes, agent PIDs, sessions up, guests."""
     run = _open(lab_file, run_dir)
     st = run.status()
-    click.echo(json.dumps(st, indent=1) if as_json else _status_table(st))
+    click.echo(_json(st, pretty) if as_json else _status_table(st))
 
 
 @lab.command(name="exec", context_settings={"ignore_unknown_options": True})
@@ -140,7 +152,11 @@ def status(lab_file: Path, run_dir: Path | None, as_json: bool) -> None:
 @click.argument("name")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def exec_(lab_file: Path, run_dir: Path | None, name: str, command: tuple[str, ...]) -> None:
-    """Run COMMAND in the namespace of guest or node NAME (`-- CMD ARGS`)."""
+    """Run COMMAND in the namespace of guest or node NAME (`-- CMD ARGS`).
+
+    In a node's namespace LANSPAN_SOCKET names that node's control socket, so
+    `lanspan show` and `lanspan reload` there talk to its agent.
+    """
     run = _open(lab_file, run_dir)
     try:
         ns = run.namespace_of(name)
@@ -148,13 +164,17 @@ def exec_(lab_file: Path, run_dir: Path | None, name: str, command: tuple[str, .
         raise _err(e) from None
     if ns not in netns.existing():
         raise click.ClickException(f"namespace {ns} does not exist: is the lab up?")
-    proc = subprocess.run(["ip", "netns", "exec", ns, *command], check=False)
+    env = dict(os.environ)
+    if any(n.name == name for n in run.lab.node):
+        env["LANSPAN_SOCKET"] = str(run.control(name).resolve())
+    proc = subprocess.run(["ip", "netns", "exec", ns, *command], check=False, env=env)
     sys.exit(proc.returncode)
 
 
 @lab.command()
 @_common
-@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout, on one line.")
+@_PRETTY
 @click.option(
     "--report",
     "report_dir",
@@ -164,7 +184,12 @@ def exec_(lab_file: Path, run_dir: Path | None, name: str, command: tuple[str, .
 )
 @click.option("--no-faults", is_flag=True, help="Run the checks only.")
 def test(
-    lab_file: Path, run_dir: Path | None, as_json: bool, report_dir: Path | None, no_faults: bool
+    lab_file: Path,
+    run_dir: Path | None,
+    as_json: bool,
+    pretty: bool,
+    report_dir: Path | None,
+    no_faults: bool,
 ) -> None:
     """Reachability, isolation, MTU, throughput, then each fault scenario; exit 0 if all pass."""
     from lanspan.lab import checks, report
@@ -172,6 +197,9 @@ def test(
     run = _open(lab_file, run_dir)
     if run.state() is None:
         raise click.ClickException(f"lab {run.lab.name!r} is not up: `lanspan lab up {lab_file}`")
+    why = tools.problem(tools.for_test(run.lab, faults=not no_faults), "lanspan lab test")
+    if why:
+        raise click.ClickException(why)
 
     def log(m: str) -> None:
         if not as_json:
@@ -185,9 +213,68 @@ def test(
         path = report.write(report_dir, run, result)
         log(f"report: {path}")
     if as_json:
-        click.echo(json.dumps(result, indent=1))
+        click.echo(_json(result, pretty))
     else:
         click.echo(checks.table(result))
+    sys.stdout.flush()
+    sys.exit(0 if result["passed"] else 1)
+
+
+@lab.command()
+@_common
+@click.option("--minutes", type=float, default=1.0, show_default=True, help="Fault time to run.")
+@click.option("--seed", type=int, default=None, help="Seed of the schedule (default: random).")
+@click.option("--json", "as_json", is_flag=True, help="The result as one JSON line on stdout.")
+@_PRETTY
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write chaos.json and an HTML page (index.html) into this directory.",
+)
+def chaos(
+    lab_file: Path,
+    run_dir: Path | None,
+    minutes: float,
+    seed: int | None,
+    as_json: bool,
+    pretty: bool,
+    report_dir: Path | None,
+) -> None:
+    """Random overlapping faults for MINUTES; after each episode every guest pair must
+    answer within 2 s and nothing may leak across segments. Exit 1 on any violation;
+    the same --seed replays the same schedule."""
+    import random
+
+    from lanspan.lab import chaos as chaos_mod
+    from lanspan.lab import chaos_report
+
+    run = _open(lab_file, run_dir)
+    if run.state() is None:
+        raise click.ClickException(f"lab {run.lab.name!r} is not up: `lanspan lab up {lab_file}`")
+    why = tools.problem(["ip", "ping", "nft"], "lanspan lab chaos")
+    if why:
+        raise click.ClickException(why)
+    if seed is None:
+        seed = random.SystemRandom().randrange(2**31)
+
+    def log(m: str) -> None:
+        click.echo(m, err=as_json)
+
+    faults = chaos_mod.schedule(run.lab, minutes, seed)
+    log(f"chaos on lab {run.lab.name!r}: seed {seed}, {len(faults)} faults")
+    try:
+        result = chaos_mod.run_chaos(run, faults, seed, log=log)
+    except (LabError, netns.NetnsError) as e:
+        raise _err(e) from None
+    if report_dir is not None:
+        log(f"report: {chaos_report.write(report_dir, result)}")
+    if as_json:
+        click.echo(_json(result, pretty))
+    else:
+        n = len(result["violations"])
+        click.echo("PASSED" if result["passed"] else f"FAILED ({n} violations)")
     sys.stdout.flush()
     sys.exit(0 if result["passed"] else 1)
 

@@ -293,7 +293,7 @@ def _cross_check(lab: Lab) -> list[str]:
             if s not in segs:
                 problems.append(f"node[{i}].segments: unknown segment {s!r}")
     per_node: dict[str, int] = {}
-    used: dict[tuple[str, str], str] = {}
+    used: dict[str, tuple[str, str]] = {}  # address -> (guest, segment), across all segments
     for i, g in enumerate(lab.guest):
         if g.node not in nodes:
             problems.append(f"guest[{i}].node: unknown node {g.node!r} (nodes: {sorted(nodes)})")
@@ -314,13 +314,20 @@ def _cross_check(lab: Lab) -> list[str]:
                 net = seg.ipv4 if a.version == 4 else seg.ipv6
                 if net is None or a.network != net:
                     problems.append(f"guest[{i}].address: {a} is not in segment {s!r} subnet {net}")
-                elif (s, str(a.ip)) in used:
+                elif str(a.ip) in used:
+                    other, other_seg = used[str(a.ip)]
+                    why = (
+                        ""
+                        if other_seg == s
+                        else f" in segment {other_seg!r}: addresses are unique across the "
+                        "whole lab, or the isolation check from one segment would aim at "
+                        "an address present in the other; pick another one"
+                    )
                     problems.append(
-                        f"guest[{i}].address: {a.ip} is already used by guest "
-                        f"{used[(s, str(a.ip))]!r}"
+                        f"guest[{i}].address: {a.ip} is already used by guest {other!r}{why}"
                     )
                 else:
-                    used[(s, str(a.ip))] = g.name
+                    used[str(a.ip)] = (g.name, s)
         if isinstance(g.address, dict):
             for k in g.address:
                 if k not in g.guest_segments:
@@ -368,7 +375,68 @@ def _cross_check(lab: Lab) -> list[str]:
                         "share no segment"
                     )
     dupes("fault", [f.name for f in lab.fault])
+    if not problems:
+        for i, f in enumerate(lab.fault):
+            miss = _misses(lab, f)
+            if miss:
+                problems.append(f"fault[{i}] {f.name!r}: {miss}")
     return problems
+
+
+def _misses(lab: Lab, fault: Fault) -> str | None:
+    """Why the fault's probe cannot cross the faulted place (None when it can).
+
+    The probe crosses a site's uplink when one of its guests is in the site; a
+    block when its guests are in the two blocked sites; a killed agent when one
+    guest is on that node. Traffic between two guests behind NAT goes through
+    relays in public sites, so any public site's uplink, block or agent can
+    carry it. Without `probe`, some pair of guests must cross (the default).
+    """
+    if fault.kind not in ("cut-uplink", "impair", "block", "kill-agent"):
+        return None
+    site_of = {n.name: n.site for n in lab.node}
+    nat = {s.name for s in lab.site if s.nat}
+    guests = {g.name: g for g in lab.guest}
+
+    def place(g: Guest) -> tuple[str, str]:
+        return g.node, site_of[g.node]
+
+    def crosses(a: Guest, b: Guest) -> bool:
+        (na, sa), (nb, sb) = place(a), place(b)
+        relayed = sa in nat and sb in nat
+        if fault.kind == "block":
+            assert fault.sites is not None
+            blocked = set(fault.sites)
+            if relayed:
+                return bool({sa, sb} & blocked) and not blocked <= nat
+            return {sa, sb} == blocked
+        if fault.kind == "kill-agent":
+            node = fault.node
+            return node in (na, nb) or (relayed and site_of.get(node or "") not in nat)
+        here = (sa == fault.site) + (sb == fault.site)
+        return here == 1 or (relayed and fault.site not in nat)
+
+    place_text = {
+        "block": f"the block of {list(fault.sites or ())}",
+        "kill-agent": f"node {fault.node!r}",
+    }.get(fault.kind, f"the uplink of site {fault.site!r}")
+    if fault.probe is not None:
+        a, b = guests[fault.probe.source], guests[fault.probe.target]
+        if not crosses(a, b):
+            return (
+                f"its probe {a.name!r} ({place(a)[1]}) -> {b.name!r} ({place(b)[1]}) "
+                f"never crosses {place_text}, so the fault cannot show; choose a "
+                "`probe` with a guest on each side"
+            )
+        return None
+    for a in lab.guest:
+        for b in lab.guest:
+            if a is not b and set(a.guest_segments) & set(b.guest_segments) and crosses(a, b):
+                return None
+    return (
+        f"no pair of guests on one segment crosses {place_text}; add guests there "
+        "or give the fault a `probe`"
+    )
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:

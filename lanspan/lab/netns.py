@@ -33,15 +33,30 @@ def run(
 ) -> subprocess.CompletedProcess[str]:
     """Run `argv` (inside namespace `ns` if given); raise NetnsError naming it on failure."""
     full = ["ip", "netns", "exec", ns, *argv] if ns else list(argv)
-    proc = subprocess.run(
-        full, capture_output=True, text=True, timeout=timeout, input=input, check=False
-    )
+    try:
+        proc = subprocess.run(
+            full, capture_output=True, text=True, timeout=timeout, input=input, check=False
+        )
+    except FileNotFoundError:
+        raise NetnsError(_not_installed(full[0])) from None
     if check and proc.returncode != 0:
+        if ns and f'exec of "{argv[0]}" failed' in proc.stderr:
+            raise NetnsError(_not_installed(argv[0]))
         raise NetnsError(
             f"{' '.join(full)} exited {proc.returncode}: "
             f"{proc.stderr.strip() or proc.stdout.strip()}"
         )
     return proc
+
+
+# the programs the lab runs -> the Debian package each comes from
+PACKAGES = {"ip": "iproute2", "tc": "iproute2", "nft": "nftables", "ping": "iputils-ping",
+            "iperf3": "iperf3"}  # fmt: skip
+
+
+def _not_installed(program: str) -> str:
+    pkg = PACKAGES.get(program, program)
+    return f"{program} is not installed (Debian package {pkg}: apt-get install {pkg})"
 
 
 def existing() -> set[str]:

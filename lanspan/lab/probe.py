@@ -1,4 +1,4 @@
-"""A continuous probe: `lanspan.lab.prober` in a guest's namespace, parsed as it runs.
+"""A continuous probe: `lanspan.lab.inside.prober` in a guest's namespace, parsed as it runs.
 
 (Not ping: iputils ping slows down while replies are missing, so it would
 under-count an outage.)
@@ -57,7 +57,7 @@ class Probe:
         self.ns, self.target, self.interval = ns, target, interval
         self.source = source
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, sys.executable, "-m", "lanspan.lab.prober", target,
+            ["ip", "netns", "exec", ns, sys.executable, "-m", "lanspan.lab.inside.prober", target,
              "--interval", str(interval)],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -154,7 +154,7 @@ class AllPairs:
         self.targets = list(dict.fromkeys(targets))
         self.first: dict[str, float] = {}
         self.started = threading.Event()
-        argv = [sys.executable, "-m", "lanspan.lab.prober", self.targets[0],
+        argv = [sys.executable, "-m", "lanspan.lab.inside.prober", self.targets[0],
                 "--interval", str(interval)]  # fmt: skip
         for t in self.targets[1:]:
             argv += ["--also", t]

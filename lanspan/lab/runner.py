@@ -14,22 +14,20 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lanspan.config.keys import encode_key, generate_private_key, public_key, write_private_key
+from lanspan.control.client import ControlUnavailable, request
 from lanspan.errors import ConfigError
-from lanspan.lab import netns
+from lanspan.lab import impair, netns, tools
 from lanspan.lab.model import Lab, load_lab
+from lanspan.lab.state import STATE, State, alive_as, reap, spawn
 from lanspan.lab.topology import Plan, default_prefix, expand
-
-STATE = "state.json"
 
 
 class LabError(RuntimeError):
@@ -38,50 +36,6 @@ class LabError(RuntimeError):
 
 def run_dir_for(lab: Lab, run_dir: Path | None) -> Path:
     return run_dir if run_dir is not None else Path("lab-runs") / lab.name
-
-
-@dataclass
-class State:
-    """What a lab made, saved after every change."""
-
-    path: Path
-    lab: str = ""
-    prefix: str = ""
-    lab_file: str = ""
-    namespaces: list[str] = field(default_factory=list)
-    agents: dict[str, dict[str, Any]] = field(default_factory=dict)
-    helpers: list[dict[str, Any]] = field(default_factory=list)
-    impairments: dict[str, dict[str, float]] = field(default_factory=dict)  # "tag:site" -> values
-    impair_generation: int = 0
-    phase: str = "building"
-
-    @classmethod
-    def load(cls, run_dir: Path) -> State | None:
-        p = run_dir / STATE
-        if not p.exists():
-            return None
-        d = json.loads(p.read_text())
-        return cls(path=p, **d)
-
-    def save(self) -> None:
-        d = {k: v for k, v in self.__dict__.items() if k != "path"}
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(d, indent=1))
-        os.replace(tmp, self.path)
-
-
-def _cmdline(pid: int) -> list[str] | None:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    return [x.decode(errors="replace") for x in raw.split(b"\0") if x]
-
-
-def _alive_as(pid: int, argv: list[str]) -> bool:
-    """True if `pid` still runs `argv` (after `ip netns exec` exec'd into it)."""
-    cmd = _cmdline(pid)
-    return bool(cmd) and cmd is not None and cmd[-len(argv) :] == argv
 
 
 class LabRun:
@@ -138,6 +92,9 @@ class LabRun:
 
     # -- up -----------------------------------------------------------------
     def up(self, log: Callable[[str], None] = print, timeout: float | None = None) -> Plan:
+        why = tools.problem(tools.for_up(self.lab), "lanspan lab up")
+        if why:
+            raise LabError(why)
         old = self.state()
         if old is not None and any(ns in netns.existing() for ns in old.namespaces):
             raise LabError(
@@ -208,11 +165,9 @@ class LabRun:
         for ns, argv in plan.commands:
             netns.run(list(argv), ns=ns)
         self._start_helpers(plan, state)
-        from lanspan.lab import impair
-
         for site in self.lab.site:
             if not site.uplink.empty:
-                impair.apply(self, plan, state, site.name, site.uplink, tag="uplink")
+                impair.apply(plan, state, site.name, site.uplink, tag="uplink")
         for node in plan.nodes:
             self.start_agent(node.name, plan, state)
 
@@ -232,7 +187,7 @@ class LabRun:
             tagged = [i for i in g.interfaces if i.vlan is not None]
             if not tagged:
                 continue
-            argv = [sys.executable, "-m", "lanspan.lab.vlantap", "eth0"]
+            argv = [sys.executable, "-m", "lanspan.lab.inside.vlantap", "eth0"]
             for i in tagged:
                 argv.append(f"{i.vlan}:{i.ifname}:{i.mtu}:{','.join(i.addresses)}")
             pid = self.spawn(g.ns, argv, self.log_dir / f"vlantap-{g.name}.log")
@@ -256,16 +211,7 @@ class LabRun:
             )
 
     def spawn(self, ns: str, argv: list[str], log: Path) -> int:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "ab") as out:
-            proc = subprocess.Popen(
-                ["ip", "netns", "exec", ns, *argv],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        return proc.pid
+        return spawn(ns, argv, log)
 
     def agent_argv(self, node: str) -> list[str]:
         return [
@@ -288,9 +234,9 @@ class LabRun:
 
     def kill_agent(self, node: str, state: State, sig: int = signal.SIGKILL) -> None:
         a = state.agents.get(node)
-        if a and _alive_as(a["pid"], a["argv"]):
+        if a and alive_as(a["pid"], a["argv"]):
             os.kill(a["pid"], sig)
-            _reap(a["pid"], 5.0)
+            reap(a["pid"], 5.0)
 
     # -- sessions -----------------------------------------------------------
     def expected_peers(self, plan: Plan) -> dict[str, list[str]]:
@@ -304,42 +250,35 @@ class LabRun:
             ]
         return out
 
-    def show(self, node: str) -> dict[str, Any] | None:
+    def show(self, node: str, timeout: float = 5.0) -> dict[str, Any] | None:
+        """`node`'s status document, asked in-process; None if the agent does not answer."""
         sock = self.control(node)
         if not sock.exists():
             return None
         try:
-            proc = subprocess.run(
-                [sys.executable, "-m", "lanspan", "show", "--json", "--socket", str(sock)],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
+            response = request(sock, "status", timeout=timeout)
+        except ControlUnavailable:
             return None
-        if proc.returncode != 0:
-            return None
-        try:
-            out: dict[str, Any] = json.loads(proc.stdout)
-        except json.JSONDecodeError:
-            return None
-        return out
+        doc = response.get("result")
+        return doc if response.get("ok") and isinstance(doc, dict) else None
+
+    def shows(self, nodes: list[str], timeout: float = 5.0) -> dict[str, dict[str, Any] | None]:
+        """`show` of every node at once (one thread each): a slow agent delays no other."""
+        if not nodes:
+            return {}
+        with ThreadPoolExecutor(max_workers=min(len(nodes), 64)) as ex:
+            docs = ex.map(lambda n: self.show(n, timeout), nodes)
+            return dict(zip(nodes, docs, strict=True))
 
     def sessions(self, plan: Plan) -> dict[str, dict[str, str]]:
         """node -> peer -> session state ("?" when the agent does not answer)."""
-        with ThreadPoolExecutor(max_workers=8) as ex:
-            shows = dict(
-                zip(plan.nodes, ex.map(lambda n: self.show(n.name), plan.nodes), strict=True)
-            )
+        shows = self.shows([n.name for n in plan.nodes])
         out: dict[str, dict[str, str]] = {}
-        for n, s in shows.items():
+        for name, s in shows.items():
             if s is None:
-                out[n.name] = {}
+                out[name] = {}
                 continue
-            out[n.name] = {
-                p.get("name", "?"): str(p.get("session", "?")) for p in s.get("peers", [])
-            }
+            out[name] = {p.get("name", "?"): str(p.get("session", "?")) for p in s.get("peers", [])}
         return out
 
     def missing_sessions(self, plan: Plan) -> dict[str, list[str]]:
@@ -348,7 +287,7 @@ class LabRun:
         missing: dict[str, list[str]] = {}
         for node, peers in self.expected_peers(plan).items():
             a = state.agents.get(node) if state else None
-            if a is None or not _alive_as(a["pid"], a["argv"]):
+            if a is None or not alive_as(a["pid"], a["argv"]):
                 missing[node] = ["agent not running"]
                 continue
             if not sess.get(node):
@@ -386,7 +325,7 @@ class LabRun:
         nodes = []
         for n in plan.nodes:
             a = state.agents.get(n.name)
-            running = bool(a and _alive_as(a["pid"], a["argv"]))
+            running = bool(a and alive_as(a["pid"], a["argv"]))
             peers = sess.get(n.name, {})
             nodes.append(
                 {
@@ -424,7 +363,7 @@ class LabRun:
                 "what": h["what"],
                 "namespace": h.get("ns"),
                 "pid": h["pid"],
-                "running": _alive_as(h["pid"], h["argv"]),
+                "running": alive_as(h["pid"], h["argv"]),
             }
             for h in state.helpers
         ]
@@ -470,14 +409,14 @@ def remove_recorded(run_dir: Path, log: Callable[[str], None] = print) -> list[s
     recorded = [
         r
         for r in list(state.agents.values()) + list(state.helpers)
-        if _alive_as(r["pid"], r["argv"])
+        if alive_as(r["pid"], r["argv"])
     ]
     for rec in recorded:
         os.kill(rec["pid"], signal.SIGTERM)
     for rec in recorded:
-        if not _reap(rec["pid"], 5.0) and _alive_as(rec["pid"], rec["argv"]):
+        if not reap(rec["pid"], 5.0) and alive_as(rec["pid"], rec["argv"]):
             os.kill(rec["pid"], signal.SIGKILL)
-            _reap(rec["pid"], 5.0)
+            reap(rec["pid"], 5.0)
         done.append(f"process {rec['pid']}")
     # 2. anything still running inside our namespaces was started by the lab
     for ns in state.namespaces:
@@ -503,25 +442,4 @@ def remove_recorded(run_dir: Path, log: Callable[[str], None] = print) -> list[s
     return done
 
 
-def _reap(pid: int, timeout: float) -> bool:
-    """Wait for `pid` to go (reaping it if it is our child); True if gone."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-            if done:
-                return True
-        except ChildProcessError:
-            pass
-        if not Path(f"/proc/{pid}").exists():
-            return True
-        try:
-            if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
-                return True  # a zombie of some other parent: gone for our purposes
-        except OSError:
-            return True
-        time.sleep(0.02)
-    return False
-
-
-__all__ = ["LabError", "LabRun", "State", "remove_recorded"]
+__all__ = ["STATE", "LabError", "LabRun", "State", "remove_recorded"]

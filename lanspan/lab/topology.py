@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field, replace
 from ipaddress import IPv4Interface, IPv4Network
 from typing import Any
 
-from lanspan.lab.model import Guest, Lab
+from lanspan.lab.model import Guest, Lab, Node, Site
 
 UNDERLAY = IPv4Network("198.19.0.0/16")
 CORE_SHORT = "core"
@@ -177,11 +177,13 @@ def _guest_ifs(lab: Lab, g: Guest, auto: dict[str, list[str]]) -> tuple[GuestIf,
 
 
 def _auto_addresses(lab: Lab) -> dict[str, list[str]]:
-    """Guests without an address get one from their segment, from .101 up, skipping taken ones."""
-    taken: dict[str, set[str]] = {}
-    for g in lab.guest:
-        for s in g.guest_segments:
-            taken.setdefault(s, set()).update(str(a.ip) for a in g.addresses(s))
+    """Guests without an address get one from their segment, from .101 up.
+
+    An address is never handed out twice in the whole lab, whatever the segment:
+    two segments may share a subnet (so a leak answers a ping), and a guest of
+    one must never hold the address an isolation check aims at from the other.
+    """
+    taken = {str(a.ip) for g in lab.guest for s in g.guest_segments for a in g.addresses(s)}
     out: dict[str, list[str]] = {}
     nxt: dict[str, int] = {}
     for g in lab.guest:
@@ -190,168 +192,227 @@ def _auto_addresses(lab: Lab) -> dict[str, list[str]]:
                 continue
             net = lab.seg(s).ipv4
             i = nxt.get(s, 101)
-            while str(net[i]) in taken.setdefault(s, set()):
+            while str(net[i]) in taken:
                 i += 1
-            taken[s].add(str(net[i]))
+            taken.add(str(net[i]))
             nxt[s] = i + 1
             out[f"{g.name}/{s}"] = [str(IPv4Interface(f"{net[i]}/{net.prefixlen}"))]
     return out
 
 
+Cmd = tuple[str, tuple[str, ...]]
+
+
+@dataclass
+class _Build:
+    """What the expansion has laid out so far, in creation order."""
+
+    lab: Lab
+    prefix: str
+    namespaces: list[str] = field(default_factory=list)
+    links: list[Link] = field(default_factory=list)
+    cmds: list[Cmd] = field(default_factory=list)
+    sites: list[SitePlan] = field(default_factory=list)
+    nodes: list[NodePlan] = field(default_factory=list)
+    guests: list[GuestPlan] = field(default_factory=list)
+    auto: dict[str, list[str]] = field(default_factory=dict)
+
+    def ns(self, short: str) -> str:
+        return f"{self.prefix}-{short}"
+
+    def add_ns(self, short: str) -> str:
+        name = self.ns(short)
+        self.namespaces.append(name)
+        return name
+
+    @property
+    def core(self) -> str:
+        return self.ns(CORE_SHORT)
+
+
+def _site_plan(b: _Build, i: int, site: Site) -> SitePlan:
+    """Site i's router namespace and its uplink addresses (both uplinks when it has two)."""
+    base = 4 * (i - 1)
+    sp = SitePlan(
+        name=site.name,
+        ns=b.add_ns(f"r-{site.name}"),
+        core_if=f"to-{site.name}",
+        core_mac=_mac(1, i, 0),
+        router_mac=_mac(2, i, 0),
+        core_addr=f"198.19.0.{base + 1}",
+        public_addr=f"198.19.0.{base + 2}",
+        prefix=f"198.19.{i}.0/24",
+        nat=site.nat,
+    )
+    if site.uplinks == 2:
+        sp = replace(
+            sp,
+            core_if2=f"u2-{site.name}",
+            core_addr2=f"198.19.254.{base + 1}",
+            public_addr2=f"198.19.254.{base + 2}",
+            prefix2=f"198.19.{100 + i}.0/24",
+        )
+    return sp
+
+
+def _first_uplink(b: _Build, sp: SitePlan) -> None:
+    """The core <-> router link of the first provider, routed by default."""
+    core, r = b.core, sp.ns
+    b.links.append(Link(core, sp.core_if, sp.core_mac, r, "up0", sp.router_mac))
+    b.cmds += [
+        (core, ("ip", "addr", "add", f"{sp.core_addr}/30", "dev", sp.core_if)),
+        (r, ("ip", "addr", "add", f"{sp.public_addr}/30", "dev", "up0")),
+        (r, ("ip", "route", "add", "default", "via", sp.core_addr)),
+        (r, ("sysctl", "-qw", "net.ipv4.ip_forward=1")),
+    ]
+
+
+def _second_uplink(b: _Build, i: int, sp: SitePlan) -> None:
+    """The second provider's link; what comes from its prefix leaves by it (policy routing)."""
+    assert sp.core_if2 and sp.prefix2
+    core, r = b.core, sp.ns
+    b.links.append(Link(core, sp.core_if2, _mac(1, i, 2), r, "up1", _mac(2, i, 2)))
+    b.cmds += [
+        (core, ("ip", "addr", "add", f"{sp.core_addr2}/30", "dev", sp.core_if2)),
+        (core, ("ip", "route", "add", sp.prefix2, "via", f"{sp.public_addr2}")),
+        (r, ("ip", "addr", "add", f"{sp.public_addr2}/30", "dev", "up1")),
+        # the second provider's prefix leaves by the second uplink
+        (r, ("ip", "rule", "add", "from", sp.prefix2, "lookup", "102", "priority", "100")),
+        (r, ("ip", "route", "add", "default", "via", f"{sp.core_addr2}", "table", "102")),
+        (r, ("sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0")),
+        (r, ("sysctl", "-qw", "net.ipv4.conf.up1.rp_filter=0")),
+    ]
+
+
+def _nat_or_route(b: _Build, sp: SitePlan) -> None:
+    """Behind NAT the router masquerades; otherwise the core routes the site's prefix."""
+    r = sp.ns
+    if sp.nat:
+        b.cmds += [
+            (r, ("nft", "add", "table", "ip", "lablanspan")),
+            (
+                r,
+                (
+                    "nft", "add", "chain", "ip", "lablanspan", "post",
+                    "{ type nat hook postrouting priority 100 ; }",
+                ),
+            ),
+            (r, ("nft", "add", "rule", "ip", "lablanspan", "post",
+                 "oifname", "up0", "masquerade")),
+        ]  # fmt: skip
+    else:
+        b.cmds.append((b.core, ("ip", "route", "add", sp.prefix, "via", sp.public_addr)))
+
+
+def _node_first_line(b: _Build, i: int, j: int, sp: SitePlan, nns: str) -> str:
+    """Router <-> node j over the first provider; the node's address on up0."""
+    nb = 4 * (j - 1)
+    gw, addr = f"198.19.{i}.{nb + 1}", f"198.19.{i}.{nb + 2}"
+    b.links.append(Link(sp.ns, f"n{j}", _mac(3, i, j), nns, "up0", _mac(4, i, j)))
+    b.cmds += [
+        (sp.ns, ("ip", "addr", "add", f"{gw}/30", "dev", f"n{j}")),
+        (nns, ("ip", "addr", "add", f"{addr}/30", "dev", "up0")),
+        (nns, ("ip", "route", "add", "default", "via", gw)),
+    ]
+    return addr
+
+
+def _node_second_line(b: _Build, i: int, j: int, sp: SitePlan, nns: str) -> str:
+    """Router <-> node j over the second provider (up1, default route metric 200)."""
+    r, nb = sp.ns, 4 * (j - 1)
+    gw2, addr2 = f"198.19.{100 + i}.{nb + 1}", f"198.19.{100 + i}.{nb + 2}"
+    b.links.append(Link(r, f"m{j}", _mac(3, i, j, 2), nns, "up1", _mac(4, i, j, 2)))
+    b.cmds += [
+        (r, ("ip", "addr", "add", f"{gw2}/30", "dev", f"m{j}")),
+        (r, ("sysctl", "-qw", f"net.ipv4.conf.m{j}.rp_filter=0")),
+        # a dark uplink's routes are ignored: the node leaves by the other one
+        (nns, ("sysctl", "-qw", "net.ipv4.conf.all.ignore_routes_with_linkdown=1")),
+        (nns, ("sysctl", "-qw", "net.ipv4.conf.up0.ignore_routes_with_linkdown=1")),
+        (nns, ("sysctl", "-qw", "net.ipv4.conf.up1.ignore_routes_with_linkdown=1")),
+        (nns, ("sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0")),
+        (nns, ("sysctl", "-qw", "net.ipv4.conf.up1.rp_filter=0")),
+        (nns, ("ip", "addr", "add", f"{addr2}/30", "dev", "up1")),
+        (nns, ("ip", "route", "add", "default", "via", gw2, "metric", "200")),
+    ]
+    return addr2
+
+
+def _guest(b: _Build, i: int, j: int, k: int, nns: str, node: str, g: Guest) -> PortPlan:
+    """Guest k of node j: its namespace, its veth to the node, its addresses; the node's port."""
+    lab = b.lab
+    gns = b.add_ns(f"g-{g.name}")
+    dev = f"gv{k}"
+    ifs = _guest_ifs(lab, g, b.auto)
+    mtu = max(x.mtu for x in ifs) + (4 if g.kind == "trunk" else 0)
+    b.links.append(Link(nns, dev, _mac(5, i, j, k), gns, "eth0", _mac(6, i, j, k), mtu))
+    vlans = tuple(lab.seg(s).vlan for s in g.guest_segments)
+    native = lab.seg(g.native).vlan if g.native else None
+    if g.kind == "trunk":
+        # One namespace holds every segment of a trunk guest: answer ARP
+        # only on the interface holding the address (no weak-host leak).
+        b.cmds.append((gns, ("sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1")))
+    for gi in ifs:
+        if gi.vlan is None:
+            if g.kind == "access":
+                b.cmds.append((gns, ("ip", "link", "set", "eth0", "mtu", str(gi.mtu))))
+            for a in gi.addresses:
+                b.cmds.append((gns, ("ip", "addr", "add", a, "dev", gi.ifname)))
+    b.guests.append(GuestPlan(g.name, node, gns, g.kind, ifs))
+    return PortPlan(g.name, dev, g.kind, g.guest_segments, vlans, native)
+
+
+def _node(b: _Build, i: int, j: int, site: Site, sp: SitePlan, node: Node) -> NodePlan:
+    """Node j of site i: namespace, one line per provider, its guests and their ports."""
+    nns = b.add_ns(f"n-{node.name}")
+    addr = _node_first_line(b, i, j, sp, nns)
+    addr2 = _node_second_line(b, i, j, sp, nns) if site.uplinks == 2 else None
+    guests = [g for g in b.lab.guest if g.node == node.name]
+    ports = [_guest(b, i, j, k, nns, node.name, g) for k, g in enumerate(guests)]
+    port = b.lab.lab.port
+    return NodePlan(
+        name=node.name,
+        site=site.name,
+        ns=nns,
+        underlay=f"{addr}/30",
+        endpoint=None if site.nat else f"{addr}:{port}",
+        segments=b.lab.node_segments(node),
+        ports=tuple(ports),
+        underlay2=f"{addr2}/30" if addr2 else None,
+        endpoint2=f"{addr2}:{port}" if addr2 else None,
+    )
+
+
+def _site(b: _Build, i: int, site: Site) -> None:
+    """Site i: its router and uplinks, then each of its nodes with their guests."""
+    sp = _site_plan(b, i, site)
+    b.sites.append(sp)
+    _first_uplink(b, sp)
+    if site.uplinks == 2:
+        _second_uplink(b, i, sp)
+    _nat_or_route(b, sp)
+    site_nodes = [n for n in b.lab.node if n.site == site.name]
+    for j, node in enumerate(site_nodes, start=1):
+        b.nodes.append(_node(b, i, j, site, sp, node))
+
+
 def expand(lab: Lab, prefix: str, public_keys: dict[str, str]) -> Plan:
     """The whole lab as data: what to create, in which order, and the network file."""
-
-    def ns(short: str) -> str:
-        return f"{prefix}-{short}"
-
-    core = ns(CORE_SHORT)
-    namespaces = [core]
-    links: list[Link] = []
-    cmds: list[tuple[str, tuple[str, ...]]] = []
-    sites: list[SitePlan] = []
-    nodes: list[NodePlan] = []
-    guests: list[GuestPlan] = []
-    auto = _auto_addresses(lab)
-
-    cmds.append((core, ("sysctl", "-qw", "net.ipv4.ip_forward=1")))
+    b = _Build(lab, prefix, auto=_auto_addresses(lab))
+    b.add_ns(CORE_SHORT)
+    b.cmds.append((b.core, ("sysctl", "-qw", "net.ipv4.ip_forward=1")))
     for i, site in enumerate(lab.site, start=1):
-        r = ns(f"r-{site.name}")
-        namespaces.append(r)
-        base = 4 * (i - 1)
-        core_addr, pub_addr = f"198.19.0.{base + 1}", f"198.19.0.{base + 2}"
-        core_if = f"to-{site.name}"
-        sp = SitePlan(
-            name=site.name,
-            ns=r,
-            core_if=core_if,
-            core_mac=_mac(1, i, 0),
-            router_mac=_mac(2, i, 0),
-            core_addr=core_addr,
-            public_addr=pub_addr,
-            prefix=f"198.19.{i}.0/24",
-            nat=site.nat,
-        )
-        two = site.uplinks == 2
-        if two:
-            sp = replace(
-                sp,
-                core_if2=f"u2-{site.name}",
-                core_addr2=f"198.19.254.{base + 1}",
-                public_addr2=f"198.19.254.{base + 2}",
-                prefix2=f"198.19.{100 + i}.0/24",
-            )
-        sites.append(sp)
-        links.append(Link(core, core_if, sp.core_mac, r, "up0", sp.router_mac))
-        cmds += [
-            (core, ("ip", "addr", "add", f"{core_addr}/30", "dev", core_if)),
-            (r, ("ip", "addr", "add", f"{pub_addr}/30", "dev", "up0")),
-            (r, ("ip", "route", "add", "default", "via", core_addr)),
-            (r, ("sysctl", "-qw", "net.ipv4.ip_forward=1")),
-        ]
-        if two:
-            assert sp.core_if2 and sp.prefix2
-            links.append(Link(core, sp.core_if2, _mac(1, i, 2), r, "up1", _mac(2, i, 2)))
-            cmds += [
-                (core, ("ip", "addr", "add", f"{sp.core_addr2}/30", "dev", sp.core_if2)),
-                (core, ("ip", "route", "add", sp.prefix2, "via", f"{sp.public_addr2}")),
-                (r, ("ip", "addr", "add", f"{sp.public_addr2}/30", "dev", "up1")),
-                # the second provider's prefix leaves by the second uplink
-                (r, ("ip", "rule", "add", "from", sp.prefix2, "lookup", "102", "priority", "100")),
-                (r, ("ip", "route", "add", "default", "via", f"{sp.core_addr2}", "table", "102")),
-                (r, ("sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0")),
-                (r, ("sysctl", "-qw", "net.ipv4.conf.up1.rp_filter=0")),
-            ]
-        if site.nat:
-            cmds += [
-                (r, ("nft", "add", "table", "ip", "lablanspan")),
-                (
-                    r,
-                    (
-                        "nft", "add", "chain", "ip", "lablanspan", "post",
-                        "{ type nat hook postrouting priority 100 ; }",
-                    ),
-                ),
-                (r, ("nft", "add", "rule", "ip", "lablanspan", "post",
-                     "oifname", "up0", "masquerade")),
-            ]  # fmt: skip
-        else:
-            cmds.append((core, ("ip", "route", "add", sp.prefix, "via", pub_addr)))
-
-        site_nodes = [n for n in lab.node if n.site == site.name]
-        for j, node in enumerate(site_nodes, start=1):
-            nns = ns(f"n-{node.name}")
-            namespaces.append(nns)
-            nb = 4 * (j - 1)
-            gw, addr = f"198.19.{i}.{nb + 1}", f"198.19.{i}.{nb + 2}"
-            links.append(Link(r, f"n{j}", _mac(3, i, j), nns, "up0", _mac(4, i, j)))
-            cmds += [
-                (r, ("ip", "addr", "add", f"{gw}/30", "dev", f"n{j}")),
-                (nns, ("ip", "addr", "add", f"{addr}/30", "dev", "up0")),
-                (nns, ("ip", "route", "add", "default", "via", gw)),
-            ]
-            addr2: str | None = None
-            if two:
-                gw2, addr2 = f"198.19.{100 + i}.{nb + 1}", f"198.19.{100 + i}.{nb + 2}"
-                links.append(Link(r, f"m{j}", _mac(3, i, j, 2), nns, "up1", _mac(4, i, j, 2)))
-                cmds += [
-                    (r, ("ip", "addr", "add", f"{gw2}/30", "dev", f"m{j}")),
-                    (r, ("sysctl", "-qw", f"net.ipv4.conf.m{j}.rp_filter=0")),
-                    # a dark uplink's routes are ignored: the node leaves by the other one
-                    (nns, ("sysctl", "-qw", "net.ipv4.conf.all.ignore_routes_with_linkdown=1")),
-                    (nns, ("sysctl", "-qw", "net.ipv4.conf.up0.ignore_routes_with_linkdown=1")),
-                    (nns, ("sysctl", "-qw", "net.ipv4.conf.up1.ignore_routes_with_linkdown=1")),
-                    (nns, ("sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0")),
-                    (nns, ("sysctl", "-qw", "net.ipv4.conf.up1.rp_filter=0")),
-                    (nns, ("ip", "addr", "add", f"{addr2}/30", "dev", "up1")),
-                    (nns, ("ip", "route", "add", "default", "via", gw2, "metric", "200")),
-                ]
-            ports: list[PortPlan] = []
-            for k, g in enumerate(gg for gg in lab.guest if gg.node == node.name):
-                gns = ns(f"g-{g.name}")
-                namespaces.append(gns)
-                dev = f"gv{k}"
-                ifs = _guest_ifs(lab, g, auto)
-                mtu = max(x.mtu for x in ifs) + (4 if g.kind == "trunk" else 0)
-                links.append(Link(nns, dev, _mac(5, i, j, k), gns, "eth0", _mac(6, i, j, k), mtu))
-                vlans = tuple(lab.seg(s).vlan for s in g.guest_segments)
-                native = lab.seg(g.native).vlan if g.native else None
-                ports.append(PortPlan(g.name, dev, g.kind, g.guest_segments, vlans, native))
-                if g.kind == "trunk":
-                    # One namespace holds every segment of a trunk guest: answer ARP
-                    # only on the interface holding the address (no weak-host leak).
-                    cmds.append((gns, ("sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1")))
-                for gi in ifs:
-                    if gi.vlan is None:
-                        if g.kind == "access":
-                            cmds.append((gns, ("ip", "link", "set", "eth0", "mtu", str(gi.mtu))))
-                        for a in gi.addresses:
-                            cmds.append((gns, ("ip", "addr", "add", a, "dev", gi.ifname)))
-                guests.append(GuestPlan(g.name, node.name, gns, g.kind, ifs))
-            nodes.append(
-                NodePlan(
-                    name=node.name,
-                    site=site.name,
-                    ns=nns,
-                    underlay=f"{addr}/30",
-                    endpoint=None if site.nat else f"{addr}:{lab.lab.port}",
-                    segments=lab.node_segments(node),
-                    ports=tuple(ports),
-                    underlay2=f"{addr2}/30" if addr2 else None,
-                    endpoint2=f"{addr2}:{lab.lab.port}" if addr2 else None,
-                )
-            )
-    network = render_network(lab, nodes, public_keys)
+        _site(b, i, site)
     return Plan(
         lab=lab.name,
         prefix=prefix,
-        core_ns=core,
-        namespaces=tuple(namespaces),
-        links=tuple(links),
-        sites=tuple(sites),
-        nodes=tuple(nodes),
-        guests=tuple(guests),
-        commands=tuple(cmds),
-        network_toml=network,
+        core_ns=b.core,
+        namespaces=tuple(b.namespaces),
+        links=tuple(b.links),
+        sites=tuple(b.sites),
+        nodes=tuple(b.nodes),
+        guests=tuple(b.guests),
+        commands=tuple(b.cmds),
+        network_toml=render_network(lab, b.nodes, public_keys),
     )
 
 

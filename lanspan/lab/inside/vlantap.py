@@ -1,6 +1,6 @@
 """VLAN sub-interfaces for a trunk guest on a kernel without the 802.1Q module.
 
-Run inside the trunk guest's namespace: `python -m lanspan.lab.vlantap eth0
+Run inside the trunk guest's namespace: `python -m lanspan.lab.inside.vlantap eth0
 VLAN:IFNAME:MTU:ADDR[,ADDR...] ...`. For each VLAN it creates a TAP device
 `IFNAME` holding the addresses; frames written by the guest's stack to the TAP
 leave `eth0` tagged with VLAN, and tagged frames arriving on `eth0` are

@@ -1,6 +1,6 @@
 """A constant-rate ICMP echo prober, run in a guest's namespace by `lanspan.lab.probe`.
 
-`python -m lanspan.lab.prober ADDR [--interval S]` sends one echo request every
+`python -m lanspan.lab.inside.prober ADDR [--interval S]` sends one echo request every
 interval on an absolute schedule (unlike ping, it never slows down while
 replies are missing), prints `R <seq> <sent wall time> <received wall time>`
 per first reply and, on SIGINT/SIGTERM, `S <sent>`. With `--also ADDR` (any
@@ -37,7 +37,7 @@ def echo(ident: int, seq: int, payload: bytes) -> bytes:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m lanspan.lab.prober")
+    ap = argparse.ArgumentParser(prog="python -m lanspan.lab.inside.prober")
     ap.add_argument("address")
     ap.add_argument("--interval", type=float, default=0.01)
     ap.add_argument("--also", action="append", default=[], help="more addresses (first reply)")

@@ -1,0 +1,242 @@
+"""`lab chaos`: random overlapping faults from a seeded schedule, and a heal check after each.
+
+The schedule is pure (`schedule(lab, minutes, seed)`): episodes of one to
+three overlapping faults of the lab's kinds (cut an uplink, block two sites,
+kill and restart an agent, kill a hub, impair an uplink), each with a random
+offset and duration; the same seed gives the same schedule. `run_chaos`
+carries it out on a running lab: after every episode has cleared, every guest
+pair of each segment must answer within `HEAL_S` seconds and no isolation
+check may leak; anything else is a violation.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from lanspan.lab import impair
+from lanspan.lab.checks import isolation, segment_pairs
+from lanspan.lab.model import Impairment, Lab
+from lanspan.lab.probe import AllPairs
+from lanspan.lab.runner import LabRun
+from lanspan.lab.state import State
+from lanspan.lab.topology import Plan
+
+HEAL_S = 2.0  # every guest pair answers within this long after an episode clears
+KINDS = ("cut-uplink", "block", "kill-agent", "kill-hub", "impair")
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ChaosFault:
+    """One fault of the schedule: `start` s after its episode begins, lasting `duration` s."""
+
+    episode: int
+    kind: str
+    target: tuple[str, ...]  # a site, two sites, or a node
+    start: float
+    duration: float
+    loss: float = 0.0  # impair
+    delay_ms: float = 0.0  # impair
+
+    @property
+    def end(self) -> float:
+        return self.start + self.duration
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        """What it holds: two faults of one episode never hold the same thing."""
+        kind = "agent" if self.kind in ("kill-agent", "kill-hub") else self.kind
+        return (kind, *self.target)
+
+    def describe(self) -> str:
+        t = self.target
+        if self.kind == "cut-uplink":
+            what = f"cut the uplink of {t[0]}"
+        elif self.kind == "block":
+            what = f"block {t[0]} <-> {t[1]}"
+        elif self.kind == "kill-agent":
+            what = f"kill the agent of {t[0]}"
+        elif self.kind == "kill-hub":
+            what = f"kill hub {t[0]}"
+        else:
+            what = f"impair {t[0]} (loss {self.loss:g} %, delay {self.delay_ms:g} ms)"
+        return f"{what} for {self.duration:.1f} s"
+
+
+def _choices(lab: Lab) -> dict[str, list[tuple[str, ...]]]:
+    """For each kind, what it can act on in this lab (kinds with nothing are left out)."""
+    sites = [s.name for s in lab.site]
+    public = {s.name for s in lab.site if not s.nat}
+    hubs: list[tuple[str, ...]] = [(n.name,) for n in lab.node if n.site in public and n.relay]
+    nat_nodes = any(n.site not in public for n in lab.node)
+    out: dict[str, list[tuple[str, ...]]] = {
+        "cut-uplink": [(s,) for s in sites],
+        "block": [(a, b) for i, a in enumerate(sites) for b in sites[i + 1 :]],
+        "kill-agent": [(n.name,) for n in lab.node],
+        "kill-hub": hubs if nat_nodes else [],  # a hub matters when someone relays through it
+        "impair": [(s,) for s in sites],
+    }
+    return {k: v for k, v in out.items() if v}
+
+
+def schedule(lab: Lab, minutes: float, seed: int) -> list[ChaosFault]:
+    """Episodes of random overlapping faults filling about `minutes` of fault time."""
+    rng = random.Random(seed)
+    choices = _choices(lab)
+    kinds = sorted(choices)
+    budget = minutes * 60.0
+    out: list[ChaosFault] = []
+    episode = 0
+    while budget > 0:
+        episode += 1
+        held: set[tuple[str, ...]] = set()
+        length = 0.0
+        for _ in range(rng.randint(1, 3)):
+            kind = rng.choice(kinds)
+            target = rng.choice(choices[kind])
+            fault = ChaosFault(
+                episode=episode,
+                kind=kind,
+                target=target,
+                start=round(rng.uniform(0.0, 1.5), 2),
+                duration=round(rng.uniform(0.5, 4.0), 2),
+                loss=round(rng.uniform(5, 40), 1) if kind == "impair" else 0.0,
+                delay_ms=round(rng.choice([0.0, rng.uniform(5, 60)]), 1) if kind == "impair"
+                else 0.0,
+            )  # fmt: skip
+            if fault.key in held:
+                continue
+            held.add(fault.key)
+            out.append(fault)
+            length = max(length, fault.end)
+        budget -= max(length, 1.0)
+    return out
+
+
+# -- carrying it out ------------------------------------------------------------
+
+
+def _inject(run: LabRun, plan: Plan, state: State, f: ChaosFault, tag: str) -> None:
+    if f.kind == "cut-uplink":
+        impair.cut(plan, f.target[0])
+    elif f.kind == "block":
+        impair.block(plan, f.target[0], f.target[1])
+    elif f.kind in ("kill-agent", "kill-hub"):
+        run.kill_agent(f.target[0], state)
+    else:
+        imp = Impairment(loss=f.loss, delay_ms=f.delay_ms)
+        impair.apply(plan, state, f.target[0], imp, tag)
+
+
+def _clear(run: LabRun, plan: Plan, state: State, f: ChaosFault, tag: str) -> None:
+    if f.kind == "cut-uplink":
+        impair.uncut(plan, f.target[0])
+    elif f.kind == "block":
+        impair.unblock(plan, f.target[0], f.target[1])
+    elif f.kind in ("kill-agent", "kill-hub"):
+        run.start_agent(f.target[0], plan, state)
+    else:
+        impair.remove(plan, state, f.target[0], tag)
+
+
+def _episode(
+    run: LabRun, plan: Plan, state: State, faults: list[ChaosFault], t0: float, log: Log
+) -> list[dict[str, Any]]:
+    """Inject and clear one episode's faults on their schedule; the timeline of what happened."""
+    events = sorted(
+        [(f.start, 0, i) for i, f in enumerate(faults)]
+        + [(f.end, 1, i) for i, f in enumerate(faults)]
+    )
+    begin = time.monotonic()
+    active: set[int] = set()
+    timeline: list[dict[str, Any]] = []
+    try:
+        for at, is_end, i in events:
+            time.sleep(max(0.0, begin + at - time.monotonic()))
+            f = faults[i]
+            tag = f"chaos{f.episode}-{i}"
+            if is_end:
+                _clear(run, plan, state, f, tag)
+                active.discard(i)
+            else:
+                _inject(run, plan, state, f, tag)
+                active.add(i)
+            what = "cleared" if is_end else "injected"
+            t = round(time.time() - t0, 2)
+            timeline.append({"t": t, "event": what, "fault": f.describe()})
+            log(f"{t:8.2f} s  {what:<8} {f.describe()}")
+    finally:  # never leave a fault in place
+        for i in sorted(active):
+            _clear(run, plan, state, faults[i], f"chaos{faults[i].episode}-{i}")
+    return timeline
+
+
+def heal_check(plan: Plan, within: float = HEAL_S) -> list[str]:
+    """Every guest pair of each segment answers within `within` s (IPv4); the pairs that did not."""
+    wanted, names = segment_pairs(plan)
+    probers = [(g, AllPairs(plan.guest(g).ns, addrs)) for g, addrs in wanted.items() if addrs]
+    try:
+        for _, ap in probers:
+            ap.wait_started(5.0)
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline and not all(ap.done() for _, ap in probers):
+            time.sleep(0.02)
+    finally:
+        for _, ap in probers:
+            ap.stop()
+    return [
+        f"{g} -> {names[(g, addr)]} ({addr})"
+        for g, ap in probers
+        for addr in ap.targets
+        if addr not in ap.first
+    ]
+
+
+def run_chaos(run: LabRun, faults: list[ChaosFault], seed: int, log: Log = print) -> dict[str, Any]:
+    """Carry out the schedule; after each episode, heal and isolation checks."""
+    plan = run.plan()
+    state = run.state()
+    assert state is not None
+    t0 = time.time()
+    timeline: list[dict[str, Any]] = []
+    violations: list[dict[str, Any]] = []
+    episodes = sorted({f.episode for f in faults})
+    for ep in episodes:
+        mine = [f for f in faults if f.episode == ep]
+        timeline += _episode(run, plan, state, mine, t0, log)
+        t = round(time.time() - t0, 2)
+        silent = heal_check(plan)
+        if silent:
+            v = {"t": t, "episode": ep, "kind": "not healed",
+                 "detail": f"no answer within {HEAL_S:g} s: " + ", ".join(silent)}  # fmt: skip
+            violations.append(v)
+            log(f"{t:8.2f} s  VIOLATION {v['detail']}")
+            # let it settle before the next episode, so one failure is reported once
+            run.wait_sessions(plan, 20.0)
+        leaks = [c for c in isolation(plan) if not c["passed"]]
+        if leaks:
+            v = {"t": t, "episode": ep, "kind": "leak",
+                 "detail": "; ".join(c["name"] for c in leaks)}  # fmt: skip
+            violations.append(v)
+            log(f"{t:8.2f} s  VIOLATION leak: {v['detail']}")
+        timeline.append({"t": t, "event": "checked", "fault": f"episode {ep}",
+                         "healed": not silent, "isolated": not leaks})  # fmt: skip
+        if not silent and not leaks:
+            log(f"{t:8.2f} s  episode {ep}: every pair answered within {HEAL_S:g} s, isolated")
+    return {
+        "lab": run.lab.name,
+        "seed": seed,
+        "passed": not violations,
+        "faults": [asdict(f) | {"description": f.describe()} for f in faults],
+        "violations": violations,
+        "timeline": timeline,
+        "episodes": len(episodes),
+        "seconds": round(time.time() - t0, 1),
+    }
+
+
+__all__ = ["HEAL_S", "ChaosFault", "heal_check", "run_chaos", "schedule"]
