@@ -55,8 +55,8 @@ from lanspan.addr import Addr
 from lanspan.config import encode_key, parse_network, public_key
 from lanspan.config.model import Network, TrunkPort
 from lanspan.errors import BadPacket
-from lanspan.node import core as node_core
 from lanspan.node import paths as node_paths
+from lanspan.node import relays as node_relays
 from lanspan.node.core import NodeCore, host_port_mac
 from lanspan.wire import control, ethernet, messages, payload, vnet
 
@@ -419,7 +419,7 @@ class _AeadTarget(Target):
 
         if self._kind == "xchacha":
             return xchacha20poly1305_encrypt(self._key, nonce, plain, ad)
-        cs = CipherState("ChaChaPoly" if self._kind == "chacha" else "AESGCM", self._key)
+        cs = CipherState("chachapoly" if self._kind == "chacha" else "aesgcm", self._key)
         if self._kind == "hash":
             return bytes(self._symmetric().encrypt_and_hash(plain))
         return cs.encrypt_with_ad(ad, plain)
@@ -427,7 +427,7 @@ class _AeadTarget(Target):
     def _symmetric(self) -> Any:
         from lanspan.noise.handshake import SymmetricState
 
-        ss = SymmetricState(b"Noise_IKpsk2_25519_AESGCM_BLAKE2s", "AESGCM")
+        ss = SymmetricState(b"Noise_IKpsk2_25519_AESGCM_BLAKE2s", "aesgcm")
         ss.mix_key(self._key)
         return ss
 
@@ -462,7 +462,7 @@ class _AeadTarget(Target):
                 plain = self._symmetric().decrypt_and_hash_untrusted(ct)
                 ad = b""
             else:
-                cs = CipherState("ChaChaPoly" if self._kind == "chacha" else "AESGCM", self._key)
+                cs = CipherState("chachapoly" if self._kind == "chacha" else "aesgcm", self._key)
                 plain = cs.decrypt_with_ad_untrusted(ad, ct)
         except BadPacket as e:
             _check_bad_packet(e)
@@ -752,8 +752,8 @@ def take_outputs(core: NodeCore, now: float) -> Outputs:
         for o in c.take_outputs():
             if hasattr(o, "port"):
                 out.writes.append((o.port, bytes(o.data if hasattr(o, "data") else o.frame)))
-            elif hasattr(o, "datagrams"):
-                out.sends += [(o.to, bytes(d)) for d in o.datagrams]
+            elif hasattr(o, "batch"):
+                out.sends += [(o.target, bytes(d)) for d in o.batch]
         return out
     c.flush(now)
     sends = [(dst, d) for dst, batch in c.take_sends() for d in batch]
@@ -765,26 +765,26 @@ def take_outputs(core: NodeCore, now: float) -> Outputs:
 def bound_violations(core: NodeCore) -> list[str]:
     """Tables fed by the network that exceed the caps their modules declare."""
     bad = []
-    r = core.reassembly
+    r = core._reassembly
     pending = getattr(r, "_pending", {})
     cap = getattr(r, "max_pending", None)
     per_peer = getattr(r, "per_peer", None) or getattr(r, "max_per_peer", None)
-    if isinstance(cap, int) and len(pending) > cap * (len(core.peers) if per_peer else 1):
+    if isinstance(cap, int) and len(pending) > cap * (len(core._peers) if per_peer else 1):
         bad.append(f"reassembly: {len(pending)} buffers pending, cap {cap}")
-    for peer, pp in core.paths.items():
+    for peer, pp in core._paths.items():
         learned = [p for p in pp.paths if not p.configured and p.relay is None]
         relays = [p for p in pp.paths if p.relay is not None]
         if len(learned) > node_paths.MAX_LEARNED:
             bad.append(
                 f"paths: {len(learned)} learned paths to {peer}, cap {node_paths.MAX_LEARNED}"
             )
-        if len(relays) > node_core.MAX_RELAYS:
-            bad.append(f"paths: {len(relays)} relay paths to {peer}, cap {node_core.MAX_RELAYS}")
+        if len(relays) > node_relays.MAX_RELAYS:
+            bad.append(f"paths: {len(relays)} relay paths to {peer}, cap {node_relays.MAX_RELAYS}")
         most = core.timers.probe_multiplier + 3
         for p in pp.paths:
             if len(p.outstanding) > most:
                 bad.append(f"paths: {len(p.outstanding)} probes outstanding on a path to {peer}")
-    sw = core.switch
+    sw = core._switch
     table = getattr(sw, "_table", {})
     limits = {p.where: p.mac_limit for p in getattr(sw, "_ports", {}).values()}
     limits.update({p.where: p.mac_limit for p in getattr(sw, "_peers", {}).values()})
@@ -801,7 +801,7 @@ def bound_violations(core: NodeCore) -> list[str]:
         bad.append("switch: pending events above MAX_PENDING_EVENTS")
     from lanspan.session import table as session_table
 
-    st = core.sessions
+    st = core._sessions
     for name, p in getattr(st, "_peers", {}).items():
         if len(p.queue) > session_table.MAX_QUEUED:
             bad.append(f"session: {len(p.queue)} payloads queued for {name}, cap MAX_QUEUED")
@@ -813,9 +813,9 @@ def bound_violations(core: NodeCore) -> list[str]:
     limiter = getattr(st, "_limiter", None)
     if limiter is not None and len(limiter) > ratelimit.MAX_SOURCES:
         bad.append(f"session: {len(limiter)} rate-limited sources, cap {ratelimit.MAX_SOURCES}")
-    if len(getattr(st, "_keypairs", {})) > 3 * max(1, len(core.peers)):
-        bad.append(f"session: {len(st._keypairs)} keypairs for {len(core.peers)} peers")
-    if len(core.reach) > len(core.peers):
+    if len(getattr(st, "_keypairs", {})) > 3 * max(1, len(core._peers)):
+        bad.append(f"session: {len(st._keypairs)} keypairs for {len(core._peers)} peers")
+    if len(core._reach.offers) > len(core._peers):
         bad.append("reach: entries for nodes that are not peers")
     return bad
 
@@ -1061,7 +1061,7 @@ class _Fixture:
         plain = r.rest()
         # Recorded first: without a session the payload is queued and delivered later.
         self.record_payload(plain)
-        sealed = self.cores[sender].sessions.seal(receiver, plain, self.now)
+        sealed = self.cores[sender]._sessions.seal(receiver, plain, self.now)
         if sealed is None:
             return
         if mode == SEAL_MUTATE:
@@ -1107,7 +1107,7 @@ class _Fixture:
         if tamper == 4 and seg is not None:
             self.loose.add(seg)
         self.record(seg, frame)
-        sealed = self.cores[sender].sessions.seal_many(receiver, frags, self.now)
+        sealed = self.cores[sender]._sessions.seal_many(receiver, frags, self.now)
         for d in sealed or ():
             self.cores[receiver].datagram(d, ADDRS[sender], self.now)
 
@@ -1121,7 +1121,7 @@ class _Fixture:
         inner_plain = r.rest()
         inner: bytes | None
         if dest != sender:
-            inner = self.cores[sender].sessions.seal(dest, inner_plain, self.now)
+            inner = self.cores[sender]._sessions.seal(dest, inner_plain, self.now)
             self.record_payload(inner_plain)
         else:
             inner = inner_plain
@@ -1131,7 +1131,7 @@ class _Fixture:
             msg = control.build_relay(control.Relay(delivered, name, inner))
         except ValueError:
             return  # a name the builder refuses: not what a member can send either
-        sealed = self.cores[sender].sessions.seal(via, payload.build_control(msg), self.now)
+        sealed = self.cores[sender]._sessions.seal(via, payload.build_control(msg), self.now)
         if sealed is not None:
             self.cores[via].datagram(sealed, ADDRS[sender], self.now)
 

@@ -35,6 +35,7 @@ from lanspan.dataplane import udp as udp_mod
 from lanspan.dataplane.udp import UdpEndpoint
 from lanspan.errors import BadPacket
 from lanspan.node.core import NodeCore
+from lanspan.node.outputs import Send, Write
 from lanspan.wire import vnet
 from lanspan.wire.vnet import VnetHeader
 
@@ -358,14 +359,16 @@ def test_egress_to_a_trunk_never_raises_mid_fan_out() -> None:
             for name, node in nodes.items():
                 if node.next_timer() <= now:
                     node.handle_timer(now)
-                node.flush(now)
-                queue += [(name, d, b) for d, batch in node.take_sends() for b in batch]
-                written[name] += node.take_writes()
+                for out in node.take_outputs():
+                    if isinstance(out, Send):
+                        queue += [(name, out.target, b) for b in out.batch]
+                    elif isinstance(out, Write):
+                        written[name].append((out.port, out.data))
             for src, dst, data in queue:
                 authenticated.append(nodes[by_addr[dst]].datagram(data, addr[src], now))
 
     run(1.0)
-    assert nodes["n1"].sessions.status("n2").established
+    assert nodes["n1"]._sessions.status("n2").established
     assert True in authenticated  # transport data says it authenticated
     frame = b"\xff" * 6 + bytes.fromhex("020000000001") + b"\x08\x00" + bytes(65535 - 14 + 4)
     bad = VnetHeader(vnet.NEEDS_CSUM, vnet.GSO_TCPV4, 65535, 1448, 34, 16)

@@ -102,7 +102,7 @@ def _forging(
 
     def forged(core: fuzzlib.NodeCore, now: float) -> fuzzlib.Outputs:
         out = real(core, now)
-        if core.me.name == "na":
+        if core._me.name == "na":
             out.writes += [w for port, data in out.writes for w in forge(port, data)]
         return out
 
@@ -147,9 +147,9 @@ def test_state_over_its_cap_is_caught() -> None:
     fx = fuzzlib._Fixture()
     core = fx.cores["na"]
     assert fuzzlib.bound_violations(core) == []
-    where = next(p.where for p in core.switch._ports.values() if p.name == "pa")
-    core.switch._by_where[where].update((10, bytes([2, 0, 0, 0, 1, i])) for i in range(9))
-    core.paths["nb"].paths += [
+    where = next(p.where for p in core._switch._ports.values() if p.name == "pa")
+    core._switch._by_where[where].update((10, bytes([2, 0, 0, 0, 1, i])) for i in range(9))
+    core._paths["nb"].paths += [
         fuzzlib.node_paths.Path((f"198.18.9.{i}", 1), configured=False) for i in range(5)
     ]
     bad = fuzzlib.bound_violations(core)

@@ -56,10 +56,11 @@ LAYERS: dict[str, tuple[str, ...]] = {
     # pure cores: config and wire are independent bases (neither imports the other)
     "lanspan.config": LEAVES,
     "lanspan.wire": LEAVES,
-    "lanspan.noise": LEAVES,
+    # noise and session take the one cipher type from the network model
+    "lanspan.noise": (*LEAVES, "lanspan.config.model"),
+    "lanspan.session": (*LEAVES, "lanspan.wire", "lanspan.noise", "lanspan.config.model"),
     # renderers of keepalived/dnsmasq/nftables configuration from the model (pure)
     "lanspan.gateway": (*LEAVES, "lanspan.config.model"),
-    "lanspan.session": (*LEAVES, "lanspan.wire", "lanspan.noise"),
     # the switch reads the network model, never the loader
     "lanspan.switch": (*LEAVES, "lanspan.wire", "lanspan.config.model"),
     "lanspan.node": (*LEAVES, *PURE_BELOW_NODE),

@@ -15,11 +15,13 @@ from lanspan.config import encode_key, generate_private_key, parse_network, publ
 from lanspan.config.model import Network
 from lanspan.control.document import status_json
 from lanspan.node.core import NodeCore
+from lanspan.node.outputs import Log, Send, Write
 from lanspan.wire import control, payload, vnet
 
 BCAST = b"\xff" * 6
 MAC1 = bytes.fromhex("020000000001")
 MAC2 = bytes.fromhex("020000000002")
+CHATTY = bytes.fromhex("02000000cccc")
 
 
 def frame(dst: bytes, src: bytes, size: int = 100, ethertype: int = 0x0800) -> bytes:
@@ -104,18 +106,28 @@ class Net:
             for name, key in self.keys.items()
         }
         self.by_addr = {self.addr[n]: n for n in self.nodes}
+        # Nodes that carry traffic: a broadcast from CHATTY every 0.1 s (not recorded).
+        self.chatty: set[str] = set()
         self.written: dict[str, list[tuple[str, bytes]]] = {n: [] for n in self.nodes}
+        self.logged: dict[str, list[Log]] = {n: [] for n in self.nodes}
 
     def step(self, dt: float = 0.01) -> None:
-        self.now = round(self.now + dt, 6)
+        before, self.now = self.now, round(self.now + dt, 6)
+        if int(self.now * 10) != int(before * 10):
+            for name in self.chatty:
+                self.nodes[name].frame_from_port("pa", plain(frame(BCAST, CHATTY)), self.now)
         for name, node in self.nodes.items():
             if node.next_timer() <= self.now:
                 node.handle_timer(self.now)
-            node.flush(self.now)
-            for dst, batch in node.take_sends():
-                for d in batch:
-                    self.link.send(self.addr[name], dst, d)
-            self.written[name] += node.take_writes()
+            for out in node.take_outputs():
+                if isinstance(out, Send):
+                    for d in out.batch:
+                        self.link.send(self.addr[name], out.target, d)
+                elif isinstance(out, Write):
+                    if out.data[vnet.VNET_HDR_LEN + 6 : vnet.VNET_HDR_LEN + 12] != CHATTY:
+                        self.written[name].append((out.port, out.data))
+                else:
+                    self.logged[name].append(out)
         for src, dst, data in self.link.take():
             target = self.by_addr.get(dst)
             if target is not None:
@@ -126,7 +138,7 @@ class Net:
             self.step(dt)
 
     def up(self, a: str, b: str) -> bool:
-        return self.nodes[a].sessions.status(b).established
+        return self.nodes[a]._sessions.status(b).established
 
     def take_written(self, name: str) -> list[tuple[str, bytes]]:
         w, self.written[name] = self.written[name], []
@@ -178,7 +190,7 @@ def test_loss_duplication_and_reordering_keep_frames_whole_and_single() -> None:
     assert len(got) == len(set(got))  # duplicates never delivered twice
     assert set(got) <= set(sent)
     assert 30 <= len(got) < 50  # about 10 % lost
-    assert net.nodes["n2"].sessions.drops["session.replay"] > 0
+    assert net.nodes["n2"]._sessions.drops["session.replay"] > 0
 
 
 def test_frames_for_a_segment_the_peer_does_not_carry_are_not_sent() -> None:
@@ -192,15 +204,17 @@ def test_frames_for_a_segment_the_peer_does_not_carry_are_not_sent() -> None:
 
 def test_active_path_failure_is_detected_within_a_second() -> None:
     net = Net(2, Link(random.Random(6)))
+    net.chatty.add("n1")  # failover within a second is for peers carrying traffic
     net.run(3.0)
-    paths = net.nodes["n1"].paths["n2"]
+    paths = net.nodes["n1"]._paths["n2"]
     assert paths.active is not None and paths.active.up
     net.link.cut.add(net.addr["n2"])
     cut = net.now
     while paths.active is not None and paths.active.up:
         net.step()
         assert net.now - cut < 1.0
-    assert "path_down" in [e.kind for e in net.nodes["n1"].take_log()]
+    net.step()
+    assert "path_down" in [e.kind for e in net.logged["n1"]]
 
 
 def block(net: Net, a: str, b: str) -> None:
@@ -212,18 +226,18 @@ def test_blocked_direct_path_goes_through_a_relay_end_to_end() -> None:
     block(net, "n1", "n3")
     net.run(4.0)
     assert net.up("n1", "n3") and net.up("n3", "n1")  # the handshake itself was relayed
-    paths = net.nodes["n1"].paths["n3"]
+    paths = net.nodes["n1"]._paths["n3"]
     assert paths.active is not None and paths.active.relay == "n2"
     f = frame(BCAST, MAC1)
     net.nodes["n1"].frame_from_port("pa", plain(f), net.now)
     net.run(0.1)
     assert net.take_written("n3") == [("pa", plain(f))]
-    assert net.nodes["n2"].counters["relayed"] > 0
+    assert net.nodes["n2"]._counters["relayed"] > 0
     peer = next(
         p for p in status_json(net.nodes["n1"].status(net.now))["peers"] if p["name"] == "n3"
     )
     assert peer["via"] == "n2" and peer["session"] == "up"
-    assert net.nodes["n2"].sessions.drops["session.bad_auth"] == 0
+    assert net.nodes["n2"]._sessions.drops["session.bad_auth"] == 0
 
 
 def test_a_node_that_says_no_does_not_relay() -> None:
@@ -231,13 +245,14 @@ def test_a_node_that_says_no_does_not_relay() -> None:
     block(net, "n1", "n3")
     net.run(4.0)
     assert not net.up("n1", "n3")
-    assert all(p.relay is None for p in net.nodes["n1"].paths["n3"].paths)
+    assert all(p.relay is None for p in net.nodes["n1"]._paths["n3"].paths)
 
 
 def test_cutting_the_direct_path_moves_traffic_to_a_relay_within_a_second() -> None:
     net = Net(3, Link(random.Random(10)))
+    net.chatty.add("n1")
     net.run(4.0)
-    paths = net.nodes["n1"].paths["n3"]
+    paths = net.nodes["n1"]._paths["n3"]
     assert paths.active is not None and paths.active.relay is None
     assert {p.relay for p in paths.paths} == {None, "n2"}  # relay path probed in advance
     block(net, "n1", "n3")
@@ -253,10 +268,11 @@ def test_cutting_the_direct_path_moves_traffic_to_a_relay_within_a_second() -> N
 def test_branches_behind_nat_fail_over_between_hubs() -> None:
     # n1, n2, n3 are hubs; n4 and n5 are branches behind NAT that never talk directly.
     net = Net(5, Link(random.Random(11)), nat=frozenset({"n4", "n5"}))
+    net.chatty.add("n4")
     block(net, "n4", "n5")
     net.run(5.0)
     assert net.up("n4", "n5")
-    paths = net.nodes["n4"].paths["n5"]
+    paths = net.nodes["n4"]._paths["n5"]
     assert paths.active is not None and paths.active.relay in {"n1", "n2", "n3"}
     assert {p.relay for p in paths.paths} == {"n1", "n2", "n3"}
     hub = paths.active.relay
@@ -278,16 +294,16 @@ def test_a_relay_never_forwards_through_another_relay() -> None:
     block(net, "n2", "n3")
     net.run(4.0)
     n2 = net.nodes["n2"]
-    assert n2.paths["n3"].active is not None and n2.paths["n3"].active.relay == "n4"
-    n1_paths = net.nodes["n1"].paths["n3"]
+    assert n2._paths["n3"].active is not None and n2._paths["n3"].active.relay == "n4"
+    n1_paths = net.nodes["n1"]._paths["n3"]
     assert {p.relay for p in n1_paths.paths if p.relay} == {"n4"}  # n2 does not offer n3
-    before = n2.drops["relay.no_direct_path"]
+    before = n2._drops["relay.no_direct_path"]
     fake = payload.build_control(control.build_relay(control.Relay(False, "n3", b"x" * 40)))
-    sealed = net.nodes["n1"].sessions.seal("n2", fake, net.now)
+    sealed = net.nodes["n1"]._sessions.seal("n2", fake, net.now)
     assert sealed is not None
     n2.datagram(sealed, net.addr["n1"], net.now)
-    assert n2.drops["relay.no_direct_path"] == before + 1
-    assert all(dst != net.addr["n3"] for dst, _ in n2.take_sends())
+    assert n2._drops["relay.no_direct_path"] == before + 1
+    assert all(not isinstance(o, Send) or o.target != net.addr["n3"] for o in n2.take_outputs())
 
 
 _FUZZ_NET: list[Net] = []
@@ -306,12 +322,13 @@ def _fuzz_net() -> Net:
 def test_random_datagrams_are_dropped_and_counted_never_raised(data: bytes) -> None:
     net = _fuzz_net()
     node = net.nodes["n2"]
-    before = sum(node.sessions.drops.values()) + sum(node.drops.values())
+    before = sum(node.drop_counts().values())
     node.datagram(data, net.addr["n1"], net.now)
-    node.flush(net.now)
-    after = sum(node.sessions.drops.values()) + sum(node.drops.values())
-    assert after == before + 1 or node.take_sends()  # counted, or answered (a handshake)
-    assert node.take_writes() == []
+    after = sum(node.drop_counts().values())
+    outputs = node.take_outputs()
+    sends = [o for o in outputs if isinstance(o, Send)]
+    assert after == before + 1 or sends  # counted, or answered (a handshake)
+    assert [o for o in outputs if isinstance(o, Write)] == []
 
 
 @settings(max_examples=300, deadline=None)
@@ -332,15 +349,13 @@ def test_tampered_real_datagrams_never_raise(data: st.DataObject) -> None:
     )
     cut = data.draw(st.integers(0, len(body)))
     tail = data.draw(st.binary(max_size=20))
-    sealed = sender.sessions.seal("n2", body[:cut] + tail, net.now)
+    sealed = sender._sessions.seal("n2", body[:cut] + tail, net.now)
     assert sealed is not None
     flip = data.draw(st.one_of(st.none(), st.integers(0, len(sealed) - 1)))
     if flip is not None:
         sealed = sealed[:flip] + bytes([sealed[flip] ^ 0x40]) + sealed[flip + 1 :]
     node.datagram(sealed, net.addr["n1"], net.now)
-    node.flush(net.now)
-    node.take_sends()
-    node.take_writes()
+    node.take_outputs()
 
 
 def test_reconfigure_applies_timers_and_reports_segment_changes() -> None:
@@ -351,7 +366,7 @@ def test_reconfigure_applies_timers_and_reports_segment_changes() -> None:
     with pytest.raises(ValueError, match="restart"):
         node.check_reload(replace(net.network, name="other"))
     changes = node.reconfigure(replace(net.network, timers=slower), net.now)
-    assert node.paths["n2"].timers.probe_interval == 1.0
+    assert node._paths["n2"].timers.probe_interval == 1.0
     assert any(c.startswith("timers now") for c in changes)
     assert net.up("n1", "n2")  # the session was not touched
 
@@ -367,9 +382,9 @@ def test_reach_gossip_is_damped_when_a_link_flaps() -> None:
     now = net.now
     for tick in range(50):  # n3 comes and goes at every 0.2 s probe tick, for 10 s
         hub._direct_reach = lambda t=tick: flapping[t % 2]  # type: ignore[method-assign]
-        before = hub._reach_sent_at
+        before = hub._gossip_state.sent_at
         hub._gossip(now)
-        sends += hub._reach_sent_at != before
+        sends += hub._gossip_state.sent_at != before
         now += 0.2
     # 50 changes; at most the flap budget of immediate sends plus one per interval.
     assert 3 <= sends <= 3 + 10 + 1
@@ -380,13 +395,13 @@ def test_reload_of_an_endpoint_keeps_the_learned_macs() -> None:
     net.run(1.0)
     node = net.nodes["n1"]
     node.frame_from_port("pa", plain(frame(BCAST, MAC1)), net.now)
-    assert len(node.switch.mac_table()) == 1
+    assert len(node._switch.mac_table()) == 1
     moved = replace(
         net.network.nodes[1], endpoints=(replace(net.network.nodes[1].endpoints[0], port=51821),)
     )
     new = replace(net.network, nodes=(net.network.nodes[0], moved))
     changes = node.reconfigure(new, net.now)
     assert changes == ["peer n2 endpoints now ['198.18.0.2:51821']"]
-    assert len(node.switch.mac_table()) == 1  # the switch was kept
+    assert len(node._switch.mac_table()) == 1  # the switch was kept
     changes = node.reconfigure(replace(new, mac_ageing=60.0), net.now)
-    assert "switch rebuilt: MAC tables relearn" in changes and node.switch.mac_table() == []
+    assert "switch rebuilt: MAC tables relearn" in changes and node._switch.mac_table() == []

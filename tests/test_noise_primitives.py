@@ -17,7 +17,7 @@ KEY = bytes(range(32))
 
 
 def test_chachapoly_nonce_is_little_endian() -> None:
-    cs = CipherState("ChaChaPoly", KEY)
+    cs = CipherState("chachapoly", KEY)
     cs.set_nonce(0x0102)
     nonce = bytes(4) + (0x0102).to_bytes(8, "little")
     assert cs.encrypt_with_ad(b"ad", b"x") == ChaCha20Poly1305(KEY).encrypt(nonce, b"x", b"ad")
@@ -25,21 +25,21 @@ def test_chachapoly_nonce_is_little_endian() -> None:
 
 
 def test_aesgcm_nonce_is_big_endian() -> None:
-    cs = CipherState("AESGCM", KEY)
+    cs = CipherState("aesgcm", KEY)
     cs.set_nonce(0x0102)
     nonce = bytes(4) + (0x0102).to_bytes(8, "big")
     assert cs.encrypt_with_ad(b"ad", b"x") == AESGCM(KEY).encrypt(nonce, b"x", b"ad")
 
 
 def test_no_key_passes_through_and_repr_hides_key() -> None:
-    cs = CipherState("ChaChaPoly")
+    cs = CipherState("chachapoly")
     assert cs.encrypt_with_ad(b"", b"plain") == b"plain"
-    keyed = CipherState("ChaChaPoly", KEY)
+    keyed = CipherState("chachapoly", KEY)
     assert KEY.hex() not in repr(keyed)
 
 
 def test_decrypt_rejects_tamper_and_keeps_nonce() -> None:
-    a, b = CipherState("AESGCM", KEY), CipherState("AESGCM", KEY)
+    a, b = CipherState("aesgcm", KEY), CipherState("aesgcm", KEY)
     ct = bytearray(a.encrypt_with_ad(b"", b"payload"))
     ct[0] ^= 0x80
     with pytest.raises(BadPacket, match=r"session\.noise_bad_auth"):
@@ -48,13 +48,13 @@ def test_decrypt_rejects_tamper_and_keeps_nonce() -> None:
 
 
 def test_rekey_changes_key_keeps_nonce() -> None:
-    a, b = CipherState("ChaChaPoly", KEY), CipherState("ChaChaPoly", KEY)
+    a, b = CipherState("chachapoly", KEY), CipherState("chachapoly", KEY)
     a.set_nonce(5)
     b.set_nonce(5)
     a.rekey()
     b.rekey()
     assert b.decrypt_with_ad_untrusted(b"", a.encrypt_with_ad(b"", b"m")) == b"m"
-    fresh = CipherState("ChaChaPoly", KEY)
+    fresh = CipherState("chachapoly", KEY)
     fresh.set_nonce(6)
     with pytest.raises(BadPacket):
         fresh.decrypt_with_ad_untrusted(b"", a.encrypt_with_ad(b"", b"m"))
@@ -96,7 +96,7 @@ def test_unsupported_names_rejected(name: str) -> None:
 def test_psk2_appends_token_to_second_message() -> None:
     p = ProtocolName.parse("Noise_IKpsk2_25519_AESGCM_BLAKE2s")
     assert p.pattern.messages[1][-1] == "psk"
-    assert p.cipher == "AESGCM"
+    assert p.cipher == "aesgcm"
 
 
 def _pair(psk: bytes) -> tuple[HandshakeState, HandshakeState]:

@@ -71,6 +71,7 @@ BEFORE_LEARNING = {
     "switch.static_mac_violation",
     "switch.mac_limit",
     "switch.peer_mac_limit",
+    "switch.mac_held",
 }
 AFTER_LEARNING = {
     "switch.same_port",
@@ -314,6 +315,9 @@ class SwitchMachine(RuleBasedStateMachine):
             if reason == "switch.static_mac_violation":
                 pin = self.pins.get((vni, src))
                 assert pin is not None and pin != where
+            if reason == "switch.mac_held":  # only a move is ever refused for a flap
+                held = self.learned.get((vni, src))
+                assert held is not None and held.where != where
             return
         assert not (src[0] & 1) and src != ZERO
         self.learn(vni, src, where)
@@ -488,7 +492,7 @@ class SwitchMachine(RuleBasedStateMachine):
 
     @rule()
     def take_events(self) -> None:
-        for e in self.sw.take_events():
+        for e in self.sw.take_outputs():
             assert e.kind in {"mac_move", "mac_flap", "switch.mac_limit", "storm"}
             assert e.segment in {s.name for s in self.net.segments}
 

@@ -38,6 +38,7 @@ from lanspan.dataplane.udp import UdpEndpoint
 from lanspan.errors import ConfigError
 from lanspan.logs import RateLimitedLog
 from lanspan.node.core import InternalError, NodeCore, host_port_mac
+from lanspan.node.outputs import Send, Write
 from lanspan.node.status import MacRow, NodeStatus, UdpStatus
 
 log = logging.getLogger("lanspan.agent")
@@ -362,17 +363,16 @@ class Agent:
                 self._reload_requested = True
 
     def _flush(self) -> None:
-        node = self.node
-        node.flush(time.monotonic())
-        for addr, batch in node.take_sends():
-            self.udp.send_batch(addr, batch)
         ports = self.ports
-        for name, data in node.take_writes():
-            dev = ports.get(name)
-            if dev is not None:
-                dev.write(data)
-        for ev in node.take_log():
-            log.info(ev.kind, extra={"fields": ev.fields})
+        for out in self.node.take_outputs():
+            if isinstance(out, Send):
+                self.udp.send_batch(out.target, out.batch)
+            elif isinstance(out, Write):
+                dev = ports.get(out.port)
+                if dev is not None:
+                    dev.write(out.data)
+            else:
+                log.info(out.kind, extra={"fields": out.fields})
 
     def start(self) -> None:
         """Open the metrics server and the ports; register everything on the selector.

@@ -1,26 +1,38 @@
-"""The node: sessions + switch + paths, the one place that decides.
+"""The node: sessions + switch + paths + relays, the one place that decides.
 
 Inputs are frames read from local ports (with their 10-byte virtio_net_hdr)
-and datagrams read from the UDP socket; outputs are datagram batches to
-send and frames to write, taken by the adapter after each round. Nothing
-here touches a socket or a clock: `now` comes with every call.
+and datagrams read from the UDP socket, each with `now`; `next_timer()` says
+when `handle_timer(now)` is due. Outputs (`Send`, `Write`, `Log`) are taken
+with `take_outputs()` after each round. Nothing here touches a socket or a
+clock. Relays and reach gossip live in `relays.py`, reload in `reload.py`;
+the core's state is private: the agent uses only the methods below.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
-from collections import Counter, deque
+import heapq
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from ipaddress import IPv6Address
-from typing import Any, Literal
+from typing import Literal
 
 from lanspan.addr import Addr, Relay, Target, format_target
-from lanspan.config.model import Endpoint, HostPort, Network, Node, Timers
+from lanspan.config.model import Endpoint, Network, Node, Timers
 from lanspan.errors import BadPacket
-from lanspan.node.paths import PathEvent, PeerPaths
+from lanspan.node.outputs import Log, NodeOutput, Send, Write
+from lanspan.node.paths import PathEvent, PathEventKind, PeerPaths
 from lanspan.node.reassembly import Reassembler
+from lanspan.node.relays import (
+    MAX_RELAYS,
+    REACH_INTERVAL,
+    ReachGossip,
+    ReachTable,
+    relay_request,
+    relayed,
+)
+from lanspan.node.reload import check_reload, plan_reload
 from lanspan.node.status import (
     Counts,
     MacRow,
@@ -31,8 +43,10 @@ from lanspan.node.status import (
     SegmentStatus,
 )
 from lanspan.session import Delivered, SessionEvent, SessionTable, Transmit
-from lanspan.switch import Switch
+from lanspan.switch import Switch, host_port_mac
 from lanspan.wire import control, payload, vnet
+
+__all__ = ["NodeCore", "endpoint_addr", "host_port_mac"]
 
 ZERO_VNET = bytes(vnet.VNET_HDR_LEN)
 # Where the agent contains a failure (drop reason agent.internal_error_<where>).
@@ -40,48 +54,34 @@ InternalError = Literal["datagram", "frame", "timer", "control", "reload", "outp
 # UDP payload above IP + UDP headers, and what a transport message adds.
 _IP_UDP_OVERHEAD = {4: 28, 6: 48}
 _TRANSPORT_OVERHEAD = 32
-# Reachability gossip: at most one REACH per interval (damping), a refresh every
-# REACH_REFRESH, and what a relay said is forgotten after REACH_EXPIRY.
-REACH_INTERVAL = 1.0
-REACH_REFRESH = 5.0
-REACH_EXPIRY = 15.0
-# More than this many immediate "newly reachable" REACHes in the window: back to the interval.
-REACH_FLAP_LIMIT = 3
-REACH_FLAP_WINDOW = 10.0
-# Relay paths kept (and probed) per peer: the best few by estimated RTT, not all N.
-MAX_RELAYS = 3
+# Liveness costs what traffic costs. A peer that carried data (sent or received)
+# in the last BUSY_WINDOW seconds is probed every `timers.probe_interval` (failover
+# within a second); an idle one every IDLE_PROBE_INTERVAL +- IDLE_JITTER (spread so
+# that peers are not probed in bursts), and only on paths with no sign of life for
+# half that. The first frame to an idle peer probes it at once.
+BUSY_WINDOW = 5.0
+IDLE_PROBE_INTERVAL = 4.0
+IDLE_JITTER = 0.25  # fraction of the interval, either way
+_NEVER = float("-inf")
 
 
-@dataclass(frozen=True, slots=True)
-class LogEvent:
-    """One line for the log: a state change somewhere in the node."""
-
-    kind: str
-    fields: dict[str, Any]
-
-
-@dataclass(slots=True)
 class _Traffic:
-    rx_bytes: int = 0
-    tx_bytes: int = 0
-    rx_frames: int = 0
-    tx_frames: int = 0
+    __slots__ = ("rx_bytes", "rx_frames", "tx_bytes", "tx_frames")
+
+    def __init__(self) -> None:
+        self.rx_bytes = self.tx_bytes = self.rx_frames = self.tx_frames = 0
 
 
 def endpoint_addr(e: Endpoint) -> Addr:
     return (str(e.host), e.port)
 
 
-def host_port_mac(node: str, port: HostPort) -> bytes:
-    """A stable locally administered MAC, so peers' ARP caches survive restarts."""
-    if port.mac is not None:
-        return port.mac
-    digest = bytearray(hashlib.blake2s(f"{node}/{port.segment}".encode(), digest_size=6).digest())
-    digest[0] = (digest[0] & 0xFC) | 0x02
-    return bytes(digest)
-
-
 class NodeCore:
+    """One node's decisions. Public surface: the inputs (`frame_from_port`,
+    `datagram`, `handle_timer`, `reconfigure`), `next_timer`, `take_outputs`,
+    and the views (`status`, `mac_rows`, `drop_counts`, `peer_count`,
+    `network`, `check_reload`, `count_internal_error`)."""
+
     def __init__(
         self,
         network: Network,
@@ -93,140 +93,124 @@ class NodeCore:
         now: float,
         underlay_mtu: int = 1500,
     ) -> None:
-        self.network = network
-        self.me: Node = network.node(name)
-        self.started = now
-        self.sessions = SessionTable(
+        self._network = network
+        self._me: Node = network.node(name)
+        self._started = now
+        self._sessions = SessionTable(
             private_key, cipher=network.cipher, random_bytes=random_bytes, wall_time=wall_time
         )
-        self.switch = Switch(network, name)
-        self.reassembly = Reassembler()
-        self.drops: Counter[str] = Counter()
-        self.counters: Counter[str] = Counter()
-        self.peers: dict[str, Node] = {}
-        self.paths: dict[str, PeerPaths] = {}
-        self.traffic: dict[str, _Traffic] = {}
-        self.port_traffic: dict[str, _Traffic] = {p.name: _Traffic() for p in self.me.ports}
+        self._switch = Switch(network, name)
+        self._reassembly = Reassembler()
+        self._drops: Counter[str] = Counter()
+        self._counters: Counter[str] = Counter()
+        self._peers: dict[str, Node] = {}
+        self._paths: dict[str, PeerPaths] = {}
+        self._traffic: dict[str, _Traffic] = {}
+        self._port_traffic: dict[str, _Traffic] = {p.name: _Traffic() for p in self._me.ports}
         self._up: set[str] = set()
         self._frag_id = 0
         v6 = any(isinstance(e.host, IPv6Address) for n in network.nodes for e in n.endpoints)
-        self.max_plaintext = underlay_mtu - _IP_UDP_OVERHEAD[6 if v6 else 4] - _TRANSPORT_OVERHEAD
+        self._max_plaintext = underlay_mtu - _IP_UDP_OVERHEAD[6 if v6 else 4] - _TRANSPORT_OVERHEAD
         # A relayed datagram is sealed once more, inside a RELAY control message.
         longest = max(len(n.name.encode()) for n in network.nodes)
-        self.max_relayed_plaintext = self.max_plaintext - (
+        self._max_relayed_plaintext = self._max_plaintext - (
             _TRANSPORT_OVERHEAD + payload.HEADER_LEN + 2 + longest
         )
-        self.reach: dict[str, tuple[dict[str, int], float]] = {}  # relay -> (peer -> rtt µs)
-        self._reach_sent: dict[str, int] = {}
-        self._reach_sent_at = -1e9
-        self._reach_growth: deque[float] = deque()
-        self._sends: list[tuple[Addr, list[bytes]]] = []
-        self._writes: list[tuple[str, bytes]] = []
-        self._log: list[LogEvent] = []
-        self._next_probe = now
+        self._reach = ReachTable()
+        self._gossip_state = ReachGossip()
+        self._out: list[NodeOutput] = []
+        self._random_bytes = random_bytes
+        # Probes are scheduled per peer: a heap of (due, peer), entries that no longer
+        # match _probe_at are stale and skipped. Nothing scans every peer when idle.
+        self._probe_at: dict[str, float] = {}
+        self._probe_heap: list[tuple[float, str]] = []
+        self._busy_until: dict[str, float] = {}
+        self._fast_since: dict[str, float] = {}
+        self._gossip_at = now
         for node in network.nodes:
             if node.name != name:
                 self._add_peer(node, now)
+        self._drain_sessions(now)
 
     # -- peers ---------------------------------------------------------------
 
     def _add_peer(self, node: Node, now: float) -> None:
-        self.peers[node.name] = node
-        self.paths[node.name] = PeerPaths([endpoint_addr(e) for e in node.endpoints], self.timers)
-        self.traffic[node.name] = _Traffic()
-        keepalive = self.timers.keepalive if not node.endpoints or not self.me.endpoints else None
-        self.sessions.add_peer(node.name, node.public_key, persistent_keepalive=keepalive)
+        self._peers[node.name] = node
+        self._paths[node.name] = PeerPaths([endpoint_addr(e) for e in node.endpoints], self.timers)
+        self._traffic[node.name] = _Traffic()
+        keepalive = self.timers.keepalive if not node.endpoints or not self._me.endpoints else None
+        self._sessions.add_peer(node.name, node.public_key, persistent_keepalive=keepalive)
         if node.endpoints:
-            self.sessions.initiate(node.name, now)
+            self._sessions.initiate(node.name, now)
+        self._schedule(node.name, now + self._idle_interval())
 
     def _remove_peer(self, name: str, now: float) -> None:
-        self.sessions.remove_peer(name)
+        self._sessions.remove_peer(name)
         self._drain_sessions(now)
-        self.reassembly.forget(name)
-        del self.peers[name], self.paths[name], self.traffic[name]
+        self._reassembly.forget(name)
+        changed = self._reach.forget(name)
+        self._reach.candidates.pop(name, None)
+        del self._peers[name], self._paths[name], self._traffic[name]
+        self._probe_at.pop(name, None)
+        self._busy_until.pop(name, None)
+        self._fast_since.pop(name, None)
+        self._choose_relays(changed, now)
+
+    @property
+    def network(self) -> Network:
+        """The network file the node runs (read-only; change it with `reconfigure`)."""
+        return self._network
 
     @property
     def timers(self) -> Timers:
-        return self.network.timers
+        return self._network.timers
 
     def check_reload(self, new: Network) -> None:
         """Raise ValueError when `new` cannot be applied without a restart."""
-        if self.me.name not in {n.name for n in new.nodes}:
-            raise ValueError(f"node {self.me.name!r} is no longer in the network file")
-        mine = new.node(self.me.name)
-        restart = {
-            "network name": (self.network.name, new.name),
-            "port": (self.network.port, new.port),
-            "cipher": (self.network.cipher, new.cipher),
-            "listen_port": (self.me.listen_port, mine.listen_port),
-            "public_key": (self.me.public_key, mine.public_key),
-        }
-        for what, (old, now_) in restart.items():
-            if old != now_:
-                raise ValueError(f"{what} changed: restart the agent to apply it")
-        for seg in self.network.segments:
-            if seg.name in {s.name for s in new.segments}:
-                n = new.segment(seg.name)
-                if (n.vlan, n.vni) != (seg.vlan, seg.vni):
-                    raise ValueError(f"segment {seg.name!r} changed VLAN/VNI: restart to apply")
+        check_reload(self._network, self._me.name, new)
 
     def reconfigure(self, new: Network, now: float) -> list[str]:
         """Apply a validated new network file; sessions of unchanged peers stay up."""
         self.check_reload(new)
-        changes: list[str] = []
-        old_peers = {n.name: n for n in self.network.nodes if n.name != self.me.name}
-        new_peers = {n.name: n for n in new.nodes if n.name != self.me.name}
-        old_network = self.network
-        self.network, self.me = new, new.node(self.me.name)
-        for name in old_peers.keys() - new_peers.keys():
+        plan = plan_reload(self._network, self._me.name, new)
+        self._network, self._me = new, new.node(self._me.name)
+        for name in plan.removed:
             self._remove_peer(name, now)
-            changes.append(f"peer {name} removed")
-        for name, node in new_peers.items():
-            old = old_peers.get(name)
-            if old is None:
-                self._add_peer(node, now)
-                changes.append(f"peer {name} added")
-            elif old.public_key != node.public_key:
+        for change in plan.peers:
+            name = change.node.name
+            if change.kind == "add":
+                self._add_peer(change.node, now)
+            elif change.kind == "rekey":
                 self._remove_peer(name, now)
-                self._add_peer(node, now)
-                changes.append(f"peer {name} key changed: new session")
+                self._add_peer(change.node, now)
             else:
-                self.peers[name] = node
-                if old.endpoints != node.endpoints:
-                    self.paths[name].set_endpoints([endpoint_addr(e) for e in node.endpoints])
-                    changes.append(f"peer {name} endpoints now {[str(e) for e in node.endpoints]}")
-                if old.segments != node.segments:
-                    changes.append(f"peer {name} segments now {list(node.segments)}")
-        old_segments = {s.name for s in old_network.segments}
-        new_segments = {s.name for s in new.segments}
-        changes += [f"segment {n} added" for n in sorted(new_segments - old_segments)]
-        changes += [f"segment {n} removed" for n in sorted(old_segments - new_segments)]
-        if old_network.timers != new.timers:
-            for paths in self.paths.values():
+                self._peers[name] = change.node
+                if change.endpoints_changed:
+                    addrs = [endpoint_addr(e) for e in change.node.endpoints]
+                    self._paths[name].set_endpoints(addrs)
+        if plan.timers_changed:
+            for paths in self._paths.values():
                 paths.timers = new.timers
-            changes.append(f"timers now {new.timers}")
-        if _switch_view(old_network, self.me.name) != _switch_view(new, self.me.name):
-            # Rebuilt from the new file; learned MACs are relearned from traffic
-            # (unknown unicast is flooded meanwhile, nothing is dropped).
-            self.switch = Switch(new, self.me.name)
+        if plan.rebuild_switch:
+            self._switch = Switch(new, self._me.name)
             for peer in self._up:
-                self.switch.set_peer_up(peer, True)
-            changes.append("switch rebuilt: MAC tables relearn")
-        self.port_traffic = {
-            p.name: self.port_traffic.get(p.name, _Traffic()) for p in self.me.ports
+                self._switch.set_peer_up(peer, True)
+        self._port_traffic = {
+            p.name: self._port_traffic.get(p.name, _Traffic()) for p in self._me.ports
         }
-        return changes
+        self._drain_sessions(now)
+        return plan.changes
 
     # -- inputs ----------------------------------------------------------------
 
     def frame_from_port(self, port: str, data: bytes, now: float) -> None:
         """A frame read from a local port: 10-byte vnet header, then the frame."""
         hdr, frame = data[: vnet.VNET_HDR_LEN], data[vnet.VNET_HDR_LEN :]
-        t = self.port_traffic.get(port)
+        t = self._port_traffic.get(port)
         if t is not None:
             t.rx_frames += 1
             t.rx_bytes += len(frame)
-        fwd = self.switch.from_port(port, frame, now)
+        fwd = self._switch.from_port(port, frame, now)
         if fwd is None:
             return
         plain = hdr == ZERO_VNET
@@ -240,16 +224,18 @@ class NodeCore:
             return
         built: dict[int, list[bytes]] = {}
         for peer in fwd.peers:
-            tr = self.traffic[peer]
+            tr = self._traffic[peer]
             tr.tx_frames += 1
             tr.tx_bytes += len(fwd.frame)
-            dest = self.paths[peer].destination()
-            relayed = isinstance(dest, Relay)
-            limit = self.max_relayed_plaintext if relayed else self.max_plaintext
+            self._busy(peer, now)
+            dest = self._paths[peer].destination()
+            relayed_ = isinstance(dest, Relay)
+            limit = self._max_relayed_plaintext if relayed_ else self._max_plaintext
             payloads = built.get(limit)
             if payloads is None:
                 payloads = built[limit] = self._payloads(fwd.vni, fwd.frame, hdr, frame, limit)
             self._seal_and_send(peer, payloads, now)
+        self._drain_sessions(now)
 
     def _payloads(self, vni: int, out: bytes, hdr: bytes, frame: bytes, limit: int) -> list[bytes]:
         """Payloads carrying `out` (the mesh form of `frame`), fragmented to fit `limit`."""
@@ -268,41 +254,50 @@ class NodeCore:
         True when it authenticated (a handshake or transport message from a
         peer), so the adapter may trust `src` as that peer's address.
         """
-        got = self.sessions.receive(data, src, now)
+        got = self._sessions.receive(data, src, now)
         if got is None:
+            self._drain_sessions(now)
             return False
         self._delivered(got, now)
+        self._drain_sessions(now)
         return True
 
-    def _delivered(self, got: Delivered, now: float) -> None:
-        paths = self.paths.get(got.peer)
+    def _delivered(self, got: Delivered, now: float, *, relayed_: bool = False) -> None:
+        """Authenticated plaintext from a peer; `relayed_` when it came through a relay."""
+        paths = self._paths.get(got.peer)
         if paths is None:
             return
         paths.seen(got.src, now)
+        self._path_events(got.peer, now)
+        if got.peer not in self._up:
+            # A sign of life from a peer we count as down: retry its handshake now.
+            self._sessions.retry_soon(got.peer, now)
         if not got.payload:
             return  # keepalive
         try:
             p = payload.parse_untrusted(got.payload)
             if p.is_control:
-                self._control(got.peer, p.body, got.src, now)
+                self._control(got.peer, p.body, got.src, now, relayed_)
                 return
             if p.is_fragment:
-                whole = self.reassembly.add(got.peer, p, now)
-                if whole is None:
+                self._reassembly.add(got.peer, p, now)
+                done = self._reassembly.take_outputs()
+                if not done:
                     return
-                p = whole
+                p = done[-1].payload
             if p.has_offload:
                 hdr, frame = p.body[: vnet.VNET_HDR_LEN], p.body[vnet.VNET_HDR_LEN :]
                 vnet.validate_untrusted(vnet.parse_untrusted(hdr), len(frame))
             else:
                 hdr, frame = ZERO_VNET, p.body
         except BadPacket as e:
-            self.drops[e.reason] += 1
+            self._drops[e.reason] += 1
             return
-        tr = self.traffic[got.peer]
+        tr = self._traffic[got.peer]
         tr.rx_frames += 1
         tr.rx_bytes += len(frame)
-        fwd = self.switch.from_peer(got.peer, p.vni, frame, now)
+        self._busy(got.peer, now)
+        fwd = self._switch.from_peer(got.peer, p.vni, frame, now)
         if fwd is None:
             return
         plain = hdr == ZERO_VNET
@@ -313,69 +308,79 @@ class NodeCore:
         for out_port, out_hdr, out in outs:
             self._write(out_port, out_hdr, out)
 
-    def _control(self, peer: str, body: bytes, src: Target, now: float) -> None:
+    def _control(
+        self, peer: str, body: bytes, src: Target, now: float, relayed_: bool = False
+    ) -> None:
         msg = control.parse_untrusted(body)
+        if isinstance(msg, control.Relay) and relayed_:
+            # A relayed datagram never causes another relay (nor a second delivery):
+            # at most two hops, whatever a member crafts.
+            self._drops["relay.nested"] += 1
+            return
         if isinstance(msg, control.Probe):
             if msg.ack:
-                self.paths[peer].ack(msg, now)
+                self._paths[peer].ack(msg, now)
+                self._path_events(peer, now)
             else:
                 reply = payload.build_control(control.build_probe(replace(msg, ack=True)))
-                self._emit(peer, src, self.sessions.seal_many(peer, [reply], now), now)
+                self._emit(peer, src, self._sessions.seal_many(peer, [reply], now), now)
         elif isinstance(msg, control.Relay):
             if msg.delivered:
                 self._relayed_to_us(peer, msg, now)
             else:
                 self._relay(peer, msg, now)
         else:
-            self.reach[peer] = ({n: rtt for n, rtt in msg.peers if n in self.peers}, now)
-            self._update_relays(now)
+            offered = {n: rtt for n, rtt in msg.peers if n in self._peers and n != peer}
+            self._reach.offer(peer, offered, now)
+            self._sync_relay(peer, now)
 
     def _relay(self, origin: str, msg: control.Relay, now: float) -> None:
         """Forward a sealed datagram from `origin` to `msg.node`: one hop, direct only."""
         dest = msg.node
-        if not self.me.relay:
-            self.drops["relay.refused"] += 1
+        if not self._me.relay:
+            self._drops["relay.refused"] += 1
             return
-        if dest not in self.peers or dest == origin:
-            self.drops["relay.unknown_node"] += 1
+        if dest not in self._peers or dest == origin:
+            self._drops["relay.unknown_node"] += 1
             return
-        addr = self.paths[dest].destination()
+        addr = self._paths[dest].destination()
         if dest not in self._up or addr is None or isinstance(addr, Relay):
             # Never through another relay: this is what makes relay loops impossible.
-            self.drops["relay.no_direct_path"] += 1
+            self._drops["relay.no_direct_path"] += 1
             return
-        body = payload.build_control(control.build_relay(control.Relay(True, origin, msg.inner)))
-        sealed = self.sessions.seal(dest, body, now)
+        sealed = self._sessions.seal(dest, relayed(origin, msg.inner), now)
         if sealed is not None:
-            self.counters["relayed"] += 1
-            self._sends.append((addr, [sealed]))
+            self._counters["relayed"] += 1
+            self._out.append(Send(addr, [sealed]))
 
     def _relayed_to_us(self, via: str, msg: control.Relay, now: float) -> None:
-        if msg.node not in self.peers or msg.node == via:
-            self.drops["relay.unknown_node"] += 1
+        if msg.node not in self._peers or msg.node == via:
+            self._drops["relay.unknown_node"] += 1
             return
-        got = self.sessions.receive(msg.inner, Relay(via), now)
+        got = self._sessions.receive(msg.inner, Relay(via), now)
+        # A reply without a peer (a cookie reply under load) goes back the way it came.
+        self._drain_sessions(now, relayed_from=(via, msg.node))
         if got is None:
             return
         if got.peer != msg.node:
-            self.drops["relay.origin_mismatch"] += 1
+            self._drops["relay.origin_mismatch"] += 1
             return
-        self._delivered(got, now)
+        self._delivered(got, now, relayed_=True)
 
     # -- outputs ---------------------------------------------------------------
 
     def _write(self, port: str, hdr: bytes, frame: bytes) -> None:
-        t = self.port_traffic.get(port)
+        t = self._port_traffic.get(port)
         if t is not None:
             t.tx_frames += 1
             t.tx_bytes += len(frame)
-        self._writes.append((port, hdr + frame))
+        self._out.append(Write(port, hdr + frame))
 
     def _seal_and_send(self, peer: str, payloads: list[bytes], now: float) -> None:
-        sealed = self.sessions.seal_many(peer, payloads, now)
+        sealed = self._sessions.seal_many(peer, payloads, now)
         if sealed is None:
             return  # queued by the session until the handshake completes
-        self._emit(peer, self.paths[peer].destination(), sealed, now)
+        self._emit(peer, self._paths[peer].destination(), sealed, now)
 
     def _emit(
         self, peer: str | None, dest: Target | None, sealed: list[bytes] | None, now: float
@@ -384,178 +389,221 @@ class NodeCore:
         if not sealed:
             return
         if dest is None:
-            self.drops["node.no_endpoint"] += len(sealed)
+            self._drops["node.no_endpoint"] += len(sealed)
             return
         if not isinstance(dest, Relay):
-            self._sends.append((dest, sealed))
+            self._out.append(Send(dest, sealed))
             return
         relay = dest.node
-        hop = self.paths[relay].destination() if relay in self.paths else None
+        hop = self._paths[relay].destination() if relay in self._paths else None
         if peer is None or hop is None or isinstance(hop, Relay):
-            self.drops["relay.unusable"] += len(sealed)
+            self._drops["relay.unusable"] += len(sealed)
             return
-        wrapped = [
-            payload.build_control(control.build_relay(control.Relay(False, peer, d)))
-            for d in sealed
-        ]
-        outer = self.sessions.seal_many(relay, wrapped, now)
+        outer = self._sessions.seal_many(relay, [relay_request(peer, d) for d in sealed], now)
         if outer is not None:
-            self._sends.append((hop, outer))
+            self._out.append(Send(hop, outer))
 
-    def _drain_sessions(self, now: float) -> None:
-        for action in self.sessions.take_outputs():
+    def _drain_sessions(self, now: float, relayed_from: tuple[str, str] | None = None) -> None:
+        """Carry out what the sessions decided. `relayed_from` (relay, origin): we are
+        handling a datagram `origin` sent through `relay`, so a reply to Relay(relay)
+        that names no peer (a cookie reply) is for `origin`."""
+        for action in self._sessions.take_outputs():
             if isinstance(action, Transmit):
                 if action.to is not None:
-                    self._emit(action.peer, action.to, [action.data], now)
-                elif action.peer is not None and action.peer in self.paths:
-                    targets = self.paths[action.peer].candidates()
+                    peer = action.peer
+                    if (
+                        peer is None
+                        and relayed_from is not None
+                        and action.to == Relay(relayed_from[0])
+                    ):
+                        peer = relayed_from[1]
+                    self._emit(peer, action.to, [action.data], now)
+                elif action.peer is not None and action.peer in self._paths:
+                    targets = self._paths[action.peer].candidates()
                     if not targets:
-                        self.drops["node.no_endpoint"] += 1
+                        self._drops["node.no_endpoint"] += 1
                     for addr in targets:
                         self._emit(action.peer, addr, [action.data], now)
             elif isinstance(action, SessionEvent):
-                self._session_event(action)
+                self._session_event(action, now)
 
-    def _session_event(self, ev: SessionEvent) -> None:
-        self._log.append(LogEvent(f"session_{ev.kind}", {"peer": ev.peer, "detail": ev.detail}))
+    def _session_event(self, ev: SessionEvent, now: float) -> None:
+        self._out.append(Log(f"session_{ev.kind}", {"peer": ev.peer, "detail": ev.detail}))
         if ev.kind == "up":
             if ev.peer not in self._up:
                 self._up.add(ev.peer)
-                self.switch.set_peer_up(ev.peer, True)
+                self._switch.set_peer_up(ev.peer, True)
+                self._schedule(ev.peer, now)  # probe its paths now: whole again
         elif ev.kind == "down" and ev.peer in self._up:
             self._up.discard(ev.peer)
-            self.switch.set_peer_up(ev.peer, False)
-            self.reassembly.forget(ev.peer)
-            self.reach.pop(ev.peer, None)
+            self._switch.set_peer_up(ev.peer, False)
+            self._reassembly.forget(ev.peer)
+            self._choose_relays(self._reach.forget(ev.peer), now)
 
-    def take_sends(self) -> list[tuple[Addr, list[bytes]]]:
-        """Datagram batches to send; each batch is equal-sized but for its last."""
-        sends, self._sends = self._sends, []
-        return sends
+    def _path_events(self, peer: str, now: float) -> None:
+        events = self._paths[peer].take_outputs()
+        if not events:
+            return
+        for pe in events:
+            self._out.append(_path_log(peer, pe))
+        self._gossip_at = min(self._gossip_at, now)  # what we reach may have changed
+        if self._peers[peer].relay:
+            self._sync_relay(peer, now)
+            if any(pe.kind is PathEventKind.UP for pe in events):
+                # A relay's path came back: peers it offers may be reachable again.
+                for other in self._reach.offered_by(peer):
+                    if other not in self._up and other in self._paths:
+                        self._sessions.retry_soon(other, now)
 
-    def take_writes(self) -> list[tuple[str, bytes]]:
-        writes, self._writes = self._writes, []
-        return writes
+    def _busy(self, peer: str, now: float) -> None:
+        """`peer` carries data: fast probing now and for BUSY_WINDOW seconds."""
+        until = self._busy_until.get(peer)
+        if until is None or until <= now:  # was idle: probe at once
+            self._fast_since[peer] = now
+            self._schedule(peer, now)
+        self._busy_until[peer] = now + BUSY_WINDOW
 
-    def take_log(self) -> list[LogEvent]:
-        for peer, paths in self.paths.items():
-            for pe in paths.take_outputs():
-                self._log.append(_path_log(peer, pe))
-        for sw in self.switch.take_events():
-            self._log.append(
-                LogEvent(sw.kind, {"segment": sw.segment, "mac": sw.mac, "detail": sw.detail})
+    def take_outputs(self) -> list[NodeOutput]:
+        """Everything decided since the last call, in order: datagram batches to
+        send (`Send`), frames to write (`Write`) and log lines (`Log`)."""
+        for sw in self._switch.take_outputs():
+            self._out.append(
+                Log(sw.kind.value, {"segment": sw.segment, "mac": sw.mac, "detail": sw.detail})
             )
-        log, self._log = self._log, []
-        return log
-
-    def flush(self, now: float) -> None:
-        """End of a round: turn what the sessions decided into sends and events."""
-        self._drain_sessions(now)
+        out, self._out = self._out, []
+        return out
 
     # -- timers ----------------------------------------------------------------
 
+    def _idle_interval(self) -> float:
+        unit = int.from_bytes(self._random_bytes(2), "little") / 65535  # 0..1
+        return IDLE_PROBE_INTERVAL * (1.0 + IDLE_JITTER * (2.0 * unit - 1.0))
+
+    def _schedule(self, peer: str, at: float) -> None:
+        """Probe `peer` at `at`, or earlier if it already is."""
+        due = self._probe_at.get(peer)
+        if due is not None and due <= at:
+            return
+        self._probe_at[peer] = at
+        heapq.heappush(self._probe_heap, (at, peer))
+
     def next_timer(self) -> float:
-        deadlines = [self._next_probe]
+        heap, due = self._probe_heap, self._probe_at
+        while heap and due.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)  # stale: rescheduled or removed
+        deadlines = [self._gossip_at]
+        if heap:
+            deadlines.append(heap[0][0])
         for t in (
-            self.sessions.next_timer(),
-            self.switch.next_timer(),
-            self.reassembly.next_timer(),
+            self._sessions.next_timer(),
+            self._switch.next_timer(),
+            self._reassembly.next_timer(),
         ):
             if t is not None:
                 deadlines.append(t)
         return min(deadlines)
 
     def handle_timer(self, now: float) -> None:
-        self.sessions.handle_timer(now)
-        self.switch.handle_timer(now)
-        self.reassembly.handle_timer(now)
-        if now >= self._next_probe:
-            self._next_probe = now + self.timers.probe_interval
-            self._probe(now)
+        self._sessions.handle_timer(now)
+        self._switch.handle_timer(now)
+        self._reassembly.handle_timer(now)
+        heap, due = self._probe_heap, self._probe_at
+        while heap and heap[0][0] <= now:
+            at, peer = heapq.heappop(heap)
+            if due.get(peer) == at:
+                del due[peer]
+                self._probe_peer(peer, now)
+        if now >= self._gossip_at:
+            self._gossip_at = now + REACH_INTERVAL
+            for relay in self._reach.expire(now):
+                self._sync_relay(relay, now)
+            self._gossip(now)
         self._drain_sessions(now)
 
-    def _probe(self, now: float) -> None:
-        for peer, paths in self.paths.items():
-            paths.check(now)
-            if peer not in self._up:
-                continue
-            for addr, probe in paths.probes(now):
+    def _probe_peer(self, peer: str, now: float) -> None:
+        """Check one peer's paths and probe them at the rate its traffic asks for."""
+        paths = self._paths[peer]
+        busy = self._busy_until.get(peer, _NEVER) > now
+        if busy:
+            interval = self.timers.probe_interval
+            paths.check(now, paths.dead_after, self._fast_since.get(peer))
+        else:
+            interval = self._idle_interval()
+            self._busy_until.pop(peer, None)
+            self._fast_since.pop(peer, None)
+            slow = IDLE_PROBE_INTERVAL * (1.0 + IDLE_JITTER) * self.timers.probe_multiplier
+            paths.check(now, max(paths.dead_after, slow))
+        self._path_events(peer, now)
+        if peer in self._up:
+            # Relay paths only while they may be needed: no direct path up, or a busy
+            # peer whose direct path shows trouble (so failover finds them up).
+            relays = not paths.direct_up() or (busy and paths.direct_lossy(now))
+            quiet = None if busy else now - IDLE_PROBE_INTERVAL / 2
+            for target, probe in paths.probes(now, relays=relays, quiet_since=quiet):
                 body = payload.build_control(control.build_probe(probe))
-                self._emit(peer, addr, self.sessions.seal_many(peer, [body], now), now)
-        self._update_relays(now)
-        self._gossip(now)
+                self._emit(peer, target, self._sessions.seal_many(peer, [body], now), now)
+        self._schedule(peer, now + interval)
 
     def _direct_reach(self) -> dict[str, int]:
         """Peers we reach over an up, direct path, with RTT in µs: what we offer to relay."""
         out = {}
         for peer in self._up:
-            active = self.paths[peer].active
+            active = self._paths[peer].active
             if active is not None and active.up and active.relay is None:
                 out[peer] = round((active.rtt or 0.0) * 1e6)
         return out
 
     def _gossip(self, now: float) -> None:
-        if not self.me.relay:
+        if not self._me.relay:
             return
         reach = self._direct_reach()
-        since = now - self._reach_sent_at
-        # Good news goes out at once (a peer newly reachable), unless growth itself
-        # flaps; losses and RTT changes wait for the interval: one flapping link
-        # cannot make a storm. RTT wiggles alone only ride on the refresh.
-        grew = not reach.keys() <= self._reach_sent.keys()
-        while self._reach_growth and now - self._reach_growth[0] > REACH_FLAP_WINDOW:
-            self._reach_growth.popleft()
-        urgent = grew and len(self._reach_growth) < REACH_FLAP_LIMIT
-        if not urgent and since < REACH_INTERVAL:
+        if not self._gossip_state.due(reach, now):
             return
-        if reach.keys() == self._reach_sent.keys() and since < REACH_REFRESH:
-            return
-        if urgent:
-            self._reach_growth.append(now)
-        self._reach_sent, self._reach_sent_at = reach, now
         for peer in self._up:
             listed = tuple((n, rtt) for n, rtt in sorted(reach.items()) if n != peer)
             body = payload.build_control(control.build_reach(control.Reach(listed)))
-            sealed = self.sessions.seal_many(peer, [body], now)
-            self._emit(peer, self.paths[peer].destination(), sealed, now)
+            sealed = self._sessions.seal_many(peer, [body], now)
+            self._emit(peer, self._paths[peer].destination(), sealed, now)
 
-    def _update_relays(self, now: float) -> None:
-        """Offer, for each peer, a relay path through every relay that reaches it."""
-        for relay in [r for r, (_, at) in self.reach.items() if now - at > REACH_EXPIRY]:
-            del self.reach[relay]
-        usable = {
-            r: peers
-            for r, (peers, _) in self.reach.items()
-            if r in self._up and self.peers[r].relay and self._direct(r)
-        }
-        for peer, paths in self.paths.items():
-            offers = [
-                (self._rtt_us(r) + peers[peer], r)
-                for r, peers in usable.items()
-                if peer in peers and r != peer
-            ]
-            # Keep relays still on offer (their probe history), fill up with the best new ones.
-            relays = {r for r in paths.relays() if r in {o for _, o in offers}}
-            for _, r in sorted(offers):
-                if len(relays) >= MAX_RELAYS:
-                    break
-                relays.add(r)
-            if paths.set_relays(relays) and peer not in self._up:
-                self.sessions.retry_soon(peer, now)  # the handshake can go that way now
+    def _relay_usable(self, relay: str) -> bool:
+        return relay in self._up and self._peers[relay].relay and self._direct(relay)
+
+    def _sync_relay(self, relay: str, now: float) -> None:
+        """Fold `relay`'s offer (or its withdrawal) into the peers it changes, only those."""
+        self._choose_relays(self._reach.apply(relay, self._relay_usable(relay)), now)
+
+    def _choose_relays(self, peers: set[str], now: float) -> None:
+        """Relay paths for these peers: keep relays still on offer (their probe history),
+        fill up to MAX_RELAYS with the best new ones by estimated RTT."""
+        for peer in peers:
+            paths = self._paths.get(peer)
+            if paths is None:
+                continue
+            cands = self._reach.candidates.get(peer, {})
+            relays = {r for r in paths.relays() if r in cands}
+            if len(relays) < MAX_RELAYS and len(cands) > len(relays):
+                offers = sorted(
+                    (self._rtt_us(r) + rtt, r) for r, rtt in cands.items() if r not in relays
+                )
+                for _, r in offers[: MAX_RELAYS - len(relays)]:
+                    relays.add(r)
+            paths.set_relays(relays)
+            if cands and peer not in self._up:
+                self._sessions.retry_soon(peer, now)  # a REACH names it: try that way now
 
     def _rtt_us(self, peer: str) -> int:
-        active = self.paths[peer].active
+        active = self._paths[peer].active
         return round((active.rtt or 0.0) * 1e6) if active is not None else 0
 
     def _direct(self, peer: str) -> bool:
-        active = self.paths[peer].active
+        active = self._paths[peer].active
         return active is not None and active.relay is None
 
     # -- view ------------------------------------------------------------------
 
     def count_internal_error(self, where: InternalError) -> int:
         """Count one event dropped by a lanspan bug in the agent; returns the new total."""
-        self.drops[
+        self._drops[
             "agent.internal_error_datagram"
             if where == "datagram"
             else "agent.internal_error_frame"
@@ -570,51 +618,51 @@ class NodeCore:
             if where == "output"
             else "agent.internal_error_read"
         ] += 1
-        return self.drops[f"agent.internal_error_{where}"]
+        return self._drops[f"agent.internal_error_{where}"]
 
     def drop_counts(self) -> Counter[str]:
         """Every dropped datagram or frame so far, by reason, from every layer."""
         drops: Counter[str] = Counter()
-        for c in (self.drops, self.sessions.drops, self.switch.drops, self.reassembly.drops):
+        for c in (self._drops, self._sessions.drops, self._switch.drops, self._reassembly.drops):
             drops.update(c)
         return drops
 
     def peer_count(self) -> int:
-        return len(self.peers)
+        return len(self._peers)
 
     def mac_rows(self, segment: str | None, now: float) -> list[MacRow]:
         """MAC table rows (static and learned), all segments when `segment` is None."""
         return [
             MacRow(e.segment, e.vlan, e.mac, e.where, e.static, round(e.age, 1))
-            for e in self.switch.mac_table(segment, now)
+            for e in self._switch.mac_table(segment, now)
         ]
 
     def status(self, now: float) -> NodeStatus:
-        macs = Counter(e.segment for e in self.switch.mac_table())
+        macs = Counter(e.segment for e in self._switch.mac_table())
         return NodeStatus(
-            node=self.me.name,
-            network=self.network.name,
-            public_key=base64.b64encode(self.sessions.public_key).decode(),
-            listen_port=self.me.listen_port or self.network.port,
-            uptime_s=round(now - self.started, 3),
+            node=self._me.name,
+            network=self._network.name,
+            public_key=base64.b64encode(self._sessions.public_key).decode(),
+            listen_port=self._me.listen_port or self._network.port,
+            uptime_s=round(now - self._started, 3),
             segments=tuple(
                 SegmentStatus(s.name, s.vlan, s.vni, s.mtu, macs[s.name])
-                for s in self.network.segments
-                if s.name in self.me.segments
+                for s in self._network.segments
+                if s.name in self._me.segments
             ),
-            ports=tuple(self._port_status(p.name) for p in self.me.ports),
-            peers=tuple(self._peer_status(name, now) for name in self.peers),
+            ports=tuple(self._port_status(p.name) for p in self._me.ports),
+            peers=tuple(self._peer_status(name, now) for name in self._peers),
             drops=Counts.of(self.drop_counts()),
-            counters=Counts.of(self.counters + self.switch.counters),
+            counters=Counts.of(self._counters + self._switch.counters),
         )
 
     def _port_status(self, name: str) -> PortStatus:
-        p = self.me.port(name)
+        p = self._me.port(name)
         if p.kind == "trunk":
-            segs = tuple(self.network.segment_by_vlan(v).name for v in p.vlans)
+            segs = tuple(self._network.segment_by_vlan(v).name for v in p.vlans)
         else:
             segs = (p.segment,)
-        t = self.port_traffic[name]
+        t = self._port_traffic[name]
         return PortStatus(
             name=p.name,
             kind=p.kind,
@@ -627,16 +675,16 @@ class NodeCore:
         )
 
     def _peer_status(self, name: str, now: float) -> PeerStatus:
-        st = self.sessions.status(name)
-        paths = self.paths[name]
+        st = self._sessions.status(name)
+        paths = self._paths[name]
         active = paths.active
-        t = self.traffic[name]
+        t = self._traffic[name]
         state: Literal["up", "handshaking", "down"] = (
             "up" if st.established else ("handshaking" if paths.paths else "down")
         )
         return PeerStatus(
             name=name,
-            public_key=base64.b64encode(self.peers[name].public_key).decode(),
+            public_key=base64.b64encode(self._peers[name].public_key).decode(),
             session=state,
             endpoint=format_target(active.target) if active else None,
             via=active.relay if active else None,
@@ -663,17 +711,6 @@ class NodeCore:
         )
 
 
-def _switch_view(network: Network, me: str) -> tuple[object, ...]:
-    """What the switch is built from: when it is unchanged, a reload keeps the MAC tables."""
-    return (
-        network.segments,
-        network.static_macs,
-        network.mac_ageing,
-        network.node(me).ports,
-        tuple(sorted((n.name, n.segments, n.ports) for n in network.nodes)),
-    )
-
-
 def _shift(hdr: bytes, delta: int) -> bytes:
     if delta == 0:
         return hdr
@@ -684,5 +721,5 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 3)
 
 
-def _path_log(peer: str, pe: PathEvent) -> LogEvent:
-    return LogEvent(pe.kind, {"peer": peer, "path": format_target(pe.target), "detail": pe.detail})
+def _path_log(peer: str, pe: PathEvent) -> Log:
+    return Log(pe.kind.value, {"peer": peer, "path": format_target(pe.target), "detail": pe.detail})

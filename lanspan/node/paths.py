@@ -5,9 +5,14 @@ an address we did not know adds a learned path (roaming, NAT rebinding); a
 node that says it reaches the peer adds a relay path through itself. Direct
 paths win over relay paths whenever one is up.
 A path is up while probe acks keep arriving: `probe_multiplier` intervals
-without one takes it down (BFD-like). Traffic uses the best up path; a path
-that comes back must stay up for `hold_down` seconds before it is preferred
-again, unless nothing else is up.
+without one takes it down (BFD-like). Authenticated traffic from a path is a
+sign of life too: it keeps an up path up (it does not bring one up: only an
+ack measures the round trip). The node chooses the rate (fast for peers with
+traffic, slow for idle ones) and passes the matching `dead_after` to `check`.
+A learned path with no authenticated traffic for `LEARNED_EXPIRY` seconds is
+removed (a replayed datagram from a spoofed source adds one that never answers).
+Traffic uses the best up path; a path that comes back must stay up for
+`hold_down` seconds before it is preferred again, unless nothing else is up.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from lanspan.config.model import Timers
 from lanspan.wire.control import Probe
 
 MAX_LEARNED = 4
+LEARNED_EXPIRY = 60.0  # seconds without authenticated traffic before a learned path goes
 LOSS_WINDOW = 20
 # A better path must beat the active one by this factor to take over.
 SWITCH_FACTOR = 0.7
@@ -38,6 +44,15 @@ class Path:
     rtt: float | None = None  # smoothed, seconds
     outstanding: dict[int, float] = field(default_factory=dict)  # seq -> sent at
     results: deque[bool] = field(default_factory=lambda: deque(maxlen=LOSS_WINDOW))
+    added: float = 0.0  # when the path was added (learned paths expire from here)
+
+    def alive_at(self) -> float | None:
+        """The last sign of life: a probe ack or authenticated traffic from the path."""
+        if self.last_ack is None:
+            return self.last_seen
+        if self.last_seen is None:
+            return self.last_ack
+        return max(self.last_ack, self.last_seen)
 
     @property
     def relay(self) -> str | None:
@@ -54,6 +69,7 @@ class PathEventKind(StrEnum):
     DOWN = "path_down"
     SWITCH = "path_switch"
     LEARNED = "path_learned"
+    EXPIRED = "path_expired"
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,10 +151,34 @@ class PeerPaths:
             return [self.active.target]
         return [p.target for p in self.paths]
 
-    def probes(self, now: float) -> list[tuple[Target, Probe]]:
+    def direct_up(self) -> bool:
+        return any(p.up and p.relay is None for p in self.paths)
+
+    def direct_lossy(self, now: float) -> bool:
+        """The direct path in use shows trouble: down, losses in its window, or a probe
+        unanswered for longer than a probe interval (so relays get probed early)."""
+        a = self.active
+        if a is None or a.relay is not None or not a.up:
+            return True
+        if a.results and a.results[-1] is False:
+            return True
+        late = now - self.timers.probe_interval * 1.5
+        return any(sent < late for sent in a.outstanding.values())
+
+    def probes(
+        self, now: float, *, relays: bool = True, quiet_since: float | None = None
+    ) -> list[tuple[Target, Probe]]:
+        """Probes to send now: every path, or without relay paths (`relays=False`);
+        with `quiet_since`, only paths that are down or silent since then."""
         out = []
         stamp = int(now * 1e9)
         for index, p in enumerate(self.paths):
+            if not relays and p.relay is not None:
+                continue
+            if quiet_since is not None and p.up:
+                alive = p.alive_at()
+                if alive is not None and alive >= quiet_since:
+                    continue  # heard from lately: no need to ask (a down one is asked)
             self._seq = (self._seq + 1) & 0xFFFFFFFF
             p.outstanding[self._seq] = now
             out.append((p.target, Probe(False, index, self._seq, stamp)))
@@ -172,7 +212,7 @@ class PeerPaths:
             # does not offer the peer (yet) is answered that way but does not add a path.
             return
         if p is None:
-            p = Path(src, configured=False)
+            p = Path(src, configured=False, added=now)
             learned = [q for q in self.paths if not q.configured and q.relay is None]
             if len(learned) >= MAX_LEARNED:
                 self.paths.remove(min(learned, key=lambda q: q.last_seen or 0.0))
@@ -185,15 +225,41 @@ class PeerPaths:
         if self.active is None:
             self._choose(now, fallback=p)
 
-    def check(self, now: float) -> None:
-        """Expire outstanding probes and declare silent paths down."""
+    def check(
+        self, now: float, dead_after: float | None = None, since: float | None = None
+    ) -> None:
+        """Expire outstanding probes, declare silent paths down, drop stale learned ones.
+
+        `dead_after` (default: the fast rate's) is how long a path may stay silent;
+        `since` is when that rate started (a peer that just got busy gets one full
+        fast window from then, not judged by the slow rate's older acks)."""
+        dead = self.dead_after if dead_after is None else dead_after
         for p in self.paths:
-            for seq in [s for s, t in p.outstanding.items() if now - t > self.dead_after]:
-                del p.outstanding[seq]
-                p.results.append(False)
-            if p.up and (p.last_ack is None or now - p.last_ack > self.dead_after):
-                p.up, p.up_since = False, None
-                self._events.append(PathEvent(PathEventKind.DOWN, p.target, "probes unanswered"))
+            if p.outstanding:
+                for seq in [s for s, t in p.outstanding.items() if now - t > dead]:
+                    del p.outstanding[seq]
+                    p.results.append(False)
+            if p.up:
+                alive = p.alive_at()
+                if since is not None and (alive is None or alive < since):
+                    alive = since
+                if alive is None or now - alive > dead:
+                    p.up, p.up_since = False, None
+                    self._events.append(
+                        PathEvent(PathEventKind.DOWN, p.target, "probes unanswered")
+                    )
+        stale = [
+            p
+            for p in self.paths
+            if not p.configured
+            and p.relay is None
+            and now - (p.alive_at() or p.added) > LEARNED_EXPIRY
+        ]
+        for p in stale:
+            self.paths.remove(p)
+            self._events.append(PathEvent(PathEventKind.EXPIRED, p.target, "no traffic"))
+            if self.active is p:
+                self.active = None
         self._choose(now)
 
     def _eligible(self, p: Path, now: float) -> bool:

@@ -59,7 +59,7 @@ class ProtocolName:
             raise ValueError(f"unsupported Noise protocol {name!r}")
         if parts[3] not in ("ChaChaPoly", "AESGCM"):
             raise ValueError(f"unsupported cipher in {name!r}")
-        cipher: CipherName = "ChaChaPoly" if parts[3] == "ChaChaPoly" else "AESGCM"
+        cipher: CipherName = "chachapoly" if parts[3] == "ChaChaPoly" else "aesgcm"
         base = parts[1][:2]
         if base not in PATTERNS:
             raise ValueError(f"unsupported pattern in {name!r}")

@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
-from typing import Literal
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
+from lanspan.config.model import Cipher
 from lanspan.errors import BadPacket
 
 __all__ = [
@@ -37,7 +37,7 @@ DHLEN = 32
 HASHLEN = 32
 MAX_NONCE = 2**64 - 1  # reserved by the spec: never used to encrypt
 
-CipherName = Literal["ChaChaPoly", "AESGCM"]
+CipherName = Cipher  # the one cipher type: lanspan.config.model.Cipher
 
 _NONCE_LE = struct.Struct("<4xQ")
 _NONCE_BE = struct.Struct(">4xQ")
@@ -45,11 +45,11 @@ _NONCE_BE = struct.Struct(">4xQ")
 
 def nonce_struct(cipher: CipherName) -> struct.Struct:
     """The packer turning a 64-bit counter into this cipher's 96-bit nonce."""
-    return _NONCE_LE if cipher == "ChaChaPoly" else _NONCE_BE
+    return _NONCE_LE if cipher == "chachapoly" else _NONCE_BE
 
 
 def aead_for(cipher: CipherName, key: bytes) -> ChaCha20Poly1305 | AESGCM:
-    return ChaCha20Poly1305(key) if cipher == "ChaChaPoly" else AESGCM(key)
+    return ChaCha20Poly1305(key) if cipher == "chachapoly" else AESGCM(key)
 
 
 def public_key(private: bytes) -> bytes:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 import struct
-from typing import Literal
 
+from lanspan.config.model import Cipher
 from lanspan.errors import BadPacket
 from lanspan.noise import HandshakeState
 from lanspan.session.cookie import CookieJar
@@ -45,7 +45,7 @@ _HEAD = struct.Struct("<II")
 _HEAD_RESPONSE = struct.Struct("<III")
 _NO_PSK = bytes(32)
 
-CipherChoice = Literal["aesgcm", "chachapoly"]
+CipherChoice = Cipher  # the one cipher type: lanspan.config.model.Cipher
 
 
 def protocol_name(cipher: CipherChoice) -> str:

@@ -186,7 +186,7 @@ class _Keypair:
         remote_index: int,
         now: float,
     ) -> None:
-        name: CipherName = "AESGCM" if cipher == "aesgcm" else "ChaChaPoly"
+        name: CipherName = cipher
         self.peer = peer
         self.encrypt = aead_for(name, keys[0]).encrypt
         self.decrypt = aead_for(name, keys[1]).decrypt

@@ -2,6 +2,7 @@
 
 from lanspan.switch.bucket import TokenBucket, flood_burst
 from lanspan.switch.core import (
+    DEFAULT_FLAP_HOLD,
     DEFAULT_FLAP_MOVES,
     DEFAULT_FLAP_WINDOW,
     Forward,
@@ -11,9 +12,12 @@ from lanspan.switch.core import (
     PortLocation,
     Switch,
     SwitchEvent,
+    SwitchEventKind,
+    host_port_mac,
 )
 
 __all__ = [
+    "DEFAULT_FLAP_HOLD",
     "DEFAULT_FLAP_MOVES",
     "DEFAULT_FLAP_WINDOW",
     "Forward",
@@ -23,6 +27,8 @@ __all__ = [
     "PortLocation",
     "Switch",
     "SwitchEvent",
+    "SwitchEventKind",
     "TokenBucket",
     "flood_burst",
+    "host_port_mac",
 ]

@@ -6,7 +6,9 @@ gets back a `Forward`: the frame's segment, the frame as it travels in the
 mesh (untagged), the exact bytes to write to each local port, and the peers
 to send it to. Dropped frames return None and are counted in `drops` under
 a named reason; notable happenings (MAC moves and flaps, a port hitting its
-MAC limit, a flood storm) queue up as `SwitchEvent`s for the node to log.
+MAC limit, a flood storm) queue up as `SwitchEvent`s (kinds: `SwitchEventKind`) for the node to log,
+taken with `take_outputs()`. Shape of every core object: inputs carry `now`,
+`next_timer()`, `handle_timer(now)`, `take_outputs()`.
 
 Rules, in the order they are applied to a frame from a local port:
 
@@ -25,9 +27,19 @@ Rules, in the order they are applied to a frame from a local port:
 3. Learning: the source MAC must be unicast and not zero (`switch.bad_src_mac`); a
    MAC pinned by a static entry elsewhere is refused
    (`switch.static_mac_violation`); a new MAC beyond the port's `switch.mac_limit` is
-   refused (`switch.mac_limit`). A MAC seen behind a new port or peer moves at once
-   (counted; a MAC moving more than `flap_moves` times within `flap_window`
-   seconds is reported as a flap).
+   refused (`switch.mac_limit`). MAC mobility, the one rule: a learned MAC seen
+   behind another port or peer moves there at once, unless
+   - it is pinned: a static entry, or the MAC of a host port (explicit in the
+     file, or derived by `host_port_mac` from the shared file, so every node
+     knows it): pinned MACs never move, frames sourcing them elsewhere are
+     `switch.static_mac_violation` (no peer or guest takes over another node's
+     host-port MAC);
+   - it is held: a MAC seen at a new location more than `flap_moves` times within
+     `flap_window` seconds flaps (reported once per window); the move that makes
+     it flap is refused and the MAC stays where it was for `flap_hold` seconds;
+     frames sourcing it elsewhere meanwhile are `switch.mac_held`;
+   - the new location is at its MAC limit (`switch.mac_limit`, `switch.peer_mac_limit`).
+   Every sighting at a new location counts in `mac_moves` (refused ones too).
 4. Forwarding: unicast to a known MAC goes to exactly that port or peer
    (`switch.same_port` if that is where it came from); anything else (broadcast,
    multicast, unknown unicast) is flooded to the segment's other local ports
@@ -55,7 +67,7 @@ by double tagging). Such skipped outputs count as `switch.inner_tag_on_untagged_
 Drop reasons (`Switch.drops`), each `switch.<name>` (docs/drops.md): unknown_port,
 unknown_peer, unknown_vni, vlan_not_allowed, segment_not_allowed,
 peer_segment_not_allowed, tagged_on_access, bad_src_mac, static_mac_violation,
-mac_limit, peer_mac_limit, same_port, same_peer, split_horizon, peer_down,
+mac_limit, peer_mac_limit, mac_held, same_port, same_peer, split_horizon, peer_down,
 flood_rate, inner_tag_on_untagged_port (per skipped output, not per frame);
 plus the `ethernet.*` reasons of a header that does not parse.
 Counters (`Switch.counters`): learned, aged, flushed, mac_moves, mac_flaps,
@@ -67,8 +79,10 @@ the port's bucket has refilled.
 from __future__ import annotations
 
 import collections
+import hashlib
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Final, Literal
 
 from lanspan.config.model import HostPort, Network, TrunkPort
@@ -77,6 +91,7 @@ from lanspan.switch.bucket import TokenBucket, flood_burst
 from lanspan.wire.ethernet import TAG_TPIDS, format_mac, parse_untrusted, pop_tag, push_tag
 
 __all__ = [
+    "DEFAULT_FLAP_HOLD",
     "DEFAULT_FLAP_MOVES",
     "DEFAULT_FLAP_WINDOW",
     "Forward",
@@ -86,10 +101,13 @@ __all__ = [
     "PortLocation",
     "Switch",
     "SwitchEvent",
+    "SwitchEventKind",
+    "host_port_mac",
 ]
 
 DEFAULT_FLAP_MOVES = 3  # moves within the window beyond which a MAC is flapping
 DEFAULT_FLAP_WINDOW = 10.0  # seconds
+DEFAULT_FLAP_HOLD = 10.0  # seconds a flapping MAC stays where it is
 MAX_PENDING_EVENTS = 1024  # events beyond this, not yet taken, are counted and dropped
 _ZERO_MAC = b"\x00" * 6
 _LOCAL: Final = "local"  # static pin: this node, any local port
@@ -140,15 +158,20 @@ class MacEntry:
     age: float  # seconds since last seen; 0 for static entries
 
 
+class SwitchEventKind(StrEnum):
+    """What a `SwitchEvent` reports; the value is the log line's kind."""
+
+    MAC_MOVE = "mac_move"  # a learned MAC moved to another port or peer
+    MAC_FLAP = "mac_flap"  # it moved more than flap_moves times within flap_window
+    MAC_LIMIT = "switch.mac_limit"  # a port or peer reached its learned-MAC limit
+    STORM = "storm"  # a port's flood rate limit engaged
+
+
 @dataclass(frozen=True, slots=True)
 class SwitchEvent:
-    """Something worth one log line.
+    """Something worth one log line."""
 
-    kind: "mac_move", "mac_flap", "switch.mac_limit", "storm" (a port's flood rate
-    limit engaged).
-    """
-
-    kind: str
+    kind: SwitchEventKind
     segment: str
     mac: str
     detail: str
@@ -198,8 +221,9 @@ class _Learned:
 
 @dataclass(slots=True)
 class _Moves:
-    times: deque[float] = field(default_factory=deque)
+    times: deque[float] = field(default_factory=deque)  # bounded: maxlen flap_moves + 1
     flap_reported_at: float | None = None
+    held_until: float = float("-inf")  # after a flap: stays where it is until then
 
 
 class Switch:
@@ -221,6 +245,7 @@ class Switch:
         *,
         flap_moves: int = DEFAULT_FLAP_MOVES,
         flap_window: float = DEFAULT_FLAP_WINDOW,
+        flap_hold: float = DEFAULT_FLAP_HOLD,
         peers_up: bool = False,
     ) -> None:
         me = network.node(node)
@@ -229,6 +254,7 @@ class Switch:
         self.ageing = network.mac_ageing
         self.flap_moves = flap_moves
         self.flap_window = flap_window
+        self.flap_hold = flap_hold
         self.drops = collections.Counter()
         self.counters = collections.Counter()
         self._now = 0.0
@@ -296,8 +322,8 @@ class Switch:
         statics = [(m.segment, m.mac, m.node, m.port) for m in network.static_macs]
         for n in network.nodes:
             for p in n.ports:
-                if isinstance(p, HostPort) and p.mac is not None:
-                    statics.append((p.segment, p.mac, n.name, p.name))
+                if isinstance(p, HostPort):  # its MAC is known to all: pinned everywhere
+                    statics.append((p.segment, host_port_mac(n.name, p), n.name, p.name))
         for seg_name, mac, owner, port in statics:
             seg = by_name.get(seg_name)
             if seg is None:
@@ -382,7 +408,7 @@ class Switch:
             if not p.storm:
                 p.storm = True
                 self._event(
-                    "storm", seg.name, h.src,
+                    SwitchEventKind.STORM, seg.name, h.src,
                     f"port {p.name}: floods above {p.bucket.rate:g}/s, dropping the excess",
                 )  # fmt: skip
             return None
@@ -470,7 +496,8 @@ class Switch:
         rows.sort(key=lambda r: (r.segment, r.mac))
         return rows
 
-    def take_events(self) -> list[SwitchEvent]:
+    def take_outputs(self) -> list[SwitchEvent]:
+        """Events since the last call, oldest first."""
         events, self._events = self._events, []
         return events
 
@@ -488,6 +515,7 @@ class Switch:
             for k, m in self._moves.items()
             if (not m.times or m.times[-1] + self.flap_window < now)
             and (m.flap_reported_at is None or m.flap_reported_at + self.flap_window < now)
+            and m.held_until < now
         ]
         for k in stale:
             del self._moves[k]
@@ -583,7 +611,7 @@ class Switch:
             if not owner.limit_reported:
                 owner.limit_reported = True
                 self._event(
-                    "switch.mac_limit", seg.name, format_mac(src),
+                    SwitchEventKind.MAC_LIMIT, seg.name, format_mac(src),
                     f"{where} holds {len(mine)} learned MACs (limit {limit}); new ones dropped",
                 )  # fmt: skip
             return False
@@ -592,21 +620,27 @@ class Switch:
             self.counters["learned"] += 1
         else:
             old = e.where
+            if self._moved(seg, key, old, where, now):
+                self.drops["switch.mac_held"] += 1
+                return False
             self._unindex(key, old)
             e.where = where
             e.seen = now
             table.move_to_end(key)
-            self._moved(seg, key, old, where, now)
         mine.add(key)
         return True
 
     def _moved(
         self, seg: _Seg, key: tuple[int, bytes], old: Location, new: Location, now: float
-    ) -> None:
+    ) -> bool:
+        """Count and report a move of `key` from `old` to `new`; True when the MAC is
+        held at `old` (it flaps: the move is refused for `flap_hold` seconds)."""
         self.counters["mac_moves"] += 1
         m = self._moves.get(key)
         if m is None:
-            m = self._moves[key] = _Moves()
+            m = self._moves[key] = _Moves(deque(maxlen=self.flap_moves + 1))
+        if m.held_until > now:
+            return True
         m.times.append(now)
         while m.times and m.times[0] + self.flap_window < now:
             m.times.popleft()
@@ -614,14 +648,17 @@ class Switch:
         mac = format_mac(key[1])
         if len(m.times) > self.flap_moves and not flapping:
             m.flap_reported_at = now
+            m.held_until = now + self.flap_hold
             self.counters["mac_flaps"] += 1
             self._event(
-                "mac_flap", seg.name, mac,
+                SwitchEventKind.MAC_FLAP, seg.name, mac,
                 f"flapping between {old} and {new}: {len(m.times)} moves in "
-                f"{self.flap_window:g} s",
+                f"{self.flap_window:g} s; held at {old} for {self.flap_hold:g} s",
             )  # fmt: skip
-        elif not flapping:
-            self._event("mac_move", seg.name, mac, f"{old} -> {new}")
+            return True
+        if not flapping:
+            self._event(SwitchEventKind.MAC_MOVE, seg.name, mac, f"{old} -> {new}")
+        return False
 
     def _unindex(self, key: tuple[int, bytes], where: Location) -> None:
         keys = self._by_where.get(where)
@@ -652,12 +689,23 @@ class Switch:
             self._forget(key)
             self.counters["aged"] += 1
 
-    def _event(self, kind: str, segment: str, mac: bytes | str, detail: str) -> None:
+    def _event(self, kind: SwitchEventKind, segment: str, mac: bytes | str, detail: str) -> None:
         if len(self._events) >= MAX_PENDING_EVENTS:
             self.counters["events_dropped"] += 1
             return
         text = mac if isinstance(mac, str) else format_mac(mac)
         self._events.append(SwitchEvent(kind, segment, text, detail))
+
+
+def host_port_mac(node: str, port: HostPort) -> bytes:
+    """A host port's MAC: the one in the file, else a stable locally administered one
+    derived from node and segment (so peers' ARP caches survive restarts). Every node
+    computes it from the shared file, so every switch pins it to its owner."""
+    if port.mac is not None:
+        return port.mac
+    digest = bytearray(hashlib.blake2s(f"{node}/{port.segment}".encode(), digest_size=6).digest())
+    digest[0] = (digest[0] & 0xFC) | 0x02
+    return bytes(digest)
 
 
 def _trunk_vids(port: TrunkPort) -> tuple[int, ...]:

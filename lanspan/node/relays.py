@@ -1,0 +1,144 @@
+"""Relays and reachability gossip: who may carry a peer's traffic for us, and what we offer.
+
+A relay node sends every peer it reaches over a direct path a REACH listing
+those peers with their RTT (`ReachGossip` decides when: good news at once,
+the rest damped). A node keeps what each relay offered (`ReachTable`) and
+gives each peer relay paths through the best few relays that reach it.
+
+Relaying itself is one hop: RELAY asks a relay to forward an inner datagram
+sealed end to end; the relay hands it on as RELAYED, naming the origin. A
+relay forwards only over a direct path, so a datagram crosses at most two.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from lanspan.wire import control, payload
+
+__all__ = [
+    "MAX_RELAYS",
+    "REACH_EXPIRY",
+    "REACH_FLAP_LIMIT",
+    "REACH_FLAP_WINDOW",
+    "REACH_INTERVAL",
+    "REACH_REFRESH",
+    "ReachGossip",
+    "ReachTable",
+    "relay_request",
+    "relayed",
+]
+
+# Reachability gossip: at most one REACH per interval (damping); when nothing
+# changed, only a refresh every REACH_REFRESH; what a relay said is forgotten
+# after REACH_EXPIRY (three refreshes missed), or at once when its session goes.
+REACH_INTERVAL = 1.0
+REACH_REFRESH = 30.0
+REACH_EXPIRY = 3 * REACH_REFRESH + 5.0
+# More than this many immediate "newly reachable" REACHes in the window: back to the interval.
+REACH_FLAP_LIMIT = 3
+REACH_FLAP_WINDOW = 10.0
+# Relay paths kept (and probed) per peer: the best few by estimated RTT, not all N.
+MAX_RELAYS = 3
+
+
+def relay_request(dest: str, sealed: bytes) -> bytes:
+    """The control payload asking a relay to forward `sealed` to `dest`."""
+    return payload.build_control(control.build_relay(control.Relay(False, dest, sealed)))
+
+
+def relayed(origin: str, inner: bytes) -> bytes:
+    """The control payload a relay hands on: `inner`, sealed by `origin`."""
+    return payload.build_control(control.build_relay(control.Relay(True, origin, inner)))
+
+
+class ReachGossip:
+    """When our own offer goes out: at once when it grows (unless growth flaps), the
+    rest (losses, RTT changes) at most once per REACH_INTERVAL, and a refresh."""
+
+    def __init__(self) -> None:
+        self.sent: dict[str, int] = {}
+        self.sent_at = -1e9
+        self._growth: deque[float] = deque()
+
+    def due(self, reach: dict[str, int], now: float) -> bool:
+        """True when `reach` should be sent now; it is then recorded as sent."""
+        since = now - self.sent_at
+        # Good news goes out at once (a peer newly reachable), unless growth itself
+        # flaps; losses and RTT changes wait for the interval: one flapping link
+        # cannot make a storm. RTT wiggles alone only ride on the refresh.
+        grew = not reach.keys() <= self.sent.keys()
+        while self._growth and now - self._growth[0] > REACH_FLAP_WINDOW:
+            self._growth.popleft()
+        urgent = grew and len(self._growth) < REACH_FLAP_LIMIT
+        if not urgent and since < REACH_INTERVAL:
+            return False
+        if reach.keys() == self.sent.keys() and since < REACH_REFRESH:
+            return False
+        if urgent:
+            self._growth.append(now)
+        self.sent, self.sent_at = reach, now
+        return True
+
+
+class ReachTable:
+    """What each relay offered, and the candidates per peer it adds up to.
+
+    `offers` holds each relay's last REACH as received (relay -> peer -> RTT µs
+    from the relay, and when). `apply(relay, usable)` folds one relay's offer into
+    the per-peer candidates (`candidates[peer][relay]`), or withdraws it when the
+    relay is not usable, and returns the peers whose candidate set changed: the
+    cost is the diff between what was applied and what is offered, never a scan
+    of every peer for every relay. `work` counts peers touched, for tests.
+    """
+
+    def __init__(self) -> None:
+        self.offers: dict[str, tuple[dict[str, int], float]] = {}
+        self.candidates: dict[str, dict[str, int]] = {}
+        self._applied: dict[str, dict[str, int]] = {}
+        self.work = 0
+
+    def offer(self, relay: str, peers: dict[str, int], now: float) -> None:
+        self.offers[relay] = (peers, now)
+
+    def offered_by(self, relay: str) -> list[str]:
+        """The peers `relay`'s applied offer names."""
+        return list(self._applied.get(relay, ()))
+
+    def forget(self, relay: str) -> set[str]:
+        """The relay's offer is gone (its session went down); peers whose candidates changed."""
+        self.offers.pop(relay, None)
+        return self.apply(relay, usable=False)
+
+    def expire(self, now: float) -> list[str]:
+        """Relays whose offer is older than REACH_EXPIRY (removed; `apply` them next)."""
+        old = [r for r, (_, at) in self.offers.items() if now - at > REACH_EXPIRY]
+        for relay in old:
+            del self.offers[relay]
+        return old
+
+    def apply(self, relay: str, usable: bool) -> set[str]:
+        offered = self.offers.get(relay)
+        want = offered[0] if usable and offered is not None else {}
+        have = self._applied.get(relay, {})
+        if want == have:
+            return set()
+        changed: set[str] = set()
+        for peer in have.keys() - want.keys():
+            cands = self.candidates.get(peer)
+            if cands is not None:
+                cands.pop(relay, None)
+                if not cands:
+                    del self.candidates[peer]
+            changed.add(peer)
+        for peer, rtt in want.items() ^ have.items():  # C-speed diff of the two offers
+            if want.get(peer) == rtt:  # from the new offer: added, or its RTT changed
+                self.candidates.setdefault(peer, {})[relay] = rtt
+                if peer not in have:
+                    changed.add(peer)
+        if want:
+            self._applied[relay] = dict(want)
+        else:
+            self._applied.pop(relay, None)
+        self.work += len(changed)
+        return changed
