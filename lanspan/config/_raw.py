@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 from pydantic_core import ErrorDetails
 
-from lanspan.config.model import DEFAULT_MAC_AGEING, DEFAULT_MTU, DEFAULT_PORT
+from lanspan.config.model import DEFAULT_MAC_AGEING, DEFAULT_MTU, DEFAULT_PORT, DEFAULT_VXLAN_PORT
 
 
 class _Raw(BaseModel):
@@ -58,6 +58,29 @@ class RawNode(_Raw):
     relay: bool = True
     listen_port: int | None = None
     port: list[dict[str, Any]] = []  # validated one by one as Raw*Port
+    # -- kernel data plane (trusted sites) --
+    vtep: Literal[False] = False  # vtep = true tables are RawVtep
+    vxlan_address: str | None = None
+
+
+# ---------------------------------------------------------------- kernel data plane
+
+
+class RawSite(_Raw):
+    name: str
+    trusted: bool = False
+    underlay: list[str] = []
+    vxlan_port: int = DEFAULT_VXLAN_PORT
+
+
+class RawVtep(_Raw):
+    """A [[node]] with vtep = true: a hand-made kernel VXLAN node, no agent, no key."""
+
+    name: str
+    site: str
+    vtep: Literal[True]
+    vxlan_address: str
+    segments: list[str]
 
 
 class RawAccessPort(_Raw):
