@@ -83,14 +83,17 @@ _NTF_MASTER = 0x04
 _IN6_ADDR_GEN_MODE_NONE = 1
 
 
-class KernelPlaneError(Exception):
+class KernelPlaneError(OSError):
     """A netlink or device operation failed; `step` says which, `errno` is the kernel's."""
 
     def __init__(self, step: str, code: int | None, detail: str) -> None:
-        name = errno.errorcode.get(code, str(code)) if code is not None else "?"
-        super().__init__(f"{step}: {detail} ({name})")
+        super().__init__(code, f"{step}: {detail}")
         self.step = step
-        self.errno = code
+        self.detail = detail
+
+    def __str__(self) -> str:
+        name = errno.errorcode.get(self.errno, str(self.errno)) if self.errno is not None else "?"
+        return f"{self.step}: {self.detail} ({name})"
 
 
 def owner_alias(network: str, node: str, role: str, segment: str) -> str:
