@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from lanspan.agent.kernel_plane import KernelPlane
 from lanspan.config import load_network
 from lanspan.config.model import HostPort, Network, Port
 from lanspan.control.metrics import MetricsServer
@@ -64,6 +65,9 @@ def open_port(network: Network, node: str, port: Port) -> FramePort:
 
 class Agent:
     def __init__(self, opts: AgentOptions, network: Network) -> None:
+        # Kernel data plane (trusted sites): the core sees the mesh TAPs, not bridged ports.
+        self.kernel = KernelPlane.start(network, opts.node)
+        network = self.kernel.core_view(network)
         self.opts = opts
         self.network = network
         self.sel = selectors.DefaultSelector()
@@ -106,6 +110,16 @@ class Agent:
                 "age": round(e.age, 1),
             }
             for e in self.node.switch.mac_table(segment, time.monotonic())
+        ] + [
+            {
+                "segment": seg,
+                "vlan": self.network.segment(seg).vlan,
+                "mac": m.mac,
+                "where": f"kernel:{m.port}" if m.remote is None else f"kernel:vxlan {m.remote}",
+                "static": m.static,
+                "age": None,
+            }
+            for seg, m in self.kernel.macs(segment)
         ]
 
     def reload(self) -> dict[str, object]:
@@ -128,6 +142,9 @@ class Agent:
 
     def _apply(self, new: Network) -> list[str]:
         """Open new ports first (a failure leaves everything as it was), then switch over."""
+        real = new
+        self.kernel.check_reload(real)
+        new = self.kernel.core_view(real)
         self.node.check_reload(new)
         old_ports = {p.name: p for p in self.network.node(self.opts.node).ports}
         new_ports = {p.name: p for p in new.node(self.opts.node).ports}
@@ -161,6 +178,7 @@ class Agent:
             self.remove_port(name)
         changes += [f"port {n} removed" for n in removed]
         changes += [f"port {n} added" for n in added] + [f"port {n} changed" for n in changed]
+        self.kernel.reload(real)
         return changes
 
     # -- set-up and tear-down --------------------------------------------------
@@ -170,7 +188,7 @@ class Agent:
             self.add_port(port)
 
     def add_port(self, port: Port) -> None:
-        dev = open_port(self.network, self.opts.node, port)
+        dev = self.kernel.port(port.name) or open_port(self.network, self.opts.node, port)
         self.ports[port.name] = dev
         self.sel.register(dev.fileno(), selectors.EVENT_READ, self._port_reader(port.name, dev))
         log.info("port %s (%s) on %s", port.name, port.kind, dev.device)
@@ -184,6 +202,7 @@ class Agent:
     def close(self) -> None:
         for name in list(self.ports):
             self.remove_port(name)
+        self.kernel.close()
         if self.control is not None:
             self.control.close()
         if self.metrics is not None:
