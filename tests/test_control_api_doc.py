@@ -21,7 +21,7 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "control-api.md"
 MARKER = re.compile(r"^<!-- fields: (\w+) -->$")
 ROW = re.compile(r"^\| `(\w+)` \|")
 # Maps of name -> count in JSON, not objects with fields.
-NOT_OBJECTS = {"Counts"}
+NOT_OBJECTS = {"Counts", "KernelLocation"}  # KernelLocation: a string, like the switch's
 
 
 def documented() -> dict[str, list[str]]:

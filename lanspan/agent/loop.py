@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import get_args
 
 from lanspan import __version__
+from lanspan.agent.kernel_plane import KernelPlane
 from lanspan.agent.services import GatewayServices, ServiceError
 from lanspan.config import load_network
 from lanspan.config.model import HostPort, Network, Port
@@ -39,7 +40,7 @@ from lanspan.errors import ConfigError
 from lanspan.logs import RateLimitedLog
 from lanspan.node.core import InternalError, NodeCore, host_port_mac
 from lanspan.node.outputs import Send, Write
-from lanspan.node.status import MacRow, NodeStatus, UdpStatus
+from lanspan.node.status import KernelLocation, MacRow, NodeStatus, UdpStatus
 
 log = logging.getLogger("lanspan.agent")
 
@@ -138,6 +139,9 @@ class Agent:
     """
 
     def __init__(self, opts: AgentOptions, network: Network) -> None:
+        # Kernel data plane (trusted sites): the core sees the mesh TAPs, not bridged ports.
+        self.kernel = KernelPlane.start(network, opts.node)
+        network = self.kernel.core_view(network)
         self.opts = opts
         self.network = network
         self.sel = selectors.DefaultSelector()
@@ -197,7 +201,12 @@ class Agent:
         )
 
     def macs(self, segment: str | None) -> list[MacRow]:
-        return self.node.mac_rows(segment, time.monotonic())
+        rows = self.node.mac_rows(segment, time.monotonic())
+        for seg, m in self.kernel.macs(segment):
+            remote = None if m.remote is None else str(m.remote)
+            where = KernelLocation(m.port, remote if m.where == "site" else None)
+            rows.append(MacRow(seg, self.network.segment(seg).vlan, m.mac, where, m.static, None))
+        return rows
 
     def reload(self) -> dict[str, object]:
         """Re-read the network file and apply it; a failure keeps the running config."""
@@ -227,6 +236,9 @@ class Agent:
 
     def _apply(self, new: Network) -> list[str]:
         """Open new ports first (a failure leaves everything as it was), then switch over."""
+        real = new
+        self.kernel.check_reload(real)
+        new = self.kernel.core_view(real)
         self.node.check_reload(new)
         self.services.check_packages(new)  # a missing daemon rejects the reload up front
         old_ports = {p.name: p for p in self.network.node(self.opts.node).ports}
@@ -262,6 +274,7 @@ class Agent:
             self.remove_port(name)
         changes += [f"port {n} removed" for n in removed]
         changes += [f"port {n} added" for n in added] + [f"port {n} changed" for n in changed]
+        self.kernel.reload(real)
         return changes
 
     # -- set-up and tear-down --------------------------------------------------
@@ -272,7 +285,7 @@ class Agent:
 
     def add_port(self, port: Port, announce: bool = True) -> None:
         """Open `port`; OSError names the port and its device (errno kept)."""
-        dev = open_port(self.network, self.opts.node, port)
+        dev = self.kernel.port(port.name) or open_port(self.network, self.opts.node, port)
         self.ports[port.name] = dev
         self.sel.register(dev.fileno(), selectors.EVENT_READ, self._port_reader(port.name, dev))
         if announce:
@@ -290,6 +303,7 @@ class Agent:
         self.services.stop()
         for name in list(self.ports):
             self.remove_port(name, announce=self._started)
+        self.kernel.close()
         if self.control is not None:
             self.control.close()
         if self.metrics is not None:

@@ -25,6 +25,7 @@ from lanspan.config.model import (
     DEFAULT_MAC_AGEING,
     DEFAULT_MTU,
     DEFAULT_PORT,
+    DEFAULT_VXLAN_PORT,
 )
 
 
@@ -73,6 +74,29 @@ class RawNode(_Raw):
     listen_port: int | None = None
     port: list[dict[str, Any]] = []  # validated one by one as Raw*Port
     uplink: list[RawUplink] = []
+    # -- kernel data plane (trusted sites) --
+    vtep: Literal[False] = False  # vtep = true tables are RawVtep
+    vxlan_address: str | None = None
+
+
+# ---------------------------------------------------------------- kernel data plane
+
+
+class RawSite(_Raw):
+    name: str
+    trusted: bool = False
+    underlay: list[str] = []
+    vxlan_port: int = DEFAULT_VXLAN_PORT
+
+
+class RawVtep(_Raw):
+    """A [[node]] with vtep = true: a hand-made kernel VXLAN node, no agent, no key."""
+
+    name: str
+    site: str
+    vtep: Literal[True]
+    vxlan_address: str
+    segments: list[str]
 
 
 class RawAccessPort(_Raw):

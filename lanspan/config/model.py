@@ -25,6 +25,7 @@ DEFAULT_FLOOD_RATE = 2000.0
 DEFAULT_ADVERT_INTERVAL = 0.2  # VRRPv3 advertisement interval, seconds (centisecond steps)
 DEFAULT_CHECK_INTERVAL = 1.0
 DEFAULT_LEASE_TIME = 3600
+DEFAULT_VXLAN_PORT = 4789  # IANA VXLAN port (RFC 7348)
 
 Cipher = Literal["aesgcm", "chachapoly"]
 Proto = Literal["tcp", "udp", "icmp", "any"]
@@ -236,12 +237,44 @@ class Node:
     relay: bool = True  # may forward sealed traffic between two other nodes
     listen_port: int | None = None  # UDP port to bind; None: the network's port
     uplinks: tuple[Uplink, ...] = ()  # the node's own interfaces towards a provider
+    # -- kernel data plane (trusted sites) --
+    vxlan_address: IPAddress | None = None  # in a trusted site: its VTEP address (else None)
 
     def port(self, name: str) -> Port:
         for p in self.ports:
             if p.name == name:
                 return p
         raise KeyError(name)
+
+
+# ---------------------------------------------------------------- kernel data plane
+# Trusted sites and plain VTEPs (docs/kernel-dataplane.md).
+
+IPNetwork = IPv4Network | IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """A site declared in [[site]]; sites only named by nodes are untrusted."""
+
+    name: str
+    trusted: bool = False  # its own network between its nodes is safe for plain VXLAN
+    underlay: tuple[IPNetwork, ...] = ()  # prefixes plain VXLAN may be sent to (trusted)
+    vxlan_port: int = DEFAULT_VXLAN_PORT  # UDP port of the site's plain VXLAN
+
+    def allows(self, addr: IPAddress) -> bool:
+        """True when plain VXLAN may be sent to `addr` (trusted, inside the underlay)."""
+        return self.trusted and any(addr in net for net in self.underlay)
+
+
+@dataclass(frozen=True, slots=True)
+class Vtep:
+    """A plain VXLAN VTEP in a trusted site: kernel VXLAN configured by hand, no agent, no key."""
+
+    name: str
+    site: str
+    address: IPAddress  # its VXLAN local address, inside the site's underlay
+    segments: tuple[str, ...]  # the segments (VNIs) it bridges
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +318,9 @@ class Network:
         for g in self.gateways:
             out += [n for n in g.nodes if n not in out]
         return tuple(out)
+    # -- kernel data plane (trusted sites) --
+    sites: tuple[Site, ...] = ()  # declared [[site]] tables
+    vteps: tuple[Vtep, ...] = ()  # [[node]] tables with vtep = true (never in `nodes`)
 
     def segment(self, name: str) -> Segment:
         for s in self.segments:
@@ -303,3 +339,10 @@ class Network:
             if n.name == name:
                 return n
         raise KeyError(name)
+
+    def site(self, name: str) -> Site:
+        """The declared site, or an untrusted one for a site only named by nodes."""
+        for s in self.sites:
+            if s.name == name:
+                return s
+        return Site(name)

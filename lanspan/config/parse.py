@@ -43,8 +43,10 @@ from lanspan.config._raw import (
     RawNetworkTable,
     RawNode,
     RawSegment,
+    RawSite,
     RawStaticMac,
     RawTrunkPort,
+    RawVtep,
     describe_error,
     show,
     toml_type,
@@ -69,10 +71,12 @@ from lanspan.config.model import (
     Node,
     Port,
     Segment,
+    Site,
     StaticMac,
     Timers,
     TrunkPort,
     Uplink,
+    Vtep,
 )
 from lanspan.errors import ConfigError
 
@@ -85,6 +89,7 @@ CIPHERS: tuple[str, ...] = get_args(Cipher)
 TOP_LEVEL = (
     "network",
     "segment",
+    "site",
     "node",
     "static_mac",
     "pool",
@@ -232,6 +237,10 @@ class _Checker:
         self.vlan_names: dict[int, str] = {}  # every VLAN id written, even in invalid segments
         self.vlans_complete = True  # False: some segment's VLAN is unreadable
         self.addresses: dict[IPAddress, str] = {}
+        # kernel data plane: declared sites, plain VTEPs, VTEP addresses in use
+        self.sites: dict[str, Site] = {}
+        self.vteps: list[Vtep] = []
+        self.vxlan_addresses: dict[IPAddress, str] = {}
 
     def err(self, msg: str) -> None:
         self.problems.append(msg)
@@ -281,6 +290,7 @@ class _Checker:
                 self.err(f'unknown top-level field "{key}"' + _suggest(key, list(TOP_LEVEL)))
         net = self.network(doc)
         segments = self.segments(self.tables(doc, "segment"))
+        self.site_tables(self.tables(doc, "site"))
         nodes = self.nodes(self.tables(doc, "node"))
         statics = self.static_macs(self.tables(doc, "static_mac"), nodes)
         name = net[0].name if net is not None else ""
@@ -303,6 +313,8 @@ class _Checker:
             pools=tuple(extra.pools),
             assignments=tuple(extra.assignments),
             dhcp=tuple(extra.dhcp),
+            sites=tuple(self.sites.values()),
+            vteps=tuple(self.vteps),
         )
 
     def check_name(self, where: str, what: str, value: str) -> None:
@@ -488,6 +500,9 @@ class _Checker:
                     )
                 else:
                     names[name] = f"node[{i}]"
+            if isinstance(item, dict) and item.get("vtep") is True:
+                self.vtep(where, item)
+                continue
             mark = len(self.problems)
             raw = self.validate(RawNode, item, where)
             segs = item.get("segments") if isinstance(item, dict) else None
@@ -546,6 +561,7 @@ class _Checker:
                 )
         if raw.listen_port is not None:
             self.check_range(f"{where} listen_port", raw.listen_port, PORT_MIN, PORT_MAX)
+        vxlan = self.node_vxlan_address(where, raw, endpoints)
         return Node(
             name=raw.name,
             site=raw.site,
@@ -556,6 +572,7 @@ class _Checker:
             relay=raw.relay,
             listen_port=raw.listen_port,
             uplinks=tuple(self.uplinks(where, raw, ports, info)),
+            vxlan_address=vxlan,
         )
 
     def uplinks(
@@ -920,3 +937,100 @@ class _Checker:
                 f'{where} port: port "{raw.port}" of node "{raw.node}" is not in '
                 f"segment {show(raw.segment)}"
             )
+
+    # ---- kernel data plane: [[site]], plain VTEPs, VXLAN addresses
+
+    def site_tables(self, items: list[Any]) -> None:
+        for i, item in enumerate(items):
+            where = _label("site", i, item, {k: k for k in self.sites})
+            raw = self.validate(RawSite, item, where)
+            if raw is None:
+                continue
+            mark = len(self.problems)
+            self.check_name(where, "name", raw.name)
+            if raw.name in self.sites:
+                self.err(f"site[{i}] name: {show(raw.name)} is declared twice")
+            self.check_range(f"{where} vxlan_port", raw.vxlan_port, PORT_MIN, PORT_MAX)
+            nets: list[IPv4Network | IPv6Network] = []
+            for k, text in enumerate(raw.underlay):
+                kind = IPv6Network if ":" in text else IPv4Network
+                net = self.subnet(f"{where} underlay[{k}]", text, kind, "198.19.1.0/24")
+                if net is not None:
+                    nets.append(net)
+            if raw.trusted and not raw.underlay:
+                self.err(
+                    f"{where} underlay: a trusted site needs its underlay prefixes — plain "
+                    'VXLAN is sent only inside them; add underlay = ["198.19.1.0/24"]'
+                )
+            if not raw.trusted and raw.underlay:
+                self.err(
+                    f"{where} underlay: only used in a trusted site — add trusted = true "
+                    "or remove underlay"
+                )
+            if len(self.problems) == mark:
+                self.sites[raw.name] = Site(raw.name, raw.trusted, tuple(nets), raw.vxlan_port)
+
+    def vxlan_address_in_site(self, where: str, text: str, site_name: str) -> IPAddress | None:
+        """`text` as a VTEP address of `site_name`: refused outside its trusted underlay."""
+        field_ = f"{where} vxlan_address"
+        try:
+            addr = ip_address(text)
+        except ValueError:
+            self.err(f"{field_}: {show(text)} is not an IP address")
+            return None
+        site = self.sites.get(site_name)
+        if site is None or not site.trusted:
+            self.err(
+                f"{field_}: {show(text)}: plain VXLAN is only used in a trusted site, and site "
+                f'{show(site_name)} is not one — declare [[site]] name = "{site_name}" '
+                "with trusted = true and its underlay"
+            )
+            return None
+        if not site.allows(addr):
+            prefixes = ", ".join(str(n) for n in site.underlay)
+            self.err(
+                f"{field_}: {addr} is outside site {show(site_name)}'s underlay ({prefixes})"
+                " — plain VXLAN is unauthenticated and is sent only inside a trusted underlay"
+            )
+            return None
+        other = self.vxlan_addresses.setdefault(addr, where)
+        if other != where:
+            self.err(f"{field_}: {addr} is already the VXLAN address of {other}")
+            return None
+        return addr
+
+    def node_vxlan_address(
+        self, where: str, raw: RawNode, endpoints: list[Endpoint]
+    ) -> IPAddress | None:
+        site = self.sites.get(raw.site)
+        if raw.vxlan_address is not None:
+            return self.vxlan_address_in_site(where, raw.vxlan_address, raw.site)
+        if site is None or not site.trusted:
+            return None
+        for ep in endpoints:
+            if site.allows(ep.host):
+                return self.vxlan_address_in_site(where, str(ep.host), raw.site)
+        prefixes = ", ".join(str(n) for n in site.underlay)
+        self.err(
+            f"{where} vxlan_address: the node is in trusted site {show(raw.site)} but none of "
+            f"its endpoints is inside the site's underlay ({prefixes}) — add "
+            'vxlan_address = "<its address in the site>"'
+        )
+        return None
+
+    def vtep(self, where: str, item: dict[str, Any]) -> None:
+        raw = self.validate(RawVtep, item, where)
+        if raw is None:
+            return
+        mark = len(self.problems)
+        self.check_name(where, "name", raw.name)
+        self.check_name(where, "site", raw.site)
+        for k, seg in enumerate(raw.segments):
+            if seg not in self.seg_names:
+                self.err(
+                    f"{where} segments[{k}]: {show(seg)} is not a defined segment"
+                    + _suggest(seg, self.seg_names)
+                )
+        addr = self.vxlan_address_in_site(where, raw.vxlan_address, raw.site)
+        if addr is not None and len(self.problems) == mark:
+            self.vteps.append(Vtep(raw.name, raw.site, addr, tuple(raw.segments)))

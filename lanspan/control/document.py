@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 
-from lanspan.node.status import Counts, MacRow, NodeStatus
+from lanspan.node.status import Counts, KernelLocation, MacRow, NodeStatus
 from lanspan.switch import PeerLocation, PortLocation
 
 __all__ = ["mac_rows_json", "status_json", "to_json"]
@@ -28,7 +28,7 @@ def to_json(value: object) -> object:
     """
     if isinstance(value, Counts):
         return dict(value.pairs)
-    if isinstance(value, PortLocation | PeerLocation):
+    if isinstance(value, PortLocation | PeerLocation | KernelLocation):
         return str(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         out: dict[str, object] = {}

@@ -19,6 +19,7 @@ __all__ = [
     "Counts",
     "GatewayStatus",
     "InstanceStatus",
+    "KernelLocation",
     "Lease",
     "MacRow",
     "NodeStatus",
@@ -126,12 +127,23 @@ class NodeStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class KernelLocation:
+    """A MAC a kernel bridge learned (trusted sites): an access port, or a VTEP over VXLAN."""
+
+    port: str  # the access port's name, or the VXLAN device
+    remote: str | None = None  # the site member's VTEP address for a VXLAN entry
+
+    def __str__(self) -> str:
+        return f"kernel:{self.port}" if self.remote is None else f"kernel:vxlan {self.remote}"
+
+
+@dataclass(frozen=True, slots=True)
 class MacRow:
     """One row of `lanspan show macs`."""
 
     segment: str
     vlan: int
     mac: str  # "52:54:00:12:34:56"
-    where: Location  # a local port or a peer; "port:vm1" / "peer:rbx-db1" in JSON
+    where: Location | KernelLocation  # "port:vm1" / "peer:rbx-db1" / "kernel:vm2" in JSON
     static: bool
-    age: float  # seconds since last seen, 0.1 s resolution; 0 for static entries
+    age: float | None  # seconds since last seen, 0.1 s; 0 for static; None: the kernel's

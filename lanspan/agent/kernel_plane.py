@@ -1,0 +1,361 @@
+"""Which data plane carries each segment on this node, and the kernel segments it owns.
+
+At start the agent removes what an earlier run of (network, node) left in the
+kernel (`cleanup_leftovers`), then decides per segment it carries:
+
+- **kernel** when its site is trusted, it has a VXLAN address there, another
+  member of the site (agent or plain VTEP) carries the segment, every local
+  port of the segment is an access port, and the kernel offers what the
+  kernel plane needs (`KernelCapabilities.missing_for_access`);
+- **userspace** otherwise, with the first reason that ruled the kernel out.
+
+One log line per segment says which and why. A kernel segment that fails to
+build is removed whole (`KernelSegment.create` is all or nothing) and the
+segment falls back to userspace, with its own log line.
+
+The node core never sees the kernel's ports: `core_view` hands it a network
+in which, per kernel segment, the node's access ports of that segment are
+replaced by the one mesh TAP (``lsm<vni>``, the way to other sites), and the
+site members reached over plain VXLAN no longer carry that segment (so the
+core neither floods it to them nor accepts it from them: nothing twice).
+Static MACs pinned to such a site member become per-MAC FDB entries.
+
+Plain VXLAN is sent only to addresses inside the site's declared underlay:
+`peer_address` refuses anything else, whatever the path state says.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from lanspan.config.model import (
+    AccessPort,
+    IPAddress,
+    Network,
+    Node,
+    Port,
+    Segment,
+    StaticMac,
+    TrunkPort,
+)
+from lanspan.dataplane.kernel import (
+    KernelAccessPort,
+    KernelMac,
+    KernelPlaneError,
+    KernelSegment,
+    KernelSegmentSpec,
+    SegmentDevices,
+    cleanup_leftovers,
+)
+from lanspan.dataplane.kernel_probe import KernelCapabilities, probe
+from lanspan.dataplane.tap import TapPort
+
+__all__ = ["KernelPlane", "PlaneChoice", "choose_planes", "core_view", "site_members"]
+
+log = logging.getLogger("lanspan.agent.kernel")
+
+Plane = Literal["kernel", "userspace"]
+
+
+@dataclass(frozen=True, slots=True)
+class PlaneChoice:
+    """The data plane of one segment on this node, and why."""
+
+    segment: str
+    plane: Plane
+    reason: str
+
+    def log_line(self) -> str:
+        return f"segment {self.segment}: {self.plane} data plane — {self.reason}"
+
+
+def _mac_text(mac: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in mac)
+
+
+def site_members(network: Network, me: Node, segment: str) -> dict[str, IPAddress]:
+    """Other members of my site carrying `segment`, by name, with their VXLAN address."""
+    out: dict[str, IPAddress] = {}
+    for n in network.nodes:
+        mine = n.name != me.name and n.site == me.site and segment in n.segments
+        if mine and n.vxlan_address is not None:
+            out[n.name] = n.vxlan_address
+    for v in network.vteps:
+        if v.site == me.site and segment in v.segments:
+            out[v.name] = v.address
+    return out
+
+
+def _ports_in(me: Node, seg: Segment) -> list[Port]:
+    out: list[Port] = []
+    for p in me.ports:
+        if isinstance(p, TrunkPort):
+            if seg.vlan in p.vlans:
+                out.append(p)
+        elif p.segment == seg.name:
+            out.append(p)
+    return out
+
+
+def _eligible(network: Network, me: Node, seg: Segment) -> str | None:
+    """Why the config alone rules the kernel out for `seg` (None: it does not).
+
+    The same on every node of the site, so every member makes the same choice
+    unless its own kernel lacks something.
+    """
+    site = network.site(me.site)
+    if not site.trusted:
+        return f"site {me.site} is not trusted"
+    if me.vxlan_address is None:
+        return f"node {me.name} has no VXLAN address in site {me.site}"
+    if not site_members(network, me, seg.name):
+        return f"no other member of site {me.site} carries it"
+    return None
+
+
+def _port_reason(me: Node, seg: Segment, caps: KernelCapabilities) -> str | None:
+    for p in _ports_in(me, seg):
+        if isinstance(p, TrunkPort):
+            if caps.missing_for_trunks():
+                missing = "; ".join(str(f) for f in caps.missing_for_trunks())
+                return f"trunk port {p.name} carries it and the kernel lacks {missing}"
+            return f"trunk port {p.name} carries it (trunks in the kernel: not implemented yet)"
+        if p.kind == "host":
+            return f"host port {p.name} is in it (host ports in the kernel: not implemented yet)"
+    return None
+
+
+def choose_planes(
+    network: Network, node: str, caps: Callable[[], KernelCapabilities] = probe
+) -> list[PlaneChoice]:
+    """Decide per segment the node carries; probes the kernel only if a segment could use it."""
+    me = network.node(node)
+    out: list[PlaneChoice] = []
+    probed: KernelCapabilities | None = None
+    for name in me.segments:
+        seg = network.segment(name)
+        why = _eligible(network, me, seg)
+        if why is None:
+            if probed is None:
+                probed = caps()
+                log.info("kernel capabilities: %s", probed.summary())
+            why = _port_reason(me, seg, probed)
+            if why is None and probed.missing_for_access():
+                missing = "; ".join(str(f) for f in probed.missing_for_access())
+                why = f"the kernel lacks {missing}"
+        if why is not None:
+            out.append(PlaneChoice(name, "userspace", why))
+            continue
+        site = network.site(me.site)
+        members = site_members(network, me, name)
+        out.append(
+            PlaneChoice(
+                name,
+                "kernel",
+                f"trusted site {me.site}: plain VXLAN (vni {seg.vni}, udp {site.vxlan_port}) "
+                f"to {len(members)} site member(s) ({', '.join(sorted(members))}); "
+                "other sites through the encrypted mesh",
+            )
+        )
+    return out
+
+
+def mesh_port_name(seg: Segment) -> str:
+    return SegmentDevices.for_vni(seg.vni).mesh
+
+
+def core_view(network: Network, node: str, kernel: set[str]) -> Network:
+    """The network as the node core must see it once `kernel` segments are in the kernel."""
+    if not kernel:
+        return network
+    me = network.node(node)
+    segs = {s: network.segment(s) for s in kernel}
+    ports: list[Port] = [p for p in me.ports if isinstance(p, TrunkPort) or p.segment not in kernel]
+    for s in me.segments:  # in the node's own order, so the view is stable
+        if s in kernel:
+            dev = mesh_port_name(segs[s])
+            ports.append(AccessPort(name=dev, segment=s, device=dev, create=True))
+    reached = {s: set(site_members(network, me, s)) for s in kernel}
+    nodes: list[Node] = []
+    for n in network.nodes:
+        if n.name == me.name:
+            nodes.append(replace(n, ports=tuple(ports)))
+            continue
+        drop = {s for s in kernel if n.name in reached[s]}
+        nodes.append(replace(n, segments=tuple(s for s in n.segments if s not in drop)))
+    statics: list[StaticMac] = []
+    for m in network.static_macs:
+        if m.segment in kernel and (m.node in reached[m.segment] or m.node == me.name):
+            continue  # in the kernel's FDB (site members) or learned by the bridge (local)
+        statics.append(m)
+    return replace(network, nodes=tuple(nodes), static_macs=tuple(statics))
+
+
+class KernelPlane:
+    """The kernel segments of one agent: built at start, followed, removed at stop."""
+
+    def __init__(self, network: Network, node: str) -> None:
+        self.network = network
+        self.node = node
+        self.choices: dict[str, PlaneChoice] = {}
+        self.segments: dict[str, KernelSegment] = {}
+        self._refused: set[tuple[str, IPAddress]] = set()
+        self._at: dict[str, dict[str, IPAddress]] = {}  # segment -> site member -> VTEP now
+        self._caps: KernelCapabilities | None = None
+        self._failed: set[str] = set()  # segments whose kernel build failed: userspace
+
+    @classmethod
+    def start(
+        cls,
+        network: Network,
+        node: str,
+        caps: Callable[[], KernelCapabilities] = probe,
+    ) -> KernelPlane:
+        """Remove leftovers of an earlier run, choose per segment, build the kernel ones."""
+        plane = cls(network, node)
+
+        def caps_once() -> KernelCapabilities:
+            if plane._caps is None:
+                plane._caps = caps()
+            return plane._caps
+
+        try:
+            removed = cleanup_leftovers(network.name, node)
+        except KernelPlaneError as e:
+            log.warning("could not remove leftovers of an earlier run: %s", e)
+            removed = []
+        if removed:
+            log.info("removed leftovers of an earlier run: %s", ", ".join(removed))
+        for choice in choose_planes(network, node, caps_once):
+            if choice.plane == "kernel":
+                choice = plane._build(choice)
+            plane.choices[choice.segment] = choice
+            log.info("%s", choice.log_line())
+        return plane
+
+    def _build(self, choice: PlaneChoice) -> PlaneChoice:
+        net, me = self.network, self.network.node(self.node)
+        seg = net.segment(choice.segment)
+        assert me.vxlan_address is not None  # checked by choose_planes
+        access = tuple(
+            KernelAccessPort(p.name, p.device, p.create)
+            for p in _ports_in(me, seg)
+            if isinstance(p, AccessPort)
+        )
+        spec = KernelSegmentSpec(
+            network=net.name,
+            node=me.name,
+            segment=seg.name,
+            vni=seg.vni,
+            mtu=seg.mtu,
+            local=me.vxlan_address,
+            vxlan_port=net.site(me.site).vxlan_port,
+            access=access,
+            ageing=net.mac_ageing,
+        )
+        try:
+            ks = KernelSegment.create(spec)
+            try:
+                ks.set_site_peers(site_members(net, me, seg.name).values())
+                self._program_statics(ks, seg.name)
+            except (KernelPlaneError, ValueError):
+                ks.close()
+                raise
+        except (KernelPlaneError, ValueError) as e:
+            self._failed.add(seg.name)
+            return PlaneChoice(seg.name, "userspace", f"the kernel segment failed to build: {e}")
+        self.segments[seg.name] = ks
+        self._at[seg.name] = site_members(net, me, seg.name)
+        return choice
+
+    def _program_statics(self, ks: KernelSegment, segment: str) -> None:
+        members = site_members(self.network, self.network.node(self.node), segment)
+        for m in self.network.static_macs:
+            if m.segment == segment and m.node in members:
+                ks.set_mac(_mac_text(m.mac), members[m.node])
+
+    # -- what the agent asks --------------------------------------------------
+
+    @property
+    def kernel_segments(self) -> set[str]:
+        return set(self.segments)
+
+    def core_view(self, network: Network | None = None) -> Network:
+        return core_view(network or self.network, self.node, self.kernel_segments)
+
+    def port(self, name: str) -> TapPort | None:
+        """The mesh TAP behind core-view port `name`, if it is one of ours."""
+        for seg_name, ks in self.segments.items():
+            if mesh_port_name(self.network.segment(seg_name)) == name:
+                return ks.mesh_port
+        return None
+
+    def peer_address(self, peer: str, address: IPAddress) -> bool:
+        """Site member `peer` is now reached at `address`: move its FDB entries there.
+
+        Refused (False, logged once) when `address` is outside the site's
+        declared underlay: plain VXLAN goes nowhere else.
+        """
+        me = self.network.node(self.node)
+        site = self.network.site(me.site)
+        if not site.allows(address):
+            if (peer, address) not in self._refused:
+                self._refused.add((peer, address))
+                log.warning(
+                    "plain VXLAN to %s (%s) refused: outside site %s's underlay %s",
+                    peer, address, me.site, ", ".join(str(n) for n in site.underlay),
+                )  # fmt: skip
+            return False
+        moved = False
+        for name, ks in self.segments.items():
+            at = self._at[name]
+            old = at.get(peer)
+            if old is None or old == address:
+                continue
+            ks.move_destination(old, address)
+            at[peer] = address
+            moved = True
+            log.info("segment %s: VXLAN to %s moved %s → %s", name, peer, old, address)
+        return moved
+
+    def macs(self, segment: str | None = None) -> list[tuple[str, KernelMac]]:
+        """(segment, entry) for what the kernel bridges learned: local ports and site members.
+
+        Entries behind the mesh TAP are left out: the node core knows which
+        peer they are behind.
+        """
+        out = []
+        for name, ks in sorted(self.segments.items()):
+            if segment is None or segment == name:
+                out += [(name, m) for m in ks.macs() if m.where != "mesh"]
+        return out
+
+    def check_reload(self, new: Network) -> None:
+        """Refuse a reload that would move a segment between data planes (restart instead)."""
+        caps = self._caps or KernelCapabilities.unavailable(None, "not probed")
+        want = {
+            c.segment for c in choose_planes(new, self.node, lambda: caps) if c.plane == "kernel"
+        } - self._failed
+        if want != self.kernel_segments:
+            raise ValueError(
+                "the kernel data plane's segments would change "
+                f"({sorted(self.kernel_segments)} → {sorted(want)}): restart the agent"
+            )
+
+    def reload(self, new: Network) -> None:
+        """Follow a reload: site members and static MACs of each kernel segment."""
+        self.check_reload(new)
+        self.network = new
+        me = new.node(self.node)
+        for name, ks in self.segments.items():
+            members = site_members(new, me, name)
+            ks.set_site_peers(members.values())
+            self._at[name] = members
+            self._program_statics(ks, name)
+
+    def close(self) -> None:
+        for name in list(self.segments):
+            self.segments.pop(name).close()

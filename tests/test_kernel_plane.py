@@ -1,0 +1,213 @@
+"""Choosing the data plane per segment, and the network the node core sees (no kernel)."""
+
+from __future__ import annotations
+
+import errno
+import logging
+from ipaddress import IPv4Address
+
+import pytest
+
+from lanspan.agent.kernel_plane import KernelPlane, choose_planes, core_view, site_members
+from lanspan.config import parse_network
+from lanspan.config.model import Network
+from lanspan.dataplane.kernel_probe import Feature, KernelCapabilities
+
+KEYS = [
+    "sGC8mXFbN0Wf+S6UUw7wh3Cy9p7Ldu6Bo9dHOZAZ6Ws=",
+    "Bzrs0s0Cr2bmJPFOeHGjJ0CkT9jTIu0DphlN3NOuXg8=",
+    "aGkW7R5ytpm+VHnLmYnU5wYa6rHrOWgAvG1Kp9HmT0Q=",
+]
+
+NET = f"""
+[network]
+name = "acme"
+
+[[segment]]
+name = "lan"
+vlan = 10
+
+[[segment]]
+name = "api"
+vlan = 11
+ipv4 = "198.18.11.0/24"
+
+[[segment]]
+name = "dmz"
+vlan = 12
+
+[[site]]
+name = "gra"
+trusted = true
+underlay = ["198.19.1.0/24"]
+
+[[node]]
+name = "gra-1"
+site = "gra"
+public_key = "{KEYS[0]}"
+endpoints = ["198.19.1.1:51820"]
+segments = ["lan", "api", "dmz"]
+  [[node.port]]
+  kind = "access"
+  name = "vm1"
+  segment = "lan"
+  interface = "veth-vm1"
+  [[node.port]]
+  kind = "host"
+  name = "api0"
+  segment = "api"
+  address = ["198.18.11.1/24"]
+
+[[node]]
+name = "gra-2"
+site = "gra"
+public_key = "{KEYS[1]}"
+endpoints = ["198.19.1.2:51820"]
+segments = ["lan", "api"]
+
+[[node]]
+name = "gra-old"
+site = "gra"
+vtep = true
+vxlan_address = "198.19.1.9"
+segments = ["lan"]
+
+[[node]]
+name = "rbx-1"
+site = "rbx"
+public_key = "{KEYS[2]}"
+endpoints = ["198.19.2.1:51820"]
+segments = ["lan", "api", "dmz"]
+
+[[static_mac]]
+segment = "lan"
+mac = "02:aa:00:00:00:02"
+node = "gra-2"
+
+[[static_mac]]
+segment = "lan"
+mac = "02:aa:00:00:00:03"
+node = "rbx-1"
+"""
+
+
+def net() -> Network:
+    return parse_network(NET, "net.toml")
+
+
+def full() -> KernelCapabilities:
+    caps = KernelCapabilities.unavailable(None, "")
+    return KernelCapabilities(
+        **{f.name: Feature(f.name, True) for f in caps.features()}  # type: ignore[arg-type]
+    )
+
+
+def without_vlans() -> KernelCapabilities:
+    base = full()
+    no = Feature("vlan_filtering", False, errno.EOPNOTSUPP, "the kernel does not support it")
+    return KernelCapabilities(**{**{f.name: f for f in base.features()}, "vlan_filtering": no})  # type: ignore[arg-type]
+
+
+def test_choice_per_segment_with_reasons() -> None:
+    choices = {c.segment: c for c in choose_planes(net(), "gra-1", without_vlans)}
+    assert choices["lan"].plane == "kernel"
+    assert "gra-2, gra-old" in choices["lan"].reason and "udp 4789" in choices["lan"].reason
+    assert choices["api"].plane == "userspace"
+    assert choices["api"].reason.startswith("host port api0 is in it")
+    assert choices["dmz"].plane == "userspace"
+    assert choices["dmz"].reason == "no other member of site gra carries it"
+    rbx = {c.segment: c for c in choose_planes(net(), "rbx-1", without_vlans)}
+    assert {c.plane for c in rbx.values()} == {"userspace"}
+    assert rbx["lan"].reason == "site rbx is not trusted"
+
+
+def test_missing_kernel_features_mean_userspace_with_the_errno() -> None:
+    no_iso = KernelCapabilities(
+        **{  # type: ignore[arg-type]
+            **{f.name: f for f in full().features()},
+            "port_isolation": Feature("port_isolation", False, errno.EOPNOTSUPP, "not here"),
+        }
+    )
+    lan = next(c for c in choose_planes(net(), "gra-1", lambda: no_iso) if c.segment == "lan")
+    assert lan.plane == "userspace"
+    assert "port_isolation: no" in lan.reason and "not here" in lan.reason
+
+
+def test_the_kernel_is_probed_only_when_a_segment_could_use_it() -> None:
+    calls = []
+
+    def caps() -> KernelCapabilities:
+        calls.append(1)
+        return full()
+
+    choose_planes(net(), "rbx-1", caps)  # untrusted site
+    assert calls == []
+    choose_planes(net(), "gra-1", caps)
+    assert calls == [1]  # once for all segments
+
+
+def test_trunks_stay_in_userspace_without_vlan_filtering() -> None:
+    text = NET.replace(
+        '  [[node.port]]\n  kind = "host"',
+        '  [[node.port]]\n  kind = "trunk"\n  name = "up"\n  interface = "eth1"\n'
+        '  vlans = [10]\n  [[node.port]]\n  kind = "host"',
+    )
+    lan = next(
+        c
+        for c in choose_planes(parse_network(text, "n"), "gra-1", without_vlans)
+        if c.segment == "lan"
+    )
+    assert lan.plane == "userspace"
+    assert lan.reason.startswith("trunk port up carries it and the kernel lacks vlan_filtering")
+
+
+def test_site_members_include_plain_vteps() -> None:
+    n = net()
+    assert site_members(n, n.node("gra-1"), "lan") == {
+        "gra-2": IPv4Address("198.19.1.2"),
+        "gra-old": IPv4Address("198.19.1.9"),
+    }
+    assert site_members(n, n.node("gra-1"), "dmz") == {}
+
+
+def test_core_view_hands_the_core_the_mesh_tap_only() -> None:
+    n = net()
+    view = core_view(n, "gra-1", {"lan"})
+    me = view.node("gra-1")
+    assert [p.name for p in me.ports] == ["api0", "lsm10"]
+    mesh = me.port("lsm10")
+    assert mesh.kind == "access" and mesh.segment == "lan" and mesh.create  # type: ignore[union-attr]
+    # gra-2 is reached over plain VXLAN for lan: the core neither floods it there nor accepts it.
+    assert view.node("gra-2").segments == ("api",)
+    assert view.node("rbx-1").segments == ("lan", "api", "dmz")  # other sites: the mesh
+    # The static MAC behind gra-2 goes to the VXLAN FDB; the one behind rbx-1 stays in the core.
+    assert [m.node for m in view.static_macs] == ["rbx-1"]
+    assert core_view(n, "gra-1", set()) is n
+
+
+def test_start_in_an_untrusted_site_builds_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    """rbx-1: cleanup of leftovers (none here), one log line per segment, no kernel segment."""
+    caplog.set_level(logging.INFO, logger="lanspan.agent.kernel")
+    plane = KernelPlane.start(net(), "rbx-1", caps=full)
+    try:
+        assert plane.kernel_segments == set()
+        lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("segment ")]
+        assert lines == [
+            f"segment {s}: userspace data plane — site rbx is not trusted"
+            for s in ("lan", "api", "dmz")
+        ]
+        assert plane.core_view() == net()
+        plane.check_reload(net())  # nothing moves between planes
+    finally:
+        plane.close()
+
+
+def test_vxlan_outside_the_underlay_is_refused_at_run_time(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    plane = KernelPlane(net(), "gra-1")
+    assert plane.peer_address("gra-2", IPv4Address("203.0.113.7")) is False
+    assert plane.peer_address("gra-2", IPv4Address("203.0.113.7")) is False
+    refused = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refused) == 1  # logged once
+    assert "outside site gra's underlay 198.19.1.0/24" in refused[0].getMessage()
