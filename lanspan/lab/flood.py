@@ -268,6 +268,7 @@ def run_flood(
         markers=pr.markers,
         duration_ms=fault.seconds * 1000,
         rate_pps=round(rate_pps),
+        flood_seconds=round(float(res["seconds"]), 3) if res else None,
         flood_sent=res.get("sent"),
         flood_blocked=res.get("blocked"),
         flood_errors=res.get("errors"),
