@@ -71,6 +71,8 @@ def test_flood_fault_runs_reports_and_stops(tmp_path: Path) -> None:
         assert 0 <= f["loss_pct"] <= 100 and f["rtt_p99_ms"] > 0 and f["agent_cpu_pct"] >= 0
         assert isinstance(f["met"], bool)
         assert f["probes"] >= 150  # 2 s of 10 ms probes
+        # the agent saw the flood: its drop counters grew (by reason) during it
+        assert f["agent_dropped"] > 0 and f["agent_drops"], f
         assert f["recovered"] is True, f
         m = f["markers"]
         assert m["quiet"] < m["quiet_end"] <= m["fault"] < m["cleared"] < m["recovered"]

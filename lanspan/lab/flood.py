@@ -14,9 +14,12 @@ recovery): `rate_pps` (achieved by the sender, from its own count),
 `agent_cpu_pct` of the flooded agent during the flood (from
 /proc/<pid>/stat: 100 = one core) and `quiet_agent_cpu_pct`,
 `udp_rcvbuf_errors` (datagrams the node's kernel dropped on full socket
-buffers during the flood), and `met`: the bounds of issue 11 (loss <= 1 %,
-p99 <= quiet p99 + 20 ms, at >= 95 % of the asked rate). `recovered` is about
-healing, as for every fault: the probe answers again and the agent still runs.
+buffers during the flood), `agent_drops` (what the agent's drop counters
+grew by during the flood, by reason; `agent_dropped` their sum: compare it
+with `flood_sent` to see how much of the flood Python handled), and `met`:
+the bounds of issue 11 (loss <= 1 %, p99 <= quiet p99 + 20 ms, at >= 95 %
+of the asked rate). `recovered` is about healing, as for every fault: the
+probe answers again and the agent still runs.
 """
 
 from __future__ import annotations
@@ -102,6 +105,13 @@ def udp_rcvbuf_errors(ns: str) -> int | None:
     return int(rows[1][rows[0].index("RcvbufErrors")])
 
 
+def agent_drops(run: LabRun, node: str) -> dict[str, int] | None:
+    """The agent's drop counters by reason (`lanspan show`), None if it does not answer."""
+    doc = run.show(node, timeout=10.0)
+    drops = (doc or {}).get("drops")
+    return {str(k): int(v) for k, v in drops.items()} if isinstance(drops, dict) else None
+
+
 class Flooder:
     """The sender in the core namespace, read as it runs (`start`, then `done {json}`)."""
 
@@ -170,6 +180,13 @@ def flooder_argv(run: LabRun, plan: Plan, fault: Fault) -> list[str]:
     return argv
 
 
+def _delta(a: dict[str, int] | None, b: dict[str, int] | None) -> dict[str, int] | None:
+    """What each counter grew by between two readings (the ones that grew)."""
+    if a is None or b is None:
+        return None
+    return {k: v - a.get(k, 0) for k, v in sorted(b.items()) if v - a.get(k, 0) > 0}
+
+
 def run_flood(
     run: LabRun, plan: Plan, fault: Fault, src: GuestPlan, dst: GuestPlan, dst_addr: str
 ) -> dict[str, Any]:
@@ -212,6 +229,7 @@ def run_flood(
         probe.mark("quiet_end")
         argv = flooder_argv(run, plan, fault)
         drops0 = udp_rcvbuf_errors(node_ns)
+        counted0 = agent_drops(run, fault.node)
         flooder = Flooder(argv, plan.core_ns)
         rec = {
             "what": f"flooder {fault.name}",
@@ -230,6 +248,7 @@ def run_flood(
         flooder.stop()
         state.helpers.remove(rec)
         state.save()
+        counted1 = agent_drops(run, fault.node)
         res = flooder.result
         if res is not None:
             probe.markers["cleared"] = (float(res["end"]) - probe.t0) * 1000
@@ -277,7 +296,9 @@ def run_flood(
         quiet_agent_cpu_pct=pct(cpu_q0, cpu_q1, t_q0, t_q1),
         agent_cpu_pct=pct(cpu_f0, cpu_f1, t_f0, t_f1),
         udp_rcvbuf_errors=(drops1 - drops0) if drops0 is not None and drops1 is not None else None,
+        agent_drops=_delta(counted0, counted1),
     )
+    result["agent_dropped"] = sum(result["agent_drops"].values()) if result["agent_drops"] else 0
     if "fault" in m and "cleared" in m:
         during = probe_stats(pr, m["fault"], m["cleared"])
         result.update(
