@@ -46,7 +46,11 @@ def fail(message: str) -> None:
     help="Control socket path [default: /run/lanspan/<network>.sock].",
 )
 @click.option(
-    "--metrics", default=None, help="Serve Prometheus metrics on ADDR, e.g. 127.0.0.1:9474."
+    "--metrics",
+    default=None,
+    metavar="[ADDR]:PORT",
+    help="Serve Prometheus metrics on ADDR:PORT; `:PORT` alone binds 127.0.0.1 "
+    "(give 0.0.0.0:PORT or [::]:PORT to serve every address).",
 )
 @click.option(
     "--log-level",
@@ -83,7 +87,7 @@ def agent(
         network = load_network(network_file)
         private = load_private_key(key_file)
     except ConfigError as e:
-        fail(e.render())
+        fail(str(e))  # one line: "FILE: problem; problem"
         return
     names = [n.name for n in network.nodes]
     if node not in names:
@@ -97,25 +101,31 @@ def agent(
         )
     if any(p.create for p in me.ports) and not Path("/dev/net/tun").exists():
         fail("/dev/net/tun is missing: load the tun module (modprobe tun) to create TAP ports")
-    from lanspan.agent.loop import Agent, AgentOptions
+    from lanspan.agent.loop import Agent, AgentOptions, AgentSetupError
 
     opts = AgentOptions(
         network_file=network_file,
         node=node,
         private_key=private,
         control=control or Path("/run/lanspan") / f"{network.name}.sock",
-        metrics=metrics,
+        metrics=metrics_address(metrics),
     )
     if opts.control is not None:
-        opts.control.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        try:
+            opts.control.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        except OSError as e:
+            fail(f"cannot create the control socket's directory {opts.control.parent}: {e}")
     try:
         agent_ = Agent(opts, network)
-    except OSError as e:
-        fail(f"cannot open UDP port {me.listen_port or network.port}: {e}")
-        return
-    try:
         code = agent_.run()
-    except OSError as e:
-        fail(f"agent failed to set up: {e} (errno {e.errno})")
+    except AgentSetupError as e:
+        fail(str(e))
         return
     sys.exit(code)
+
+
+def metrics_address(value: str | None) -> str | None:
+    """`--metrics :PORT` means loopback; any other address is taken as given."""
+    if value is not None and value.startswith(":"):
+        return f"127.0.0.1{value}"
+    return value

@@ -3,11 +3,17 @@
 Single-threaded on `selectors`. Signals arrive through a wakeup fd so that
 SIGTERM/SIGINT end the loop cleanly (every device we created is removed)
 and SIGHUP reloads the network file.
+
+Failures are contained to the event that met them: an exception while
+handling one datagram, frame, timer, control request, reload or round of
+outputs drops that event, is counted as ``agent.internal_error_<where>``
+(see docs/drops.md) and logged once with its traceback; the loop goes on.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import os
 import selectors
@@ -15,36 +21,81 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import get_args
 
+from lanspan import __version__
 from lanspan.config import load_network
 from lanspan.config.model import HostPort, Network, Port
 from lanspan.control.metrics import MetricsServer
-from lanspan.control.server import ControlServer
+from lanspan.control.server import ControlError, ControlServer
 from lanspan.dataplane.packet import PacketPort
 from lanspan.dataplane.ports import FramePort
 from lanspan.dataplane.tap import TapPort
 from lanspan.dataplane.udp import UdpEndpoint
 from lanspan.errors import ConfigError
 from lanspan.logs import RateLimitedLog
-from lanspan.node.core import NodeCore, host_port_mac
+from lanspan.node.core import InternalError, NodeCore, host_port_mac
 from lanspan.node.status import MacRow, NodeStatus, UdpStatus
 
 log = logging.getLogger("lanspan.agent")
 
 # Frames or GRO batches taken from one ready fd before looking at the others.
 READ_BUDGET = 64
+# After a timer round failed, the next one waits this long (no busy loop on a stuck timer).
+TIMER_RETRY = 0.05
+# Where a failure can be contained: each is a drop reason agent.internal_error_<where>.
+ENTRY_POINTS: tuple[InternalError, ...] = get_args(InternalError)
 
 
 @dataclass(frozen=True, slots=True)
 class AgentOptions:
     network_file: Path
     node: str
-    private_key: bytes
+    private_key: bytes = field(repr=False)  # key material is never in a repr or a log
     control: Path | None = None
     metrics: str | None = None
+
+
+class AgentSetupError(Exception):
+    """What stops the agent from starting, said in one line (the command prints it as is)."""
+
+
+def _why(e: BaseException) -> str:
+    """An OS or netlink error as `strerror (errno N)`; anything else as its message."""
+    code = getattr(e, "errno", None) or getattr(e, "code", None)
+    text = getattr(e, "strerror", None) or str(e)
+    return f"{text} (errno {code})" if isinstance(code, int) and code > 0 else str(text)
+
+
+_NO_SUCH_INTERFACE = (
+    'no such interface: create it first, or give the port tap = "NAME" for a TAP lanspan creates'
+)
+
+
+def _port_error(port: Port, e: BaseException) -> OSError:
+    """An error opening `port`, naming the port, its device and the likely fix."""
+    code = getattr(e, "errno", None) or getattr(e, "code", None)
+    code = code if isinstance(code, int) and code > 0 else errno.EINVAL
+    if isinstance(port, HostPort) or port.create:
+        what = f"cannot create TAP device {port.device!r}"
+        hints = {
+            errno.EBUSY: "a device of that name is in use (another agent?)",
+            errno.EINVAL: "a device of that name exists and is not a TAP",
+            errno.EEXIST: "a device of that name exists",
+            errno.EPERM: "the agent needs CAP_NET_ADMIN",
+        }
+    else:
+        what = f"cannot attach interface {port.device!r}"
+        hints = {
+            errno.ENODEV: _NO_SUCH_INTERFACE,
+            errno.ENXIO: _NO_SUCH_INTERFACE,
+            errno.ENETDOWN: "the interface is down",
+            errno.EPERM: "the agent needs CAP_NET_RAW",
+        }
+    hint = hints.get(code)
+    return OSError(code, f"port {port.name}: {what}: {_why(e)}" + (f"; {hint}" if hint else ""))
 
 
 def port_mtu(network: Network, port: Port) -> int:
@@ -55,6 +106,17 @@ def port_mtu(network: Network, port: Port) -> int:
 
 def open_port(network: Network, node: str, port: Port) -> FramePort:
     """Create the TAP or attach the interface a port names (OSError keeps its errno)."""
+    try:
+        return _open_port(network, node, port)
+    except (OSError, ValueError) as e:
+        raise _port_error(port, e) from e
+    except Exception as e:  # pyroute2's NetlinkError is no OSError; it carries .code
+        if not isinstance(getattr(e, "code", None), int):
+            raise
+        raise _port_error(port, e) from e
+
+
+def _open_port(network: Network, node: str, port: Port) -> FramePort:
     mtu = port_mtu(network, port)
     if isinstance(port, HostPort):
         tap = TapPort.create(port.name, mtu, host_port_mac(node, port), device=port.device)
@@ -66,6 +128,13 @@ def open_port(network: Network, node: str, port: Port) -> FramePort:
 
 
 class Agent:
+    """The running agent for one node of `network`.
+
+    The constructor takes the control socket (refusing a path another agent
+    listens on) and the UDP port; `start` opens the metrics server and the
+    ports. Both raise AgentSetupError, after releasing what they took.
+    """
+
     def __init__(self, opts: AgentOptions, network: Network) -> None:
         self.opts = opts
         self.network = network
@@ -82,14 +151,36 @@ class Agent:
             wall_time=time.time,
             now=now,
         )
-        me = network.node(opts.node)
-        self.udp = UdpEndpoint.bind(me.listen_port or network.port)
+        self._started = False
         self.control: ControlServer | None = None
         self.metrics: MetricsServer | None = None
+        if opts.control is not None:
+            try:
+                self.control = ControlServer(opts.control, self, on_error=self._control_failed)
+            except ControlError as e:
+                self.sel.close()
+                raise AgentSetupError(str(e)) from e
+        me = network.node(opts.node)
+        port = me.listen_port or network.port
+        try:
+            self.udp = UdpEndpoint.bind(port)
+        except OSError as e:
+            if self.control is not None:
+                self.control.close()
+            self.sel.close()
+            hint = (
+                f"; another program (or agent) has UDP port {port}: stop it or set listen_port"
+                if e.errno == errno.EADDRINUSE
+                else ""
+            )
+            raise AgentSetupError(f"cannot open UDP port {port}: {_why(e)}{hint}") from e
         self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
         self._drop_log = RateLimitedLog(log)
         self._drops_seen: dict[str, int] = {}
         self._drops_checked = 0.0
+        self._timer_hold = 0.0  # no timer round before this (after one failed)
 
     # -- StatusSource for the control socket and metrics ------------------------
 
@@ -101,6 +192,14 @@ class Agent:
         return self.node.mac_rows(segment, time.monotonic())
 
     def reload(self) -> dict[str, object]:
+        """Re-read the network file and apply it; a failure keeps the running config."""
+        try:
+            return self._reload()
+        except Exception as e:  # a reload bug must not take the running network down
+            self._contain("reload", e)
+            return {"ok": False, "changes": [], "error": f"internal error in the agent: {e}"}
+
+    def _reload(self) -> dict[str, object]:
         try:
             new = load_network(self.opts.network_file)
         except ConfigError as e:
@@ -159,23 +258,27 @@ class Agent:
 
     def open_ports(self) -> None:
         for port in self.network.node(self.opts.node).ports:
-            self.add_port(port)
+            self.add_port(port, announce=False)
 
-    def add_port(self, port: Port) -> None:
+    def add_port(self, port: Port, announce: bool = True) -> None:
+        """Open `port`; OSError names the port and its device (errno kept)."""
         dev = open_port(self.network, self.opts.node, port)
         self.ports[port.name] = dev
         self.sel.register(dev.fileno(), selectors.EVENT_READ, self._port_reader(port.name, dev))
-        log.info("port %s (%s) on %s", port.name, port.kind, dev.device)
+        if announce:
+            log.info("port %s (%s) on %s", port.name, port.kind, dev.device)
 
-    def remove_port(self, name: str) -> None:
+    def remove_port(self, name: str, announce: bool = True) -> None:
         dev = self.ports.pop(name)
         self.sel.unregister(dev.fileno())
         dev.close()
-        log.info("port %s removed", name)
+        if announce:
+            log.info("port %s removed", name)
 
     def close(self) -> None:
+        """Release everything; quiet when the agent never started (its error says why)."""
         for name in list(self.ports):
-            self.remove_port(name)
+            self.remove_port(name, announce=self._started)
         if self.control is not None:
             self.control.close()
         if self.metrics is not None:
@@ -187,10 +290,20 @@ class Agent:
 
     # -- the loop --------------------------------------------------------------
 
-    def _contain(self, where: Literal["frame", "datagram"], exc: Exception) -> None:
-        """A lanspan bug met one frame or datagram: drop it, count it, keep serving."""
+    def _contain(self, where: InternalError, exc: Exception) -> None:
+        """A lanspan bug met one event: drop it, count it, log it once, keep serving."""
+        reason = f"agent.internal_error_{where}"
         if self.node.count_internal_error(where) == 1:
-            log.exception("internal error handling a %s (dropped; logged once)", where)
+            log.error(
+                "internal error handling a %s (dropped; counted as %s, logged once)",
+                where,
+                reason,
+                exc_info=exc,
+                extra={"fields": {"reason": reason}},
+            )
+
+    def _control_failed(self, exc: Exception) -> None:
+        self._contain("control", exc)
 
     def _port_reader(self, name: str, dev: FramePort) -> Callable[[int], None]:
         node = self.node
@@ -216,11 +329,15 @@ class Agent:
             if got is None:
                 return
             datagrams, src = got
+            authenticated = False
             for d in datagrams:
                 try:
-                    node.datagram(d, src, now)
+                    if node.datagram(d, src, now):
+                        authenticated = True
                 except Exception as e:
                     self._contain("datagram", e)
+            if authenticated:
+                udp.authenticated(src)
 
     def _on_wake(self, mask: int) -> None:
         try:
@@ -247,38 +364,60 @@ class Agent:
         for ev in node.take_log():
             log.info(ev.kind, extra={"fields": ev.fields})
 
+    def start(self) -> None:
+        """Open the metrics server and the ports; register everything on the selector.
+
+        Raises AgentSetupError (one line) on what cannot be set up; the caller
+        then `close()`s, which removes what was created, quietly.
+        """
+        self.sel.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
+        self.sel.register(self.udp.fileno(), selectors.EVENT_READ, self._on_udp)
+        if self.control is not None:
+            self.control.register(self.sel)
+        if self.opts.metrics is not None:
+            try:
+                self.metrics = MetricsServer(self.opts.metrics, self)
+            except ValueError as e:
+                raise AgentSetupError(f"--metrics: {e}") from e
+            except OSError as e:
+                raise AgentSetupError(e.strerror or str(e)) from e
+            self.metrics.register(self.sel)
+        try:
+            self.open_ports()
+        except OSError as e:
+            raise AgentSetupError(e.strerror or str(e)) from e
+        self._started = True
+        for name, dev in self.ports.items():
+            kind = self.network.node(self.opts.node).port(name).kind
+            log.info("port %s (%s) on %s", name, kind, dev.device)
+        me = self.network.node(self.opts.node)
+        log.info(
+            "agent %s up (lanspan %s): network %s, udp port %d (gso %s, gro %s), "
+            "%d peer(s), cipher %s",
+            me.name,
+            __version__,
+            self.network.name,
+            me.listen_port or self.network.port,
+            self.udp.gso,
+            self.udp.gro,
+            self.node.peer_count(),
+            self.network.cipher,
+        )
+
     def run(self) -> int:
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
         old_wakeup = signal.set_wakeup_fd(self._wake_w.fileno())
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, lambda *_: None)
         try:
-            self.sel.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
-            self.sel.register(self.udp.fileno(), selectors.EVENT_READ, self._on_udp)
-            if self.opts.control is not None:
-                self.control = ControlServer(self.opts.control, self)
-                self.control.register(self.sel)
-            if self.opts.metrics is not None:
-                self.metrics = MetricsServer(self.opts.metrics, self)
-                self.metrics.register(self.sel)
-            self.open_ports()
-            me = self.network.node(self.opts.node)
-            log.info(
-                "agent %s up: network %s, udp port %d (gso %s, gro %s), %d peer(s), cipher %s",
-                me.name,
-                self.network.name,
-                me.listen_port or self.network.port,
-                self.udp.gso,
-                self.udp.gro,
-                self.node.peer_count(),
-                self.network.cipher,
-            )
-            self._loop()
+            self.start()
+            while self.running:
+                self.step()
         finally:
             signal.set_wakeup_fd(old_wakeup)
+            started = self._started
             self.close()
-            log.info("agent stopped; devices removed")
+            if started:
+                log.info("agent stopped; devices removed")
         return 0
 
     def _log_drops(self, now: float) -> None:
@@ -293,20 +432,50 @@ class Agent:
                 self._drop_log.drop(reason, f"{new} in the last second, {total} in all")
         self._drop_log.flush()
 
-    def _loop(self) -> None:
+    def _timer_due(self) -> float:
+        """When the node's timer round is due (held back a little after one failed)."""
+        try:
+            return max(self.node.next_timer(), self._timer_hold)
+        except Exception as e:
+            self._timer_hold = time.monotonic() + TIMER_RETRY
+            self._contain("timer", e)
+            return self._timer_hold
+
+    def step(self, max_wait: float | None = None) -> None:
+        """One round: wait for I/O or the timer, handle what is ready, carry out the outputs."""
         node, sel = self.node, self.sel
-        while self.running:
-            timeout = max(0.0, node.next_timer() - time.monotonic())
-            for key, mask in sel.select(timeout):
+        deadline = self._timer_due()
+        servers = [s for s in (self.control, self.metrics) if s is not None]
+        for server in servers:
+            due = server.next_timer()
+            if due is not None:
+                deadline = min(deadline, due)
+        timeout = max(0.0, deadline - time.monotonic())
+        if max_wait is not None:
+            timeout = min(timeout, max_wait)
+        for key, mask in sel.select(timeout):
+            try:
                 key.data(mask)
-            now = time.monotonic()
-            if node.next_timer() <= now:
+            except Exception as e:  # the readers contain each event; this is the read itself
+                self._contain("read", e)
+        now = time.monotonic()
+        if self._timer_due() <= now:
+            try:
                 node.handle_timer(now)
-            if self._reload_requested:
-                self._reload_requested = False
-                try:
-                    self.reload()
-                except Exception:  # a reload bug must not take the running network down
-                    log.exception("reload failed; running config kept")
+            except Exception as e:
+                self._timer_hold = now + TIMER_RETRY
+                self._contain("timer", e)
+        for server in servers:
+            try:
+                server.handle_timer(now)  # idle clients
+            except Exception as e:
+                self._contain("control", e)
+        if self._reload_requested:
+            self._reload_requested = False
+            self.reload()
+        try:
             self._flush()
             self._log_drops(now)
+        except Exception as e:
+            self._contain("output", e)
+        self.udp.end_round()

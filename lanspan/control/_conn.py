@@ -5,6 +5,15 @@ has a bounded input and a bounded output buffer; a connection that exceeds
 either, or that errors, is closed and forgotten. While output is pending the
 connection stops reading, so a client that never reads its answers cannot make
 the agent queue more for it.
+
+A connection that makes no progress (nothing received, nothing written) for
+`idle_timeout` seconds is closed by `handle_timer`; the listener's
+`next_timer` says when that is due. When all `max_clients` places are taken,
+a new connection pushes out the client idle longest — one that never sent a
+byte first — provided it has been idle for `EVICT_AFTER` seconds; if every
+client is younger than that, the newcomer is turned away instead. So idle
+connections cannot push out a client that is being served, and a burst of
+new ones cannot push out the client that connected just before them.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ import contextlib
 import logging
 import selectors
 import socket
+import time
 from collections.abc import Callable
 from typing import Self
 
@@ -22,6 +32,7 @@ from lanspan.logs import RateLimitedLog
 log = logging.getLogger("lanspan.control")
 
 RECV_SIZE = 65536
+EVICT_AFTER = 0.5  # seconds without progress before a client may be pushed out
 
 
 class Conn:
@@ -35,6 +46,8 @@ class Conn:
         on_closed: Callable[[Conn], None],
         max_in: int,
         max_out: int,
+        clock: Callable[[], float] = time.monotonic,
+        on_error: Callable[[Exception], None] | None = None,
     ) -> None:
         sock.setblocking(False)
         self.sock = sock
@@ -48,6 +61,10 @@ class Conn:
         self._max_in = max_in
         self._max_out = max_out
         self._mask = 0
+        self._clock = clock
+        self._on_error = on_error
+        self.last_active = clock()  # last byte received or written
+        self.spoke = False  # the client has sent something
         if sel is not None:
             self._set_mask(selectors.EVENT_READ)
 
@@ -74,8 +91,11 @@ class Conn:
                     self._on_data(self)
             if mask & selectors.EVENT_READ and not self.closed:
                 self._read()
-        except Exception:  # a bug here must not take the agent down
-            log.exception("control connection failed; closing it")
+        except Exception as e:  # a bug here must not take the agent down
+            if self._on_error is not None:
+                self._on_error(e)
+            else:
+                log.exception("control connection failed; closing it")
             self.close()
 
     def _read(self) -> None:
@@ -90,6 +110,8 @@ class Conn:
         if not data:
             self.close()
             return
+        self.last_active = self._clock()
+        self.spoke = True
         self.inbuf += data
         self._on_data(self)
         # with no output pending the handler has consumed every complete
@@ -127,6 +149,8 @@ class Conn:
                 self.close()
                 return
             del self.outbuf[:n]
+            if n:
+                self.last_active = self._clock()
         if self.closed:
             return
         if not self.outbuf and self.close_when_flushed:
@@ -150,7 +174,7 @@ class Listener(abc.ABC):
     """A bound, listening, non-blocking socket whose accepted clients are `Conn`s.
 
     Subclasses set up `sock` and implement `_on_data`. Beyond `max_clients`
-    the longest-connected client is dropped (with `crowded_warning` logged
+    the client idle longest is dropped (with `crowded_warning` logged, rate limited,
     when given); accept errors (EMFILE...) go to `logger`, rate limited.
     """
 
@@ -163,7 +187,12 @@ class Listener(abc.ABC):
         max_in: int,
         max_out: int,
         crowded_warning: str | None = None,
+        idle_timeout: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        on_error: Callable[[Exception], None] | None = None,
     ) -> None:
+        if idle_timeout <= 0:
+            raise ValueError("idle_timeout must be positive")
         self._sock = sock
         self._sel: selectors.BaseSelector | None = None
         self._clients: list[Conn] = []
@@ -174,6 +203,9 @@ class Listener(abc.ABC):
         self._max_in = max_in
         self._max_out = max_out
         self._crowded_warning = crowded_warning
+        self._idle_timeout = idle_timeout
+        self._clock = clock
+        self._on_error = on_error
 
     def fileno(self) -> int:
         return self._sock.fileno()
@@ -197,8 +229,13 @@ class Listener(abc.ABC):
                 return
             if len(self._clients) >= self._max_clients:
                 if self._crowded_warning is not None:
-                    self._logger.warning(self._crowded_warning)
-                self._clients[0].close()
+                    self._accept_errors.drop("crowded", self._crowded_warning)
+                now = self._clock()
+                idle = [c for c in self._clients if now - c.last_active >= EVICT_AFTER]
+                if not idle:
+                    sock.close()  # everyone is busy or just arrived: turn the newcomer away
+                    continue
+                min(idle, key=lambda c: (c.spoke, c.last_active)).close()
             self._clients.append(
                 Conn(
                     sock,
@@ -207,6 +244,8 @@ class Listener(abc.ABC):
                     on_closed=self._on_closed,
                     max_in=self._max_in,
                     max_out=self._max_out,
+                    clock=self._clock,
+                    on_error=self._on_error,
                 )
             )
 
@@ -221,6 +260,18 @@ class Listener(abc.ABC):
     @property
     def client_count(self) -> int:
         return len(self._clients)
+
+    def next_timer(self) -> float | None:
+        """When the longest idle client is due to be closed (None: no client)."""
+        if not self._clients:
+            return None
+        return min(c.last_active for c in self._clients) + self._idle_timeout
+
+    def handle_timer(self, now: float) -> None:
+        """Close every client idle for `idle_timeout` seconds or more."""
+        for c in [c for c in self._clients if now - c.last_active >= self._idle_timeout]:
+            self._logger.debug("closing a client idle for %.0f s", now - c.last_active)
+            c.close()
 
     def close(self) -> None:
         """Close every client and the listener."""

@@ -29,7 +29,7 @@ import math
 import os
 import socket
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePath
 from typing import Protocol
 
@@ -38,6 +38,7 @@ from lanspan.control.document import to_json
 from lanspan.node.status import MacRow, NodeStatus
 
 __all__ = [
+    "IDLE_TIMEOUT",
     "MAX_CLIENTS",
     "MAX_REQUEST_BYTES",
     "OPS",
@@ -52,7 +53,8 @@ log = logging.getLogger("lanspan.control")
 OPS = ("macs", "ping", "reload", "status")
 MAX_REQUEST_BYTES = 64 * 1024  # one request line
 MAX_RESPONSE_BACKLOG = 64 * 1024 * 1024  # unread answers queued for one client
-MAX_CLIENTS = 32  # beyond this the longest-connected client is dropped
+MAX_CLIENTS = 32  # beyond this the longest idle client is dropped
+IDLE_TIMEOUT = 60.0  # seconds a client may stay connected without sending a request
 
 
 class StatusSource(Protocol):
@@ -79,8 +81,14 @@ def _error(message: str) -> dict[str, object]:
     return {"ok": False, "error": message}
 
 
-def handle_request(line: bytes, source: StatusSource) -> dict[str, object]:
-    """Answer one request line; pure apart from calling `source`. Never raises."""
+def handle_request(
+    line: bytes, source: StatusSource, on_error: Callable[[Exception], None] | None = None
+) -> dict[str, object]:
+    """Answer one request line; pure apart from calling `source`. Never raises.
+
+    A failure of `source` is answered with an error and handed to `on_error`
+    (the agent counts and logs it) or, without one, logged here.
+    """
     try:
         req = json.loads(line)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -104,7 +112,10 @@ def handle_request(line: bytes, source: StatusSource) -> dict[str, object]:
             return {"ok": True, "result": to_json(source.macs(segment))}
         return {"ok": True, "result": source.reload()}
     except Exception as e:
-        log.exception("control op %r failed", op, extra={"fields": {"op": op}})
+        if on_error is not None:
+            on_error(e)
+        else:
+            log.exception("control op %r failed", op, extra={"fields": {"op": op}})
         return _error(f"internal error in the agent while handling {op!r}: {e}")
 
 
@@ -165,11 +176,23 @@ def _someone_listens(path: Path) -> bool:
 
 
 class ControlServer(Listener):
-    """Listens on `path` (mode 0600) and answers requests from `source`."""
+    """Listens on `path` (mode 0600) and answers requests from `source`.
 
-    def __init__(self, path: Path, source: StatusSource) -> None:
+    `on_error` receives every exception met while answering (a failing
+    `source`, a bug in the connection handling); the client gets an error or
+    is closed, the server goes on.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        source: StatusSource,
+        on_error: Callable[[Exception], None] | None = None,
+        idle_timeout: float = IDLE_TIMEOUT,
+    ) -> None:
         self.path = Path(path)
         self._source = source
+        self._on_error = on_error
         self._prepare_path()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old_umask = os.umask(0o177)
@@ -197,7 +220,9 @@ class ControlServer(Listener):
             max_clients=MAX_CLIENTS,
             max_in=MAX_REQUEST_BYTES,
             max_out=MAX_RESPONSE_BACKLOG,
-            crowded_warning="too many control clients; dropping the oldest",
+            crowded_warning="too many control clients; dropping the longest idle one",
+            idle_timeout=idle_timeout,
+            on_error=on_error,
         )
 
     def _prepare_path(self) -> None:
@@ -230,7 +255,7 @@ class ControlServer(Listener):
             del conn.inbuf[: nl + 1]
             if not line:
                 continue
-            conn.send(_encode(handle_request(line, self._source)))
+            conn.send(_encode(handle_request(line, self._source, self._on_error)))
 
     def close(self) -> None:
         """Close every client and the listener; unlink the socket file if it is still ours."""

@@ -10,7 +10,11 @@ Replies leave from the local address the peer's datagrams arrive on
 (IP_PKTINFO / IPV6_PKTINFO), not the kernel's default source: on a server
 with two uplinks, a peer that reaches us through the second one gets its
 answers from the second address, so the site's policy routing sends them
-out the uplink that works.
+out the uplink that works. A sender's local address is remembered for good
+(in a bounded LRU table) only once the agent says one of its datagrams
+authenticated (`authenticated`); until then it serves only the replies of
+the same round (`end_round` forgets it), so spoofed sources can neither
+fill the table nor push real peers out of it.
 
 Addresses are ``(host, port)`` with IPv4 as plain dotted strings: IPv4-mapped
 IPv6 (``::ffff:a.b.c.d``) is normalised on receive and plain IPv4 is mapped
@@ -23,6 +27,7 @@ import errno
 import logging
 import socket
 import struct
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -54,8 +59,11 @@ _CMSG_SPACE = (
     + socket.CMSG_SPACE(_IN6_PKTINFO.size)
     + socket.CMSG_SPACE(_IN_PKTINFO.size)
 )
-# Remote addresses whose local address we remember (reply-from); cleared when full.
-MAX_REPLY_FROM = 65536
+# Authenticated remote addresses whose local address we remember (reply-from), LRU.
+MAX_REPLY_FROM = 4096
+# Senders of this round not (yet) authenticated: replies of the round leave from where
+# they came in; beyond this many in one round, replies use the kernel's default source.
+MAX_ROUND_SOURCES = 1024
 _PKTINFO_ERRNOS = frozenset({errno.EINVAL, errno.EADDRNOTAVAIL, errno.ENETUNREACH})
 _SEG = struct.Struct("=H")
 _INT = struct.Struct("=i")
@@ -123,7 +131,9 @@ class UdpEndpoint:
         self.gro = gro  # the kernel accepted UDP_GRO
         self.gso = gso  # UDP_SEGMENT in use (turned off after the first refusal)
         self.counters = UdpCounters()
-        self._reply_from: dict[Addr, str] = {}  # remote -> local address it reached
+        # authenticated remote -> local address it reached, least recently used first
+        self._reply_from: OrderedDict[Addr, str] = OrderedDict()
+        self._round: dict[Addr, str] = {}  # senders of this round, not authenticated
 
     @classmethod
     def bind(cls, port: int, host: str = "::") -> UdpEndpoint:
@@ -213,10 +223,8 @@ class UdpEndpoint:
             elif level == socket.IPPROTO_IP and typ == IP_PKTINFO and len(cdata) >= 12:
                 local = socket.inet_ntop(socket.AF_INET, cdata[8:12])
         src = (_unmap(addr[0]), addr[1])
-        if local is not None and self._reply_from.get(src) != local:
-            if len(self._reply_from) >= MAX_REPLY_FROM:
-                self._reply_from.clear()
-            self._reply_from[src] = local
+        if local is not None and (src in self._round or len(self._round) < MAX_ROUND_SOURCES):
+            self._round[src] = local
         n = len(data)
         if 0 < seg < n:
             mv = memoryview(data)
@@ -228,6 +236,31 @@ class UdpEndpoint:
         c.rx_datagrams += len(datagrams)
         c.rx_bytes += n
         return datagrams, src
+
+    def authenticated(self, src: Addr) -> None:
+        """A datagram from `src` of this round authenticated: remember where it came in."""
+        local = self._round.get(src)
+        if local is None:
+            return
+        table = self._reply_from
+        table[src] = local
+        table.move_to_end(src)
+        if len(table) > MAX_REPLY_FROM:
+            table.popitem(last=False)
+
+    def end_round(self) -> None:
+        """The round's replies are sent: forget the senders that did not authenticate."""
+        if self._round:
+            self._round.clear()
+
+    def reply_from(self, addr: Addr) -> str | None:
+        """The local address datagrams to `addr` leave from (None: the kernel chooses)."""
+        local = self._reply_from.get(addr)
+        return local if local is not None else self._round.get(addr)
+
+    def _forget(self, addr: Addr) -> None:
+        self._reply_from.pop(addr, None)
+        self._round.pop(addr, None)
 
     def send_batch(self, addr: Addr, datagrams: Sequence[bytes]) -> None:
         """Send datagrams to `addr`, segmentation-offloaded when possible; never raises."""
@@ -251,7 +284,7 @@ class UdpEndpoint:
             except OSError as e:
                 if pktinfo and e.errno in _PKTINFO_ERRNOS:
                     # That local address went away (reconfiguration): let the kernel choose.
-                    self._reply_from.pop(addr, None)
+                    self._forget(addr)
                     self.send_batch(addr, run)
                     continue
                 if e.errno == errno.EMSGSIZE:
@@ -287,7 +320,7 @@ class UdpEndpoint:
 
     def _pktinfo(self, addr: Addr) -> list[tuple[int, int, bytes]]:
         """The ancillary data that makes a datagram to `addr` leave from where it reached us."""
-        local = self._reply_from.get(addr)
+        local = self.reply_from(addr)
         if local is None:
             return []
         if self._v6:
@@ -312,7 +345,7 @@ class UdpEndpoint:
                 self._sock.sendto(d, sa)
         except OSError as e:
             if pktinfo and addr is not None and e.errno in _PKTINFO_ERRNOS:
-                self._reply_from.pop(addr, None)
+                self._forget(addr)
                 self._sendto(d, sa)
                 return
             self._count_error(e, 1)

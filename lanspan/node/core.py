@@ -35,6 +35,8 @@ from lanspan.switch import Switch
 from lanspan.wire import control, payload, vnet
 
 ZERO_VNET = bytes(vnet.VNET_HDR_LEN)
+# Where the agent contains a failure (drop reason agent.internal_error_<where>).
+InternalError = Literal["datagram", "frame", "timer", "control", "reload", "output", "read"]
 # UDP payload above IP + UDP headers, and what a transport message adds.
 _IP_UDP_OVERHEAD = {4: 28, 6: 48}
 _TRANSPORT_OVERHEAD = 32
@@ -228,8 +230,12 @@ class NodeCore:
         if fwd is None:
             return
         plain = hdr == ZERO_VNET
-        for out_port, out in fwd.ports:
-            self._write(out_port, hdr if plain else _shift(hdr, len(out) - len(frame)), out)
+        # every header first, then the writes: a fan-out is never cut half-way
+        outs = [
+            (p, hdr if plain else _shift(hdr, len(out) - len(frame)), out) for p, out in fwd.ports
+        ]
+        for out_port, out_hdr, out in outs:
+            self._write(out_port, out_hdr, out)
         if not fwd.peers:
             return
         built: dict[int, list[bytes]] = {}
@@ -300,8 +306,12 @@ class NodeCore:
         if fwd is None:
             return
         plain = hdr == ZERO_VNET
-        for out_port, out in fwd.ports:
-            self._write(out_port, hdr if plain else _shift(hdr, len(out) - len(frame)), out)
+        # every header first, then the writes: a fan-out is never cut half-way
+        outs = [
+            (p, hdr if plain else _shift(hdr, len(out) - len(frame)), out) for p, out in fwd.ports
+        ]
+        for out_port, out_hdr, out in outs:
+            self._write(out_port, out_hdr, out)
 
     def _control(self, peer: str, body: bytes, src: Target, now: float) -> None:
         msg = control.parse_untrusted(body)
@@ -543,13 +553,24 @@ class NodeCore:
 
     # -- view ------------------------------------------------------------------
 
-    def count_internal_error(self, where: Literal["frame", "datagram"]) -> int:
-        """Count one input dropped by a lanspan bug in the agent; returns the new total."""
-        if where == "frame":
-            self.drops["agent.internal_error_frame"] += 1
-            return self.drops["agent.internal_error_frame"]
-        self.drops["agent.internal_error_datagram"] += 1
-        return self.drops["agent.internal_error_datagram"]
+    def count_internal_error(self, where: InternalError) -> int:
+        """Count one event dropped by a lanspan bug in the agent; returns the new total."""
+        self.drops[
+            "agent.internal_error_datagram"
+            if where == "datagram"
+            else "agent.internal_error_frame"
+            if where == "frame"
+            else "agent.internal_error_timer"
+            if where == "timer"
+            else "agent.internal_error_control"
+            if where == "control"
+            else "agent.internal_error_reload"
+            if where == "reload"
+            else "agent.internal_error_output"
+            if where == "output"
+            else "agent.internal_error_read"
+        ] += 1
+        return self.drops[f"agent.internal_error_{where}"]
 
     def drop_counts(self) -> Counter[str]:
         """Every dropped datagram or frame so far, by reason, from every layer."""

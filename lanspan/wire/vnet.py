@@ -16,7 +16,10 @@ first byte of the Ethernet frame. Pushing an 802.1Q tag moves them by +4,
 popping one by -4 (`VnetHeader.shifted`).
 
 Headers that come from a peer are untrusted: `validate_untrusted` checks one
-before it is written to a local device.
+before it is written to a local device, including every later use: the
+offsets must survive an 802.1Q tag pushed or popped on the way out
+(`TAG_SHIFT`), so `shifted(±TAG_SHIFT)` and `build` of a validated header
+never raise.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ __all__ = [
     "MIN_GSO_SIZE",
     "NEEDS_CSUM",
     "RSC_INFO",
+    "TAG_SHIFT",
     "VNET_HDR_LEN",
     "ZERO_HEADER",
     "VnetHeader",
@@ -66,6 +70,9 @@ GSO_ECN = 0x80
 KNOWN_GSO_TYPES = frozenset({GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4})
 
 MIN_GSO_SIZE = 64  # smaller segments from a peer are refused (a cheap amplification)
+TAG_SHIFT = 4  # an 802.1Q tag pushed (+4) or popped (-4) after validation
+ETH_HLEN = 14  # a used hdr_len or csum_start is never inside the Ethernet addresses
+_MAX_OFFSET = 0xFFFF - TAG_SHIFT  # room for a pushed tag in a 16-bit field
 
 _STRUCT = struct.Struct("<BBHHHH")
 
@@ -159,6 +166,11 @@ def validate_untrusted(hdr: VnetHeader, frame_len: int) -> None:
         )
     if hdr.hdr_len > frame_len:
         raise BadPacket("vnet.hdr_len", f"hdr_len {hdr.hdr_len} > frame {frame_len}")
+    # later uses: a tag pushed (+4) must fit 16 bits, one popped (-4) must not go negative
+    if hdr.hdr_len and not ETH_HLEN <= hdr.hdr_len <= _MAX_OFFSET:
+        raise BadPacket("vnet.hdr_len", f"hdr_len {hdr.hdr_len} outside {ETH_HLEN}..{_MAX_OFFSET}")
+    if hdr.needs_csum and hdr.csum_start > _MAX_OFFSET:
+        raise BadPacket("vnet.csum", f"csum_start {hdr.csum_start} > {_MAX_OFFSET}")
 
 
 def with_zero_header(frame: bytes) -> bytes:
