@@ -98,8 +98,9 @@ def test_pool_is_seeded_and_kinds_are_checked() -> None:
         parse_untrusted(flooder.random_junk(rng)[:3])
 
 
-def test_flooder_sends_at_its_rate_and_stops_by_itself() -> None:
-    """On loopback: 2000 pps for 0.5 s, every datagram counted and received."""
+@pytest.mark.parametrize("procs", [1, 2])
+def test_flooder_sends_at_its_rate_and_stops_by_itself(procs: int) -> None:
+    """On loopback: 2000 pps for 0.5 s (over `procs` senders), every datagram counted."""
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     rx.bind(("127.0.0.1", 0))
@@ -107,7 +108,8 @@ def test_flooder_sends_at_its_rate_and_stops_by_itself() -> None:
     pub = encode_key(public_key(generate_private_key()))
     proc = subprocess.run(
         [sys.executable, "-m", "lanspan.lab.inside.flooder", "127.0.0.1", str(port),
-         "--junk", "mac1-initiation", "--public-key", pub, "--rate", "2000", "--seconds", "0.5"],
+         "--junk", "mac1-initiation", "--public-key", pub, "--rate", "2000", "--seconds", "0.5",
+         "--procs", str(procs)],
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     lines = proc.stdout.splitlines()
@@ -116,6 +118,7 @@ def test_flooder_sends_at_its_rate_and_stops_by_itself() -> None:
     assert 0.45 < done["seconds"] < 1.5
     assert 900 <= done["sent"] <= 1100 + 2  # 2000/s for 0.5 s (+ at most one burst)
     assert done["rate_pps"] == round(done["sent"] / done["seconds"])
+    assert done["procs"] == procs and done["errors"] == done["blocked"] == 0
     rx.setblocking(False)
     got = []
     while True:
