@@ -19,6 +19,7 @@ from ipaddress import ip_interface
 from typing import Any
 
 from lanspan.lab import impair, netns
+from lanspan.lab.flood import run_flood
 from lanspan.lab.model import Fault
 from lanspan.lab.probe import AllPairs, Probe, ProbeResult, window
 from lanspan.lab.runner import LabRun
@@ -396,6 +397,8 @@ def run_fault(run: LabRun, plan: Plan, fault: Fault, log: Log) -> dict[str, Any]
         return {"name": fault.name, "kind": fault.kind, "outage_ms": None, "recovered": False,
                 "detail": "no pair of guests across the faulted place to probe"}  # fmt: skip
     src, dst, seg = found
+    if fault.kind == "flood":
+        return run_flood(run, plan, fault, src, dst, _v4(dst, seg))
     result: dict[str, Any] = {
         "name": fault.name,
         "kind": fault.kind,

@@ -189,7 +189,9 @@ class Probe(_Model):
 
 class Fault(_Model):
     name: Name
-    kind: Literal["cut-uplink", "kill-agent", "impair", "block", "kill-relay", "cold-start"]
+    kind: Literal[
+        "cut-uplink", "kill-agent", "impair", "block", "kill-relay", "cold-start", "flood"
+    ]
     site: SiteName | None = None  # cut-uplink, impair
     # cut-uplink of a two-uplink site: 1, 2, or "active" (the one the probe's traffic uses);
     # default: every uplink (the site is cut off)
@@ -197,16 +199,22 @@ class Fault(_Model):
     # with `uplink`: cut only beyond the site router, the node's line keeps its carrier
     # (the node's kernel keeps routing out of the dead uplink; default: the line goes dark)
     upstream_only: bool = False
-    node: Name | None = None  # kill-agent
+    node: Name | None = None  # kill-agent; flood: the node whose underlay address is flooded
     # block: drop everything between these two sites' underlay addresses in the internet core
     sites: tuple[SiteName, SiteName] | None = None
     duration: float = Field(default=2.0, gt=0, le=120)  # seconds the fault lasts
     recovery_timeout: float = Field(default=20.0, gt=0, le=300)  # seconds allowed to recover after
     probe: Probe | None = None  # default: a pair of guests across the faulted place
     impair: Impairment = Field(default_factory=Impairment)  # impair
+    # flood: one unprivileged sender in the internet core sends `rate` datagrams/s of
+    # `junk` to `node`'s underlay address and agent port for `seconds`, then stops
+    junk: Literal["random", "initiation", "transport", "mac1-initiation"] | None = None
+    rate: int = Field(default=40_000, ge=1, le=1_000_000)  # flood: datagrams per second
+    seconds: float = Field(default=5.0, gt=0, le=60)  # flood: how long it lasts
 
     @model_validator(mode="after")
     def _shape(self) -> Fault:
+        self._flood_shape()
         if self.kind in ("cut-uplink", "impair") and self.site is None:
             raise ValueError(f"a {self.kind} fault needs `site`")
         if self.uplink is not None and self.kind != "cut-uplink":
@@ -229,6 +237,22 @@ class Fault(_Model):
                 "delay_ms, jitter_ms, duplicate, reorder, corrupt"
             )
         return self
+
+    def _flood_shape(self) -> None:
+        flood_only = {"junk", "rate", "seconds"} & self.model_fields_set
+        if self.kind != "flood":
+            if flood_only:
+                raise ValueError(f"`{'`, `'.join(sorted(flood_only))}` are for flood faults")
+            return
+        if self.node is None:
+            raise ValueError("a flood fault needs `node` (the node whose address is flooded)")
+        if self.junk is None:
+            raise ValueError(
+                'a flood fault needs `junk = "random" | "initiation" | "transport" '
+                '| "mac1-initiation"`'
+            )
+        if "duration" in self.model_fields_set:
+            raise ValueError("a flood fault lasts `seconds`, not `duration`")
 
 
 class Lab(_Model):
@@ -350,6 +374,14 @@ def _cross_check(lab: Lab) -> list[str]:
             problems.append(f"fault[{i}].site: unknown site {f.site!r}")
         if f.node is not None and f.node not in nodes:
             problems.append(f"fault[{i}].node: unknown node {f.node!r}")
+        elif f.kind == "flood" and f.node is not None:
+            site_of_node = nodes[f.node].site
+            if any(x.name == site_of_node and x.nat for x in lab.site):
+                behind = site_of_node
+                problems.append(
+                    f"fault[{i}].node: {f.node!r} is behind the NAT of site {behind!r}: "
+                    "the internet core cannot reach its address; flood a node of a public site"
+                )
         for s in f.sites or ():
             if s not in sites:
                 problems.append(f"fault[{i}].sites: unknown site {s!r}")
@@ -392,7 +424,7 @@ def _misses(lab: Lab, fault: Fault) -> str | None:
     relays in public sites, so any public site's uplink, block or agent can
     carry it. Without `probe`, some pair of guests must cross (the default).
     """
-    if fault.kind not in ("cut-uplink", "impair", "block", "kill-agent"):
+    if fault.kind not in ("cut-uplink", "impair", "block", "kill-agent", "flood"):
         return None
     site_of = {n.name: n.site for n in lab.node}
     nat = {s.name for s in lab.site if s.nat}
@@ -410,7 +442,7 @@ def _misses(lab: Lab, fault: Fault) -> str | None:
             if relayed:
                 return bool({sa, sb} & blocked) and not blocked <= nat
             return {sa, sb} == blocked
-        if fault.kind == "kill-agent":
+        if fault.kind in ("kill-agent", "flood"):
             node = fault.node
             return node in (na, nb) or (relayed and site_of.get(node or "") not in nat)
         here = (sa == fault.site) + (sb == fault.site)
@@ -419,6 +451,7 @@ def _misses(lab: Lab, fault: Fault) -> str | None:
     place_text = {
         "block": f"the block of {list(fault.sites or ())}",
         "kill-agent": f"node {fault.node!r}",
+        "flood": f"node {fault.node!r}",
     }.get(fault.kind, f"the uplink of site {fault.site!r}")
     if fault.probe is not None:
         a, b = guests[fault.probe.source], guests[fault.probe.target]
