@@ -46,13 +46,6 @@ def test_ci_run_gives_every_target_inputs(ci_run: dict[str, object]) -> None:
     assert ci_run["failures"] == sum(t["failures"] for t in targets.values())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bugs the fuzzer finds today (issue 11): vnet header validated for a 64 KiB frame "
-    "fails on the trunk tag push; a vnet header from a local port with csum_start < 4 raises "
-    "in NodeCore.frame_from_port; deeply nested JSON raises RecursionError in "
-    "control.server.handle_request",
-)
 def test_ci_run_has_no_failures(ci_run: dict[str, object]) -> None:
     assert ci_run["failures"] == 0, ci_run["_stderr"]
     assert ci_run["_rc"] == 0
@@ -163,3 +156,21 @@ def test_a_run_is_deterministic_for_a_seed() -> None:
     b = fuzzlib.run(240, 7, only=only, episode=40)
     assert a.per_target == b.per_target
     assert [f.to_json() for f in a.failures] == [f.to_json() for f in b.failures]
+
+
+@pytest.mark.parametrize(
+    ("target", "reproducer"),
+    [
+        # vnet header valid for a 64 KiB frame (hdr_len 65 535): the trunk tag push raised
+        ("parse.vnet_validate", "0000ffff000000000000ffff0000"),
+        # a local port's vnet header with csum_start < 4 on a frame losing its tag: raised
+        (
+            "node.frames",
+            "0002040101040000a8050000000070ecb77c5a19ccac539546ce810070004ecd98311cb1",
+        ),
+        # ~1 500 nested "[" on the control socket: RecursionError out of handle_request
+        ("control.request", "00" + "5b" * 1500),
+    ],
+)
+def test_the_bugs_the_fuzzer_found_stay_fixed(target: str, reproducer: str) -> None:
+    assert fuzzlib.replay(target, reproducer) is None

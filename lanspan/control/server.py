@@ -93,6 +93,8 @@ def handle_request(
         req = json.loads(line)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         return _error(f"malformed request: not JSON ({e})")
+    except RecursionError:  # deeply nested arrays: still only a malformed request
+        return _error("malformed request: nested too deeply")
     if not isinstance(req, dict):
         return _error('malformed request: expected a JSON object like {"op": "status"}')
     op = req.get("op")

@@ -210,10 +210,18 @@ class NodeCore:
         if t is not None:
             t.rx_frames += 1
             t.rx_bytes += len(frame)
+        plain = hdr == ZERO_VNET
+        if not plain:
+            # The kernel's header, but checked as a peer's would be: every later use
+            # (a tag pushed or popped, the mesh form) must be able to shift it.
+            try:
+                vnet.validate_untrusted(vnet.parse_untrusted(hdr), len(frame))
+            except BadPacket as e:
+                self._drops[e.reason] += 1
+                return
         fwd = self._switch.from_port(port, frame, now)
         if fwd is None:
             return
-        plain = hdr == ZERO_VNET
         # every header first, then the writes: a fan-out is never cut half-way
         outs = [
             (p, hdr if plain else _shift(hdr, len(out) - len(frame)), out) for p, out in fwd.ports
