@@ -202,7 +202,7 @@ class Fault(_Model):
     node: Name | None = None  # kill-agent; flood: the node whose underlay address is flooded
     # block: drop everything between these two sites' underlay addresses in the internet core
     sites: tuple[SiteName, SiteName] | None = None
-    duration: float = Field(default=2.0, gt=0, le=120)  # seconds the fault lasts
+    duration: float = Field(default=2.0, gt=0, le=900)  # seconds the fault lasts
     recovery_timeout: float = Field(default=20.0, gt=0, le=300)  # seconds allowed to recover after
     probe: Probe | None = None  # default: a pair of guests across the faulted place
     impair: Impairment = Field(default_factory=Impairment)  # impair
