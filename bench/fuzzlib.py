@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import lanspan
 from lanspan.addr import Addr
 from lanspan.config import encode_key, parse_network, public_key
 from lanspan.config.model import Network, TrunkPort
@@ -116,13 +117,15 @@ class Failure:
 def _where(exc: BaseException) -> str:
     """The innermost frame inside lanspan (else the innermost one) as path:line in func."""
     frames = traceback.extract_tb(exc.__traceback__)
-    inside = [f for f in frames if f"{os.sep}lanspan{os.sep}" in f.filename]
+    # the package's own directory: a checkout may itself be in a folder named lanspan
+    pkg = os.path.dirname(os.path.abspath(lanspan.__file__)) + os.sep
+    inside = [f for f in frames if os.path.abspath(f.filename).startswith(pkg)]
     if not frames:
         return ""
     f = (inside or frames)[-1]
-    path = f.filename
-    cut = path.rfind(f"{os.sep}lanspan{os.sep}")
-    where = f"{path[cut + 1 :] if cut >= 0 else path}:{f.lineno} in {f.name}"
+    path = os.path.abspath(f.filename)
+    rel = "lanspan" + os.sep + path[len(pkg) :] if path.startswith(pkg) else path
+    where = f"{rel}:{f.lineno} in {f.name}"
     # who called into lanspan: the harness itself (then a harness bug) or the code under test
     entry = next((i for i, g in enumerate(frames) if inside and g is inside[0]), None)
     if entry is not None and entry > 0:

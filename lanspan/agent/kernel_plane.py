@@ -206,6 +206,7 @@ class KernelPlane:
         self._at: dict[str, dict[str, IPAddress]] = {}  # segment -> site member -> VTEP now
         self._caps: KernelCapabilities | None = None
         self._failed: set[str] = set()  # segments whose kernel build failed: userspace
+        self.startup_log: list[tuple[int, str]] = []
 
     @classmethod
     def start(
@@ -222,19 +223,29 @@ class KernelPlane:
                 plane._caps = caps()
             return plane._caps
 
+        # What start decided is logged once the agent is up (`take_startup_log`): an
+        # agent that then fails to start prints its one error line and nothing else.
+        notes = plane.startup_log
         try:
             removed = cleanup_leftovers(network.name, node)
         except KernelPlaneError as e:
-            log.warning("could not remove leftovers of an earlier run: %s", e)
+            notes.append((logging.WARNING, f"could not remove leftovers of an earlier run: {e}"))
             removed = []
         if removed:
-            log.info("removed leftovers of an earlier run: %s", ", ".join(removed))
+            notes.append(
+                (logging.INFO, f"removed leftovers of an earlier run: {', '.join(removed)}")
+            )
         for choice in choose_planes(network, node, caps_once):
             if choice.plane == "kernel":
                 choice = plane._build(choice)
             plane.choices[choice.segment] = choice
-            log.info("%s", choice.log_line())
+            notes.append((logging.INFO, choice.log_line()))
         return plane
+
+    def take_startup_log(self) -> list[tuple[int, str]]:
+        """(level, line) for what start() did, to log once the agent is up."""
+        out, self.startup_log = self.startup_log, []
+        return out
 
     def _build(self, choice: PlaneChoice) -> PlaneChoice:
         net, me = self.network, self.network.node(self.node)

@@ -139,24 +139,11 @@ class Agent:
     """
 
     def __init__(self, opts: AgentOptions, network: Network) -> None:
-        # Kernel data plane (trusted sites): the core sees the mesh TAPs, not bridged ports.
-        self.kernel = KernelPlane.start(network, opts.node)
-        network = self.kernel.core_view(network)
         self.opts = opts
-        self.network = network
         self.sel = selectors.DefaultSelector()
         self.ports: dict[str, FramePort] = {}
         self.running = True
         self._reload_requested = False
-        now = time.monotonic()
-        self.node = NodeCore(
-            network,
-            opts.node,
-            opts.private_key,
-            random_bytes=os.urandom,
-            wall_time=time.time,
-            now=now,
-        )
         self._started = False
         self.control: ControlServer | None = None
         self.metrics: MetricsServer | None = None
@@ -180,6 +167,27 @@ class Agent:
                 else ""
             )
             raise AgentSetupError(f"cannot open UDP port {port}: {_why(e)}{hint}") from e
+        # Only now, with the control socket and the UDP port ours (no other agent of
+        # this network and node runs here), may leftovers of an earlier run be removed.
+        # Kernel data plane (trusted sites): the core sees the mesh TAPs, not bridged ports.
+        try:
+            self.kernel = KernelPlane.start(network, opts.node)
+        except Exception:
+            self.udp.close()
+            if self.control is not None:
+                self.control.close()
+            self.sel.close()
+            raise
+        network = self.kernel.core_view(network)
+        self.network = network
+        self.node = NodeCore(
+            network,
+            opts.node,
+            opts.private_key,
+            random_bytes=os.urandom,
+            wall_time=time.time,
+            now=time.monotonic(),
+        )
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -415,6 +423,8 @@ class Agent:
         except ServiceError as e:
             raise AgentSetupError(str(e)) from e
         self._started = True
+        for level, line in self.kernel.take_startup_log():
+            log.log(level, "%s", line)
         for name, dev in self.ports.items():
             kind = self.network.node(self.opts.node).port(name).kind
             log.info("port %s (%s) on %s", name, kind, dev.device)
