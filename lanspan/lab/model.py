@@ -221,7 +221,13 @@ class Probe(_Model):
 class Fault(_Model):
     name: Name
     kind: Literal[
-        "cut-uplink", "kill-agent", "impair", "block", "kill-relay", "cold-start", "flood",
+        "cut-uplink",
+        "kill-agent",
+        "impair",
+        "block",
+        "kill-relay",
+        "cold-start",
+        "flood",
         "kill-gateway",
     ]
     site: SiteName | None = None  # cut-uplink, impair
@@ -606,4 +612,15 @@ def load_lab(path: str | Path) -> Lab:
     return parse_lab(data, str(p))
 
 
-__all__ = ["Fault", "Guest", "Impairment", "Internet", "Lab", "Node", "Probe", "Segment", "Site", "load_lab"]
+__all__ = [
+    "Fault",
+    "Guest",
+    "Impairment",
+    "Internet",
+    "Lab",
+    "Node",
+    "Probe",
+    "Segment",
+    "Site",
+    "load_lab",
+]

@@ -165,6 +165,13 @@ class Plan:
         d = asdict(self)
         d["commands"] = [[ns, list(argv)] for ns, argv in self.commands]
         del d["network_toml"]
+        # gateway-lab fields only where used: labs without gateways keep their shape
+        for k in ("internet_ns", "internet_addr"):
+            if d[k] is None:
+                del d[k]
+        for n in d["nodes"]:
+            if not n["hosts"] and not n["gateway"]:
+                del n["hosts"], n["gateway"]
         return d
 
 
@@ -391,9 +398,7 @@ def _guest(b: _Build, i: int, j: int, k: int, nns: str, node: str, g: Guest) -> 
                     router = gateway_router(lab, gi.segment, ver)
                     if router is not None:
                         six = ("-6",) if ver == 6 else ()
-                        b.cmds.append(
-                            (gns, ("ip", *six, "route", "add", "default", "via", router))
-                        )
+                        b.cmds.append((gns, ("ip", *six, "route", "add", "default", "via", router)))
     b.guests.append(GuestPlan(g.name, node, gns, g.kind, ifs))
     return PortPlan(g.name, dev, g.kind, g.guest_segments, vlans, native)
 
@@ -556,7 +561,7 @@ def render_network(lab: Lab, nodes: list[NodePlan], public_keys: dict[str, str])
         out.append("")
     for kind in ("pool", "gateway", "floating", "allow", "dhcp"):
         for table in getattr(lab, kind):
-            out += _toml_table(kind, table) + [""]
+            out += [*_toml_table(kind, table), ""]
     return "\n".join(out)
 
 
@@ -591,4 +596,13 @@ def default_prefix(lab_name: str) -> str:
     return f"lsl-{lab_name}"
 
 
-__all__ = ["GuestPlan", "HostPlan", "Link", "NodePlan", "Plan", "SitePlan", "default_prefix", "expand"]
+__all__ = [
+    "GuestPlan",
+    "HostPlan",
+    "Link",
+    "NodePlan",
+    "Plan",
+    "SitePlan",
+    "default_prefix",
+    "expand",
+]
