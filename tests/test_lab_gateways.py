@@ -81,7 +81,7 @@ def test_lab_file_refuses_bad_gateway_parts() -> None:
     base = tomllib.loads(EXAMPLE.read_text())
     bad = dict(base, node=[*base["node"][:-1], {"name": "rbx-hv1", "site": "rbx",
                                                "host": {"nope": "198.18.10.9/24"}}])  # fmt: skip
-    with pytest.raises(ConfigError, match="node\\[3\\].host: unknown segment 'nope'"):
+    with pytest.raises(ConfigError, match=re.escape("node[3].host: unknown segment 'nope'")):
         parse_lab(bad, "x.toml")
     wrong = dict(base, node=[*base["node"][:-1], {"name": "rbx-hv1", "site": "rbx",
                                                  "host": {"lan": "198.18.11.9/24"}}])  # fmt: skip
