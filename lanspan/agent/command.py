@@ -53,6 +53,20 @@ def fail(message: str) -> None:
     "(give 0.0.0.0:PORT or [::]:PORT to serve every address).",
 )
 @click.option(
+    "--run-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where the gateway services' files live (keepalived, dnsmasq configurations, "
+    "pid files) [default: /run/lanspan/<network>].",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where DHCP lease files are kept across restarts "
+    "[default: the file's lease_file, else /var/lib/lanspan/<network>].",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -67,6 +81,8 @@ def agent(
     key_file: Path,
     control: Path | None,
     metrics: str | None,
+    run_dir: Path | None,
+    state_dir: Path | None,
     log_level: str,
     log_format: str,
 ) -> None:
@@ -109,6 +125,8 @@ def agent(
         private_key=private,
         control=control or Path("/run/lanspan") / f"{network.name}.sock",
         metrics=metrics_address(metrics),
+        run_dir=run_dir,
+        state_dir=state_dir,
     )
     if opts.control is not None:
         try:

@@ -59,6 +59,8 @@ class AgentOptions:
     private_key: bytes = field(repr=False)  # key material is never in a repr or a log
     control: Path | None = None
     metrics: str | None = None
+    run_dir: Path | None = None  # gateway services' files; None: /run/lanspan/<network>
+    state_dir: Path | None = None  # DHCP lease files; None: the file's or /var/lib/lanspan/<net>
 
 
 class AgentSetupError(Exception):
@@ -196,7 +198,10 @@ class Agent:
         self._drops_checked = 0.0
         self._timer_hold = 0.0  # no timer round before this (after one failed)
         self.services = GatewayServices(
-            network, opts.node, GatewayServices.default_run_dir(network)
+            network,
+            opts.node,
+            opts.run_dir or GatewayServices.default_run_dir(network),
+            state_dir=opts.state_dir,
         )  # keepalived, dnsmasq, nftables: started in run(), once the ports exist
 
     # -- StatusSource for the control socket and metrics ------------------------

@@ -390,6 +390,10 @@ def run_fault(run: LabRun, plan: Plan, fault: Fault, log: Log) -> dict[str, Any]
     """Inject one fault under a continuous probe, clear it, and measure the outage."""
     if fault.kind == "cold-start":
         return cold_start(run, plan, fault, log)
+    if fault.kind == "kill-gateway":
+        from lanspan.lab.gateways import kill_gateway
+
+        return kill_gateway(run, plan, fault, log)
     state = run.state()
     assert state is not None
     found = _probe_pair(plan, fault)
@@ -629,6 +633,14 @@ def run_all(run: LabRun, faults: bool = True, log: Log = print) -> dict[str, Any
         ("mtu", lambda: mtu(run, plan)),
         ("throughput", lambda: throughput(run, plan)),
     ]
+    if run.lab.gateway or run.lab.floating:
+        from lanspan.lab import gateways as gw
+
+        steps += [
+            ("dhcp", lambda: gw.dhcp_checks(run, plan)),
+            ("gateway", lambda: gw.gateway_checks(run, plan)),
+            ("policy", lambda: gw.policy_checks(run, plan)),
+        ]
     for title, fn in steps:
         t = time.monotonic()
         got = fn()

@@ -113,11 +113,39 @@ class Site(_Model):
         return self
 
 
+INTERNET_NET = IPv4Network("198.19.250.0/24")
+
+
+class Internet(_Model):
+    """A host outside the mesh in the internet core, reachable from guests only through
+    their gateway (which masquerades towards it)."""
+
+    address: IPv4Interface = IPv4Interface("198.19.250.2/24")
+
+    @field_validator("address")
+    @classmethod
+    def _in_core(cls, v: IPv4Interface) -> IPv4Interface:
+        if v.network != INTERNET_NET or v.ip == INTERNET_NET[1]:
+            raise ValueError(
+                f"{v} must be in {INTERNET_NET} with that prefix, not .1 (the core's address)"
+            )
+        return v
+
+
 class Node(_Model):
     name: Name
     site: SiteName
     segments: tuple[Name, ...] | None = None  # default: the segments its guests use
     relay: bool = True
+    # host ports of the node itself: {segment = ["a/len", ...]} (gateways need one per segment)
+    host: dict[str, tuple[IPv4Interface | IPv6Interface, ...]] = Field(default_factory=dict)
+
+    @field_validator("host", mode="before")
+    @classmethod
+    def _host_one_or_many(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: (x,) if isinstance(x, str) else _no_bool(x) for k, x in v.items()}
+        return v
 
 
 class Guest(_Model):
@@ -134,6 +162,7 @@ class Guest(_Model):
         tuple[IPv4Interface | IPv6Interface, ...]
         | dict[str, tuple[IPv4Interface | IPv6Interface, ...]]
     ) = ()
+    dhcp: bool = False  # access only: no static address; the `dhcp` check asks the gateway
 
     @field_validator("address", mode="before")
     @classmethod
@@ -146,6 +175,8 @@ class Guest(_Model):
 
     @model_validator(mode="after")
     def _shape(self) -> Guest:
+        if self.dhcp and (self.kind != "access" or self.address):
+            raise ValueError("`dhcp = true` is for access guests without `address`")
         if self.kind == "access":
             if self.segment is None:
                 raise ValueError("an access guest needs `segment`")
@@ -190,7 +221,14 @@ class Probe(_Model):
 class Fault(_Model):
     name: Name
     kind: Literal[
-        "cut-uplink", "kill-agent", "impair", "block", "kill-relay", "cold-start", "flood"
+        "cut-uplink",
+        "kill-agent",
+        "impair",
+        "block",
+        "kill-relay",
+        "cold-start",
+        "flood",
+        "kill-gateway",
     ]
     site: SiteName | None = None  # cut-uplink, impair
     # cut-uplink of a two-uplink site: 1, 2, or "active" (the one the probe's traffic uses);
@@ -211,6 +249,11 @@ class Fault(_Model):
     junk: Literal["random", "initiation", "transport", "mac1-initiation"] | None = None
     rate: int = Field(default=40_000, ge=1, le=1_000_000)  # flood: datagrams per second
     seconds: float = Field(default=5.0, gt=0, le=60)  # flood: how long it lasts
+    # kill-gateway: the segment whose gateway master is killed (default: the first [[gateway]])
+    segment: Name | None = None
+    # kill-gateway: seconds the probe keeps running after the old master is back (second window)
+    settle: float = Field(default=3.0, gt=0, le=60)
+    max_outage_ms: float = Field(default=1000.0, gt=0)  # kill-gateway: the target
 
     @model_validator(mode="after")
     def _shape(self) -> Fault:
@@ -229,6 +272,9 @@ class Fault(_Model):
             raise ValueError(
                 "a kill-relay fault needs `probe`: it kills the node relaying the probe's traffic"
             )
+        gw_only = {"segment", "settle", "max_outage_ms"} & self.model_fields_set
+        if gw_only and self.kind != "kill-gateway":
+            raise ValueError(f"`{'`, `'.join(sorted(gw_only))}` are for kill-gateway faults")
         if self.kind == "kill-agent" and self.node is None:
             raise ValueError("a kill-agent fault needs `node`")
         if self.kind == "impair" and self.impair.empty:
@@ -262,6 +308,18 @@ class Lab(_Model):
     node: tuple[Node, ...] = Field(min_length=1)
     guest: tuple[Guest, ...] = ()
     fault: tuple[Fault, ...] = ()
+    internet: Internet | None = None
+    # passed through to the network file as they are (docs/gateways.md); the generated
+    # file is validated by lanspan's own loader, which names any bad field
+    gateway: tuple[dict[str, Any], ...] = ()
+    floating: tuple[dict[str, Any], ...] = ()
+    allow: tuple[dict[str, Any], ...] = ()
+    pool: tuple[dict[str, Any], ...] = ()
+    dhcp: tuple[dict[str, Any], ...] = ()
+
+    def gateway_nodes(self) -> set[str]:
+        """Nodes named by a [[gateway]]: they route between segments and to the internet."""
+        return {str(n) for t in self.gateway for n in t.get("nodes", [])}
 
     @property
     def name(self) -> str:
@@ -279,7 +337,7 @@ class Lab(_Model):
     def node_segments(self, node: Node) -> tuple[str, ...]:
         if node.segments is not None:
             return node.segments
-        used: list[str] = []
+        used: list[str] = list(node.host)
         for g in self.guest:
             if g.node == node.name:
                 used += [s for s in g.guest_segments if s not in used]
@@ -316,6 +374,18 @@ def _cross_check(lab: Lab) -> list[str]:
         for s in n.segments or ():
             if s not in segs:
                 problems.append(f"node[{i}].segments: unknown segment {s!r}")
+        for s, addrs in n.host.items():
+            if s not in segs:
+                problems.append(f"node[{i}].host: unknown segment {s!r}")
+                continue
+            if n.segments is not None and s not in n.segments:
+                problems.append(f"node[{i}].host: {s!r} is not among its segments")
+            seg = lab.seg(s)
+            for a in addrs:
+                _check_lab_address(a)
+                net = seg.ipv4 if a.version == 4 else seg.ipv6
+                if net is None or a.network != net:
+                    problems.append(f"node[{i}].host: {a} is not in segment {s!r} subnet {net}")
     per_node: dict[str, int] = {}
     used: dict[str, tuple[str, str]] = {}  # address -> (guest, segment), across all segments
     for i, g in enumerate(lab.guest):
@@ -406,6 +476,16 @@ def _cross_check(lab: Lab) -> list[str]:
                         f"fault[{i}].probe: guests {f.probe.source!r} and {f.probe.target!r} "
                         "share no segment"
                     )
+    for i, f in enumerate(lab.fault):
+        if f.kind != "kill-gateway":
+            continue
+        gw_segs = [str(g.get("segment")) for g in lab.gateway]
+        if not gw_segs:
+            problems.append(f"fault[{i}]: a kill-gateway fault needs a [[gateway]]")
+        elif f.segment is not None and f.segment not in gw_segs:
+            problems.append(
+                f"fault[{i}].segment: {f.segment!r} has no [[gateway]] (gateways: {gw_segs})"
+            )
     dupes("fault", [f.name for f in lab.fault])
     if not problems:
         for i, f in enumerate(lab.fault):
@@ -532,4 +612,15 @@ def load_lab(path: str | Path) -> Lab:
     return parse_lab(data, str(p))
 
 
-__all__ = ["Fault", "Guest", "Impairment", "Lab", "Node", "Probe", "Segment", "Site", "load_lab"]
+__all__ = [
+    "Fault",
+    "Guest",
+    "Impairment",
+    "Internet",
+    "Lab",
+    "Node",
+    "Probe",
+    "Segment",
+    "Site",
+    "load_lab",
+]

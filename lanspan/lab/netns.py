@@ -51,7 +51,8 @@ def run(
 
 # the programs the lab runs -> the Debian package each comes from
 PACKAGES = {"ip": "iproute2", "tc": "iproute2", "nft": "nftables", "ping": "iputils-ping",
-            "iperf3": "iperf3"}  # fmt: skip
+            "iperf3": "iperf3", "keepalived": "keepalived", "dnsmasq": "dnsmasq-base",
+            "busybox": "busybox"}  # fmt: skip
 
 
 def _not_installed(program: str) -> str:

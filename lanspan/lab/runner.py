@@ -220,6 +220,9 @@ class LabRun:
             "--node", node,
             "--key", str(self.key_file(node).resolve()),
             "--control", str(self.control(node).resolve()),
+            # per node: two agents on one machine must not share /run/lanspan/<network>
+            "--run-dir", str((self.run_dir / "gw" / node).resolve()),
+            "--state-dir", str((self.run_dir / "state" / node).resolve()),
             "--log-level", "debug",
         ]  # fmt: skip
 

@@ -19,8 +19,12 @@ _NFT_FAULTS = ("cut-uplink", "block", "impair")
 def for_up(lab: Lab) -> list[str]:
     """What `lab up` runs: ip always; nft for NAT sites and impaired uplinks."""
     need = ["ip"]
-    if any(s.nat or not s.uplink.empty for s in lab.site):
+    if any(s.nat or not s.uplink.empty for s in lab.site) or lab.internet is not None:
         need.append("nft")
+    if lab.gateway or lab.floating:
+        need += ["keepalived", "nft"]
+    if lab.dhcp:
+        need.append("dnsmasq")
     return need
 
 
@@ -29,6 +33,8 @@ def for_test(lab: Lab, faults: bool = True) -> list[str]:
     need = ["ip", "ping", "iperf3"]
     if faults and any(f.kind in _NFT_FAULTS for f in lab.fault):
         need.append("nft")
+    if any(g.dhcp for g in lab.guest):
+        need.append("busybox")  # its udhcpc is the guests' DHCP client
     return need
 
 

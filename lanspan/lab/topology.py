@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, replace
-from ipaddress import IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, ip_interface
 from typing import Any
 
 from lanspan.lab.model import Guest, Lab, Node, Site
@@ -87,6 +87,15 @@ class PortPlan:
 
 
 @dataclass(frozen=True)
+class HostPlan:
+    """A host port of the node itself (a TAP the agent creates) in one segment."""
+
+    segment: str
+    device: str
+    addresses: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class NodePlan:
     name: str
     site: str
@@ -97,6 +106,8 @@ class NodePlan:
     ports: tuple[PortPlan, ...]
     underlay2: str | None = None  # address/len on up1 (second uplink)
     endpoint2: str | None = None
+    hosts: tuple[HostPlan, ...] = ()
+    gateway: bool = False  # named by a [[gateway]] or [[floating]]: routes, runs keepalived
 
     def endpoints(self) -> tuple[str, ...]:
         return tuple(e for e in (self.endpoint, self.endpoint2) if e is not None)
@@ -138,6 +149,8 @@ class Plan:
     guests: tuple[GuestPlan, ...]
     commands: tuple[tuple[str, tuple[str, ...]], ...]  # (namespace, argv) after the links
     network_toml: str = field(repr=False)
+    internet_ns: str | None = None  # the host outside the mesh, in the internet core
+    internet_addr: str | None = None  # its address/len
 
     def site(self, name: str) -> SitePlan:
         return next(s for s in self.sites if s.name == name)
@@ -152,6 +165,13 @@ class Plan:
         d = asdict(self)
         d["commands"] = [[ns, list(argv)] for ns, argv in self.commands]
         del d["network_toml"]
+        # gateway-lab fields only where used: labs without gateways keep their shape
+        for k in ("internet_ns", "internet_addr"):
+            if d[k] is None:
+                del d[k]
+        for n in d["nodes"]:
+            if not n["hosts"] and not n["gateway"]:
+                del n["hosts"], n["gateway"]
         return d
 
 
@@ -184,11 +204,13 @@ def _auto_addresses(lab: Lab) -> dict[str, list[str]]:
     one must never hold the address an isolation check aims at from the other.
     """
     taken = {str(a.ip) for g in lab.guest for s in g.guest_segments for a in g.addresses(s)}
+    taken |= {str(a.ip) for n in lab.node for addrs in n.host.values() for a in addrs}
+    taken |= {str(_vip(a)) for gw in (*lab.gateway, *lab.floating) for a in gw.get("address", [])}
     out: dict[str, list[str]] = {}
     nxt: dict[str, int] = {}
     for g in lab.guest:
         for s in g.guest_segments:
-            if g.addresses(s):
+            if g.addresses(s) or g.dhcp:
                 continue
             net = lab.seg(s).ipv4
             i = nxt.get(s, 101)
@@ -201,6 +223,20 @@ def _auto_addresses(lab: Lab) -> dict[str, list[str]]:
 
 
 Cmd = tuple[str, tuple[str, ...]]
+
+
+def _vip(text: Any) -> IPv4Address | IPv6Address:
+    return ip_interface(str(text)).ip
+
+
+def gateway_router(lab: Lab, segment: str, version: int) -> str | None:
+    """The segment's virtual gateway address of that family (the guests' default route)."""
+    for gw in lab.gateway:
+        if gw.get("segment") == segment:
+            for a in gw.get("address", []):
+                if _vip(a).version == version:
+                    return str(_vip(a))
+    return None
 
 
 @dataclass
@@ -357,6 +393,12 @@ def _guest(b: _Build, i: int, j: int, k: int, nns: str, node: str, g: Guest) -> 
                 b.cmds.append((gns, ("ip", "link", "set", "eth0", "mtu", str(gi.mtu))))
             for a in gi.addresses:
                 b.cmds.append((gns, ("ip", "addr", "add", a, "dev", gi.ifname)))
+            if g.kind == "access":
+                for ver in sorted({ip_interface(a).version for a in gi.addresses}):
+                    router = gateway_router(lab, gi.segment, ver)
+                    if router is not None:
+                        six = ("-6",) if ver == 6 else ()
+                        b.cmds.append((gns, ("ip", *six, "route", "add", "default", "via", router)))
     b.guests.append(GuestPlan(g.name, node, gns, g.kind, ifs))
     return PortPlan(g.name, dev, g.kind, g.guest_segments, vlans, native)
 
@@ -369,6 +411,13 @@ def _node(b: _Build, i: int, j: int, site: Site, sp: SitePlan, node: Node) -> No
     guests = [g for g in b.lab.guest if g.node == node.name]
     ports = [_guest(b, i, j, k, nns, node.name, g) for k, g in enumerate(guests)]
     port = b.lab.lab.port
+    hosts = tuple(
+        HostPlan(seg, f"h-{seg}"[:15], tuple(str(a) for a in addrs))
+        for seg, addrs in node.host.items()
+    )
+    is_gw = node.name in b.lab.gateway_nodes()
+    if is_gw:
+        b.cmds += _gateway_cmds(b.lab, nns)
     return NodePlan(
         name=node.name,
         site=site.name,
@@ -379,7 +428,44 @@ def _node(b: _Build, i: int, j: int, site: Site, sp: SitePlan, node: Node) -> No
         ports=tuple(ports),
         underlay2=f"{addr2}/30" if addr2 else None,
         endpoint2=f"{addr2}:{port}" if addr2 else None,
+        hosts=hosts,
+        gateway=is_gw,
     )
+
+
+def _gateway_cmds(lab: Lab, nns: str) -> list[Cmd]:
+    """A gateway routes between its host ports and out of its uplink (masquerading the
+    segments towards the internet core, whose hosts know no route into a segment)."""
+    cmds: list[Cmd] = [
+        (nns, ("sysctl", "-qw", "net.ipv4.ip_forward=1")),
+        (nns, ("sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")),
+    ]
+    if lab.internet is not None:
+        nets = ", ".join(sorted({str(s.ipv4) for s in lab.segment}))
+        cmds += [
+            (nns, ("nft", "add", "table", "ip", "lablanspan")),
+            (nns, ("nft", "add", "chain", "ip", "lablanspan", "post",
+                   "{ type nat hook postrouting priority 100 ; }")),
+            (nns, ("nft", "add", "rule", "ip", "lablanspan", "post", "ip", "saddr",
+                   "{ " + nets + " }", "oifname", "up0", "masquerade")),
+        ]  # fmt: skip
+    return cmds
+
+
+def _internet(b: _Build) -> tuple[str, str] | None:
+    """The host outside the mesh: a namespace on the core, 198.19.250.0/24."""
+    inet = b.lab.internet
+    if inet is None:
+        return None
+    ns = b.add_ns("inet")
+    core_addr = f"{inet.address.network[1]}/{inet.address.network.prefixlen}"
+    b.links.append(Link(b.core, "to-inet", _mac(7, 0, 0), ns, "eth0", _mac(7, 0, 1)))
+    b.cmds += [
+        (b.core, ("ip", "addr", "add", core_addr, "dev", "to-inet")),
+        (ns, ("ip", "addr", "add", str(inet.address), "dev", "eth0")),
+        (ns, ("ip", "route", "add", "default", "via", str(inet.address.network[1]))),
+    ]
+    return ns, str(inet.address)
 
 
 def _site(b: _Build, i: int, site: Site) -> None:
@@ -402,6 +488,7 @@ def expand(lab: Lab, prefix: str, public_keys: dict[str, str]) -> Plan:
     b.cmds.append((b.core, ("sysctl", "-qw", "net.ipv4.ip_forward=1")))
     for i, site in enumerate(lab.site, start=1):
         _site(b, i, site)
+    inet = _internet(b)
     return Plan(
         lab=lab.name,
         prefix=prefix,
@@ -413,6 +500,8 @@ def expand(lab: Lab, prefix: str, public_keys: dict[str, str]) -> Plan:
         guests=tuple(b.guests),
         commands=tuple(b.cmds),
         network_toml=render_network(lab, b.nodes, public_keys),
+        internet_ns=inet[0] if inet else None,
+        internet_addr=inet[1] if inet else None,
     )
 
 
@@ -465,12 +554,55 @@ def render_network(lab: Lab, nodes: list[NodePlan], public_keys: dict[str, str])
                 out.append("  vlans = [" + ", ".join(str(v) for v in p.vlans) + "]")
                 if p.native_vlan is not None:
                     out.append(f"  native_vlan = {p.native_vlan}")
+        for h in n.hosts:
+            out += ["", "  [[node.port]]", '  kind = "host"', f"  name = {_q(h.device)}",
+                    f"  segment = {_q(h.segment)}",
+                    "  address = [" + ", ".join(_q(a) for a in h.addresses) + "]"]  # fmt: skip
         out.append("")
+    for kind in ("pool", "gateway", "floating", "allow", "dhcp"):
+        for table in getattr(lab, kind):
+            out += [*_toml_table(kind, table), ""]
     return "\n".join(out)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str):
+        return _q(v)
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {v!r} into the network file")
+
+
+def _toml_table(name: str, table: dict[str, Any]) -> list[str]:
+    """One [[name]] table as TOML; lists of tables ([[dhcp.host]]) follow its keys."""
+    out = [f"[[{name}]]"]
+    subs: list[tuple[str, list[dict[str, Any]]]] = []
+    for k, v in table.items():
+        if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            subs.append((k, v))
+        else:
+            out.append(f"{k} = {_toml_value(v)}")
+    for k, items in subs:
+        for item in items:
+            out += _toml_table(f"{name}.{k}", item)
+    return out
 
 
 def default_prefix(lab_name: str) -> str:
     return f"lsl-{lab_name}"
 
 
-__all__ = ["GuestPlan", "Link", "NodePlan", "Plan", "SitePlan", "default_prefix", "expand"]
+__all__ = [
+    "GuestPlan",
+    "HostPlan",
+    "Link",
+    "NodePlan",
+    "Plan",
+    "SitePlan",
+    "default_prefix",
+    "expand",
+]
