@@ -53,6 +53,11 @@ def fail(message: str) -> None:
     "(give 0.0.0.0:PORT or [::]:PORT to serve every address).",
 )
 @click.option(
+    "--no-kernel-filter",
+    is_flag=True,
+    help="Do not install the nftables filter that drops junk on the UDP port in the kernel.",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -67,6 +72,7 @@ def agent(
     key_file: Path,
     control: Path | None,
     metrics: str | None,
+    no_kernel_filter: bool,
     log_level: str,
     log_format: str,
 ) -> None:
@@ -109,6 +115,7 @@ def agent(
         private_key=private,
         control=control or Path("/run/lanspan") / f"{network.name}.sock",
         metrics=metrics_address(metrics),
+        kernel_filter=not no_kernel_filter,
     )
     if opts.control is not None:
         try:

@@ -27,6 +27,7 @@ from typing import get_args
 
 from lanspan import __version__
 from lanspan.agent.kernel_plane import KernelPlane
+from lanspan.agent.nftables import FilterSpec, KernelFilter
 from lanspan.agent.services import GatewayServices, ServiceError
 from lanspan.config import load_network
 from lanspan.config.model import HostPort, Network, Port
@@ -59,6 +60,7 @@ class AgentOptions:
     private_key: bytes = field(repr=False)  # key material is never in a repr or a log
     control: Path | None = None
     metrics: str | None = None
+    kernel_filter: bool = False  # nftables filter on the UDP port (`lanspan agent` turns it on)
 
 
 class AgentSetupError(Exception):
@@ -130,6 +132,14 @@ def _open_port(network: Network, node: str, port: Port) -> FramePort:
     return PacketPort.attach(port.device, name=port.name)
 
 
+def _filter_spec(network: Network, node: str, port: int, kernel_vxlan: bool) -> FilterSpec:
+    """The kernel filter for the UDP port; plain VXLAN too when the kernel plane carries it."""
+    site = network.site(network.node(node).site)
+    if kernel_vxlan and site.trusted and site.underlay:
+        return FilterSpec(network.name, port, vxlan_port=site.vxlan_port, underlay=site.underlay)
+    return FilterSpec(network.name, port)
+
+
 class Agent:
     """The running agent for one node of `network`.
 
@@ -141,6 +151,7 @@ class Agent:
     def __init__(self, opts: AgentOptions, network: Network) -> None:
         # Kernel data plane (trusted sites): the core sees the mesh TAPs, not bridged ports.
         self.kernel = KernelPlane.start(network, opts.node)
+        real = network
         network = self.kernel.core_view(network)
         self.opts = opts
         self.network = network
@@ -180,6 +191,11 @@ class Agent:
                 else ""
             )
             raise AgentSetupError(f"cannot open UDP port {port}: {_why(e)}{hint}") from e
+        self.kernel_filter = (
+            KernelFilter.start(_filter_spec(real, opts.node, port, self.kernel.segments != {}))
+            if opts.kernel_filter
+            else None
+        )
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -196,8 +212,9 @@ class Agent:
     def status(self) -> NodeStatus:
         status = self.node.status(time.monotonic())
         gateways = self.services.status() if self.services.active() else None
+        kf = self.kernel_filter.status() if self.kernel_filter is not None else None
         return dataclasses.replace(
-            status, udp=UdpStatus(self.udp.gso, self.udp.gro), gateways=gateways
+            status, udp=UdpStatus(self.udp.gso, self.udp.gro), gateways=gateways, kernel_filter=kf
         )
 
     def macs(self, segment: str | None) -> list[MacRow]:
@@ -304,6 +321,9 @@ class Agent:
         for name in list(self.ports):
             self.remove_port(name, announce=self._started)
         self.kernel.close()
+        if self.kernel_filter is not None:
+            self.kernel_filter.close()
+            self.kernel_filter = None
         if self.control is not None:
             self.control.close()
         if self.metrics is not None:
@@ -377,6 +397,9 @@ class Agent:
                 self._reload_requested = True
 
     def _flush(self) -> None:
+        if self.kernel_filter is not None:
+            # Before the outputs: a response naming a new index leaves once the kernel has it.
+            self.kernel_filter.sync(self.node.receiver_indexes())
         ports = self.ports
         for out in self.node.take_outputs():
             if isinstance(out, Send):
