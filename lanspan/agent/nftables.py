@@ -184,12 +184,14 @@ def render(spec: FilterSpec) -> str:
     if spec.receivers:
         lines.append("\t\t@th,96,32 != @receivers counter name unknown_receiver drop")
     lines += [
+        "\t\taccept",  # well shaped: not back into `mesh`, whose last rule drops
         "\t}",
         "\tchain handshake {",
         f"\t\tmeta nfproto ipv4 update @handshake4 {{ ip saddr {_limit(spec)} }} "
         "counter name handshake_rate drop",
         f"\t\tmeta nfproto ipv6 update @handshake6 {{ {v6} {_limit(spec)} }} "
         "counter name handshake_rate drop",
+        "\t\taccept",
         "\t}",
     ]
     if spec.vxlan_port is not None:
@@ -270,6 +272,7 @@ class KernelFilter:
         self._counters: dict[str, int] = {}
         self._read_at: float | None = None
         self.syncs = 0  # nft calls made to move the receiver set
+        self.active = True  # False once the table was removed (close, or a failed sync)
 
     @classmethod
     def start(
@@ -342,7 +345,7 @@ class KernelFilter:
         One nft call for the change; if it fails (someone edited the set), one
         full rewrite; if that fails too, the table goes (never a set that drops
         live sessions' traffic)."""
-        if not self.spec.receivers or indexes == self._indexes:
+        if not self.active or not self.spec.receivers or indexes == self._indexes:
             return
         added, removed = indexes - self._indexes, self._indexes - indexes
         self.syncs += 1
@@ -357,11 +360,12 @@ class KernelFilter:
                 _first_line(err),
             )
             self.close()
-            self.spec = replace(self.spec, receivers=False)
         self._indexes = indexes
 
-    def status(self) -> KernelFilterStatus:
+    def status(self) -> KernelFilterStatus | None:
         """The table's drop counters, read from the kernel at most once a second."""
+        if not self.active:
+            return None
         now = self._clock()
         if self._read_at is None or now - self._read_at >= COUNTERS_EVERY:
             self._read_at = now
@@ -380,6 +384,9 @@ class KernelFilter:
 
     def close(self) -> None:
         """Delete the table (logged when nft cannot)."""
+        if not self.active:
+            return
+        self.active = False
         code, _, err = self._run([self._nft, "-f", "-"], render_remove(self.table))
         if code != 0:
             log.warning("kernel filter: could not delete table inet %s: %s", self.table,
