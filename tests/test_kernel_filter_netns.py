@@ -11,31 +11,29 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agentlib import PORT, Cluster, make_cluster
 
 from lanspan.agent.nftables import HANDSHAKE_BURST, HANDSHAKE_RATE, table_name
 from lanspan.lab.netns import Netns, run, wait_for
-from agentlib import PORT, Cluster, make_cluster
 
 pytestmark = pytest.mark.netns
 
 TABLE = table_name("optest", PORT)
-JUNK = (
-    """
+JUNK = """
 import os, socket, struct, sys
-kind, n = sys.argv[1], int(sys.argv[2])
+kind, n, port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+bad = [bytes([1, 0, 0, 0]) + bytes(96), bytes([9, 0, 0, 0]) + bytes(60), bytes(7),
+       bytes([4, 1, 0, 0]) + bytes(60), bytes([2, 0, 0, 0]) + bytes(100)]
 for i in range(n):
     if kind == "shape":  # a wrong length for its type, or no type at all
-        d = [bytes([1, 0, 0, 0]) + os.urandom(96), bytes([9, 0, 0, 0]) + os.urandom(60),
-             os.urandom(7), bytes([4, 1, 0, 0]) + os.urandom(60), bytes([2, 0, 0, 0]) + os.urandom(100)][i % 5]
+        d = bad[i % len(bad)]
     elif kind == "initiation":
         d = bytes([1, 0, 0, 0]) + os.urandom(144)
     else:  # transport naming a receiver index nobody holds
         d = struct.pack("<IIQ", 4, 0xDEAD0000 + i, i) + os.urandom(48)
-    s.sendto(d, ("198.18.0.1", %d))
+    s.sendto(d, ("198.18.0.1", port))
 """
-    % PORT
-)
 
 
 def tables(c: Cluster, name: str) -> list[str]:
@@ -70,7 +68,7 @@ def test_kernel_filter_drops_junk_and_passes_traffic(tmp_path: Path) -> None:
 
         started = time.monotonic()
         for kind, n in (("shape", 500), ("initiation", 2000), ("transport", 500)):
-            run([sys.executable, "-c", JUNK, kind, str(n)], ns=x)
+            run([sys.executable, "-c", JUNK, kind, str(n), str(PORT)], ns=x)
 
         def grown() -> dict[str, int]:
             now = kernel_drops(c.show("n1"))
