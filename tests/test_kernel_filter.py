@@ -275,3 +275,18 @@ def test_status_document_leaves_the_filter_out_when_off() -> None:
     )  # fmt: skip
     assert node.receiver_indexes() == frozenset()
     assert "kernel_filter" not in status_json(node.status(1.0))
+
+
+def test_plain_vxlan_is_filtered_only_with_the_kernel_plane_on_a_trusted_site() -> None:
+    from test_kernel_config import SITE, net_with
+
+    from lanspan.agent.loop import _filter_spec
+    from lanspan.config import parse_network
+
+    net = parse_network(net_with(SITE), "net.toml")
+    spec = _filter_spec(net, "gra-hv1", 51820, kernel_vxlan=True)
+    assert (spec.vxlan_port, spec.underlay) == (4790, (ip_network("198.19.1.0/24"),))
+    assert "udp dport 4790 jump vxlan" in render(spec)
+    assert "ip saddr { 198.19.1.0/24 } return" in render(spec)
+    assert _filter_spec(net, "gra-hv1", 51820, kernel_vxlan=False).vxlan_port is None
+    assert _filter_spec(net, "rbx-db1", 51820, kernel_vxlan=True).vxlan_port is None
