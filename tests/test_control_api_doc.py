@@ -89,7 +89,12 @@ def test_the_json_the_socket_sends_has_the_documented_keys() -> None:
         ),
         leases=(status.Lease("lan", "02:00:00:00:00:01", "198.18.0.10", None, None),),
     )
-    st = dataclasses.replace(node.status(1.0), udp=status.UdpStatus(True, False), gateways=gateways)
+    kf = status.KernelFilterStatus(
+        "inet lanspan_t_51820", True, 2, status.Counts.of({"kernel.bad_shape": 3})
+    )
+    st = dataclasses.replace(
+        node.status(1.0), udp=status.UdpStatus(True, False), gateways=gateways, kernel_filter=kf
+    )
     docs = documented()
     doc = status_json(st)
     assert list(doc) == docs["NodeStatus"]
@@ -102,6 +107,7 @@ def test_the_json_the_socket_sends_has_the_documented_keys() -> None:
     assert list(gw) == docs["GatewayStatus"]  # type: ignore[call-overload]
     assert [list(i) for i in gw["instances"]] == [docs["InstanceStatus"]]  # type: ignore[index]
     assert [list(i) for i in gw["leases"]] == [docs["Lease"]]  # type: ignore[index]
+    assert list(doc["kernel_filter"]) == docs["KernelFilterStatus"]  # type: ignore[call-overload]
     rows = mac_rows_json(node.mac_rows(None, 1.0))
     assert rows and all(list(r) == docs["MacRow"] for r in rows)
     assert rows[0]["where"] == "port:vm1"

@@ -1,7 +1,9 @@
 """Every drop reason the code can emit is documented in docs/drops.md, once, under its layer.
 
 Reasons are collected from the source, not from a list: the first argument of
-every `BadPacket(...)` and the key of every `<...>.drops[...] += n`. A key that
+every `BadPacket(...)`, the key of every `<...>.drops[...] += n`, and the values
+of a `DROP_REASONS = {...}` table (the kernel filter's counters, which Python
+never increments). A key that
 is neither a string literal (or a choice between literals) nor a propagated
 `exc.reason` fails the test, so a reason cannot hide from it.
 """
@@ -23,7 +25,7 @@ LAYERS: dict[str, frozenset[str]] = {
     "session": frozenset({"session"}),
     "switch": frozenset({"switch"}),
     "node": frozenset({"node", "relay", "reassembly", "agent"}),
-    "agent": frozenset({"agent"}),
+    "agent": frozenset({"agent", "kernel"}),
 }
 
 REASON = re.compile(r"^([a-z0-9]+)\.[a-z0-9_]+$")
@@ -78,6 +80,23 @@ def emitted() -> tuple[dict[str, set[str]], list[str]]:
                 key = node.target.slice
                 if _propagated(key):
                     continue
+            elif (
+                isinstance(node, ast.AnnAssign | ast.Assign)
+                and any(
+                    isinstance(t, ast.Name) and t.id == "DROP_REASONS"
+                    for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+                )
+                and node.value is not None
+            ):
+                if not isinstance(node.value, ast.Dict):
+                    opaque.append(f"{rel}:{node.lineno}: DROP_REASONS is not a dict literal")
+                    continue
+                for v in node.value.values:
+                    for r in _literals(v) or []:
+                        found[r].add(package)
+                    if _literals(v) is None:
+                        opaque.append(f"{rel}:{node.lineno}: {ast.unparse(v)}")
+                continue
             if key is None:
                 continue
             values = _literals(key)
@@ -119,7 +138,7 @@ def test_collector_finds_reasons_of_every_layer() -> None:
     # A collector that silently found nothing would make the other tests pass.
     for reason in ("wire.short_datagram", "ethernet.short_frame", "switch.unknown_peer",
                    "relay.no_direct_path", "reassembly.timeout", "node.no_endpoint",
-                   "agent.internal_error_datagram"):  # fmt: skip
+                   "agent.internal_error_datagram", "kernel.bad_shape"):  # fmt: skip
         assert reason in found, reason
 
 

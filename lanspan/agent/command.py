@@ -67,6 +67,11 @@ def fail(message: str) -> None:
     "[default: the file's lease_file, else /var/lib/lanspan/<network>].",
 )
 @click.option(
+    "--no-kernel-filter",
+    is_flag=True,
+    help="Do not install the nftables filter that drops junk on the UDP port in the kernel.",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -83,6 +88,7 @@ def agent(
     metrics: str | None,
     run_dir: Path | None,
     state_dir: Path | None,
+    no_kernel_filter: bool,
     log_level: str,
     log_format: str,
 ) -> None:
@@ -127,6 +133,7 @@ def agent(
         metrics=metrics_address(metrics),
         run_dir=run_dir,
         state_dir=state_dir,
+        kernel_filter=not no_kernel_filter,
     )
     if opts.control is not None:
         try:

@@ -27,6 +27,7 @@ from typing import get_args
 
 from lanspan import __version__
 from lanspan.agent.kernel_plane import KernelPlane
+from lanspan.agent.nftables import FilterSpec, KernelFilter
 from lanspan.agent.services import GatewayServices, ServiceError
 from lanspan.config import load_network
 from lanspan.config.model import HostPort, Network, Port
@@ -61,6 +62,7 @@ class AgentOptions:
     metrics: str | None = None
     run_dir: Path | None = None  # gateway services' files; None: /run/lanspan/<network>
     state_dir: Path | None = None  # DHCP lease files; None: the file's or /var/lib/lanspan/<net>
+    kernel_filter: bool = False  # nftables filter on the UDP port (`lanspan agent` turns it on)
 
 
 class AgentSetupError(Exception):
@@ -132,6 +134,14 @@ def _open_port(network: Network, node: str, port: Port) -> FramePort:
     return PacketPort.attach(port.device, name=port.name)
 
 
+def _filter_spec(network: Network, node: str, port: int, kernel_vxlan: bool) -> FilterSpec:
+    """The kernel filter for the UDP port; plain VXLAN too when the kernel plane carries it."""
+    site = network.site(network.node(node).site)
+    if kernel_vxlan and site.trusted and site.underlay:
+        return FilterSpec(network.name, port, vxlan_port=site.vxlan_port, underlay=site.underlay)
+    return FilterSpec(network.name, port)
+
+
 class Agent:
     """The running agent for one node of `network`.
 
@@ -180,6 +190,7 @@ class Agent:
                 self.control.close()
             self.sel.close()
             raise
+        real = network
         network = self.kernel.core_view(network)
         self.network = network
         self.node = NodeCore(
@@ -190,6 +201,8 @@ class Agent:
             wall_time=time.time,
             now=time.monotonic(),
         )
+        self._real_network = real  # the file as written (the filter needs the real ports)
+        self.kernel_filter: KernelFilter | None = None  # installed once the agent is up
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -209,8 +222,9 @@ class Agent:
     def status(self) -> NodeStatus:
         status = self.node.status(time.monotonic())
         gateways = self.services.status() if self.services.active() else None
+        kf = self.kernel_filter.status() if self.kernel_filter is not None else None
         return dataclasses.replace(
-            status, udp=UdpStatus(self.udp.gso, self.udp.gro), gateways=gateways
+            status, udp=UdpStatus(self.udp.gso, self.udp.gro), gateways=gateways, kernel_filter=kf
         )
 
     def macs(self, segment: str | None) -> list[MacRow]:
@@ -317,6 +331,9 @@ class Agent:
         for name in list(self.ports):
             self.remove_port(name, announce=self._started)
         self.kernel.close()
+        if self.kernel_filter is not None:
+            self.kernel_filter.close()
+            self.kernel_filter = None
         if self.control is not None:
             self.control.close()
         if self.metrics is not None:
@@ -390,6 +407,9 @@ class Agent:
                 self._reload_requested = True
 
     def _flush(self) -> None:
+        if self.kernel_filter is not None:
+            # Before the outputs: a response naming a new index leaves once the kernel has it.
+            self.kernel_filter.sync(self.node.receiver_indexes())
         ports = self.ports
         for out in self.node.take_outputs():
             if isinstance(out, Send):
@@ -430,6 +450,15 @@ class Agent:
         self._started = True
         for level, line in self.kernel.take_startup_log():
             log.log(level, "%s", line)
+        if self.opts.kernel_filter:  # after the start can no longer fail: its lines are logged
+            me = self.network.node(self.opts.node)
+            spec = _filter_spec(
+                self._real_network,
+                self.opts.node,
+                me.listen_port or self.network.port,
+                self.kernel.segments != {},
+            )
+            self.kernel_filter = KernelFilter.start(spec)
         for name, dev in self.ports.items():
             kind = self.network.node(self.opts.node).port(name).kind
             log.info("port %s (%s) on %s", name, kind, dev.device)

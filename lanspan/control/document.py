@@ -17,11 +17,11 @@ __all__ = ["mac_rows_json", "status_json", "to_json"]
 
 
 # Status fields the agent fills in only where they apply: left out when None.
-_OPTIONAL = frozenset({"udp", "gateways"})
+_OPTIONAL = frozenset({"udp", "gateways", "kernel_filter"})
 
 
 def to_json(value: object) -> object:
-    """Dataclasses to objects (a None field left out only for `udp`/`gateways`), tuples to lists.
+    """Dataclasses to objects (None left out for `_OPTIONAL` fields), tuples to lists.
 
     Anything else is returned as it is (the control server's encoder converts
     what JSON lacks).

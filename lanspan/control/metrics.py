@@ -266,6 +266,17 @@ def render_prometheus(status: NodeStatus | Mapping[str, object]) -> str:
         if isinstance(counts, Mapping):
             for k, n in sorted(counts.items()):
                 r.add(name, "counter", help, {label: str(k)}, n)
+    kf = doc.get("kernel_filter")
+    drops = kf.get("drops") if isinstance(kf, Mapping) else None
+    if isinstance(drops, Mapping):
+        for k, n in sorted(drops.items()):
+            r.add(
+                "lanspan_kernel_drops_total",
+                "counter",
+                "Datagrams the agent's nftables filter dropped in the kernel, by reason.",
+                {"reason": str(k)},
+                n,
+            )
     return r.render()
 
 

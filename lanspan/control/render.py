@@ -39,6 +39,7 @@ _KNOWN_TOP = {
     "drops",
     "counters",
     "gateways",
+    "kernel_filter",
 }
 
 
@@ -233,7 +234,6 @@ def _peer(p: Mapping[str, object]) -> list[str]:
     return lines
 
 
-
 def _list(value: object) -> list[object]:
     return value if isinstance(value, list) else []
 
@@ -280,12 +280,24 @@ def render_status(status: NodeStatus | Mapping[str, object]) -> str:
         else:
             text = _str(value)
         header.append(f"  {key}: {text}")
+    kf = doc.get("kernel_filter")
+    if isinstance(kf, Mapping):
+        receivers = kf.get("receivers")
+        checked = (
+            f"receiver set: {_str(receivers)} indexes"
+            if kf.get("receiver_set")
+            else "no receiver set"
+        )
+        header.append(f"  kernel filter: {_str(kf.get('table'))} ({checked})")
     blocks = [header, _segments(doc), _ports(doc)]
     if gateways := _gateways(doc):
         blocks.append(gateways)
     peers = _dicts(doc.get("peers"))
     blocks += [_peer(p) for p in peers] if peers else [["peers: none"]]
-    tail = _counts("drops", doc.get("drops")) + _counts("counters", doc.get("counters"))
+    tail = _counts("drops", doc.get("drops"))
+    if isinstance(kf, Mapping):
+        tail += _counts("kernel drops", kf.get("drops"))
+    tail += _counts("counters", doc.get("counters"))
     if tail:
         blocks.append(tail)
     return "\n\n".join("\n".join(b) for b in blocks) + "\n"

@@ -638,6 +638,10 @@ class NodeCore:
     def peer_count(self) -> int:
         return len(self._peers)
 
+    def receiver_indexes(self) -> frozenset[int]:
+        """Our live receiver indexes (the agent mirrors them into its kernel filter)."""
+        return self._sessions.receiver_indexes()
+
     def mac_rows(self, segment: str | None, now: float) -> list[MacRow]:
         """MAC table rows (static and learned), all segments when `segment` is None."""
         return [

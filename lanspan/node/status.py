@@ -19,6 +19,7 @@ __all__ = [
     "Counts",
     "GatewayStatus",
     "InstanceStatus",
+    "KernelFilterStatus",
     "KernelLocation",
     "Lease",
     "MacRow",
@@ -111,6 +112,16 @@ class UdpStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class KernelFilterStatus:
+    """The agent's nftables filter on its UDP port (filled in by the agent, not the core)."""
+
+    table: str  # "inet lanspan_<network>_<port>"
+    receiver_set: bool  # transport datagrams checked against the live receiver indexes
+    receivers: int | None  # indexes in the kernel set now; None without the set
+    drops: Counts  # what the kernel dropped, by reason (docs/drops.md, ## kernel)
+
+
+@dataclass(frozen=True, slots=True)
 class NodeStatus:
     node: str
     network: str
@@ -124,6 +135,7 @@ class NodeStatus:
     counters: Counts
     udp: UdpStatus | None = None  # left out of the document when None
     gateways: GatewayStatus | None = None  # set by the agent on gateway nodes; else left out
+    kernel_filter: KernelFilterStatus | None = None  # set by the agent when its filter is on
 
 
 @dataclass(frozen=True, slots=True)

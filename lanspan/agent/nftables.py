@@ -1,0 +1,393 @@
+"""The kernel filter: nftables rules that drop junk on the agent's UDP port before Python.
+
+The agent installs one table, ``inet lanspan_<network>_<port>``, in one
+``nft -f -`` transaction (which also replaces a table of that name left by a
+crash), and deletes it on exit. For the mesh port it accepts only datagrams
+shaped like one of the four WireGuard messages (lanspan/wire/messages.py)::
+
+    type word (u32le on the wire)  UDP payload length
+    1 0 0 0  initiation            148
+    2 0 0 0  response               92
+    3 0 0 0  cookie reply           64
+    4 0 0 0  transport             >= 32 (16-byte header + 16-byte tag)
+
+nft compares raw header bytes, so the type word ``01 00 00 00`` is the
+number 0x01000000 and the receiver index (the little-endian u32 after the
+type word, ``@th,96,32``) is added to the ``receivers`` set as the
+big-endian reading of its four wire bytes (`index_element`).
+
+Handshake messages (types 1-3) are rate-limited per source: per IPv4
+address and per IPv6 /64 (dynamic sets with ``limit rate``). Transport
+datagrams must name a receiver index the agent holds now; the agent keeps
+the set current with `KernelFilter.sync`, at most once per loop round and
+only when the set changed, in one ``nft -f -`` call. On a trusted site
+with the kernel data plane, UDP to the site's VXLAN port from outside the
+site's underlay prefixes is dropped as well.
+
+What the installed nft cannot express is left out (probed once with
+``nft -c`` at start, logged); where nft is missing or refuses the table the
+agent logs one line and runs without the filter. Each drop rule has a
+named counter; `KernelFilter.status` reads them (at most once a second)
+as the drop reasons of docs/drops.md ``## kernel``.
+
+The module-level functions are pure: `render` is tested against golden text.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from ipaddress import IPv4Network, IPv6Network
+
+from lanspan.node.status import Counts, KernelFilterStatus
+from lanspan.wire.messages import (
+    COOKIE_REPLY_LEN,
+    INITIATION_LEN,
+    MIN_TRANSPORT_LEN,
+    RESPONSE_LEN,
+    TYPE_COOKIE_REPLY,
+    TYPE_INITIATION,
+    TYPE_RESPONSE,
+    TYPE_TRANSPORT,
+)
+
+__all__ = [
+    "DROP_REASONS",
+    "FilterSpec",
+    "KernelFilter",
+    "Runner",
+    "index_element",
+    "render",
+    "render_remove",
+    "render_sync",
+    "table_name",
+]
+
+log = logging.getLogger("lanspan.agent")
+
+# nft counter name -> drop reason (each listed in docs/drops.md under ## kernel).
+DROP_REASONS: dict[str, str] = {
+    "bad_shape": "kernel.bad_shape",
+    "handshake_rate": "kernel.handshake_rate",
+    "unknown_receiver": "kernel.unknown_receiver",
+    "vxlan_outside_underlay": "kernel.vxlan_outside_underlay",
+}
+
+# Handshake messages accepted per source (IPv4 address, IPv6 /64): WireGuard
+# allows 20 a second per source with a small burst; a burst of 50 lets a
+# few dozen nodes behind one NAT address start at once.
+HANDSHAKE_RATE = 20
+HANDSHAKE_BURST = 50
+# Sources remembered by the rate limiter (each forgotten a minute after its last handshake).
+HANDSHAKE_SOURCES = 65536
+# Counters are read from the kernel at most this often.
+COUNTERS_EVERY = 1.0
+UDP_HEADER = 8
+
+# (a command line, its stdin) -> (exit code, stdout, stderr)
+Runner = Callable[[list[str], str | None], tuple[int, str, str]]
+
+
+def table_name(network: str, port: int) -> str:
+    """`lanspan_<network>_<port>`, with anything nft would not take as a name made `_`."""
+    return f"lanspan_{re.sub(r'[^A-Za-z0-9_]', '_', network)}_{port}"
+
+
+def index_element(index: int) -> int:
+    """The set element for receiver index `index`: its u32le wire bytes read big-endian."""
+    return int.from_bytes(index.to_bytes(4, "little"), "big")
+
+
+def _type_word(kind: int) -> str:
+    return f"0x{int.from_bytes(bytes([kind, 0, 0, 0]), 'big'):08x}"
+
+
+@dataclass(frozen=True, slots=True)
+class FilterSpec:
+    """What the table filters: the mesh port, and plain VXLAN on a trusted site."""
+
+    network: str
+    port: int
+    receivers: bool = True  # check transport receiver indexes against the set
+    handshake_v6_prefix: bool = True  # rate-limit IPv6 per /64 (else per address)
+    vxlan_port: int | None = None  # the trusted site's plain VXLAN port, when in use
+    underlay: tuple[IPv4Network | IPv6Network, ...] = ()  # the site's prefixes
+    handshake_rate: int = HANDSHAKE_RATE
+    handshake_burst: int = HANDSHAKE_BURST
+
+    @property
+    def table(self) -> str:
+        return table_name(self.network, self.port)
+
+    def features(self) -> tuple[str, ...]:
+        """What this spec does, in words for the log and `lanspan show`."""
+        out = ["shape", "handshake rate per IPv4 address and IPv6 " +
+               ("/64" if self.handshake_v6_prefix else "address")]  # fmt: skip
+        if self.receivers:
+            out.append("receiver index set")
+        if self.vxlan_port is not None:
+            out.append(f"vxlan port {self.vxlan_port} from the site underlay only")
+        return tuple(out)
+
+
+def _limit(spec: FilterSpec) -> str:
+    return f"limit rate over {spec.handshake_rate}/second burst {spec.handshake_burst} packets"
+
+
+def render(spec: FilterSpec) -> str:
+    """The `nft -f -` script installing the table, replacing one of that name if present."""
+    t = spec.table
+    v6 = "ip6 saddr and ffff:ffff:ffff:ffff::" if spec.handshake_v6_prefix else "ip6 saddr"
+    shapes = [
+        (TYPE_INITIATION, f"udp length {UDP_HEADER + INITIATION_LEN}"),
+        (TYPE_RESPONSE, f"udp length {UDP_HEADER + RESPONSE_LEN}"),
+        (TYPE_COOKIE_REPLY, f"udp length {UDP_HEADER + COOKIE_REPLY_LEN}"),
+    ]
+    transport = (
+        f"@th,64,32 {_type_word(TYPE_TRANSPORT)} udp length >= {UDP_HEADER + MIN_TRANSPORT_LEN}"
+    )
+    lines = [
+        f"table inet {t} {{}}",
+        f"delete table inet {t}",
+        f"table inet {t} {{",
+        *(f"\tcounter {name} {{}}" for name in DROP_REASONS),
+    ]
+    if spec.receivers:
+        lines.append("\tset receivers { typeof @th,96,32; }")
+    for family, addr in (("4", "ipv4_addr"), ("6", "ipv6_addr")):
+        lines.append(
+            f"\tset handshake{family} {{ type {addr}; size {HANDSHAKE_SOURCES}; "
+            "flags dynamic,timeout; timeout 1m; }"
+        )
+    lines += [
+        "\tchain input {",
+        "\t\ttype filter hook input priority filter - 10; policy accept;",
+        f"\t\tudp dport {spec.port} jump mesh",
+    ]
+    if spec.vxlan_port is not None:
+        lines.append(f"\t\tudp dport {spec.vxlan_port} jump vxlan")
+    lines += [
+        "\t}",
+        "\tchain mesh {",
+        f"\t\t{transport} jump transport",
+        *(f"\t\t@th,64,32 {_type_word(k)} {length} jump handshake" for k, length in shapes),
+        "\t\tcounter name bad_shape drop",
+        "\t}",
+        "\tchain transport {",
+    ]
+    if spec.receivers:
+        lines.append("\t\t@th,96,32 != @receivers counter name unknown_receiver drop")
+    lines += [
+        "\t\taccept",  # well shaped: not back into `mesh`, whose last rule drops
+        "\t}",
+        "\tchain handshake {",
+        f"\t\tmeta nfproto ipv4 update @handshake4 {{ ip saddr {_limit(spec)} }} "
+        "counter name handshake_rate drop",
+        f"\t\tmeta nfproto ipv6 update @handshake6 {{ {v6} {_limit(spec)} }} "
+        "counter name handshake_rate drop",
+        "\t\taccept",
+        "\t}",
+    ]
+    if spec.vxlan_port is not None:
+        v4 = [str(n) for n in spec.underlay if isinstance(n, IPv4Network)]
+        v6s = [str(n) for n in spec.underlay if isinstance(n, IPv6Network)]
+        lines.append("\tchain vxlan {")
+        if v4:
+            lines.append(f"\t\tip saddr {{ {', '.join(v4)} }} return")
+        if v6s:
+            lines.append(f"\t\tip6 saddr {{ {', '.join(v6s)} }} return")
+        lines += ["\t\tcounter name vxlan_outside_underlay drop", "\t}"]
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def render_remove(table: str) -> str:
+    """Delete the table if it is there (no error when it is not)."""
+    return f"table inet {table} {{}}\ndelete table inet {table}\n"
+
+
+def _elements(indexes: Iterable[int]) -> str:
+    return ", ".join(f"0x{index_element(i):08x}" for i in sorted(indexes))
+
+
+def render_sync(
+    table: str, added: Iterable[int], removed: Iterable[int], full: bool = False
+) -> str:
+    """The script moving the receiver set: delete `removed`, add `added` (or, when
+    `full`, flush the set and add `added`, which is then every index)."""
+    lines = []
+    if full:
+        lines.append(f"flush set inet {table} receivers")
+    elif gone := _elements(removed):
+        lines.append(f"delete element inet {table} receivers {{ {gone} }}")
+    if new := _elements(added):
+        lines.append(f"add element inet {table} receivers {{ {new} }}")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def parse_counters(text: str) -> dict[str, int]:
+    """`nft -j list counters table ...` -> packets by counter name (malformed: empty)."""
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return {}
+    out: dict[str, int] = {}
+    items = doc.get("nftables", []) if isinstance(doc, Mapping) else []
+    for item in items if isinstance(items, list) else []:
+        c = item.get("counter") if isinstance(item, Mapping) else None
+        if isinstance(c, Mapping) and isinstance(c.get("packets"), int):
+            out[str(c.get("name"))] = c["packets"]
+    return out
+
+
+def run_nft(argv: list[str], stdin: str | None) -> tuple[int, str, str]:
+    """Run nft; an nft that cannot be started is exit code 127 with the reason."""
+    try:
+        out = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return 127, "", str(e)
+    return out.returncode, out.stdout, out.stderr
+
+
+def _first_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[0] if lines else "no message"
+
+
+class KernelFilter:
+    """The installed table; `start` returns None (after one log line) when there is none."""
+
+    def __init__(self, spec: FilterSpec, nft: str, runner: Runner, clock: Callable[[], float]):
+        self.spec = spec
+        self._nft = nft
+        self._run = runner
+        self._clock = clock
+        self._indexes: frozenset[int] = frozenset()
+        self._counters: dict[str, int] = {}
+        self._read_at: float | None = None
+        self.syncs = 0  # nft calls made to move the receiver set
+        self.active = True  # False once the table was removed (close, or a failed sync)
+
+    @classmethod
+    def start(
+        cls,
+        spec: FilterSpec,
+        runner: Runner = run_nft,
+        which: Callable[[str], str | None] = shutil.which,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> KernelFilter | None:
+        """Probe what nft can express (`nft -c`), remove a leftover table, install."""
+        nft = which("nft")
+        if nft is None:
+            log.warning(
+                "kernel filter off: nft not found (install the Debian package nftables); "
+                "junk on udp port %d is dropped in Python only",
+                spec.port,
+            )
+            return None
+        chosen, why = None, ""
+        for candidate in (
+            spec,
+            replace(spec, receivers=False),
+            replace(spec, handshake_v6_prefix=False),
+            replace(spec, receivers=False, handshake_v6_prefix=False),
+        ):
+            code, _, err = runner([nft, "-c", "-f", "-"], render(candidate))
+            if code == 0:
+                chosen = candidate
+                break
+            why = why or _first_line(err)
+        if chosen is None:
+            log.warning(
+                "kernel filter off: nft refused the table (%s); junk on udp port %d is "
+                "dropped in Python only",
+                why,
+                spec.port,
+            )
+            return None
+        leftover = runner([nft, "list", "table", "inet", chosen.table], None)[0] == 0
+        code, _, err = runner([nft, "-f", "-"], render(chosen))
+        if code != 0:
+            log.warning(
+                "kernel filter off: nft could not install table inet %s (%s); junk on udp "
+                "port %d is dropped in Python only",
+                chosen.table,
+                _first_line(err),
+                spec.port,
+            )
+            return None
+        if leftover:
+            log.info("kernel filter: replaced table inet %s left by an earlier run", chosen.table)
+        left_out = [] if chosen.receivers else ["receiver index set (nft cannot express it)"]
+        if spec.handshake_v6_prefix and not chosen.handshake_v6_prefix:
+            left_out.append("IPv6 /64 rate limit (per address instead)")
+        log.info(
+            "kernel filter on: table inet %s: %s%s",
+            chosen.table,
+            ", ".join(chosen.features()),
+            f"; left out: {', '.join(left_out)}" if left_out else "",
+        )
+        return cls(chosen, nft, runner, clock)
+
+    @property
+    def table(self) -> str:
+        return self.spec.table
+
+    def sync(self, indexes: frozenset[int]) -> None:
+        """Make the kernel's receiver set `indexes` (nothing to do when unchanged).
+
+        One nft call for the change; if it fails (someone edited the set), one
+        full rewrite; if that fails too, the table goes (never a set that drops
+        live sessions' traffic)."""
+        if not self.active or not self.spec.receivers or indexes == self._indexes:
+            return
+        added, removed = indexes - self._indexes, self._indexes - indexes
+        self.syncs += 1
+        code, _, err = self._run([self._nft, "-f", "-"], render_sync(self.table, added, removed))
+        if code != 0:
+            full = render_sync(self.table, indexes, (), full=True)
+            code, _, err = self._run([self._nft, "-f", "-"], full)
+        if code != 0:
+            log.warning(
+                "kernel filter off: the receiver set of table inet %s could not be updated (%s)",
+                self.table,
+                _first_line(err),
+            )
+            self.close()
+        self._indexes = indexes
+
+    def status(self) -> KernelFilterStatus | None:
+        """The table's drop counters, read from the kernel at most once a second."""
+        if not self.active:
+            return None
+        now = self._clock()
+        if self._read_at is None or now - self._read_at >= COUNTERS_EVERY:
+            self._read_at = now
+            code, out, _ = self._run(
+                [self._nft, "-j", "list", "counters", "table", "inet", self.table], None
+            )
+            if code == 0:
+                self._counters = parse_counters(out)
+        drops = {r: self._counters.get(name, 0) for name, r in DROP_REASONS.items()}
+        return KernelFilterStatus(
+            table=f"inet {self.table}",
+            receiver_set=self.spec.receivers,
+            receivers=len(self._indexes) if self.spec.receivers else None,
+            drops=Counts.of(drops),
+        )
+
+    def close(self) -> None:
+        """Delete the table (logged when nft cannot)."""
+        if not self.active:
+            return
+        self.active = False
+        code, _, err = self._run([self._nft, "-f", "-"], render_remove(self.table))
+        if code != 0:
+            log.warning("kernel filter: could not delete table inet %s: %s", self.table,
+                        _first_line(err))  # fmt: skip

@@ -1,0 +1,292 @@
+"""The kernel filter (lanspan/agent/nftables.py) without a kernel: golden ruleset text,
+the receiver-index byte order, probing and fallbacks, incremental set updates and the
+counters, through a fake `nft`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+from ipaddress import ip_network
+from pathlib import Path
+
+import pytest
+
+from lanspan.agent.nftables import (
+    DROP_REASONS,
+    FilterSpec,
+    KernelFilter,
+    index_element,
+    parse_counters,
+    render,
+    render_remove,
+    render_sync,
+    table_name,
+)
+from lanspan.control.document import status_json, to_json
+from lanspan.control.metrics import render_prometheus
+from lanspan.control.render import render_status
+from lanspan.wire import messages
+
+DATA = Path(__file__).resolve().parent / "data"
+FULL = FilterSpec(
+    "acme-prod",
+    51820,
+    vxlan_port=4789,
+    underlay=(ip_network("198.18.0.0/24"), ip_network("fd00:1::/64")),
+)
+
+
+class FakeNft:
+    """Records every call; answers from `refuse` (a substring of the script -> error)."""
+
+    def __init__(self, refuse: tuple[str, ...] = (), tables: set[str] | None = None) -> None:
+        self.calls: list[tuple[list[str], str | None]] = []
+        self.refuse = refuse
+        self.tables = tables if tables is not None else set()
+        self.counters: dict[str, int] = {}
+
+    def __call__(self, argv: list[str], stdin: str | None) -> tuple[int, str, str]:
+        self.calls.append((argv, stdin))
+        if stdin is not None and any(r in stdin for r in self.refuse):
+            return 1, "", "Error: syntax error, unexpected something\nmore\n"
+        if argv[1:3] == ["list", "table"]:
+            return (0 if argv[-1] in self.tables else 1), "", ""
+        if argv[1:3] == ["-j", "list"]:
+            items = [{"metainfo": {"version": "1.0.6"}}] + [
+                {
+                    "counter": {
+                        "family": "inet",
+                        "name": k,
+                        "table": argv[-1],
+                        "packets": v,
+                        "bytes": 64 * v,
+                    }
+                }
+                for k, v in self.counters.items()
+            ]
+            return 0, json.dumps({"nftables": items}), ""
+        return 0, "", ""
+
+    def scripts(self) -> list[str]:
+        return [s for argv, s in self.calls if argv[1:] == ["-f", "-"] and s is not None]
+
+
+def start(fake: FakeNft, spec: FilterSpec = FULL, clock: list[float] | None = None) -> KernelFilter:
+    t = clock if clock is not None else [0.0]
+    kf = KernelFilter.start(spec, fake, which=lambda _: "/usr/sbin/nft", clock=lambda: t[0])
+    assert kf is not None
+    return kf
+
+
+def test_render_matches_golden_text() -> None:
+    assert render(FULL) == (DATA / "kernel_filter.nft").read_text()
+    plain = FilterSpec("acme", 51821, receivers=False, handshake_v6_prefix=False)
+    assert render(plain) == (DATA / "kernel_filter_plain.nft").read_text()
+
+
+def test_shapes_in_the_ruleset_are_the_wire_formats() -> None:
+    text = render(FilterSpec("n", 1))
+    for kind, length in (
+        (messages.TYPE_INITIATION, messages.INITIATION_LEN),
+        (messages.TYPE_RESPONSE, messages.RESPONSE_LEN),
+        (messages.TYPE_COOKIE_REPLY, messages.COOKIE_REPLY_LEN),
+    ):
+        word = int.from_bytes(struct.pack("<I", kind), "big")
+        assert f"@th,64,32 0x{word:08x} udp length {8 + length} jump handshake" in text
+    assert f"udp length >= {8 + messages.MIN_TRANSPORT_LEN} jump transport" in text
+    assert messages.MIN_TRANSPORT_LEN == 32
+
+
+def test_table_names_are_sanitized() -> None:
+    assert table_name("acme-prod.eu", 51820) == "lanspan_acme_prod_eu_51820"
+    assert table_name("a b;}x", 1) == "lanspan_a_b__x_1"
+
+
+def test_index_element_is_the_wire_bytes_read_big_endian() -> None:
+    for index in (0, 1, 0x01020304, 0xFFFFFFFE, 0x80000000):
+        wire = messages.build(messages.TransportData(index, 7, bytes(16)))
+        # @th,96,32: the 4 bytes after the type word, compared as a big-endian number
+        assert index_element(index) == int.from_bytes(wire[4:8], "big")
+    assert index_element(0x01020304) == 0x04030201
+
+
+def test_start_installs_and_logs_what_it_chose(caplog: pytest.LogCaptureFixture) -> None:
+    fake = FakeNft()
+    with caplog.at_level(logging.INFO, "lanspan.agent"):
+        kf = start(fake)
+    checks = [s for argv, s in fake.calls if "-c" in argv]
+    assert checks == [render(FULL)]
+    assert fake.scripts() == [render(FULL)]
+    assert kf.spec == FULL
+    assert "kernel filter on: table inet lanspan_acme_prod_51820" in caplog.text
+    assert "receiver index set" in caplog.text and "left out" not in caplog.text
+
+
+def test_start_leaves_out_what_nft_cannot_express(caplog: pytest.LogCaptureFixture) -> None:
+    fake = FakeNft(refuse=("typeof @th,96,32",))
+    with caplog.at_level(logging.INFO, "lanspan.agent"):
+        kf = start(fake)
+    assert not kf.spec.receivers and kf.spec.handshake_v6_prefix
+    assert "left out: receiver index set" in caplog.text
+    kf.sync(frozenset({1, 2}))  # nothing to keep in the kernel
+    assert fake.scripts() == [render(kf.spec)]
+
+
+def test_start_replaces_a_leftover_table(caplog: pytest.LogCaptureFixture) -> None:
+    fake = FakeNft(tables={FULL.table})
+    with caplog.at_level(logging.INFO, "lanspan.agent"):
+        start(fake)
+    assert "replaced table inet lanspan_acme_prod_51820 left by an earlier run" in caplog.text
+    # one transaction: the (possibly leftover) table is deleted and the new one created
+    [script] = fake.scripts()
+    assert script.startswith(render_remove(FULL.table))
+
+
+def test_missing_nft_is_said_once_and_names_the_package(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, "lanspan.agent"):
+        kf = KernelFilter.start(FULL, FakeNft(), which=lambda _: None)
+    assert kf is None
+    [record] = caplog.records
+    assert "nft not found" in record.message and "nftables" in record.message
+
+
+def test_nft_refusing_everything_leaves_the_filter_off(caplog: pytest.LogCaptureFixture) -> None:
+    fake = FakeNft(refuse=("table",))
+    with caplog.at_level(logging.INFO, "lanspan.agent"):
+        kf = KernelFilter.start(FULL, fake, which=lambda _: "/usr/sbin/nft")
+    assert kf is None
+    [record] = caplog.records
+    assert "kernel filter off" in record.message and "syntax error" in record.message
+    assert fake.scripts() == []  # checked only, never installed
+
+
+def test_sync_is_incremental_and_only_on_change() -> None:
+    fake = FakeNft()
+    kf = start(fake)
+    fake.calls.clear()
+    kf.sync(frozenset({1, 2}))
+    kf.sync(frozenset({1, 2}))  # unchanged: no call
+    kf.sync(frozenset({2, 3}))
+    assert fake.scripts() == [
+        render_sync(kf.table, {1, 2}, ()),
+        render_sync(kf.table, {3}, {1}),
+    ]
+    assert fake.scripts()[1] == (
+        f"delete element inet {kf.table} receivers {{ 0x01000000 }}\n"
+        f"add element inet {kf.table} receivers {{ 0x03000000 }}\n"
+    )
+    assert kf.syncs == 2
+
+
+def test_a_failed_sync_rewrites_the_set_then_removes_the_table() -> None:
+    fake = FakeNft()
+    kf = start(fake)
+    fake.refuse = ("delete element",)
+    kf.sync(frozenset({5}))
+    kf.sync(frozenset({6}))  # delete refused -> full rewrite
+    assert fake.scripts()[-1] == f"flush set inet {kf.table} receivers\n" + (
+        f"add element inet {kf.table} receivers {{ 0x06000000 }}\n"
+    )
+    assert kf.active
+    fake.refuse = ("receivers",)
+    kf.sync(frozenset({7}))  # both refused: no filter rather than one dropping live traffic
+    assert fake.scripts()[-1] == render_remove(kf.table)
+    assert not kf.active and kf.status() is None
+    n = len(fake.calls)
+    kf.sync(frozenset({8}))
+    kf.close()
+    assert len(fake.calls) == n
+
+
+def test_counters_are_read_at_most_once_a_second() -> None:
+    fake = FakeNft()
+    clock = [100.0]
+    kf = start(fake, clock=clock)
+    fake.counters = {"bad_shape": 5, "unknown_receiver": 2}
+    kf.sync(frozenset({1, 2, 3}))
+    st = kf.status()
+    assert st is not None
+    assert dict(st.drops) == {
+        "kernel.bad_shape": 5,
+        "kernel.handshake_rate": 0,
+        "kernel.unknown_receiver": 2,
+        "kernel.vxlan_outside_underlay": 0,
+    }
+    assert (st.table, st.receiver_set, st.receivers) == ("inet lanspan_acme_prod_51820", True, 3)
+    fake.counters["bad_shape"] = 9
+    clock[0] += 0.5
+    st = kf.status()
+    assert st is not None and st.drops["kernel.bad_shape"] == 5  # cached
+    clock[0] += 0.6
+    st = kf.status()
+    assert st is not None and st.drops["kernel.bad_shape"] == 9
+    reads = [a for a, _ in fake.calls if a[1:3] == ["-j", "list"]]
+    assert len(reads) == 2
+
+
+def test_every_counter_has_a_drop_rule_and_a_reason() -> None:
+    text = render(FULL)
+    for name, reason in DROP_REASONS.items():
+        assert f"counter {name} {{}}" in text and f"counter name {name} drop" in text
+        assert reason == f"kernel.{name}"
+
+
+def test_parse_counters_tolerates_junk() -> None:
+    assert parse_counters("not json") == {}
+    assert parse_counters('{"nftables": 3}') == {}
+    assert parse_counters("[1]") == {}
+    assert parse_counters('{"nftables": [{"counter": {"name": "x", "packets": 4}}, 5]}') == {"x": 4}
+
+
+def test_close_removes_the_table_once() -> None:
+    fake = FakeNft()
+    kf = start(fake)
+    kf.close()
+    kf.close()
+    assert fake.scripts()[1:] == [render_remove(kf.table)]
+
+
+def test_show_and_metrics_report_kernel_drops() -> None:
+    from lanspan.node.status import Counts, KernelFilterStatus
+
+    st = KernelFilterStatus("inet lanspan_t_1", True, 4, Counts.of({"kernel.bad_shape": 12}))
+    doc = {"node": "n1", "network": "t", "drops": {}, "kernel_filter": to_json(st)}
+    text = render_status(doc)
+    assert "kernel filter: inet lanspan_t_1 (receiver set: 4 indexes)" in text
+    assert "kernel drops:" in text and "kernel.bad_shape" in text
+    prom = render_prometheus(doc)
+    assert 'lanspan_kernel_drops_total{reason="kernel.bad_shape"} 12' in prom
+
+
+def test_status_document_leaves_the_filter_out_when_off() -> None:
+    from lanspan.config import encode_key, generate_private_key, parse_network, public_key
+    from lanspan.node.core import NodeCore
+
+    key = generate_private_key()
+    text = (
+        '[network]\nname = "t"\n[[segment]]\nname = "lan"\nvlan = 10\n[[node]]\nname = "n1"\n'
+        f'site = "s"\npublic_key = "{encode_key(public_key(key))}"\n'
+        'endpoints = ["198.18.0.1:51820"]\nsegments = ["lan"]\n'
+    )
+    node = NodeCore(
+        parse_network(text, "t.toml"), "n1", key,
+        random_bytes=lambda n: bytes(n), wall_time=lambda: 0.0, now=0.0,
+    )  # fmt: skip
+    assert node.receiver_indexes() == frozenset()
+    assert "kernel_filter" not in status_json(node.status(1.0))
+
+
+def test_plain_vxlan_is_filtered_only_with_the_kernel_plane_on_a_trusted_site() -> None:
+    from test_kernel_config import SITE, net_with
+
+    from lanspan.agent.loop import _filter_spec
+    from lanspan.config import parse_network
+
+    net = parse_network(net_with(SITE), "net.toml")
+    spec = _filter_spec(net, "gra-hv1", 51820, kernel_vxlan=True)
+    assert (spec.vxlan_port, spec.underlay) == (4790, (ip_network("198.19.1.0/24"),))
+    assert "udp dport 4790 jump vxlan" in render(spec)
+    assert "ip saddr { 198.19.1.0/24 } return" in render(spec)
+    assert _filter_spec(net, "gra-hv1", 51820, kernel_vxlan=False).vxlan_port is None
+    assert _filter_spec(net, "rbx-db1", 51820, kernel_vxlan=True).vxlan_port is None
