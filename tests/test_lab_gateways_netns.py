@@ -30,7 +30,7 @@ def lab(*args: str, timeout: float = 150) -> subprocess.CompletedProcess[str]:
 
 def _root_services() -> set[int]:
     """keepalived/dnsmasq processes in the root network namespace."""
-    root = Path("/proc/1/ns/net").stat().st_ino
+    root = Path("/proc/self/ns/net").stat().st_ino  # the tests run in the root namespace
     out: set[int] = set()
     for p in Path("/proc").iterdir():
         if not p.name.isdigit():
