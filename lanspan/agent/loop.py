@@ -196,8 +196,10 @@ class Agent:
     def status(self) -> NodeStatus:
         status = self.node.status(time.monotonic())
         gateways = self.services.status() if self.services.active() else None
-        return dataclasses.replace(
-            status, udp=UdpStatus(self.udp.gso, self.udp.gro), gateways=gateways
+        return self.kernel.annotate(
+            dataclasses.replace(
+                status, udp=UdpStatus(self.udp.gso, self.udp.gro), gateways=gateways
+            )
         )
 
     def macs(self, segment: str | None) -> list[MacRow]:
@@ -387,6 +389,7 @@ class Agent:
                     dev.write(out.data)
             else:
                 log.info(out.kind, extra={"fields": out.fields})
+                self.kernel.follow(out.kind, out.fields)  # a site member's path moved: FDB too
 
     def start(self) -> None:
         """Open the metrics server and the ports; register everything on the selector.
