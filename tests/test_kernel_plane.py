@@ -237,7 +237,10 @@ def kernel_lan(text: str = NET) -> tuple[KernelPlane, FakeSegment]:
 
 def test_vxlan_follows_a_site_members_path_switch_inside_the_underlay() -> None:
     plane, fake = kernel_lan(
-        NET.replace('endpoints = ["198.19.1.2:51820"]', 'endpoints = ["198.19.1.2:51820", "198.19.1.22:51820"]')
+        NET.replace(
+            'endpoints = ["198.19.1.2:51820"]',
+            'endpoints = ["198.19.1.2:51820", "198.19.1.22:51820"]',
+        )
     )
     assert plane.follow("path_switch", {"peer": "gra-2", "path": "198.19.1.22:51820"})
     assert fake.moves == [("198.19.1.2", "198.19.1.22")]

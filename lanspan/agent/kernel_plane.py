@@ -366,7 +366,7 @@ class KernelPlane:
             return False
 
     def annotate(self, status: NodeStatus) -> NodeStatus:
-        """`status` with the plane of each segment, and per peer the plane of each shared segment."""
+        """`status` with the plane of each segment, and per peer the plane of each shared one."""
         segs = tuple(
             replace(s, plane=c.plane, plane_reason=c.reason)
             if (c := self.choices.get(s.name)) is not None

@@ -249,7 +249,6 @@ def _peer(p: Mapping[str, object]) -> list[str]:
     return lines
 
 
-
 def _list(value: object) -> list[object]:
     return value if isinstance(value, list) else []
 

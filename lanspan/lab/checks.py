@@ -20,6 +20,7 @@ from typing import Any
 
 from lanspan.lab import impair, netns
 from lanspan.lab.flood import run_flood
+from lanspan.lab.kernel_checks import trusted_sites
 from lanspan.lab.model import Fault
 from lanspan.lab.probe import AllPairs, Probe, ProbeResult, window
 from lanspan.lab.runner import LabRun
@@ -628,6 +629,7 @@ def run_all(run: LabRun, faults: bool = True, log: Log = print) -> dict[str, Any
         ("isolation", lambda: isolation(plan)),
         ("mtu", lambda: mtu(run, plan)),
         ("throughput", lambda: throughput(run, plan)),
+        ("trusted sites", lambda: trusted_sites(run, plan)),  # kernel inside, encrypted out
     ]
     for title, fn in steps:
         t = time.monotonic()
