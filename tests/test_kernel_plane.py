@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import random
 from ipaddress import IPv4Address
 
 import pytest
@@ -272,8 +273,9 @@ def test_status_says_the_plane_per_segment_and_per_peer() -> None:
 
     plane, _ = kernel_lan()
     core_net = plane.core_view()
+    rng = random.Random(1)
     node = NodeCore(
-        core_net, "gra-1", bytes(32), random_bytes=lambda n: bytes(n),
+        core_net, "gra-1", bytes(range(32)), random_bytes=rng.randbytes,
         wall_time=lambda: 0.0, now=0.0,
     )  # fmt: skip
     st = plane.annotate(node.status(1.0))
