@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import random
 from ipaddress import IPv4Address
 
 import pytest
@@ -213,3 +214,85 @@ def test_vxlan_outside_the_underlay_is_refused_at_run_time(
     refused = [r for r in caplog.records if "refused" in r.getMessage()]
     assert len(refused) == 1  # logged once
     assert "outside site gra's underlay 198.19.1.0/24" in refused[0].getMessage()
+
+
+class FakeSegment:
+    """Stands for a KernelSegment: records FDB moves."""
+
+    def __init__(self) -> None:
+        self.moves: list[tuple[str, str]] = []
+
+    def move_destination(self, old: object, new: object) -> int:
+        self.moves.append((str(old), str(new)))
+        return 1
+
+
+def kernel_lan(text: str = NET) -> tuple[KernelPlane, FakeSegment]:
+    """gra-1 with lan in the kernel (a fake segment), as `KernelPlane.start` leaves it."""
+    n = parse_network(text, "net.toml")
+    plane = KernelPlane(n, "gra-1")
+    fake = FakeSegment()
+    plane.segments["lan"] = fake  # type: ignore[assignment]
+    plane._at["lan"] = site_members(n, n.node("gra-1"), "lan")
+    plane.choices = {c.segment: c for c in choose_planes(n, "gra-1", without_vlans)}
+    return plane, fake
+
+
+def test_vxlan_follows_a_site_members_path_switch_inside_the_underlay() -> None:
+    plane, fake = kernel_lan(
+        NET.replace(
+            'endpoints = ["198.19.1.2:51820"]',
+            'endpoints = ["198.19.1.2:51820", "198.19.1.22:51820"]',
+        )
+    )
+    assert plane.follow("path_switch", {"peer": "gra-2", "path": "198.19.1.22:51820"})
+    assert fake.moves == [("198.19.1.2", "198.19.1.22")]
+    # Already there, a relay path, another kind, a peer of another site: nothing moves.
+    assert not plane.follow("path_switch", {"peer": "gra-2", "path": "198.19.1.22:51820"})
+    assert not plane.follow("path_switch", {"peer": "gra-2", "path": "via rbx-1"})
+    assert not plane.follow("path_up", {"peer": "gra-2", "path": "198.19.1.2:51820"})
+    assert not plane.follow("path_switch", {"peer": "rbx-1", "path": "198.19.1.30:51820"})
+    # Outside the site's underlay: refused, the entries stay where they were.
+    assert not plane.follow("path_switch", {"peer": "gra-2", "path": "203.0.113.7:51820"})
+    assert plane.follow("path_switch", {"peer": "gra-2", "path": "198.19.1.2:51820"})
+    assert fake.moves == [("198.19.1.2", "198.19.1.22"), ("198.19.1.22", "198.19.1.2")]
+
+
+def test_a_vxlan_address_apart_from_the_endpoints_stays_put() -> None:
+    plane, fake = kernel_lan(
+        NET.replace(
+            'endpoints = ["198.19.1.2:51820"]',
+            'endpoints = ["198.19.1.2:51820"]\nvxlan_address = "198.19.1.42"',
+        )
+    )
+    assert plane._at["lan"]["gra-2"] == IPv4Address("198.19.1.42")
+    assert not plane.follow("path_switch", {"peer": "gra-2", "path": "198.19.1.2:51820"})
+    assert fake.moves == []
+
+
+def test_status_says_the_plane_per_segment_and_per_peer() -> None:
+    from lanspan.node.core import NodeCore
+
+    plane, _ = kernel_lan()
+    core_net = plane.core_view()
+    rng = random.Random(1)
+    node = NodeCore(
+        core_net, "gra-1", bytes(range(32)), random_bytes=rng.randbytes,
+        wall_time=lambda: 0.0, now=0.0,
+    )  # fmt: skip
+    st = plane.annotate(node.status(1.0))
+    segs = {s.name: s for s in st.segments}
+    assert (segs["lan"].plane, segs["api"].plane, segs["dmz"].plane) == (
+        "kernel", "userspace", "userspace",
+    )  # fmt: skip
+    assert segs["api"].plane_reason is not None
+    assert segs["api"].plane_reason.startswith("host port api0 is in it")
+    peers = {p.name: {(x.segment, x.plane, x.vtep) for x in p.segments} for p in st.peers}
+    assert peers["gra-2"] == {("lan", "kernel_vxlan", "198.19.1.2"), ("api", "mesh", None)}
+    assert peers["rbx-1"] == {("lan", "mesh", None), ("api", "mesh", None), ("dmz", "mesh", None)}
+
+    from lanspan.control.render import render_status
+
+    text = render_status(st)
+    assert "segments: lan kernel vxlan 198.19.1.2, api mesh" in text
+    assert "api: userspace data plane — host port api0 is in it" in text

@@ -27,8 +27,9 @@ Plain VXLAN is sent only to addresses inside the site's declared underlay:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from ipaddress import ip_address
 from typing import Literal
 
 from lanspan.config.model import (
@@ -52,6 +53,7 @@ from lanspan.dataplane.kernel import (
 )
 from lanspan.dataplane.kernel_probe import KernelCapabilities, probe
 from lanspan.dataplane.tap import TapPort
+from lanspan.node.status import NodeStatus, PeerSegment
 
 __all__ = ["KernelPlane", "PlaneChoice", "choose_planes", "core_view", "site_members"]
 
@@ -70,6 +72,25 @@ class PlaneChoice:
 
     def log_line(self) -> str:
         return f"segment {self.segment}: {self.plane} data plane — {self.reason}"
+
+
+def _path_host(path: str) -> IPAddress | None:
+    """The address of a direct path as the core formats it ("h:p", "[h6]:p"); None: a relay."""
+    if path.startswith("via "):
+        return None
+    host = path[1:].split("]", 1)[0] if path.startswith("[") else path.rsplit(":", 1)[0]
+    try:
+        return ip_address(host)
+    except ValueError:
+        return None
+
+
+def _vxlan_on_endpoints(node: Node) -> bool:
+    """Its VXLAN rides its mesh endpoints (the default): then VXLAN follows its active path.
+
+    A `vxlan_address` set apart from every endpoint is a VTEP of its own and stays put.
+    """
+    return any(e.host == node.vxlan_address for e in node.endpoints)
 
 
 def _mac_text(mac: bytes) -> str:
@@ -331,6 +352,53 @@ class KernelPlane:
             moved = True
             log.info("segment %s: VXLAN to %s moved %s → %s", name, peer, old, address)
         return moved
+
+    def follow(self, kind: str, fields: Mapping[str, object]) -> bool:
+        """Follow one of the core's Log outputs: a site member's active path moved.
+
+        On ``path_switch`` to a direct path, that member's FDB entries move to
+        the new underlay address (`peer_address`, which refuses anything outside
+        the site's underlay). Relay paths and other kinds are ignored: plain
+        VXLAN is never relayed. True when an entry moved.
+        """
+        if kind != "path_switch" or not self.segments:
+            return False
+        peer, path = fields.get("peer"), fields.get("path")
+        if not isinstance(peer, str) or not isinstance(path, str):
+            return False
+        host = _path_host(path)
+        node = next((n for n in self.network.nodes if n.name == peer), None)
+        if host is None or node is None or not _vxlan_on_endpoints(node):
+            return False
+        try:
+            return self.peer_address(peer, host)
+        except (KernelPlaneError, ValueError) as e:  # contained: the old entries stay
+            log.warning("VXLAN to %s could not follow its path to %s: %s", peer, host, e)
+            return False
+
+    def annotate(self, status: NodeStatus) -> NodeStatus:
+        """`status` with the plane of each segment, and per peer the plane of each shared one."""
+        segs = tuple(
+            replace(s, plane=c.plane, plane_reason=c.reason)
+            if (c := self.choices.get(s.name)) is not None
+            else s
+            for s in status.segments
+        )
+        me = self.network.node(self.node)
+        nodes = {n.name: n for n in self.network.nodes}
+        peers = []
+        for p in status.peers:
+            other = nodes.get(p.name)
+            shared = [s for s in me.segments if other is not None and s in other.segments]
+            rows = []
+            for s in shared:
+                vtep = self._at.get(s, {}).get(p.name)
+                if vtep is not None:
+                    rows.append(PeerSegment(s, "kernel_vxlan", str(vtep)))
+                else:
+                    rows.append(PeerSegment(s, "mesh"))
+            peers.append(replace(p, segments=tuple(rows)))
+        return replace(status, segments=segs, peers=tuple(peers))
 
     def macs(self, segment: str | None = None) -> list[tuple[str, KernelMac]]:
         """(segment, entry) for what the kernel bridges learned: local ports and site members.

@@ -223,8 +223,13 @@ class Agent:
         status = self.node.status(time.monotonic())
         gateways = self.services.status() if self.services.active() else None
         kf = self.kernel_filter.status() if self.kernel_filter is not None else None
-        return dataclasses.replace(
-            status, udp=UdpStatus(self.udp.gso, self.udp.gro), gateways=gateways, kernel_filter=kf
+        return self.kernel.annotate(
+            dataclasses.replace(
+                status,
+                udp=UdpStatus(self.udp.gso, self.udp.gro),
+                gateways=gateways,
+                kernel_filter=kf,
+            )
         )
 
     def macs(self, segment: str | None) -> list[MacRow]:
@@ -420,6 +425,7 @@ class Agent:
                     dev.write(out.data)
             else:
                 log.info(out.kind, extra={"fields": out.fields})
+                self.kernel.follow(out.kind, out.fields)  # a site member's path moved: FDB too
 
     def start(self) -> None:
         """Open the metrics server and the ports; register everything on the selector.

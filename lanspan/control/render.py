@@ -170,10 +170,19 @@ def _segments(doc: Mapping[str, object]) -> list[str]:
         ]
         for s in segs
     ]
-    return [
-        "segments:",
-        *table(["NAME", "VLAN", "VNI", "MTU", "MACS"], rows, frozenset({1, 2, 3, 4})),
+    headers = ["NAME", "VLAN", "VNI", "MTU", "MACS"]
+    if any("plane" in s for s in segs):  # an older agent does not say
+        headers.append("PLANE")
+        for row, s in zip(rows, segs, strict=True):
+            row.append(_str(s.get("plane")))
+    lines = ["segments:", *table(headers, rows, frozenset({1, 2, 3, 4}))]
+    # Why a segment of a trusted site stays in userspace (or what the kernel carries).
+    lines += [
+        f"  {_str(s.get('name'))}: {_str(s.get('plane'))} data plane — {s['plane_reason']}"
+        for s in segs
+        if s.get("plane_reason")
     ]
+    return lines
 
 
 def _ports(doc: Mapping[str, object]) -> list[str]:
@@ -215,6 +224,13 @@ def _peer(p: Mapping[str, object]) -> list[str]:
             f"({fmt_count(p.get('rx_frames'))} / {fmt_count(p.get('tx_frames'))} frames)",
         ),
     ]
+    planes = [
+        f"{_str(x.get('segment'))} "
+        + (f"kernel vxlan {_str(x.get('vtep'))}" if x.get("plane") == "kernel_vxlan" else "mesh")
+        for x in _dicts(p.get("segments"))
+    ]
+    if planes:  # per shared segment: plain VXLAN in the site's kernel, or the encrypted mesh
+        fields.append(("segments", ", ".join(planes)))
     lines += [f"  {k}: {v}" for k, v in fields]
     paths = _dicts(p.get("paths"))
     if paths:

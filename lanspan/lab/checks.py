@@ -20,6 +20,7 @@ from typing import Any
 
 from lanspan.lab import impair, netns
 from lanspan.lab.flood import run_flood
+from lanspan.lab.kernel_checks import trusted_sites
 from lanspan.lab.model import Fault
 from lanspan.lab.probe import AllPairs, Probe, ProbeResult, window
 from lanspan.lab.runner import LabRun
@@ -632,6 +633,7 @@ def run_all(run: LabRun, faults: bool = True, log: Log = print) -> dict[str, Any
         ("isolation", lambda: isolation(plan)),
         ("mtu", lambda: mtu(run, plan)),
         ("throughput", lambda: throughput(run, plan)),
+        ("trusted sites", lambda: trusted_sites(run, plan)),  # kernel inside, encrypted out
     ]
     if run.lab.gateway or run.lab.floating:
         from lanspan.lab import gateways as gw

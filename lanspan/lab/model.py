@@ -105,11 +105,19 @@ class Site(_Model):
     # 2: a second provider; every node gets a second underlay address (a second endpoint)
     uplinks: int = Field(default=1, ge=1, le=2)
     uplink: Impairment = Field(default_factory=Impairment)
+    # Its own network is trusted: the network file marks it trusted with the lab's underlay
+    # prefixes of the site, and its nodes carry segments between them as plain kernel VXLAN.
+    trusted: bool = False
 
     @model_validator(mode="after")
     def _shape(self) -> Site:
         if self.nat and self.uplinks > 1:
             raise ValueError("a site behind NAT has one uplink (its nodes have no endpoints)")
+        if self.nat and self.trusted:
+            raise ValueError(
+                "a trusted site cannot be behind NAT (its nodes have no endpoints, "
+                "so no VXLAN address): drop `nat` or `trusted`"
+            )
         return self
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "MacRow",
     "NodeStatus",
     "PathStatus",
+    "PeerSegment",
     "PeerStatus",
     "PortStatus",
     "SegmentStatus",
@@ -62,6 +63,9 @@ class SegmentStatus:
     vni: int
     mtu: int
     macs: int  # MACs known now
+    # Which data plane carries it on this node, and why (set by the agent: kernel_plane).
+    plane: Literal["userspace", "kernel"] = "userspace"
+    plane_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +91,15 @@ class PathStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class PeerSegment:
+    """How one segment's traffic to a peer goes: kernel VXLAN (same trusted site) or the mesh."""
+
+    segment: str
+    plane: Literal["kernel_vxlan", "mesh"]  # mesh: encrypted, through lanspan's sessions
+    vtep: str | None = None  # kernel_vxlan: the peer's VXLAN address the FDB sends it to
+
+
+@dataclass(frozen=True, slots=True)
 class PeerStatus:
     name: str
     public_key: str  # base64
@@ -101,6 +114,7 @@ class PeerStatus:
     rx_frames: int
     tx_frames: int
     paths: tuple[PathStatus, ...]
+    segments: tuple[PeerSegment, ...] = ()  # segments shared with it, per plane (by the agent)
 
 
 @dataclass(frozen=True, slots=True)

@@ -110,6 +110,8 @@ class VnetHeader:
             csum_start += delta
         if hdr_len:
             hdr_len += delta
+            if hdr_len <= 0:  # a used length may not become 0, which means "unused"
+                raise ValueError(f"cannot shift {self} by {delta}")
         if not (0 <= csum_start <= 0xFFFF and 0 <= hdr_len <= 0xFFFF):
             raise ValueError(f"cannot shift {self} by {delta}")
         return replace(self, csum_start=csum_start, hdr_len=hdr_len)
