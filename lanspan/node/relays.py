@@ -60,6 +60,10 @@ class ReachGossip:
         self.sent: dict[str, int] = {}
         self.sent_at = -1e9
         self._growth: deque[float] = deque()
+        # Peers ever offered: a first appearance is news that cannot flap (each peer
+        # is new once), so it goes out at once even at a cold start, when every peer
+        # of a hub appears within a second; only a comeback uses the flap budget.
+        self._ever: set[str] = set()
 
     def due(self, reach: dict[str, int], now: float) -> bool:
         """True when `reach` should be sent now; it is then recorded as sent."""
@@ -67,16 +71,18 @@ class ReachGossip:
         # Good news goes out at once (a peer newly reachable), unless growth itself
         # flaps; losses and RTT changes wait for the interval: one flapping link
         # cannot make a storm. RTT wiggles alone only ride on the refresh.
-        grew = not reach.keys() <= self.sent.keys()
+        new = reach.keys() - self.sent.keys()
+        first = not new <= self._ever
         while self._growth and now - self._growth[0] > REACH_FLAP_WINDOW:
             self._growth.popleft()
-        urgent = grew and len(self._growth) < REACH_FLAP_LIMIT
+        urgent = first or (bool(new) and len(self._growth) < REACH_FLAP_LIMIT)
         if not urgent and since < REACH_INTERVAL:
             return False
         if reach.keys() == self.sent.keys() and since < REACH_REFRESH:
             return False
-        if urgent:
+        if urgent and not first:
             self._growth.append(now)
+        self._ever |= new
         self.sent, self.sent_at = reach, now
         return True
 

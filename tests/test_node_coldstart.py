@@ -1,0 +1,112 @@
+"""Cold start at the node level (issue 10): every node starts within 200 ms of the
+others, branches behind NAT (no endpoints, persistent keepalive, a NAT that lets in
+only what answers what it sent), nodes not listening until they start; every pair
+of guests must get frames through within 2 s of the first start."""
+
+from __future__ import annotations
+
+import random
+
+from test_node_twocore import BCAST, Link, Net, frame, plain
+
+from lanspan.addr import Addr
+from lanspan.node.core import NodeCore
+from lanspan.node.outputs import Log, Send, Write
+from lanspan.node.relays import REACH_FLAP_LIMIT, ReachGossip
+from lanspan.wire import vnet
+
+GUEST_EVERY = 0.1  # each guest broadcasts (an ARP request, say) this often
+
+
+def guest_mac(name: str) -> bytes:
+    return bytes.fromhex("02000000") + int(name[1:]).to_bytes(2, "big")
+
+
+class ColdNet(Net):
+    """Net whose nodes start at given times; a node behind NAT receives only from
+    addresses it sent to; a node that has not started receives nothing."""
+
+    def __init__(self, n: int, nat: frozenset[str], starts: dict[str, float], seed: int) -> None:
+        super().__init__(n, Link(random.Random(seed)), {f"n{i}": ["a"] for i in range(1, n + 1)},
+                         nat=nat)  # fmt: skip
+        self.nat = nat
+        self.t0 = self.now
+        self.starts = {name: self.t0 + at for name, at in starts.items()}
+        self.started: dict[str, NodeCore] = {}
+        self.pinholes: set[tuple[Addr, Addr]] = set()  # (inside, outside)
+        self.first: dict[tuple[str, str], float] = {}  # (from, to) -> first frame through
+
+    def step(self, dt: float = 0.01) -> None:
+        before, self.now = self.now, round(self.now + dt, 6)
+        for name, at in self.starts.items():
+            if name not in self.started and at <= self.now:
+                self.started[name] = self.nodes[name] = NodeCore(
+                    self.network, name, self.keys[name], random_bytes=self.rng.randbytes,
+                    wall_time=lambda: 1.7e9 + self.now, now=self.now,
+                )  # fmt: skip
+        tick = int(self.now / GUEST_EVERY) != int(before / GUEST_EVERY)
+        for name, node in self.started.items():
+            if tick:
+                node.frame_from_port("pa", plain(frame(BCAST, guest_mac(name))), self.now)
+            if node.next_timer() <= self.now:
+                node.handle_timer(self.now)
+            for out in node.take_outputs():
+                if isinstance(out, Send):
+                    for d in out.batch:
+                        if name in self.nat:
+                            self.pinholes.add((self.addr[name], out.target))
+                        self.link.send(self.addr[name], out.target, d)
+                elif isinstance(out, Write):
+                    src = out.data[vnet.VNET_HDR_LEN + 6 : vnet.VNET_HDR_LEN + 12]
+                    peer = f"n{int.from_bytes(src[4:], 'big')}"
+                    self.first.setdefault((peer, name), self.now)
+                elif isinstance(out, Log):
+                    self.logged[name].append(out)
+        for src, dst, data in self.link.take():
+            target = self.by_addr.get(dst)
+            if target is None or target not in self.started:
+                continue  # nobody listening yet
+            if target in self.nat and (dst, src) not in self.pinholes:
+                continue  # the NAT lets in only replies
+            self.started[target].datagram(data, src, self.now)
+
+
+def cold(seed: int, n: int = 13, nat: frozenset[str] = frozenset(f"n{i}" for i in range(8, 14))
+         ) -> tuple[float, dict[tuple[str, str], float]]:  # fmt: skip
+    rng = random.Random(seed)
+    starts = {f"n{i}": rng.uniform(0.0, 0.2) for i in range(1, n + 1)}
+    net = ColdNet(n, nat, starts, seed)
+    pairs = [(a, b) for a in net.keys for b in net.keys if a != b]
+    while len(net.first) < len(pairs) and net.now - net.t0 < 15.0:
+        net.step()
+    got = {p: round(net.first[p] - net.t0, 3) for p in pairs if p in net.first}
+    return max(got.values()) if len(got) == len(pairs) else float("inf"), got
+
+
+def test_cold_start_every_pair_within_2_s() -> None:
+    # The lab's budget is 2 s from the first agent started, agent start-up included
+    # (a second or more on a loaded machine), so the core's own share must be far
+    # less: branch-to-branch pairs (through relays, after the hubs' REACH) were
+    # 1.3-1.4 s when a hub's REACH was damped after its first three new peers.
+    for seed in range(3):
+        worst, got = cold(seed)
+        slow = sorted(got.items(), key=lambda kv: -kv[1])[:5]
+        assert worst <= 2.0, (seed, worst, slow)
+        assert worst <= 1.0, (seed, worst, slow)
+
+
+def test_a_hubs_first_reach_of_each_peer_goes_out_at_once() -> None:
+    gossip = ReachGossip()
+    now = 0.0
+    reach: dict[str, int] = {}
+    for i in range(12):  # a hub at a cold start: a new peer every 50 ms
+        reach = {**reach, f"p{i}": 1000}
+        assert gossip.due(reach, now), i
+        now += 0.05
+    # A peer that goes and comes back is a flap: the budget applies to it.
+    sends = 0
+    for tick in range(20):
+        flapping = reach if tick % 2 == 0 else {k: v for k, v in reach.items() if k != "p0"}
+        sends += gossip.due(flapping, now)
+        now += 0.05
+    assert sends <= REACH_FLAP_LIMIT + 1
