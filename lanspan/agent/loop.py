@@ -378,6 +378,7 @@ class Agent:
                     node.frame_from_port(name, data, now)
                 except Exception as e:
                     self._contain("frame", e)
+                self._send_now()
 
         return on_readable
 
@@ -398,6 +399,7 @@ class Agent:
                     self._contain("datagram", e)
             if authenticated:
                 udp.authenticated(src)
+            self._send_now()
 
     def _on_wake(self, mask: int) -> None:
         try:
@@ -410,6 +412,18 @@ class Agent:
                 self.running = False
             elif signum == signal.SIGHUP:
                 self._reload_requested = True
+
+    def _send_now(self) -> None:
+        """Carry out what one read decided at once: nothing waits for the round's end.
+
+        The core emits one batch per frame or GRO buffer read, so sending it
+        right away loses no batching and a lone packet is never held back by
+        the next reads, the timers or the services of the round.
+        """
+        try:
+            self._flush()
+        except Exception as e:
+            self._contain("output", e)
 
     def _flush(self) -> None:
         if self.kernel_filter is not None:
@@ -522,7 +536,8 @@ class Agent:
     def step(self, max_wait: float | None = None) -> None:
         """One round: wait for I/O or the timer, handle what is ready, carry out the outputs."""
         node, sel = self.node, self.sel
-        deadline = self._timer_due()
+        # once per round: what the reads schedule for "now" runs next round (timeout 0)
+        node_due = deadline = self._timer_due()
         servers = [s for s in (self.control, self.metrics) if s is not None]
         for server in servers:
             due = server.next_timer()
@@ -537,7 +552,7 @@ class Agent:
             except Exception as e:  # the readers contain each event; this is the read itself
                 self._contain("read", e)
         now = time.monotonic()
-        if self._timer_due() <= now:
+        if node_due <= now:
             try:
                 node.handle_timer(now)
             except Exception as e:

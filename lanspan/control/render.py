@@ -11,9 +11,10 @@ an older or newer agent never makes `lanspan show` crash.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
-from lanspan.control.document import mac_rows_json, status_json
-from lanspan.node.status import MacRow, NodeStatus
+if TYPE_CHECKING:  # typed input goes through control.document, imported when given
+    from lanspan.node.status import MacRow, NodeStatus
 
 __all__ = [
     "fmt_age",
@@ -281,7 +282,12 @@ def _gateways(doc: Mapping[str, object]) -> list[str]:
 
 def render_status(status: NodeStatus | Mapping[str, object]) -> str:
     """The `lanspan show` text for one agent's typed status or its JSON document."""
-    doc = status_json(status) if isinstance(status, NodeStatus) else status
+    if isinstance(status, Mapping):
+        doc = status
+    else:
+        from lanspan.control.document import status_json
+
+        doc = status_json(status)
     header = [
         f"network: {_str(doc.get('network'))}",
         f"  node: {_str(doc.get('node'))}",
@@ -321,7 +327,15 @@ def render_status(status: NodeStatus | Mapping[str, object]) -> str:
 
 def render_macs(rows: Sequence[MacRow] | Sequence[Mapping[str, object]]) -> str:
     """The `lanspan show macs` table; typed rows or rows as in docs/control-api.md."""
-    rows = [r if isinstance(r, Mapping) else mac_rows_json([r])[0] for r in rows]
+    docs: list[Mapping[str, object]] = []
+    for r in rows:
+        if isinstance(r, Mapping):
+            docs.append(r)
+        else:
+            from lanspan.control.document import mac_rows_json
+
+            docs.append(mac_rows_json([r])[0])
+    rows = docs
     if not rows:
         return "no MAC addresses learned\n"
     out = []
