@@ -117,6 +117,16 @@ def render_prometheus(status: NodeStatus | Mapping[str, object]) -> str:
     """The typed status (or its JSON document) as Prometheus text exposition format 0.0.4."""
     doc = status_json(status) if isinstance(status, NodeStatus) else status
     r = _Registry()
+    _node_metrics(r, doc)
+    _segment_metrics(r, doc)
+    _port_metrics(r, doc)
+    for p in _dicts(doc.get("peers")):
+        _peer_metrics(r, p)
+    _count_metrics(r, doc)
+    return r.render()
+
+
+def _node_metrics(r: _Registry, doc: Mapping[str, object]) -> None:
     r.add(
         "lanspan_info",
         "gauge",
@@ -136,6 +146,9 @@ def render_prometheus(status: NodeStatus | Mapping[str, object]) -> str:
         {},
         doc.get("uptime_s"),
     )
+
+
+def _segment_metrics(r: _Registry, doc: Mapping[str, object]) -> None:
     for s in _dicts(doc.get("segments")):
         seg = {"segment": _s(s.get("name"))}
         r.add(
@@ -159,6 +172,9 @@ def render_prometheus(status: NodeStatus | Mapping[str, object]) -> str:
             seg,
             s.get("macs"),
         )
+
+
+def _port_metrics(r: _Registry, doc: Mapping[str, object]) -> None:
     for p in _dicts(doc.get("ports")):
         lab = {"port": _s(p.get("name")), "kind": _s(p.get("kind")), "device": _s(p.get("device"))}
         for d, word in (("rx", "received from"), ("tx", "sent to")):
@@ -176,88 +192,93 @@ def render_prometheus(status: NodeStatus | Mapping[str, object]) -> str:
                 lab,
                 p.get(f"{d}_bytes"),
             )
-    for p in _dicts(doc.get("peers")):
-        peer = {"peer": _s(p.get("name"))}
+
+
+def _peer_metrics(r: _Registry, p: Mapping[str, object]) -> None:
+    peer = {"peer": _s(p.get("name"))}
+    r.add(
+        "lanspan_peer_up",
+        "gauge",
+        "1 when the encrypted session with the peer is established.",
+        peer,
+        p.get("session") == "up",
+    )
+    r.add(
+        "lanspan_peer_relayed",
+        "gauge",
+        "1 when traffic to the peer goes through a relay node.",
+        peer,
+        bool(p.get("via")),
+    )
+    r.add(
+        "lanspan_peer_last_handshake_age_seconds",
+        "gauge",
+        "Seconds since the last completed handshake with the peer.",
+        peer,
+        p.get("last_handshake_age"),
+    )
+    r.add(
+        "lanspan_peer_rtt_seconds",
+        "gauge",
+        "Round-trip time on the active path.",
+        peer,
+        _ms_to_s(p.get("rtt_ms")),
+    )
+    r.add(
+        "lanspan_peer_loss_ratio",
+        "gauge",
+        "Probe loss on the active path, 0 to 1.",
+        peer,
+        p.get("loss"),
+    )
+    for d, word in (("rx", "received from"), ("tx", "sent to")):
         r.add(
-            "lanspan_peer_up",
-            "gauge",
-            "1 when the encrypted session with the peer is established.",
+            f"lanspan_peer_{d}_bytes_total",
+            "counter",
+            f"Bytes {word} the peer.",
             peer,
-            p.get("session") == "up",
+            p.get(f"{d}_bytes"),
         )
         r.add(
-            "lanspan_peer_relayed",
-            "gauge",
-            "1 when traffic to the peer goes through a relay node.",
+            f"lanspan_peer_{d}_frames_total",
+            "counter",
+            f"Frames {word} the peer.",
             peer,
-            bool(p.get("via")),
+            p.get(f"{d}_frames"),
+        )
+    for path in _dicts(p.get("paths")):
+        lab = {**peer, "endpoint": _s(path.get("endpoint"))}
+        r.add(
+            "lanspan_path_up",
+            "gauge",
+            "1 when the underlay path to the peer answers probes.",
+            lab,
+            path.get("state") == "up",
         )
         r.add(
-            "lanspan_peer_last_handshake_age_seconds",
+            "lanspan_path_active",
             "gauge",
-            "Seconds since the last completed handshake with the peer.",
-            peer,
-            p.get("last_handshake_age"),
+            "1 for the path currently carrying the peer's traffic.",
+            lab,
+            bool(path.get("active")),
         )
         r.add(
-            "lanspan_peer_rtt_seconds",
+            "lanspan_path_rtt_seconds",
             "gauge",
-            "Round-trip time on the active path.",
-            peer,
-            _ms_to_s(p.get("rtt_ms")),
+            "Round-trip time measured by probes on the path.",
+            lab,
+            _ms_to_s(path.get("rtt_ms")),
         )
         r.add(
-            "lanspan_peer_loss_ratio",
+            "lanspan_path_loss_ratio",
             "gauge",
-            "Probe loss on the active path, 0 to 1.",
-            peer,
-            p.get("loss"),
+            "Probe loss on the path, 0 to 1.",
+            lab,
+            path.get("loss"),
         )
-        for d, word in (("rx", "received from"), ("tx", "sent to")):
-            r.add(
-                f"lanspan_peer_{d}_bytes_total",
-                "counter",
-                f"Bytes {word} the peer.",
-                peer,
-                p.get(f"{d}_bytes"),
-            )
-            r.add(
-                f"lanspan_peer_{d}_frames_total",
-                "counter",
-                f"Frames {word} the peer.",
-                peer,
-                p.get(f"{d}_frames"),
-            )
-        for path in _dicts(p.get("paths")):
-            lab = {**peer, "endpoint": _s(path.get("endpoint"))}
-            r.add(
-                "lanspan_path_up",
-                "gauge",
-                "1 when the underlay path to the peer answers probes.",
-                lab,
-                path.get("state") == "up",
-            )
-            r.add(
-                "lanspan_path_active",
-                "gauge",
-                "1 for the path currently carrying the peer's traffic.",
-                lab,
-                bool(path.get("active")),
-            )
-            r.add(
-                "lanspan_path_rtt_seconds",
-                "gauge",
-                "Round-trip time measured by probes on the path.",
-                lab,
-                _ms_to_s(path.get("rtt_ms")),
-            )
-            r.add(
-                "lanspan_path_loss_ratio",
-                "gauge",
-                "Probe loss on the path, 0 to 1.",
-                lab,
-                path.get("loss"),
-            )
+
+
+def _count_metrics(r: _Registry, doc: Mapping[str, object]) -> None:
     for key, name, help, label in (
         ("drops", "lanspan_drops_total", "Packets and frames dropped, by reason.", "reason"),
         ("counters", "lanspan_events_total", "Agent event counters, by event name.", "event"),
@@ -277,7 +298,6 @@ def render_prometheus(status: NodeStatus | Mapping[str, object]) -> str:
                 {"reason": str(k)},
                 n,
             )
-    return r.render()
 
 
 def parse_addr(addr: str) -> tuple[socket.AddressFamily, tuple[str, int]]:
