@@ -285,3 +285,25 @@ def test_port_in_use_is_explained(served: tuple[MetricsServer, Source]) -> None:
     host, port = srv.address
     with pytest.raises(OSError, match=f"cannot listen for metrics on {host}:{port}"):
         MetricsServer(f"{host}:{port}", Source())
+
+
+def test_gateway_state_and_leases_are_metrics() -> None:
+    doc = {
+        "node": "gw1",
+        "gateways": {
+            "instances": [
+                {"name": "gw_lan", "where": "segment lan", "state": "master", "since": 12.5},
+                {"name": "fl_web", "where": "segment lan", "state": "backup", "since": None},
+            ],
+            "leases": [{"segment": "lan", "mac": "02:00:00:00:00:01", "address": "198.18.0.9"}],
+            "serving": ["lan", "api"],
+        },
+    }
+    text = render_prometheus(doc)
+    assert 'lanspan_vrrp_state{instance="gw_lan",where="segment lan",state="master"} 1' in text
+    assert 'lanspan_vrrp_state{instance="gw_lan",where="segment lan",state="backup"} 0' in text
+    assert 'lanspan_vrrp_state{instance="fl_web",where="segment lan",state="backup"} 1' in text
+    assert 'lanspan_vrrp_state_since_seconds{instance="gw_lan",where="segment lan"} 12.5' in text
+    assert 'lanspan_dhcp_leases{segment="lan"} 1' in text
+    assert 'lanspan_dhcp_leases{segment="api"} 0' in text
+    assert "lanspan_vrrp_state" not in render_prometheus({"node": "n1"})

@@ -104,6 +104,10 @@ def _dicts(value: object) -> list[Mapping[str, object]]:
     return [v for v in value if isinstance(v, Mapping)]
 
 
+def _list(value: object) -> list[object]:
+    return value if isinstance(value, list) else []
+
+
 def _s(value: object) -> str:
     return "" if value is None else str(value)
 
@@ -123,7 +127,44 @@ def render_prometheus(status: NodeStatus | Mapping[str, object]) -> str:
     for p in _dicts(doc.get("peers")):
         _peer_metrics(r, p)
     _count_metrics(r, doc)
+    _gateway_metrics(r, doc)
     return r.render()
+
+
+def _gateway_metrics(r: _Registry, doc: Mapping[str, object]) -> None:
+    """On a gateway node: each VRRP instance's state, and the DHCP leases served."""
+    gw = doc.get("gateways")
+    if not isinstance(gw, Mapping):
+        return
+    for i in _dicts(gw.get("instances")):
+        lab = {"instance": _s(i.get("name")), "where": _s(i.get("where"))}
+        for state in ("master", "backup", "fault"):
+            r.add(
+                "lanspan_vrrp_state",
+                "gauge",
+                "1 for the VRRP instance's current state (master, backup, fault).",
+                {**lab, "state": state},
+                i.get("state") == state,
+            )
+        r.add(
+            "lanspan_vrrp_state_since_seconds",
+            "gauge",
+            "Wall-clock time of the instance's last state change.",
+            lab,
+            i.get("since"),
+        )
+    leases: dict[str, int] = {}
+    for x in _dicts(gw.get("leases")):
+        seg = _s(x.get("segment"))
+        leases[seg] = leases.get(seg, 0) + 1
+    for seg in sorted(set(leases) | {_s(s) for s in _list(gw.get("serving"))}):
+        r.add(
+            "lanspan_dhcp_leases",
+            "gauge",
+            "DHCP leases this node serves on the segment.",
+            {"segment": seg},
+            leases.get(seg, 0),
+        )
 
 
 def _node_metrics(r: _Registry, doc: Mapping[str, object]) -> None:
