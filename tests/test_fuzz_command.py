@@ -170,6 +170,8 @@ def test_a_run_is_deterministic_for_a_seed() -> None:
         ),
         # ~1 500 nested "[" on the control socket: RecursionError out of handle_request
         ("control.request", "00" + "5b" * 1500),
+        # a 5 000-digit integer on the control socket: ValueError out of json.loads
+        ("control.request", "00" + "7b226f70223a" + "39" * 5000 + "7d"),
     ],
 )
 def test_the_bugs_the_fuzzer_found_stay_fixed(target: str, reproducer: str) -> None:

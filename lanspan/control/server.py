@@ -95,6 +95,8 @@ def handle_request(
         return _error(f"malformed request: not JSON ({e})")
     except RecursionError:  # deeply nested arrays: still only a malformed request
         return _error("malformed request: nested too deeply")
+    except ValueError as e:  # e.g. an integer of more than 4300 digits
+        return _error(f"malformed request: {e}")
     if not isinstance(req, dict):
         return _error('malformed request: expected a JSON object like {"op": "status"}')
     op = req.get("op")
