@@ -35,7 +35,7 @@ from typing import Any
 from lanspan.config.keys import encode_key, load_private_key, public_key
 from lanspan.lab import netns
 from lanspan.lab.model import Fault
-from lanspan.lab.probe import Probe, ProbeResult, window
+from lanspan.lab.probe import Probe, ProbeResult, not_answering, window
 from lanspan.lab.runner import LabRun
 from lanspan.lab.state import alive_as
 from lanspan.lab.topology import GuestPlan, Plan
@@ -213,14 +213,7 @@ def run_flood(
     back: float | None = None
     try:
         if probe.wait_answering(20, time.time(), 15.0) is None:
-            pr = probe.stop()
-            result.update(
-                outage_ms=None,
-                recovered=False,
-                timeline=pr.timeline,
-                interval_ms=pr.interval_ms,
-                detail="no connectivity before the flood",
-            )
+            result.update(not_answering(probe, "no connectivity before the flood"))
             return result
         probe.mark("quiet")
         cpu_q0, t_q0 = cpu_seconds(agent["pid"]), time.monotonic()

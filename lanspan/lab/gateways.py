@@ -36,7 +36,7 @@ from lanspan.config import load_network
 from lanspan.config.model import Allow, Gateway, Network
 from lanspan.lab import netns
 from lanspan.lab.model import Fault
-from lanspan.lab.probe import Probe, ProbeResult
+from lanspan.lab.probe import Probe, ProbeResult, not_answering
 from lanspan.lab.runner import LabRun
 from lanspan.lab.state import reap
 from lanspan.lab.topology import GuestPlan, Plan
@@ -420,14 +420,7 @@ def kill_gateway(run: LabRun, plan: Plan, fault: Fault, log: Log) -> dict[str, A
     probe = Probe(src.ns, vip, source=src.name)
     try:
         if probe.wait_answering(20, time.time(), 15.0) is None:
-            pr = probe.stop()
-            result.update(
-                outage_ms=None,
-                recovered=False,
-                timeline=pr.timeline,
-                interval_ms=pr.interval_ms,
-                detail="no answer before the fault",
-            )
+            result.update(not_answering(probe, "no answer before the fault"))
             return result
         probe.mark("fault")
         run.kill_agent(master, state)

@@ -194,6 +194,18 @@ class AllPairs:
         self.reader.join(5)
 
 
+def not_answering(probe: Probe, detail: str) -> dict[str, object]:
+    """Stop `probe` and say why the fault was not run: no answers before it."""
+    pr = probe.stop()
+    return {
+        "outage_ms": None,
+        "recovered": False,
+        "timeline": pr.timeline,
+        "interval_ms": pr.interval_ms,
+        "detail": detail,
+    }
+
+
 def window(r: ProbeResult, start_ms: float, end_ms: float) -> dict[str, float | None]:
     """Loss % and median RTT of the probes sent between two marker times."""
     a = max(0, int(start_ms / r.interval_ms))
