@@ -22,7 +22,7 @@ from lanspan.lab import impair, netns
 from lanspan.lab.flood import run_flood
 from lanspan.lab.kernel_checks import trusted_sites
 from lanspan.lab.model import Fault
-from lanspan.lab.probe import AllPairs, Probe, ProbeResult, window
+from lanspan.lab.probe import AllPairs, Probe, measured
 from lanspan.lab.runner import LabRun
 from lanspan.lab.state import State, alive_as, reap
 from lanspan.lab.topology import GuestPlan, Plan
@@ -328,26 +328,6 @@ def _hold(run: LabRun, fault: Fault, src: GuestPlan, dst: GuestPlan) -> list[str
     return vias
 
 
-def _measured(pr: ProbeResult, fault: Fault, back: float | None, t_end: float) -> dict[str, Any]:
-    """What the continuous probe saw: outage, recovery, loss and RTT before and during."""
-    out: dict[str, Any] = dict(
-        outage_ms=pr.outage_ms,
-        recovered=back is not None,
-        recovery_ms=round((back - t_end) * 1000, 1) if back is not None else None,
-        lost_ms_total=pr.lost_ms_total,
-        sent=pr.sent,
-        received=pr.received,
-        interval_ms=pr.interval_ms,
-        timeline=pr.timeline,
-        markers=pr.markers,
-        duration_ms=fault.duration * 1000,
-    )
-    if "fault" in pr.markers and "cleared" in pr.markers:
-        out["during"] = window(pr, pr.markers["fault"], pr.markers["cleared"])
-        out["before"] = window(pr, 0.0, pr.markers["fault"])
-    return out
-
-
 def _explain(
     run: LabRun,
     plan: Plan,
@@ -441,7 +421,7 @@ def run_fault(run: LabRun, plan: Plan, fault: Fault, log: Log) -> dict[str, Any]
     finally:
         if probe.proc.poll() is None:
             probe.stop()
-    result.update(_measured(pr, fault, back, t_end))
+    result.update(measured(pr, fault.duration, back, t_end))
     _explain(run, plan, fault, result, target, vias, src, dst)
     return result
 

@@ -35,7 +35,7 @@ from typing import Any
 from lanspan.config.keys import encode_key, load_private_key, public_key
 from lanspan.lab import netns
 from lanspan.lab.model import Fault
-from lanspan.lab.probe import Probe, ProbeResult, not_answering, window
+from lanspan.lab.probe import Probe, ProbeResult, measured, not_answering, window
 from lanspan.lab.runner import LabRun
 from lanspan.lab.state import alive_as
 from lanspan.lab.topology import GuestPlan, Plan
@@ -268,17 +268,9 @@ def run_flood(
     def pct(c0: float | None, c1: float | None, t0: float, t1: float) -> float | None:
         return round(100 * (c1 - c0) / (t1 - t0), 1) if c0 is not None and c1 is not None else None
 
+    result.update(measured(pr, fault.seconds, back, t_end))
     result.update(
-        outage_ms=pr.outage_ms,
         recovered=back is not None and agent_alive,
-        recovery_ms=round((back - t_end) * 1000, 1) if back is not None else None,
-        lost_ms_total=pr.lost_ms_total,
-        sent=pr.sent,
-        received=pr.received,
-        interval_ms=pr.interval_ms,
-        timeline=pr.timeline,
-        markers=pr.markers,
-        duration_ms=fault.seconds * 1000,
         rate_pps=round(rate_pps),
         flood_seconds=round(float(res["seconds"]), 3) if res else None,
         flood_sent=res.get("sent"),

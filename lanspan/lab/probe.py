@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from lanspan.lab.netns import terminate
 
@@ -192,6 +193,31 @@ class AllPairs:
     def stop(self) -> None:
         terminate(self.proc)
         self.reader.join(5)
+
+
+def measured(
+    pr: ProbeResult, duration_s: float, back: float | None, t_end: float
+) -> dict[str, Any]:
+    """What the continuous probe saw: outage, recovery, loss and RTT before and during.
+
+    `back` is when the probe answered again, `t_end` when the fault cleared.
+    """
+    out: dict[str, Any] = dict(
+        outage_ms=pr.outage_ms,
+        recovered=back is not None,
+        recovery_ms=round((back - t_end) * 1000, 1) if back is not None else None,
+        lost_ms_total=pr.lost_ms_total,
+        sent=pr.sent,
+        received=pr.received,
+        interval_ms=pr.interval_ms,
+        timeline=pr.timeline,
+        markers=pr.markers,
+        duration_ms=duration_s * 1000,
+    )
+    if "fault" in pr.markers and "cleared" in pr.markers:
+        out["during"] = window(pr, pr.markers["fault"], pr.markers["cleared"])
+        out["before"] = window(pr, 0.0, pr.markers["fault"])
+    return out
 
 
 def not_answering(probe: Probe, detail: str) -> dict[str, object]:
