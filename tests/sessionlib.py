@@ -32,6 +32,7 @@ class Mesh:
         addrs: dict[str, list[Addr]] | None = None,
         persistent_keepalive: float | None = None,
         initiate: bool = True,
+        table_options: dict[str, float] | None = None,
     ) -> None:
         self.names = list(names)
         self.now = 0.0
@@ -59,6 +60,7 @@ class Mesh:
                 self.rng.randbytes(32),
                 random_bytes=random.Random(self.rng.random()).randbytes,
                 wall_time=lambda: EPOCH + self.now,
+                **(table_options or {}),  # type: ignore[arg-type]
             )
         for name in self.names:
             for other in self.names:
@@ -177,3 +179,147 @@ class Mesh:
             for t, n, d in self.delivered
             if n == dst and d.peer == src and d.payload == b"probe" and t >= since
         ]
+
+
+# What each handshake step costs, in X25519-equivalents (the DH dominates; the
+# BLAKE2s, AEAD and parsing around it are folded in).
+COST_CREATE_INITIATION = 3.0  # ephemeral key, es, ss
+COST_CONSUME_INITIATION = 2.0  # es, ss (spent even when it is then refused)
+COST_CREATE_RESPONSE = 3.0  # ephemeral key, ee, se
+COST_CONSUME_RESPONSE = 2.0  # ee, se
+COST_OTHER = 0.02  # a transport datagram, a cookie reply, a refused duplicate
+
+
+class CpuMesh(Mesh):
+    """Mesh whose nodes share one simulated CPU (a machine running every agent).
+
+    Datagrams arriving at any node wait in one FIFO queue; each is handled when the
+    CPU is free, at the simulated time it is taken (so under load a response comes
+    back later than the retry interval), and takes `unit` seconds per X25519 its
+    handling costs (what it did, judged by its type and what the table sent). A
+    timer fires on time (an agent's timer thread is not queued behind other
+    agents' datagrams) but the initiations it creates cost CPU time too, which
+    delays the queue. A node's socket holds `rcvbuf` unread datagrams, as a real
+    socket buffer does; the rest are lost. Each node's next_timer() is cached and re-read only after
+    that node was touched, so the loop costs O(nodes) per event, not O(nodes²)."""
+
+    def __init__(self, names: Iterable[str], *, unit: float, seed: int = 1,
+                 delay: float = 0.001, rcvbuf: int = 256,
+                 starts: dict[str, float] | None = None,
+                 table_options: dict[str, float] | None = None) -> None:  # fmt: skip
+        super().__init__(names, seed=seed, delay=delay, probe_interval=None, initiate=False,
+                         table_options=table_options)  # fmt: skip
+        self.unit = unit
+        self.rcvbuf = rcvbuf  # datagrams a node's socket holds unread; more are lost
+        self.unread: dict[str, int] = dict.fromkeys(self.names, 0)
+        self.overflow = 0
+        self.cpu_free = 0.0
+        self.busy = 0.0  # CPU seconds spent
+        self.arrived: list[tuple[float, int, Addr, Addr, bytes]] = []  # FIFO by arrival
+        self.deadlines: dict[str, float] = {}
+        self.counts: dict[str, int] = {"initiations": 0, "responses": 0, "cookies": 0}
+        # When each node starts (default: all at 0): before, it receives nothing.
+        self.starts = dict.fromkeys(self.names, 0.0) | (starts or {})
+        self.pending_starts = sorted((t, n) for n, t in self.starts.items())
+        self._start_due()
+
+    def _start_due(self) -> None:
+        while self.pending_starts and self.pending_starts[0][0] <= self.now:
+            _, name = self.pending_starts.pop(0)
+            for other in self.names:
+                if other != name:
+                    self.tables[name].initiate(other, self.now)
+            self._charge(self._drain(name))
+
+    def _drain(self, name: str, cost: float = 0.0) -> float:
+        """Send what `name` handed out, charge its cost; re-read its timer."""
+        table = self.tables[name]
+        for out in table.take_outputs():
+            if isinstance(out, Transmit):
+                kind = out.data[0]
+                if kind == 1:
+                    cost += COST_CREATE_INITIATION
+                    self.counts["initiations"] += 1
+                elif kind == 2:
+                    cost += COST_CREATE_RESPONSE
+                    self.counts["responses"] += 1
+                else:
+                    cost += COST_OTHER
+                    self.counts["cookies"] += kind == 3
+                addrs = [out.to] if out.to is not None else self.known[name][out.peer or ""]
+                for addr in addrs:
+                    self.send(name, addr, out.data)
+            else:
+                self.events.append((self.now, name, out))
+        deadline = table.next_timer()
+        self.deadlines[name] = float("inf") if deadline is None else deadline
+        return cost * self.unit
+
+    def _charge(self, seconds: float) -> None:
+        self.cpu_free = max(self.cpu_free, self.now) + seconds
+        self.busy += seconds
+
+    def step_once(self, until: float) -> bool:
+        """One event (a timer or one datagram handled); False when none is due by `until`."""
+        while self.queue and self.queue[0][0] <= max(self.now, self.cpu_free):
+            self._arrive()
+        t_timer, who = min(((d, n) for n, d in self.deadlines.items()), default=(float("inf"), ""))
+        if self.pending_starts and self.pending_starts[0][0] < t_timer:
+            t_timer, who = self.pending_starts[0][0], ""
+        if self.arrived:
+            t_cpu = max(self.cpu_free, self.arrived[0][0])
+        elif self.queue:
+            t_cpu = max(self.cpu_free, self.queue[0][0])
+        else:
+            t_cpu = float("inf")
+        t = min(t_timer, t_cpu)
+        if t > until:
+            self.now = max(self.now, until)
+            return False
+        self.now = max(self.now, t)
+        if t_timer <= t_cpu:
+            if not who:
+                self._start_due()
+                return True
+            self.tables[who].handle_timer(self.now)
+            self._charge(self._drain(who))
+            return True
+        if not self.arrived:
+            self._arrive()
+            if not self.arrived:
+                return True
+        _, _, src, dst, data = heapq.heappop(self.arrived)
+        name = self.owner[dst]
+        self.unread[name] -= 1
+        got = self.tables[name].receive(data, src, self.now)
+        if got is not None:
+            self.delivered.append((self.now, name, got))
+        kind = data[0]
+        cost = COST_CONSUME_INITIATION if kind == 1 else COST_CONSUME_RESPONSE if kind == 2 else 0.0
+        self._charge(self._drain(name, cost if cost else COST_OTHER))
+        return True
+
+    def _arrive(self) -> None:
+        item = heapq.heappop(self.queue)
+        name = self.owner[item[3]]
+        if item[0] < self.starts[name]:
+            return  # not listening yet
+        if self.unread[name] >= self.rcvbuf:
+            self.overflow += 1
+            return
+        self.unread[name] += 1
+        heapq.heappush(self.arrived, item)
+
+    def run(self, until: float) -> None:
+        while self.step_once(until):
+            pass
+
+    def converged(self) -> bool:
+        return all(
+            self.tables[a].status(b).established for a in self.names for b in self.names if a != b
+        )
+
+    def pairs_up(self) -> int:
+        return sum(
+            self.tables[a].status(b).established for a in self.names for b in self.names if a != b
+        )
