@@ -20,6 +20,7 @@ from lanspan.session import (
     SessionTable,
     Transmit,
 )
+from lanspan.session.table import _MAX_PENDINGS
 
 # After a heal, the next initiation from either side goes out within one capped
 # retry interval; it then takes one round trip (2 x 10 ms) and the next probe (1 s).
@@ -85,7 +86,9 @@ def test_reach_toggles_never_overflow_nor_spin() -> None:
             a.handle_timer(now)
         sent += _initiations(a)
     peer = a._peers["x"]
-    assert peer.backoff <= 3 and len(a._pendings) <= 1 and len(peer.queue) == 0
+    assert peer.backoff <= 3 and len(peer.queue) == 0
+    # Its last few initiations stay answerable, never more.
+    assert len(a._pendings) == len(peer.pendings) == _MAX_PENDINGS
     # Rate-limited: a restart of the backoff at most once per RETRY_SOON_INTERVAL,
     # never two initiations within FIRST_RETRY.
     per_interval = 1 + int(RETRY_SOON_INTERVAL / FIRST_RETRY)

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from lanspan.session import MAX_QUEUED, HsState, SessionTable, Transmit
 from lanspan.session.ratelimit import MAX_SOURCES
-from lanspan.session.table import _BACKOFF, _SEEN_SIZE
+from lanspan.session.table import _BACKOFF, _MAX_NEXT, _MAX_PENDINGS, _SEEN_SIZE
 
 SRC = ("198.18.0.9", 51820)
 MAX_OUTPUTS = MAX_QUEUED + 16  # what one event may hand out at most (a flushed queue)
@@ -41,18 +41,25 @@ def assert_bounded(t: SessionTable) -> None:
     for p in peers.values():
         assert 0 <= p.backoff <= len(_BACKOFF)
         assert len(p.queue) <= MAX_QUEUED
-        assert (p.state is HsState.INITIATION_SENT) == (p.pending is not None)
-        assert (p.retry_at is not None) == (p.pending is not None)
-        if p.pending is not None:
-            assert t._pendings[p.pending.local_index] is p.pending
-            own.add(p.pending.local_index)
+        # In INITIATION_SENT a peer either has its retry timer or waits for a token.
+        waiting = p.waiting_since is not None
+        assert waiting == (t._waiting.get(p.name) is p)
+        assert (p.state is HsState.INITIATION_SENT) == ((p.retry_at is not None) or waiting)
+        assert not (waiting and p.retry_at is not None)
+        assert p.state is HsState.INITIATION_SENT or not p.pendings
+        assert len(p.pendings) <= _MAX_PENDINGS
+        assert len(p.nexts) <= _MAX_NEXT and len(p.previous) <= _MAX_NEXT
+        for pending in p.pendings:
+            assert t._pendings[pending.local_index] is pending
+            own.add(pending.local_index)
         for kp in p.keypairs():
-            if kp is not None:
-                assert t._keypairs[kp.local_index] is kp
-                own.add(kp.local_index)
+            assert t._keypairs[kp.local_index] is kp
+            own.add(kp.local_index)
     # No index outlives its peer or its keypair: the tables are exactly the live ones.
     assert t.receiver_indexes() == own
-    assert len(t._pendings) <= len(peers) and len(t._keypairs) <= 3 * len(peers)
+    assert len(t._pendings) <= _MAX_PENDINGS * len(peers)
+    assert len(t._keypairs) <= (1 + 2 * _MAX_NEXT) * len(peers)
+    assert set(t._waiting) <= set(peers)
     assert len(t._load_times) <= t._load_limit + 1
     assert len(t._seen) <= _SEEN_SIZE and len(t._limiter) <= MAX_SOURCES
     assert len(t.drops) <= 40  # a fixed set of reasons

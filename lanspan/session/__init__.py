@@ -6,6 +6,9 @@ from lanspan.session.machine import HsAction, HsInput, HsState, InvalidTransitio
 from lanspan.session.replay import WINDOW_SIZE, ReplayWindow
 from lanspan.session.table import (
     FIRST_RETRY,
+    INITIATION_BURST_EXTRA,
+    INITIATIONS_PER_SECOND,
+    INITIATIONS_PER_SECOND_SLOW,
     KEEPALIVE_TIMEOUT,
     MAX_QUEUED,
     REJECT_AFTER_MESSAGES,
@@ -28,6 +31,9 @@ from lanspan.session.table import (
 __all__ = [
     "FIRST_RETRY",
     "IDENTIFIER",
+    "INITIATIONS_PER_SECOND",
+    "INITIATIONS_PER_SECOND_SLOW",
+    "INITIATION_BURST_EXTRA",
     "KEEPALIVE_TIMEOUT",
     "MAX_QUEUED",
     "REJECT_AFTER_MESSAGES",

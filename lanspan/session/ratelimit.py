@@ -12,6 +12,12 @@ refused (as the kernel does) — a spoofed-source flood cannot grow it.
 what became of each initiation that cost us a Diffie-Hellman, so that a
 byte-identical copy (a network duplicate, a copy sent over another path, a
 replay) never costs one again. Bounded by size and age.
+
+`InitiationBudget` is the other direction: how many initiations this node
+sends per second to all its peers together (issue 10: 100 nodes retrying
+99 peers each saturated the CPUs they shared, so no response came back in
+time). A plain token bucket; which waiting peer gets the next token is the
+session table's choice.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ __all__ = [
     "BURST",
     "MAX_SOURCES",
     "PER_SECOND",
+    "InitiationBudget",
     "InitiationCache",
     "SourceRateLimiter",
     "source_key",
@@ -133,3 +140,53 @@ class InitiationCache(Generic[V]):
 
     def discard(self, key: bytes) -> None:
         self._entries.pop(key, None)
+
+
+class InitiationBudget:
+    """One node's own initiations, all peers together: a token bucket of `burst`
+    refilled at `per_second` (which its owner may change). `take` spends a token
+    if there is one; `next_token` says when the next one is there (no `now`
+    needed: it is kept as of the last take). A few floats, whatever happens."""
+
+    __slots__ = ("_burst", "_last", "_rate", "_tokens")
+
+    def __init__(self, per_second: float, burst: float) -> None:
+        if per_second <= 0 or burst < 1:
+            raise ValueError("per_second must be positive and burst at least 1")
+        self._rate = per_second
+        self._burst = burst
+        self._tokens = burst
+        self._last = -float("inf")  # full at the first take
+
+    def __repr__(self) -> str:
+        return f"InitiationBudget(tokens={self._tokens:.1f}/{self._burst:g})"
+
+    def _refill(self, now: float) -> None:
+        if now > self._last:
+            gained = (now - self._last) * self._rate  # inf at first: full
+            self._tokens = min(self._burst, self._tokens + gained)
+            self._last = now
+
+    def take(self, now: float) -> bool:
+        self._refill(now)
+        if self._tokens >= 1.0 - 1e-9:  # 1e-9: a token due at `now` is there at `now`
+            self._tokens = max(0.0, self._tokens - 1.0)
+            return True
+        return False
+
+    def set_rate(self, per_second: float, now: float) -> None:
+        """From `now` on, refill at `per_second` (what came before at the old rate)."""
+        if per_second <= 0:
+            raise ValueError("per_second must be positive")
+        self._refill(now)
+        self._rate = per_second
+
+    def resize(self, burst: float) -> None:
+        """A new capacity (the node's peers changed); the tokens held are kept."""
+        if burst < 1:
+            raise ValueError("burst must be at least 1")
+        self._burst = burst
+        self._tokens = min(self._tokens, burst)
+
+    def next_token(self) -> float:
+        return self._last + max(0.0, 1.0 - self._tokens) / self._rate

@@ -32,7 +32,7 @@ from lanspan.session.handshake import (
     tai64n,
 )
 from lanspan.session.machine import HsAction, HsInput, HsState, step
-from lanspan.session.ratelimit import InitiationCache, SourceRateLimiter
+from lanspan.session.ratelimit import InitiationBudget, InitiationCache, SourceRateLimiter
 from lanspan.session.replay import ReplayWindow
 from lanspan.wire.messages import (
     MAC1_OFFSET_INITIATION,
@@ -51,6 +51,9 @@ from lanspan.wire.messages import (
 
 __all__ = [
     "FIRST_RETRY",
+    "INITIATIONS_PER_SECOND",
+    "INITIATIONS_PER_SECOND_SLOW",
+    "INITIATION_BURST_EXTRA",
     "KEEPALIVE_TIMEOUT",
     "MAX_QUEUED",
     "REJECT_AFTER_MESSAGES",
@@ -79,13 +82,32 @@ REKEY_ATTEMPT_TIME = 90.0
 REKEY_TIMEOUT = 5.0
 REKEY_TIMEOUT_JITTER = 1 / 3  # up to 333 ms added to each retry
 # With no session (cold start, a peer that went away), lanspan wants the peer back
-# within a second or two of the moment it can be reached, forever: retry after 0.25,
-# 0.5, 1 s, then every RETRY_MAX + [0, RETRY_MAX_JITTER) s for as long as the peer is
-# configured. The cap keeps "heal -> session" under ~2 s plus one round trip from
-# either side alone (both sides retry, so usually far less), at the cost of one
-# initiation (148 bytes, two X25519) every ~1.75 s per unreachable peer. The jitter
-# keeps a healed site's nodes from retrying in lockstep. A rekey (old keys still
-# work) keeps WireGuard's REKEY_TIMEOUT.
+# within a second or two of the moment it can be reached, forever: the retry timer
+# runs out after 0.25, 0.5, 1 s, then every RETRY_MAX + [0, RETRY_MAX_JITTER) s for
+# as long as the peer is configured. A retry is an initiation (148 bytes, three
+# X25519 here, five at the peer, two more for its response), so it is not free:
+#  - A retry does not forget the initiations before it: a response to any of the
+#    last _MAX_PENDINGS is accepted (issue 10: with 100 nodes on 2 cores, responses
+#    came back after the next retry and each was refused as unknown_receiver, for
+#    ever). The responder likewise keeps its last _MAX_NEXT offered keypairs.
+#  - All retries and initiations of this node share one token bucket refilled at
+#    INITIATIONS_PER_SECOND, holding one token per peer plus INITIATION_BURST_EXTRA:
+#    a cold start sends its whole first wave at once. A retry that finds no token
+#    waits, not lost; the next token goes to a peer with a sign of life
+#    (retry_soon) first, then to one with payloads queued, then to one heard from
+#    lately, and last to peers that never answered: so while tokens are short, a
+#    peer that gives no response at all is the one that backs off further (to its
+#    share of the budget: its rank among the waiting peers / INITIATIONS_PER_SECOND).
+#  - Why the per-peer cap stays ~2 s and is not raised to "a few seconds" for a
+#    silent peer: after an outage heals (a site cut off for 5 minutes, say), the
+#    pair is back one round trip after the first initiation from EITHER side that
+#    crosses (any initiation is answered at once, never budgeted). Both sides'
+#    timers run at the cap, in unrelated phases, so the worst case is the cap
+#    itself; a cap of 4 s would make some pairs wait 4 s where the goal is 2 s. The
+#    budget only stretches it when this node has more peers to retry than tokens,
+#    i.e. not in an outage of a few peers with the rest up.
+# The jitter keeps a healed site's nodes from retrying in lockstep. A rekey (old keys
+# still work) keeps WireGuard's REKEY_TIMEOUT.
 FIRST_RETRY = 0.25
 _BACKOFF = (FIRST_RETRY, 2 * FIRST_RETRY, 4 * FIRST_RETRY)  # then RETRY_MAX
 RETRY_MAX = 1.5
@@ -94,11 +116,40 @@ RETRY_MAX_JITTER = 0.5
 # backoff at most this often per peer, so a member toggling REACH cannot make us spin.
 RETRY_SOON_INTERVAL = 1.0
 KEEPALIVE_TIMEOUT = 10.0
+# This node's own initiations, all peers together, at most INITIATIONS_PER_SECOND
+# while they are answered within FIRST_RETRY (what the retry schedule assumes);
+# answered later, the rate falls in proportion (latency L: 20 x 0.25 / L), never
+# below INITIATIONS_PER_SECOND_SLOW, which is also the rate before any answer.
+# So 100 agents sharing 2 cores, whose answers take seconds, retry at most ~500
+# initiations a second together (~0.5 ms of X25519 each, both sides counted: a
+# quarter of the machine), while a small mesh answering in milliseconds retries
+# at 20 a second (test_node_coldstart: 0.52-0.63 s at 20, 1.02 s at 5).
+INITIATIONS_PER_SECOND = 20.0
+INITIATIONS_PER_SECOND_SLOW = 5.0
+_LATENCY_GAIN = 1 / 4  # EWMA weight of each new answer's latency
+_SILENCE_HALVING = 1.0  # before any answer, the rate halves every this many seconds
+# The bucket holds one initiation per peer plus this many: a cold start's first wave
+# goes to every peer at once, and only a few retries more before the rate applies
+# (a sim of 40 nodes on one CPU, tests/test_session_scale.py: a burst of 128 let
+# three more waves of retries out before any response could come back, and took
+# 32 s to converge instead of 6 s).
+INITIATION_BURST_EXTRA = 8.0
+_MAX_PENDINGS = 3  # our initiations per peer whose response we still accept
+_MAX_NEXT = 3  # keypairs per peer we offered as responder, not yet confirmed
+_HEARD_RECENTLY = 2 * REKEY_TIMEOUT  # "heard from lately" when tokens are shared
 # An initiator that receives data on a keypair this old rekeys now, so the
 # keypair is replaced before REJECT_AFTER_TIME even if it never sends.
 _REKEY_ON_RECEIVE_AGE = REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT
 MAX_QUEUED = 1024  # payloads held per peer while a handshake runs
 _LOAD_WINDOW = 1.0  # seconds over which initiations are counted
+# "Under load" (cookies first) by default: more fresh initiations in _LOAD_WINDOW
+# than _LOAD_BASE + _LOAD_PER_PEER x peers. An honest peer sends at most ~3 in
+# its first second (0.25 s, 0.5 s backoff) and ~1 a second after, so a 100-node
+# cold start (99 peers, ~99-300 initiations in the first second) stays below
+# 50 + 4 x 99 = 446 and costs no extra round trip; a flood above it still meets
+# the cookie and the per-source limit. A fixed number can be given instead.
+_LOAD_BASE = 50
+_LOAD_PER_PEER = 4
 # WireGuard's INITIATIONS_PER_SECOND: a peer replaying its own fresh
 # initiations cannot make us do DH work more often than this.
 _MIN_INITIATION_INTERVAL = 1 / 50
@@ -207,14 +258,18 @@ class _Keypair:
 
 
 class _Pending:
-    """Our initiation in flight."""
+    """Our initiation in flight (one of the last _MAX_PENDINGS to the peer)."""
 
-    __slots__ = ("hs", "local_index", "peer")
+    __slots__ = ("hs", "local_index", "peer", "sent")
 
-    def __init__(self, peer: _Peer, hs: HandshakeState, local_index: int) -> None:
+    def __init__(self, peer: _Peer, hs: HandshakeState, local_index: int, sent: float) -> None:
         self.peer = peer
         self.hs = hs
         self.local_index = local_index
+        self.sent = sent
+
+    def __repr__(self) -> str:
+        return f"_Pending(local={self.local_index:#x})"
 
 
 class _Answered:
@@ -251,9 +306,11 @@ class _Peer:
         "backoff",
         "current",
         "failed_reported",
+        "hurry",
         "jar",
         "keepalive_at",
         "last_handshake",
+        "last_heard",
         "last_initiation",
         "last_initiation_sent",
         "last_received",
@@ -261,8 +318,8 @@ class _Peer:
         "last_timestamp",
         "name",
         "new_handshake_at",
-        "next",
-        "pending",
+        "nexts",
+        "pendings",
         "persistent_keepalive",
         "previous",
         "psk",
@@ -276,6 +333,7 @@ class _Peer:
         "tx_bytes",
         "tx_messages",
         "up",
+        "waiting_since",
     )
 
     def __init__(
@@ -287,7 +345,11 @@ class _Peer:
         self.persistent_keepalive = persistent_keepalive
         self.jar = CookieJar(public)
         self.state = HsState.IDLE
-        self.pending: _Pending | None = None
+        # Our initiations in flight, oldest first (at most _MAX_PENDINGS); empty
+        # in INITIATION_SENT while we wait for a token (then waiting_since is set).
+        self.pendings: list[_Pending] = []
+        self.waiting_since: float | None = None
+        self.hurry = False  # a sign of life: first in line for the next token
         self.retry_at: float | None = None
         self.attempt_started: float | None = None
         self.backoff = 0  # index into _BACKOFF; len(_BACKOFF) = at the cap (never more)
@@ -295,8 +357,12 @@ class _Peer:
         self.last_initiation_sent = -_INF
         self.retry_soon_until = -_INF
         self.current: _Keypair | None = None
-        self.previous: _Keypair | None = None
-        self.next: _Keypair | None = None
+        # Still receivable, never current again: the one before current, or (both
+        # sides initiated) the ones we offered as responder (at most _MAX_NEXT).
+        self.previous: list[_Keypair] = []
+        # Offered as responder, not yet confirmed, oldest first (at most _MAX_NEXT):
+        # whichever the initiator sends on first becomes current.
+        self.nexts: list[_Keypair] = []
         self.last_timestamp = bytes(TAI64N_LEN)
         self.queue: collections.deque[bytes] = collections.deque()
         self.keepalive_at: float | None = None  # passive keepalive due
@@ -305,14 +371,16 @@ class _Peer:
         self.last_handshake: float | None = None
         self.last_initiation = -_INF  # when we last answered one of its initiations
         self.last_received: float | None = None
+        self.last_heard = -_INF  # last authenticated message of any kind from the peer
         self.rx_bytes = self.tx_bytes = self.rx_messages = self.tx_messages = 0
         self.up = False
 
     def __repr__(self) -> str:
         return f"_Peer({self.name!r}, state={self.state})"
 
-    def keypairs(self) -> tuple[_Keypair | None, _Keypair | None, _Keypair | None]:
-        return self.previous, self.current, self.next
+    def keypairs(self) -> list[_Keypair]:
+        current = [self.current] if self.current is not None else []
+        return [*self.previous, *current, *self.nexts]
 
 
 class SessionTable:
@@ -325,7 +393,9 @@ class SessionTable:
         cipher: Literal["aesgcm", "chachapoly"] = "aesgcm",
         random_bytes: Callable[[int], bytes],
         wall_time: Callable[[], float],
-        handshakes_per_second_under_load: int = 50,
+        handshakes_per_second_under_load: int | None = None,
+        initiations_per_second: float = INITIATIONS_PER_SECOND,
+        initiation_burst_extra: float = INITIATION_BURST_EXTRA,
     ) -> None:
         if len(private_key) != 32:
             raise ValueError("private_key must be 32 bytes")
@@ -336,7 +406,8 @@ class SessionTable:
         self._cipher: CipherChoice = cipher
         self._random_bytes = random_bytes
         self._wall_time = wall_time
-        self._load_limit = handshakes_per_second_under_load
+        self._load_fixed = handshakes_per_second_under_load  # None: by the peer count
+        self._load_limit = _LOAD_BASE if self._load_fixed is None else self._load_fixed
         self._load_times: collections.deque[float] = collections.deque()
         self._under_load_until = -_INF
         self._checker = CookieChecker(self.public_key, random_bytes)
@@ -347,6 +418,16 @@ class SessionTable:
         self._by_public: dict[bytes, _Peer] = {}
         self._keypairs: dict[int, _Keypair] = {}
         self._pendings: dict[int, _Pending] = {}
+        self._burst_extra = initiation_burst_extra
+        self._rate_max = initiations_per_second
+        # How long our initiations take to be answered (EWMA over every response);
+        # None until the first. It sets the budget's rate: see INITIATIONS_PER_SECOND.
+        self._latency: float | None = None
+        self._first_sent: float | None = None  # our first initiation, while none answered
+        self._budget = InitiationBudget(initiations_per_second, initiation_burst_extra)
+        # Peers whose next initiation waits for a token (insertion order, bounded by
+        # the peers): served by _serve_waiting in priority order.
+        self._waiting: dict[str, _Peer] = {}
         self._outbox: list[Transmit | SessionEvent] = []
         # Latest `now` seen off the hot path: "due at once" for next_timer(),
         # which has no `now` of its own (a finite value, never -inf).
@@ -378,6 +459,14 @@ class SessionTable:
         p = _Peer(peer, public_key, psk, persistent_keepalive)
         self._peers[peer] = p
         self._by_public[public_key] = p
+        self._peers_changed()
+
+    def _peers_changed(self) -> None:
+        self._budget.resize(self._burst_extra + len(self._peers))
+        if self._load_fixed is None:
+            self._load_limit = _LOAD_BASE + _LOAD_PER_PEER * len(self._peers)
+        while len(self._load_times) > self._load_limit + 1:
+            self._load_times.popleft()
 
     def remove_peer(self, peer: str) -> None:
         p = self._peer(peer)
@@ -496,7 +585,7 @@ class SessionTable:
                 p = kp.peer
                 p.rx_bytes += len(datagram)
                 p.rx_messages += 1
-                p.last_received = now
+                p.last_received = p.last_heard = now
                 p.new_handshake_at = None
                 if payload and p.keepalive_at is None:
                     p.keepalive_at = now + KEEPALIVE_TIMEOUT
@@ -512,10 +601,16 @@ class SessionTable:
         return None
 
     def _received_on_other(self, p: _Peer, kp: _Keypair, now: float) -> None:
-        if kp is p.next:
-            # The initiator used the keypair we offered: it is confirmed (paper §5.4.6).
-            self._free(p.previous)
-            p.previous, p.current, p.next = p.current, kp, None
+        if kp in p.nexts:
+            # The initiator used one of the keypairs we offered: it is confirmed (paper
+            # §5.4.6). The other offers answered initiations it no longer waits for.
+            for other in p.nexts:
+                if other is not kp:
+                    self._free(other)
+            for old in p.previous:
+                self._free(old)
+            p.previous = [p.current] if p.current is not None else []
+            p.current, p.nexts = kp, []
             self._hs(p, HsInput.PEER_CONFIRMED, now)
             self._went_up(p, now, "responder")
             self._flush(p, now, keepalive_if_empty=False)
@@ -622,8 +717,10 @@ class SessionTable:
             remote_index=sender,
             now=now,
         )
-        self._free(p.next)
-        p.next = kp
+        p.last_heard = now
+        p.nexts.append(kp)
+        if len(p.nexts) > _MAX_NEXT:  # the oldest offer: its initiator moved on
+            self._free(p.nexts.pop(0))
         self._keypairs[index] = kp
         self._seen.put(key, _Answered(p, kp, response, src), now)
         self._outbox.append(Transmit(p.name, response, to=src))
@@ -646,7 +743,7 @@ class SessionTable:
         if isinstance(seen, _Deferred):
             self._answer(key, p, seen.hs.clone(), seen.timestamp, seen.sender, src, now)
             return
-        if seen.kp is not p.next or src in seen.addrs:
+        if seen.kp not in p.nexts or src in seen.addrs:
             raise BadPacket("session.replayed_initiation")
         if len(seen.addrs) >= _MAX_RESPONSE_ADDRS:
             raise BadPacket("session.resend_limit")
@@ -665,7 +762,11 @@ class SessionTable:
             done = consume_response_untrusted(pending.hs, msg)
         except BadPacket:
             raise BadPacket("session.bad_handshake") from None
-        self._hs(p, HsInput.VALID_RESPONSE, now, completed=done, remote_index=msg.sender)
+        p.last_heard = now
+        self._answered(now - pending.sent, now)
+        self._hs(
+            p, HsInput.VALID_RESPONSE, now, completed=done, remote_index=msg.sender, to=pending
+        )
 
     def _on_cookie(self, msg: CookieReply, now: float) -> None:
         pending = self._pendings.get(msg.receiver)
@@ -685,13 +786,14 @@ class SessionTable:
         *,
         completed: HandshakeState | None = None,
         remote_index: int = 0,
+        to: _Pending | None = None,
     ) -> None:
         action, p.state = step(p.state, event)
         if action is HsAction.SEND_INITIATION:
             self._send_initiation(p, now)
         elif action is HsAction.CONFIRM:
-            assert completed is not None and p.pending is not None
-            self._confirm(p, completed, remote_index, now)
+            assert completed is not None and to is not None and to in p.pendings
+            self._confirm(p, completed, to.local_index, remote_index, now)
         elif action is HsAction.FAIL_AND_RETRY:
             self.drops["session.handshake_failed"] += len(p.queue)
             p.queue.clear()
@@ -711,10 +813,77 @@ class SessionTable:
         # NOTHING, STORE_COOKIE (stored by the caller), RESPOND (done by the caller)
 
     def _send_initiation(self, p: _Peer, now: float) -> None:
+        """Send the next initiation to `p` now if a token is free and nobody waits
+        for one; else `p` waits in line (see FIRST_RETRY), its older initiations
+        still in flight."""
         if p.attempt_started is None:
             p.attempt_started = now
+        p.retry_at = None
+        if p.waiting_since is not None:
+            return  # already in line
+        if self._latency is None:
+            self._budget.set_rate(self._rate(now), now)
+        if not self._waiting and self._budget.take(now):
+            self._initiate_now(p, now)
+        else:
+            p.waiting_since = now
+            self._waiting[p.name] = p
+
+    def _rate(self, now: float) -> float:
+        slow = min(self._rate_max, INITIATIONS_PER_SECOND_SLOW)
+        if self._latency is not None:
+            fast = self._rate_max * FIRST_RETRY / max(self._latency, 1e-3)
+        else:  # nothing answered yet: halve the rate every _SILENCE_HALVING s
+            if self._first_sent is None:
+                self._first_sent = now
+            silence = (now - self._first_sent) / _SILENCE_HALVING
+            fast = self._rate_max * 0.5 ** min(silence, 64.0)
+        return max(slow, min(self._rate_max, fast))
+
+    def _answered(self, latency: float, now: float) -> None:
+        """One of our initiations was answered `latency` s after we sent it (or,
+        given up unanswered, had not been in that time)."""
+        latency = max(0.0, latency)
+        if self._latency is None:
+            self._latency = latency
+        else:
+            self._latency += (latency - self._latency) * _LATENCY_GAIN
+        self._budget.set_rate(self._rate(now), now)
+
+    def _priority(self, p: _Peer, now: float) -> tuple[int, float]:
+        if p.hurry:
+            rank = 0  # a sign of life
+        elif p.queue:
+            rank = 1  # payloads wait for this session
+        elif now - p.last_heard < _HEARD_RECENTLY:
+            rank = 2  # alive, just slow to answer
+        else:
+            rank = 3  # no response at all lately: it is the one to back off
+        assert p.waiting_since is not None
+        return rank, p.waiting_since
+
+    def _serve_waiting(self, now: float) -> None:
+        if not self._waiting:
+            return
+        if self._latency is None:
+            self._budget.set_rate(self._rate(now), now)
+        for p in sorted(self._waiting.values(), key=lambda p: self._priority(p, now)):
+            if not self._budget.take(now):
+                return
+            del self._waiting[p.name]
+            p.waiting_since = None
+            self._initiate_now(p, now)
+
+    def _initiate_now(self, p: _Peer, now: float) -> None:
         p.last_initiation_sent = now
-        self._clear_pending(p, keep_attempt=True)
+        p.hurry = False
+        if len(p.pendings) >= _MAX_PENDINGS:  # the oldest: its response is given up
+            oldest = p.pendings.pop(0)
+            self._pendings.pop(oldest.local_index, None)
+            if now - p.last_heard < _HEARD_RECENTLY:
+                # The peer is alive (its initiations or data reach us) and did not
+                # answer this one in all that time: answers take at least as long.
+                self._answered(now - oldest.sent, now)
         index = self._new_index()
         data, hs = create_initiation(
             cipher=self._cipher,
@@ -727,8 +896,8 @@ class SessionTable:
             jar=p.jar,
             now=now,
         )
-        pending = _Pending(p, hs, index)
-        p.pending = pending
+        pending = _Pending(p, hs, index, now)
+        p.pendings.append(pending)
         self._pendings[index] = pending
         unit = int.from_bytes(self._random_bytes(2), "little") / 65536  # in [0, 1)
         if p.current is not None:
@@ -742,11 +911,10 @@ class SessionTable:
         p.retry_at = now + timeout
         self._outbox.append(Transmit(p.name, data))
 
-    def _confirm(self, p: _Peer, done: HandshakeState, remote_index: int, now: float) -> None:
-        pending = p.pending
-        assert pending is not None
-        index = pending.local_index
-        self._clear_pending(p)
+    def _confirm(
+        self, p: _Peer, done: HandshakeState, index: int, remote_index: int, now: float
+    ) -> None:
+        self._clear_pending(p)  # the response to one answers them all
         kp = _Keypair(
             p,
             self._cipher,
@@ -757,15 +925,18 @@ class SessionTable:
             now=now,
         )
         self._keypairs[index] = kp
-        if p.next is not None:
-            # Both sides initiated at once: the peer may already send on the keypair we
-            # offered as responder, so keep it receivable as `previous` (as WireGuard does).
-            self._free(p.previous)
+        for old in p.previous:
+            self._free(old)
+        if p.nexts:
+            # Both sides initiated at once: the peer may already send on a keypair we
+            # offered as responder (any of them: it accepts a response to any of its
+            # last initiations), so keep them receivable as `previous`, never current
+            # (as WireGuard does with its one `next`): we are the initiator here.
             self._free(p.current)
-            p.previous, p.current, p.next = p.next, kp, None
+            p.previous, p.current, p.nexts = p.nexts, kp, []
         else:
-            self._free(p.previous)
-            p.previous, p.current = p.current, kp
+            p.previous = [p.current] if p.current is not None else []
+            p.current = kp
         self._went_up(p, now, "initiator")
         # The responder may only send once it saw us use the keypair: say something.
         self._flush(p, now, keepalive_if_empty=True)
@@ -777,24 +948,28 @@ class SessionTable:
         p.up = True
         self._outbox.append(SessionEvent(p.name, "up", detail))
 
-    def _clear_pending(self, p: _Peer, *, keep_attempt: bool = False) -> None:
-        if p.pending is not None:
-            self._pendings.pop(p.pending.local_index, None)
-            p.pending = None
+    def _clear_pending(self, p: _Peer) -> None:
+        for pending in p.pendings:
+            self._pendings.pop(pending.local_index, None)
+        p.pendings = []
+        if p.waiting_since is not None:
+            del self._waiting[p.name]
+            p.waiting_since = None
         p.retry_at = None
-        if not keep_attempt:
-            p.attempt_started = None
-            p.backoff = 0
+        p.hurry = False
+        p.attempt_started = None
+        p.backoff = 0
 
     def _forget(self, p: _Peer) -> None:
         self._clear_pending(p)
         for kp in p.keypairs():
             self._free(kp)
-        p.previous = p.current = p.next = None
+        p.previous, p.current, p.nexts = [], None, []
         self.drops["session.peer_removed"] += len(p.queue)
         p.queue.clear()
         del self._peers[p.name]
         del self._by_public[p.public]
+        self._peers_changed()
         if p.up:
             p.up = False
             self._outbox.append(SessionEvent(p.name, "down", "removed"))
@@ -818,11 +993,13 @@ class SessionTable:
                 if deadline is not None and deadline < best:
                     best = deadline
             for kp in p.keypairs():
-                if kp is not None and kp.reject_at < best:
+                if kp.reject_at < best:
                     best = kp.reject_at
             if p.persistent_keepalive is not None:
                 due = self._clock if p.last_sent is None else p.last_sent + p.persistent_keepalive
                 best = min(best, due)
+        if self._waiting:
+            best = min(best, max(self._clock, self._budget.next_token()))
         return None if best == _INF else best
 
     def retry_soon(self, peer: str, now: float) -> None:
@@ -840,7 +1017,10 @@ class SessionTable:
         p.retry_soon_until = now + RETRY_SOON_INTERVAL
         if p.current is None:
             p.backoff = 0
-        if p.retry_at is not None:
+        p.hurry = True  # first in line if it has to wait for a token
+        if p.waiting_since is not None:
+            pass  # in line already: it moved to the front
+        elif p.retry_at is not None:
             p.retry_at = min(p.retry_at, max(now, p.last_initiation_sent + FIRST_RETRY))
         else:
             self._hs(p, HsInput.WANT_HANDSHAKE, now)
@@ -849,6 +1029,7 @@ class SessionTable:
         self._clock = max(self._clock, now)
         for p in list(self._peers.values()):
             self._peer_timers(p, now)
+        self._serve_waiting(now)
 
     def _peer_timers(self, p: _Peer, now: float) -> None:
         self._expire_keypairs(p, now)
@@ -876,12 +1057,10 @@ class SessionTable:
             p.last_sent = now  # even if nothing could be sealed: never spin on this timer
 
     def _expire_keypairs(self, p: _Peer, now: float) -> None:
-        if p.previous is not None and now >= p.previous.reject_at:
-            self._free(p.previous)
-            p.previous = None
-        if p.next is not None and now >= p.next.reject_at:
-            self._free(p.next)
-            p.next = None
+        for group in (p.previous, p.nexts):
+            for kp in [kp for kp in group if now >= kp.reject_at]:
+                self._free(kp)
+                group.remove(kp)
         if p.current is not None and now >= p.current.reject_at:
             self._free(p.current)
             p.current = None
