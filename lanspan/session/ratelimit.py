@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import ipaddress
+import math
 from typing import Generic, TypeVar
 
 from lanspan.addr import Relay, Target
@@ -189,4 +190,7 @@ class InitiationBudget:
         self._tokens = min(self._tokens, burst)
 
     def next_token(self) -> float:
-        return self._last + max(0.0, 1.0 - self._tokens) / self._rate
+        due = self._last + max(0.0, 1.0 - self._tokens) / self._rate
+        # Never "now" again when the wait is below the clock's resolution (a clock
+        # of 1e10 s has steps of 2e-6 s): the caller's timer would spin.
+        return due if due > self._last else math.nextafter(self._last, math.inf)

@@ -119,11 +119,14 @@ KEEPALIVE_TIMEOUT = 10.0
 # This node's own initiations, all peers together, at most INITIATIONS_PER_SECOND
 # while they are answered within FIRST_RETRY (what the retry schedule assumes);
 # answered later, the rate falls in proportion (latency L: 20 x 0.25 / L), never
-# below INITIATIONS_PER_SECOND_SLOW, which is also the rate before any answer.
-# So 100 agents sharing 2 cores, whose answers take seconds, retry at most ~500
-# initiations a second together (~0.5 ms of X25519 each, both sides counted: a
-# quarter of the machine), while a small mesh answering in milliseconds retries
-# at 20 a second (test_node_coldstart: 0.52-0.63 s at 20, 1.02 s at 5).
+# below INITIATIONS_PER_SECOND_SLOW. An initiation given up unanswered by a peer
+# heard from lately counts as an answer that took at least that long.
+# Before any answer the rate starts at INITIATIONS_PER_SECOND and halves every
+# second. So 100 agents sharing 2 cores, whose answers take seconds, soon retry
+# at most ~500 initiations a second together (10 X25519 of ~60 us per handshake,
+# both sides: ~0.3 of the 2 cores), while a small mesh answering in milliseconds
+# keeps 20 a second (tests/test_node_coldstart.py, worst pair of 13 nodes over
+# seeds 0-2: 0.63/0.72/0.63 s; 0.63/1.13/0.63 s with a flat 5 a second).
 INITIATIONS_PER_SECOND = 20.0
 INITIATIONS_PER_SECOND_SLOW = 5.0
 _LATENCY_GAIN = 1 / 4  # EWMA weight of each new answer's latency
