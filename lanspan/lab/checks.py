@@ -405,11 +405,16 @@ def run_fault(run: LabRun, plan: Plan, fault: Fault, log: Log) -> dict[str, Any]
             return failed("no relay carries the probe's traffic: nothing to kill")
         if target:
             result["target"] = target
+        # "fault" before the fault is applied: a probe lost to it is never counted as "before";
+        # "during" is only while it surely held: from "applied" (`_inject` returned) to
+        # "clearing" (`_clear` called); recovery counts from "cleared"
+        probe.mark("fault")
         _inject(run, plan, state, fault, target)
-        probe.mark("fault")  # in force from here (an impairer may take a moment to start)
+        probe.mark("applied")
         try:
             vias = _hold(run, fault, src, dst)
         finally:  # even on Ctrl-C: never leave a fault in place
+            probe.mark("clearing")
             _clear(run, plan, state, fault, target)
         probe.mark("cleared")
         t_end = time.time()

@@ -200,7 +200,12 @@ def measured(
 ) -> dict[str, Any]:
     """What the continuous probe saw: outage, recovery, loss and RTT before and during.
 
-    `back` is when the probe answered again, `t_end` when the fault cleared.
+    `back` is when the probe answered again, `t_end` when the fault cleared. The
+    markers: "fault" just before the fault was applied (what came before it is
+    "before"); "during" runs from "applied" (once it was) to "clearing" (when
+    clearing began), each falling back to "fault" and "cleared" where a caller
+    sets only those. The outage is the longest unanswered run of the whole
+    probe, whatever the markers.
     """
     out: dict[str, Any] = dict(
         outage_ms=pr.outage_ms,
@@ -215,7 +220,8 @@ def measured(
         duration_ms=duration_s * 1000,
     )
     if "fault" in pr.markers and "cleared" in pr.markers:
-        out["during"] = window(pr, pr.markers["fault"], pr.markers["cleared"])
+        m = pr.markers
+        out["during"] = window(pr, m.get("applied", m["fault"]), m.get("clearing", m["cleared"]))
         out["before"] = window(pr, 0.0, pr.markers["fault"])
     return out
 
