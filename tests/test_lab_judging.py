@@ -4,6 +4,7 @@ never aim at the source's own segment, faults whose probe crosses the faulted pl
 from __future__ import annotations
 
 import base64
+import os
 import time
 import tomllib
 from dataclasses import replace
@@ -295,3 +296,52 @@ def test_probes_lost_to_the_fault_never_count_as_before(monkeypatch: pytest.Monk
     assert result["recovered"] and result["recovery_ms"] == pytest.approx(200.0, abs=1.0)
     m = result["markers"]
     assert m["fault"] < m["applied"] < m["clearing"] < m["cleared"] < m["recovered"]
+
+
+def test_heal_counts_only_replies_after_the_clear_and_in_time() -> None:
+    from lanspan.lab.checks import heal_times
+
+    since = 100.0
+    first = {"a": 99.9, "b": 100.4, "c": 102.5}  # a: before the clear (still the fault's time)
+    ms, late = heal_times(first, ["a", "b", "c", "d"], since, 2.0)
+    assert ms == {"b": 400.0, "c": 2500.0}
+    assert late == ["a", "c", "d"]  # a: no reply since, c: too late, d: silent
+    assert heal_times({"a": 101.999}, ["a"], since, 2.0)[1] == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the prober needs a raw socket")
+def test_prober_rearmed_reports_first_replies_afresh() -> None:
+    """SIGUSR1: an `A` line, then one `F` per address again (loopback only)."""
+    import signal
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "lanspan.lab.inside.prober", "127.0.0.1",
+            "--also", "127.0.0.2", "--interval", "0.01"]  # fmt: skip
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+
+        def until_two_firsts() -> list[str]:
+            seen: list[str] = []
+            while sum(x.startswith("F ") for x in seen) < 2:
+                line = proc.stdout.readline().strip() if proc.stdout else ""
+                assert line, seen
+                seen.append(line)
+            return seen
+
+        try:
+            before = until_two_firsts()
+            assert before[0].startswith("T ")
+            proc.send_signal(signal.SIGUSR1)
+            after = until_two_firsts()
+            armed = next(i for i, x in enumerate(after) if x.startswith("A "))
+            firsts = [x.split()[1] for x in after[armed:] if x.startswith("F ")]
+            assert sorted(firsts) == ["127.0.0.1", "127.0.0.2"]
+        finally:
+            proc.terminate()
+
+
+def test_heal_within_is_a_fault_field() -> None:
+    lab = load_lab(ROOT / "examples" / "long-outage.toml")
+    (f,) = lab.fault
+    assert f.duration == 300.0 and f.heal_within == 2.0

@@ -9,7 +9,10 @@ lost connectivity); the timeline (one bit per probe) feeds the report's plot.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -143,18 +146,22 @@ class Probe:
 
 
 FIRST = re.compile(r"^F (\S+) (\d+\.\d+)$")
+ARMED = re.compile(r"^A (\d+\.\d+)$")
 
 
 class AllPairs:
     """One prober in namespace `ns` echoing every address in `targets` until each answers.
 
-    `first` maps each address to the wall time of its first reply.
+    `first` maps each address to the wall time of its first reply (since the last
+    `rearm`, if any).
     """
 
     def __init__(self, ns: str, targets: list[str], interval: float = 0.02) -> None:
         self.targets = list(dict.fromkeys(targets))
         self.first: dict[str, float] = {}
         self.started = threading.Event()
+        self.armed = threading.Event()
+        self.armed_at: float | None = None
         argv = [sys.executable, "-m", "lanspan.lab.inside.prober", self.targets[0],
                 "--interval", str(interval)]  # fmt: skip
         for t in self.targets[1:]:
@@ -178,6 +185,13 @@ class AllPairs:
             line = line.strip()
             if START.match(line):
                 self.started.set()
+            m = ARMED.match(line)
+            if m:  # every `F` line after this one is a first reply since the re-arm
+                with self.lock:
+                    self.first.clear()
+                    self.armed_at = float(m.group(1))
+                self.armed.set()
+                continue
             m = FIRST.match(line)
             if m:
                 with self.lock:
@@ -185,6 +199,15 @@ class AllPairs:
 
     def wait_started(self, timeout: float) -> bool:
         return self.started.wait(timeout)
+
+    def rearm(self) -> None:
+        """Forget the first replies: from the prober's `A` line on, `first` counts afresh."""
+        self.armed.clear()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.proc.pid, signal.SIGUSR1)
+
+    def wait_armed(self, timeout: float) -> bool:
+        return self.armed.wait(timeout)
 
     def done(self) -> bool:
         with self.lock:
