@@ -345,3 +345,25 @@ def test_heal_within_is_a_fault_field() -> None:
     lab = load_lab(ROOT / "examples" / "long-outage.toml")
     (f,) = lab.fault
     assert f.duration == 300.0 and f.heal_within == 2.0
+
+
+def test_a_late_pair_says_how_late() -> None:
+    """The heal watch judges on the replies' own times and names late and silent pairs."""
+    import threading
+    from types import SimpleNamespace
+
+    from lanspan.lab.checks import HealWatch
+
+    since = time.time() - 3.0
+    fake = SimpleNamespace(
+        lock=threading.Lock(),
+        targets=["a", "b", "c"],
+        first={"a": since + 0.5, "b": since + 2.5},
+        done=lambda: False,
+    )
+    watch = HealWatch.__new__(HealWatch)
+    watch.probers = [("g1", fake)]  # type: ignore[list-item]
+    watch.names = {("g1", "a"): "A", ("g1", "b"): "B", ("g1", "c"): "C"}
+    times, late = watch.wait(since, 2.0, linger=0.5)
+    assert times == {"g1 -> A": 500.0, "g1 -> B": 2500.0}
+    assert late == ["g1 -> B (b) after 2500 ms", "g1 -> C (c) silent for 2.5 s"]
