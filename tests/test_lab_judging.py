@@ -4,9 +4,12 @@ never aim at the source's own segment, faults whose probe crosses the faulted pl
 from __future__ import annotations
 
 import base64
+import os
+import time
 import tomllib
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -200,3 +203,167 @@ def test_a_fault_whose_probe_crosses_loads(fault: str) -> None:
 @pytest.mark.parametrize("example", ["small", "three-datacenters", "hubs-nat", "redundancy"])
 def test_every_example_loads(example: str) -> None:
     load_lab(ROOT / "examples" / f"{example}.toml")
+
+
+class _World:
+    """A fake clock and a faulted path: probes sent in [down_from, down_until) are lost."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+        self.down_from = self.down_until = float("inf")
+
+
+class _FakeProbe:
+    """`Probe` on the fake clock: one probe every 10 ms, lost while the world is down."""
+
+    def __init__(self, world: _World, ns: str, target: str, source: str = "") -> None:
+        self.world, self.interval, self.source, self.target = world, 0.01, source, target
+        self.t0 = world.now
+        self.markers: dict[str, float] = {}
+        self.proc = self  # `proc.poll()` below: the fake prober has stopped
+
+    def poll(self) -> int:
+        return 0
+
+    def mark(self, label: str) -> None:
+        self.markers[label] = (self.world.now - self.t0) * 1000
+
+    def wait_answering(self, count: int, since: float, timeout: float) -> float:
+        """Answered 200 ms after `since`, and seen 300 ms after that."""
+        self.world.now = since + 0.5
+        return since + 0.2
+
+    def stop(self) -> Any:
+        from lanspan.lab.probe import ProbeResult, outage
+
+        sent = int((self.world.now - self.t0) / self.interval)
+        w = self.world
+        timeline = [
+            0 if w.down_from <= self.t0 + s * self.interval < w.down_until else 1
+            for s in range(sent)
+        ]
+        answered = {s + 1 for s, ok in enumerate(timeline) if ok}
+        longest, total = outage(answered, sent, 10.0)
+        return ProbeResult(self.source, self.target, 10.0, sent, len(answered), longest, total,
+                           timeline, {s: 1.0 for s in answered}, dict(self.markers))  # fmt: skip
+
+
+def test_probes_lost_to_the_fault_never_count_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fault takes hold while it is being applied (the first nft rule or the link
+    going down, then more commands for 50 ms): "before" must stay at 0 % loss, the outage
+    is the whole time the path was down."""
+    from types import SimpleNamespace
+
+    from lanspan.lab import checks
+    from lanspan.lab.model import Fault
+
+    world = _World()
+
+    def inject(*_: object) -> None:
+        world.now += 0.01
+        world.down_from = world.now  # in force from here, `_inject` not yet returned
+        world.now += 0.05
+
+    def hold(run: object, fault: Fault, *_: object) -> list[str]:
+        world.now += fault.duration
+        return []
+
+    def clear(*_: object) -> None:
+        world.now += 0.01
+        world.down_until = world.now
+        world.now += 0.02
+
+    src = SimpleNamespace(ns="src-ns", name="g1", node="n1")
+    dst = SimpleNamespace(ns="dst-ns", name="g2", node="n2")
+    monkeypatch.setattr(
+        checks, "Probe", lambda ns, target, source="": _FakeProbe(world, ns, target, source)
+    )
+    monkeypatch.setattr(checks, "_probe_pair", lambda plan, fault: (src, dst, "lan"))
+    monkeypatch.setattr(checks, "_v4", lambda guest, seg: "198.18.70.102")
+    monkeypatch.setattr(checks, "_inject", inject)
+    monkeypatch.setattr(checks, "_hold", hold)
+    monkeypatch.setattr(checks, "_clear", clear)
+    monkeypatch.setattr(time, "time", lambda: world.now)
+    monkeypatch.setattr(time, "sleep", lambda s: None)
+    run = SimpleNamespace(state=lambda: object())
+    fault = Fault(name="cut-rbx", kind="cut-uplink", site="rbx", duration=2.0)
+
+    result = checks.run_fault(run, SimpleNamespace(), fault, print)  # type: ignore[arg-type]
+
+    assert result["before"]["loss_pct"] == 0.0, result["markers"]
+    assert result["during"]["loss_pct"] == 100.0
+    assert result["outage_ms"] == pytest.approx(2060.0, abs=10.0)  # 50 + 2000 + 10 ms down
+    assert result["recovered"] and result["recovery_ms"] == pytest.approx(200.0, abs=1.0)
+    m = result["markers"]
+    assert m["fault"] < m["applied"] < m["clearing"] < m["cleared"] < m["recovered"]
+
+
+def test_heal_counts_only_replies_after_the_clear_and_in_time() -> None:
+    from lanspan.lab.checks import heal_times
+
+    since = 100.0
+    first = {"a": 99.9, "b": 100.4, "c": 102.5}  # a: before the clear (still the fault's time)
+    ms, late = heal_times(first, ["a", "b", "c", "d"], since, 2.0)
+    assert ms == {"b": 400.0, "c": 2500.0}
+    assert late == ["a", "c", "d"]  # a: no reply since, c: too late, d: silent
+    assert heal_times({"a": 101.999}, ["a"], since, 2.0)[1] == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the prober needs a raw socket")
+def test_prober_rearmed_reports_first_replies_afresh() -> None:
+    """SIGUSR1: an `A` line, then one `F` per address again (loopback only)."""
+    import signal
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "lanspan.lab.inside.prober", "127.0.0.1",
+            "--also", "127.0.0.2", "--interval", "0.01"]  # fmt: skip
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+
+        def until_two_firsts() -> list[str]:
+            seen: list[str] = []
+            while sum(x.startswith("F ") for x in seen) < 2:
+                line = proc.stdout.readline().strip() if proc.stdout else ""
+                assert line, seen
+                seen.append(line)
+            return seen
+
+        try:
+            before = until_two_firsts()
+            assert before[0].startswith("T ")
+            proc.send_signal(signal.SIGUSR1)
+            after = until_two_firsts()
+            armed = next(i for i, x in enumerate(after) if x.startswith("A "))
+            firsts = [x.split()[1] for x in after[armed:] if x.startswith("F ")]
+            assert sorted(firsts) == ["127.0.0.1", "127.0.0.2"]
+        finally:
+            proc.terminate()
+
+
+def test_heal_within_is_a_fault_field() -> None:
+    lab = load_lab(ROOT / "examples" / "long-outage.toml")
+    (f,) = lab.fault
+    assert f.duration == 300.0 and f.heal_within == 2.0
+
+
+def test_a_late_pair_says_how_late() -> None:
+    """The heal watch judges on the replies' own times and names late and silent pairs."""
+    import threading
+    from types import SimpleNamespace
+
+    from lanspan.lab.checks import HealWatch
+
+    since = time.time() - 3.0
+    fake = SimpleNamespace(
+        lock=threading.Lock(),
+        targets=["a", "b", "c"],
+        first={"a": since + 0.5, "b": since + 2.5},
+        done=lambda: False,
+    )
+    watch = HealWatch.__new__(HealWatch)
+    watch.probers = [("g1", fake)]  # type: ignore[list-item]
+    watch.names = {("g1", "a"): "A", ("g1", "b"): "B", ("g1", "c"): "C"}
+    times, late = watch.wait(since, 2.0, linger=0.5)
+    assert times == {"g1 -> A": 500.0, "g1 -> B": 2500.0}
+    assert late == ["g1 -> B (b) after 2500 ms", "g1 -> C (c) silent for 2.5 s"]

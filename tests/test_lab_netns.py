@@ -196,6 +196,9 @@ def test_chaos_short_bounded(small_lab: tuple[Path, Path, str], tmp_path: Path) 
         assert res.returncode == 0
         checked = [e for e in result["timeline"] if e["event"] == "checked"]
         assert len(checked) == result["episodes"] >= 1
+        # timed from each episode's clear, on the replies' own timestamps
+        assert all(0 < e["heal_ms"] <= 2000 for e in checked), checked
+        assert result["heal_ms_max"] == max(e["heal_ms"] for e in checked)
         assert json.loads((report / "chaos.json").read_text()) == result
         assert "PASSED" in (report / "index.html").read_text()
     finally:

@@ -390,6 +390,7 @@ def run_fault(run: LabRun, plan: Plan, fault: Fault, log: Log) -> dict[str, Any]
         "probe": f"{src.name} -> {dst.name}",
     }
     probe = Probe(src.ns, _v4(dst, seg), source=src.name)
+    watch: HealWatch | None = None
     try:
 
         def failed(detail: str) -> dict[str, Any]:
@@ -405,14 +406,26 @@ def run_fault(run: LabRun, plan: Plan, fault: Fault, log: Log) -> dict[str, Any]
             return failed("no relay carries the probe's traffic: nothing to kill")
         if target:
             result["target"] = target
+        # "fault" before the fault is applied: a probe lost to it is never counted as "before";
+        # "during" is only while it surely held: from "applied" (`_inject` returned) to
+        # "clearing" (`_clear` called); recovery counts from "cleared"
+        probe.mark("fault")
         _inject(run, plan, state, fault, target)
-        probe.mark("fault")  # in force from here (an impairer may take a moment to start)
+        probe.mark("applied")
         try:
+            if fault.heal_within is not None:
+                watch = HealWatch(plan)
             vias = _hold(run, fault, src, dst)
         finally:  # even on Ctrl-C: never leave a fault in place
+            probe.mark("clearing")
             _clear(run, plan, state, fault, target)
         probe.mark("cleared")
         t_end = time.time()
+        heal: tuple[dict[str, float], list[str]] | None = None
+        if watch is not None:
+            assert fault.heal_within is not None
+            watch.arm()
+            heal = watch.wait(t_end, fault.heal_within, linger=fault.recovery_timeout)
         back = probe.wait_answering(20, t_end, fault.recovery_timeout)
         if back is not None:
             probe.mark("recovered")
@@ -421,9 +434,40 @@ def run_fault(run: LabRun, plan: Plan, fault: Fault, log: Log) -> dict[str, Any]
     finally:
         if probe.proc.poll() is None:
             probe.stop()
+        if watch is not None:
+            watch.stop()
     result.update(measured(pr, fault.duration, back, t_end))
     _explain(run, plan, fault, result, target, vias, src, dst)
+    if heal is not None:
+        _judge_heal(result, heal, watch.pairs if watch else 0, fault)
     return result
+
+
+def _judge_heal(
+    result: dict[str, Any], heal: tuple[dict[str, float], list[str]], pairs: int, fault: Fault
+) -> None:
+    """`heal_within`: every guest pair answered that soon after the fault cleared, or not."""
+    times, late = heal
+    limit = (fault.heal_within or 0.0) * 1000
+    worst = max((v for v in times.values() if v <= limit), default=None)
+    result["heal"] = {
+        "within_s": fault.heal_within,
+        "pairs": pairs,
+        "late": late,
+        "max_ms": worst,  # of the pairs in time; `pairs_ms` has the late ones too
+        "pairs_ms": dict(sorted(times.items(), key=lambda kv: -kv[1])),
+    }
+    said = result.get("detail", "")
+    if late:
+        result["recovered"] = False
+        result["detail"] = (said + "; " if said else "") + (
+            f"not every guest pair answered within {fault.heal_within:g} s of the heal: "
+            + ", ".join(late)
+        )
+    else:
+        result["detail"] = (said + "; " if said else "") + (
+            f"every guest pair ({pairs}) answered within {worst or 0:.0f} ms of the heal"
+        )
 
 
 def _target(run: LabRun, plan: Plan, fault: Fault, src: GuestPlan, dst: GuestPlan) -> str | None:
@@ -506,6 +550,73 @@ def segment_pairs(plan: Plan) -> tuple[dict[str, list[str]], dict[tuple[str, str
                     wanted.setdefault(a.name, []).append(_v4(b, ia.segment))
                     names[(a.name, _v4(b, ia.segment))] = b.name
     return wanted, names
+
+
+def heal_times(
+    first: dict[str, float], targets: list[str], since: float, within: float
+) -> tuple[dict[str, float], list[str]]:
+    """(ms from `since` to each target's first reply, the targets late or silent).
+
+    A reply counts only if it came after `since` and at most `within` s later.
+    """
+    ms = {a: round((t - since) * 1000, 1) for a, t in first.items() if t >= since}
+    late = [a for a in targets if a not in ms or ms[a] > within * 1000]
+    return ms, late
+
+
+class HealWatch:
+    """Every guest pair of each segment, answering again after a heal (IPv4).
+
+    Start it while the fault still holds (the probers take a moment to start),
+    `arm()` once everything is cleared, then `wait(since, within)`: each pair
+    must have a reply received after `since` and at most `within` s after it,
+    judged on the replies' own timestamps, not on when the lab read them.
+    """
+
+    def __init__(self, plan: Plan) -> None:
+        wanted, self.names = segment_pairs(plan)
+        self.probers = [
+            (g, AllPairs(plan.guest(g).ns, addrs)) for g, addrs in wanted.items() if addrs
+        ]
+        self.pairs = sum(len(ap.targets) for _, ap in self.probers)
+        for _, ap in self.probers:
+            ap.wait_started(5.0)
+
+    def arm(self) -> None:
+        for _, ap in self.probers:
+            ap.rearm()
+        for _, ap in self.probers:
+            ap.wait_armed(2.0)
+
+    def wait(
+        self, since: float, within: float, linger: float = 0.0
+    ) -> tuple[dict[str, float], list[str]]:
+        """(ms to the first reply per pair "src -> dst", the pairs late or silent).
+
+        With `linger`, a pair not answering in time is waited for that much longer, so
+        that a late one says how late ("after N ms") rather than only that it was late.
+        """
+        deadline = since + within + linger
+        while time.time() < deadline and not all(ap.done() for _, ap in self.probers):
+            time.sleep(0.02)
+        time.sleep(0.1)  # the readers catch up with replies received by the deadline
+        times: dict[str, float] = {}
+        late: list[str] = []
+        for g, ap in self.probers:
+            with ap.lock:
+                first = dict(ap.first)
+            ms, silent = heal_times(first, ap.targets, since, within)
+            times.update({f"{g} -> {self.names[(g, a)]}": v for a, v in ms.items()})
+            late += [
+                f"{g} -> {self.names[(g, a)]} ({a}) "
+                + (f"after {ms[a]:.0f} ms" if a in ms else f"silent for {within + linger:g} s")
+                for a in silent
+            ]
+        return times, late
+
+    def stop(self) -> None:
+        for _, ap in self.probers:
+            ap.stop()
 
 
 def cold_start(run: LabRun, plan: Plan, fault: Fault, log: Log) -> dict[str, Any]:

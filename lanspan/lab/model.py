@@ -250,6 +250,9 @@ class Fault(_Model):
     sites: tuple[SiteName, SiteName] | None = None
     duration: float = Field(default=2.0, gt=0, le=900)  # seconds the fault lasts
     recovery_timeout: float = Field(default=20.0, gt=0, le=300)  # seconds allowed to recover after
+    # after clearing, every guest pair of each segment must answer within this many seconds
+    # (as `lab chaos` checks after each episode; default: only the fault's probe is timed)
+    heal_within: float | None = Field(default=None, gt=0, le=60)
     probe: Probe | None = None  # default: a pair of guests across the faulted place
     impair: Impairment = Field(default_factory=Impairment)  # impair
     # flood: one unprivileged sender in the internet core sends `rate` datagrams/s of

@@ -9,7 +9,10 @@ lost connectivity); the timeline (one bit per probe) feeds the report's plot.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -143,18 +146,22 @@ class Probe:
 
 
 FIRST = re.compile(r"^F (\S+) (\d+\.\d+)$")
+ARMED = re.compile(r"^A (\d+\.\d+)$")
 
 
 class AllPairs:
     """One prober in namespace `ns` echoing every address in `targets` until each answers.
 
-    `first` maps each address to the wall time of its first reply.
+    `first` maps each address to the wall time of its first reply (since the last
+    `rearm`, if any).
     """
 
     def __init__(self, ns: str, targets: list[str], interval: float = 0.02) -> None:
         self.targets = list(dict.fromkeys(targets))
         self.first: dict[str, float] = {}
         self.started = threading.Event()
+        self.armed = threading.Event()
+        self.armed_at: float | None = None
         argv = [sys.executable, "-m", "lanspan.lab.inside.prober", self.targets[0],
                 "--interval", str(interval)]  # fmt: skip
         for t in self.targets[1:]:
@@ -178,6 +185,13 @@ class AllPairs:
             line = line.strip()
             if START.match(line):
                 self.started.set()
+            m = ARMED.match(line)
+            if m:  # every `F` line after this one is a first reply since the re-arm
+                with self.lock:
+                    self.first.clear()
+                    self.armed_at = float(m.group(1))
+                self.armed.set()
+                continue
             m = FIRST.match(line)
             if m:
                 with self.lock:
@@ -185,6 +199,15 @@ class AllPairs:
 
     def wait_started(self, timeout: float) -> bool:
         return self.started.wait(timeout)
+
+    def rearm(self) -> None:
+        """Forget the first replies: from the prober's `A` line on, `first` counts afresh."""
+        self.armed.clear()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.proc.pid, signal.SIGUSR1)
+
+    def wait_armed(self, timeout: float) -> bool:
+        return self.armed.wait(timeout)
 
     def done(self) -> bool:
         with self.lock:
@@ -200,7 +223,12 @@ def measured(
 ) -> dict[str, Any]:
     """What the continuous probe saw: outage, recovery, loss and RTT before and during.
 
-    `back` is when the probe answered again, `t_end` when the fault cleared.
+    `back` is when the probe answered again, `t_end` when the fault cleared. The
+    markers: "fault" just before the fault was applied (what came before it is
+    "before"); "during" runs from "applied" (once it was) to "clearing" (when
+    clearing began), each falling back to "fault" and "cleared" where a caller
+    sets only those. The outage is the longest unanswered run of the whole
+    probe, whatever the markers.
     """
     out: dict[str, Any] = dict(
         outage_ms=pr.outage_ms,
@@ -215,7 +243,8 @@ def measured(
         duration_ms=duration_s * 1000,
     )
     if "fault" in pr.markers and "cleared" in pr.markers:
-        out["during"] = window(pr, pr.markers["fault"], pr.markers["cleared"])
+        m = pr.markers
+        out["during"] = window(pr, m.get("applied", m["fault"]), m.get("clearing", m["cleared"]))
         out["before"] = window(pr, 0.0, pr.markers["fault"])
     return out
 

@@ -6,7 +6,10 @@ replies are missing), prints `R <seq> <sent wall time> <received wall time>`
 per first reply and, on SIGINT/SIGTERM, `S <sent>`. With `--also ADDR` (any
 number) it echoes those addresses too, on the same schedule, and prints
 `F <addr> <received wall time>` once for the first reply from each address
-(ADDR included): the lab's cold-start measurement. Needs a raw socket (root).
+(ADDR included): the lab's cold-start measurement. SIGUSR1 re-arms that: it
+prints `A <wall time>` and from then on `F` once more for each address's first
+reply (the lab's heal check, started while a fault still holds). Needs a raw
+socket (root).
 """
 
 from __future__ import annotations
@@ -47,13 +50,17 @@ def main(argv: list[str] | None = None) -> int:
     sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     sock.setblocking(False)
     ident = os.getpid() & 0xFFFF
-    stop = [False]
+    stop, rearm = [False], [False]
 
     def on_signal(*_: object) -> None:
         stop[0] = True
 
+    def on_rearm(*_: object) -> None:
+        rearm[0] = True
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGUSR1, on_rearm)  # before "T": the lab may signal once it saw it
     sent_at: dict[int, float] = {}
     seen: set[int] = set()
     seq = 0
@@ -62,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     out = sys.stdout
     print(f"T {time.time():.6f}", file=out, flush=True)
     while not stop[0]:
+        if rearm[0]:
+            rearm[0] = False
+            pending = {a.address, *a.also} if multi else set()
+            print(f"A {time.time():.6f}", file=out, flush=True)
         now = time.monotonic()
         due = start + seq * a.interval
         if now >= due:
