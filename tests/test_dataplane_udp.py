@@ -146,3 +146,47 @@ def test_replies_leave_from_the_address_the_peer_reached(
         server.send_batch((client, peer.port), [b"after the address went away"])
         assert _receive(peer, 1)[1] == [(default, server.port)]
         assert server.counters.tx_errors == 0
+
+
+@pytest.mark.netns
+@root
+@pytest.mark.parametrize(
+    ("primary", "second", "client"),
+    [("198.18.8.1", "198.18.8.11", "198.18.8.2"), ("fd00:8::1", "fd00:8::11", "fd00:8::2")],
+)
+def test_a_peer_reaching_both_addresses_gets_the_kernels_choice_without_flipping(
+    pair: tuple[Netns, str, str], primary: str, second: str, client: str
+) -> None:
+    """Issue 10, two-provider site: a node probes each of our endpoints, so its
+    datagrams reach both local addresses; our source must stay the kernel's (its
+    route works) instead of following whichever datagram came in last."""
+    n, a, b = pair
+    n.address(a, "u0", f"{second}/{64 if ':' in second else 24}")
+    with entered(a):
+        server = UdpEndpoint.bind(0)
+    with entered(b):
+        peer = UdpEndpoint.bind(0)
+    with server, peer:
+        server.send_batch((client, peer.port), [b"hello"])
+        ((default, _),) = _receive(peer, 1)[1]
+        other = second if default == primary else primary
+
+        def reached(local: str) -> None:
+            peer.send_batch((local, server.port), [b"probe"])
+            ((src,),) = [_receive(server, 1)[1]]
+            server.authenticated(src)
+            server.end_round()
+
+        def answered_from() -> str:
+            server.send_batch((client, peer.port), [b"answer"])
+            ((src, _),) = _receive(peer, 1)[1]
+            return src
+
+        reached(other)  # only the other address: answers from there
+        assert answered_from() == other
+        reached(default)  # both now: the kernel's choice
+        assert answered_from() == default
+        reached(other)  # the latest on the other address changes nothing
+        assert answered_from() == default
+        assert server.reply_from((client, peer.port)) == other
+        assert server.counters.tx_errors == 0

@@ -10,11 +10,17 @@ Replies leave from the local address the peer's datagrams arrive on
 (IP_PKTINFO / IPV6_PKTINFO), not the kernel's default source: on a server
 with two uplinks, a peer that reaches us through the second one gets its
 answers from the second address, so the site's policy routing sends them
-out the uplink that works. A sender's local address is remembered for good
-(in a bounded LRU table) only once the agent says one of its datagrams
-authenticated (`authenticated`); until then it serves only the replies of
-the same round (`end_round` forgets it), so spoofed sources can neither
-fill the table nor push real peers out of it.
+out the uplink that works. A sender reaching us on several local addresses
+(it probes each of our endpoints, as a node of a two-provider site does)
+gets the kernel's own choice whenever that is one of them: the kernel's
+route is the one that works, and the source must not flip with whichever
+probe came in last (issue 10: inside a two-provider site, sending from the
+second address towards a first-provider address has no return path). A
+sender's local addresses are remembered for good (in a bounded LRU table)
+only once the agent says one of its datagrams authenticated
+(`authenticated`); until then they serve only the replies of the same round
+(`end_round` forgets them), so spoofed sources can neither fill the table
+nor push real peers out of it.
 
 Addresses are ``(host, port)`` with IPv4 as plain dotted strings: IPv4-mapped
 IPv6 (``::ffff:a.b.c.d``) is normalised on receive and plain IPv4 is mapped
@@ -27,6 +33,7 @@ import errno
 import logging
 import socket
 import struct
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -64,6 +71,11 @@ MAX_REPLY_FROM = 4096
 # Senders of this round not (yet) authenticated: replies of the round leave from where
 # they came in; beyond this many in one round, replies use the kernel's default source.
 MAX_ROUND_SOURCES = 1024
+# Local addresses remembered per remote (a node has a few endpoints, not more).
+MAX_LOCALS = 4
+# How long the kernel's default source towards a remote is trusted before it is
+# looked up again (a route change, an uplink going dark, shows within this).
+DEFAULT_SOURCE_TTL = 2.0
 _PKTINFO_ERRNOS = frozenset({errno.EINVAL, errno.EADDRNOTAVAIL, errno.ENETUNREACH})
 _SEG = struct.Struct("=H")
 _INT = struct.Struct("=i")
@@ -131,9 +143,14 @@ class UdpEndpoint:
         self.gro = gro  # the kernel accepted UDP_GRO
         self.gso = gso  # UDP_SEGMENT in use (turned off after the first refusal)
         self.counters = UdpCounters()
-        # authenticated remote -> local address it reached, least recently used first
-        self._reply_from: OrderedDict[Addr, str] = OrderedDict()
+        # authenticated remote -> local addresses it reached (latest last), LRU order
+        self._reply_from: OrderedDict[Addr, list[str]] = OrderedDict()
         self._round: dict[Addr, str] = {}  # senders of this round, not authenticated
+        # remote -> (the kernel's default source towards it or None, when to look again)
+        self._default_source: dict[Addr, tuple[str | None, float]] = {}
+        # Asks the kernel for its route's source (connect() sends nothing). Made
+        # here, with the socket: in the same network namespace.
+        self._route_probe = socket.socket(sock.family, socket.SOCK_DGRAM)
 
     @classmethod
     def bind(cls, port: int, host: str = "::") -> UdpEndpoint:
@@ -243,10 +260,19 @@ class UdpEndpoint:
         if local is None:
             return
         table = self._reply_from
-        table[src] = local
-        table.move_to_end(src)
-        if len(table) > MAX_REPLY_FROM:
-            table.popitem(last=False)
+        locals_ = table.get(src)
+        if locals_ is None:
+            table[src] = [local]
+            if len(table) > MAX_REPLY_FROM:
+                gone, _ = table.popitem(last=False)
+                self._default_source.pop(gone, None)
+        else:
+            table.move_to_end(src)
+            if locals_[-1] != local:
+                if local in locals_:
+                    locals_.remove(local)
+                locals_.append(local)
+                del locals_[:-MAX_LOCALS]
 
     def end_round(self) -> None:
         """The round's replies are sent: forget the senders that did not authenticate."""
@@ -254,13 +280,47 @@ class UdpEndpoint:
             self._round.clear()
 
     def reply_from(self, addr: Addr) -> str | None:
-        """The local address datagrams to `addr` leave from (None: the kernel chooses)."""
-        local = self._reply_from.get(addr)
-        return local if local is not None else self._round.get(addr)
+        """The local address `addr` reached us on last (None: not known)."""
+        locals_ = self._reply_from.get(addr)
+        return locals_[-1] if locals_ is not None else self._round.get(addr)
+
+    def source_for(self, addr: Addr) -> str | None:
+        """The local address datagrams to `addr` leave from (None: the kernel chooses):
+        where `addr` reached us, unless the kernel's own choice is one of those."""
+        locals_ = self._reply_from.get(addr)
+        if locals_ is None:
+            local = self._round.get(addr)
+            if local is None:
+                return None
+            locals_ = [local]
+        if self._kernel_source(addr) in locals_:
+            return None
+        return locals_[-1]
+
+    def _kernel_source(self, addr: Addr) -> str | None:
+        """The source address the kernel's routes pick towards `addr` (cached briefly)."""
+        now = time.monotonic()
+        cached = self._default_source.get(addr)
+        if cached is not None and now < cached[1]:
+            return cached[0]
+        source: str | None = None
+        sa = self._sockaddr(addr)
+        if sa is not None:
+            try:
+                # connect() on UDP sends nothing: it only resolves the route
+                self._route_probe.connect(sa)
+                source = _unmap(self._route_probe.getsockname()[0])
+            except OSError:
+                source = None
+        if len(self._default_source) >= MAX_REPLY_FROM + MAX_ROUND_SOURCES:
+            self._default_source.clear()  # bounded; refilled as needed
+        self._default_source[addr] = (source, now + DEFAULT_SOURCE_TTL)
+        return source
 
     def _forget(self, addr: Addr) -> None:
         self._reply_from.pop(addr, None)
         self._round.pop(addr, None)
+        self._default_source.pop(addr, None)
 
     def send_batch(self, addr: Addr, datagrams: Sequence[bytes]) -> None:
         """Send datagrams to `addr`, segmentation-offloaded when possible; never raises."""
@@ -320,7 +380,7 @@ class UdpEndpoint:
 
     def _pktinfo(self, addr: Addr) -> list[tuple[int, int, bytes]]:
         """The ancillary data that makes a datagram to `addr` leave from where it reached us."""
-        local = self.reply_from(addr)
+        local = self.source_for(addr)
         if local is None:
             return []
         if self._v6:
@@ -361,6 +421,7 @@ class UdpEndpoint:
 
     def close(self) -> None:
         self._sock.close()
+        self._route_probe.close()
 
     def __enter__(self) -> UdpEndpoint:
         return self
