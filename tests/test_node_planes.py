@@ -58,5 +58,5 @@ def test_planes_from_outside_the_site_are_dropped_and_counted() -> None:
     n2._send_planes("n1", net.now)
     net.run(0.5)
     assert heard(net, "n1") == []
-    assert net.nodes["n1"].drop_counts()["control.planes_outside_site"] == 1
+    assert net.nodes["n1"].drop_counts()["node.planes_outside_site"] == 1
     assert not any(isinstance(o, Log) and o.kind == "peer_planes" for o in net.logged["n1"])

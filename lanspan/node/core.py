@@ -186,7 +186,7 @@ class NodeCore:
 
     def _heard_planes(self, peer: str, msg: control.Planes, now: float) -> None:
         if not self._site_member(peer):
-            self._drops["control.planes_outside_site"] += 1  # only site members' matter
+            self._drops["node.planes_outside_site"] += 1  # only site members' matter
             return
         if msg.ack:
             self._planes_acked.add(peer)
