@@ -217,14 +217,25 @@ def test_vxlan_outside_the_underlay_is_refused_at_run_time(
 
 
 class FakeSegment:
-    """Stands for a KernelSegment: records FDB moves."""
+    """Stands for a KernelSegment: records FDB moves, flood lists and pinned MACs."""
 
     def __init__(self) -> None:
         self.moves: list[tuple[str, str]] = []
+        self.flood: list[str] | None = None  # the last set_site_peers
+        self.pinned: dict[str, str] = {}
 
     def move_destination(self, old: object, new: object) -> int:
         self.moves.append((str(old), str(new)))
         return 1
+
+    def set_site_peers(self, addresses: object) -> None:
+        self.flood = sorted(str(a) for a in addresses)  # type: ignore[attr-defined]
+
+    def set_mac(self, mac: str, dst: object) -> None:
+        self.pinned[mac] = str(dst)
+
+    def remove_mac(self, mac: str) -> None:
+        self.pinned.pop(mac, None)
 
 
 def kernel_lan(text: str = NET) -> tuple[KernelPlane, FakeSegment]:
@@ -296,3 +307,49 @@ def test_status_says_the_plane_per_segment_and_per_peer() -> None:
     text = render_status(st)
     assert "segments: lan kernel vxlan 198.19.1.2, api mesh" in text
     assert "api: userspace data plane — host port api0 is in it" in text
+
+
+def test_a_site_member_in_userspace_is_reached_over_the_mesh_and_back() -> None:
+    plane, fake = kernel_lan()
+    fake.pinned["02:aa:00:00:00:02"] = "198.19.1.2"  # as _build left it
+    assert plane.core_view().node("gra-2").segments == ("api",)
+    assert plane.follow("peer_planes", {"peer": "gra-2", "planes": {"lan": "userspace"}})
+    assert plane.view_changed
+    assert fake.flood == ["198.19.1.9"]  # no plain VXLAN to gra-2, the plain VTEP stays
+    assert fake.pinned == {}
+    view = plane.core_view()
+    assert view.node("gra-2").segments == ("lan", "api")  # the core carries lan to it
+    assert sorted(m.node for m in view.static_macs) == ["gra-2", "rbx-1"]  # its MAC: the core
+    # told again (every probe round until acked): nothing changes
+    plane.view_changed = False
+    assert not plane.follow("peer_planes", {"peer": "gra-2", "planes": {"lan": "userspace"}})
+    assert not plane.view_changed
+    # its path moves: no VXLAN entry to move any more
+    assert not plane.follow("path_switch", {"peer": "gra-2", "path": "198.19.1.2:51820"})
+    assert fake.moves == []
+    # it carries lan in the kernel again (restarted with what it lacked)
+    assert plane.follow("peer_planes", {"peer": "gra-2", "planes": {"lan": "kernel"}})
+    assert fake.flood == ["198.19.1.2", "198.19.1.9"]
+    assert fake.pinned == {"02:aa:00:00:00:02": "198.19.1.2"}
+    assert plane.core_view().node("gra-2").segments == ("api",)
+
+
+def test_planes_that_change_nothing_are_ignored() -> None:
+    plane, fake = kernel_lan()
+    for fields in (
+        {"peer": "rbx-1", "planes": {"lan": "userspace"}},  # another site
+        {"peer": "gra-2", "planes": {"api": "userspace"}},  # not a kernel segment here
+        {"peer": "gra-2", "planes": {"lan": "fast"}},  # not a plane
+        {"peer": "gra-2", "planes": {"lan": "kernel"}},  # what we assumed
+        {"peer": "nobody", "planes": {"lan": "userspace"}},
+        {"peer": "gra-2", "planes": "lan"},
+    ):
+        assert not plane.follow("peer_planes", fields), fields
+    assert fake.flood is None and not plane.view_changed
+
+
+def test_what_a_node_tells_its_site() -> None:
+    plane, _ = kernel_lan()
+    plane.choices = {c.segment: c for c in choose_planes(plane.network, "gra-1", without_vlans)}
+    assert plane.advertised() == {"lan": "kernel", "api": "userspace", "dmz": "userspace"}
+    assert KernelPlane(net(), "rbx-1").advertised() == {}  # an untrusted site: nothing to agree
