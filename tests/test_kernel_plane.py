@@ -353,3 +353,25 @@ def test_what_a_node_tells_its_site() -> None:
     plane.choices = {c.segment: c for c in choose_planes(plane.network, "gra-1", without_vlans)}
     assert plane.advertised() == {"lan": "kernel", "api": "userspace", "dmz": "userspace"}
     assert KernelPlane(net(), "rbx-1").advertised() == {}  # an untrusted site: nothing to agree
+
+
+def test_metrics_say_the_plane_per_segment_and_per_peer() -> None:
+    from lanspan.control.metrics import render_prometheus
+    from lanspan.node.core import NodeCore
+
+    plane, _ = kernel_lan()
+    node = NodeCore(
+        plane.core_view(), "gra-1", bytes(range(32)), random_bytes=random.Random(1).randbytes,
+        wall_time=lambda: 0.0, now=0.0,
+    )  # fmt: skip
+    prom = render_prometheus(plane.annotate(node.status(1.0)))
+    assert 'lanspan_segment_plane{segment="lan",plane="kernel"} 1' in prom
+    assert 'lanspan_segment_plane{segment="api",plane="userspace"} 1' in prom
+    assert 'lanspan_peer_segment_plane{peer="gra-2",segment="lan",plane="kernel_vxlan"} 1' in prom
+    assert 'lanspan_peer_segment_plane{peer="gra-2",segment="api",plane="mesh"} 1' in prom
+    assert 'lanspan_peer_segment_plane{peer="rbx-1",segment="lan",plane="mesh"} 1' in prom
+    # a member that said userspace: mesh from then on
+    plane.follow("peer_planes", {"peer": "gra-2", "planes": {"lan": "userspace"}})
+    node.reconfigure(plane.core_view(), 2.0)
+    prom = render_prometheus(plane.annotate(node.status(2.0)))
+    assert 'lanspan_peer_segment_plane{peer="gra-2",segment="lan",plane="mesh"} 1' in prom
