@@ -147,19 +147,62 @@ def test_the_kernel_is_probed_only_when_a_segment_could_use_it() -> None:
     assert calls == [1]  # once for all segments
 
 
-def test_trunks_stay_in_userspace_without_vlan_filtering() -> None:
-    text = NET.replace(
-        '  [[node.port]]\n  kind = "host"',
-        '  [[node.port]]\n  kind = "trunk"\n  name = "up"\n  interface = "eth1"\n'
-        '  vlans = [10]\n  [[node.port]]\n  kind = "host"',
-    )
-    lan = next(
+TRUNK = NET.replace(
+    '  [[node.port]]\n  kind = "host"',
+    '  [[node.port]]\n  kind = "trunk"\n  name = "up"\n  interface = "eth1"\n'
+    '  vlans = [10, 12]\n  [[node.port]]\n  kind = "host"',
+)
+
+
+def with_caps(**changes: Feature) -> KernelCapabilities:
+    return KernelCapabilities(**{**{f.name: f for f in full().features()}, **changes})  # type: ignore[arg-type]
+
+
+def no(name: str) -> Feature:
+    return Feature(name, False, errno.EOPNOTSUPP, "the kernel does not support it")
+
+
+def lan_choice(text: str, caps: KernelCapabilities) -> tuple[str, str]:
+    c = next(
         c
-        for c in choose_planes(parse_network(text, "n"), "gra-1", without_vlans)
+        for c in choose_planes(parse_network(text, "n"), "gra-1", lambda: caps)
         if c.segment == "lan"
     )
-    assert lan.plane == "userspace"
-    assert lan.reason.startswith("trunk port up carries it and the kernel lacks vlan_filtering")
+    return c.plane, c.reason
+
+
+def test_trunks_stay_in_userspace_without_802_1q() -> None:
+    """This kernel: no 802.1Q (and no VLAN filtering): one line says so, per segment."""
+    plane, reason = lan_choice(
+        TRUNK, with_caps(dot1q=no("dot1q"), vlan_filtering=no("vlan_filtering"))
+    )
+    assert plane == "userspace"
+    assert reason.startswith("trunk port up carries it and the kernel lacks dot1q: no (")
+    # what is probed decides, not the kernel version: VLAN filtering alone is not what it needs
+    assert lan_choice(TRUNK, with_caps(vlan_filtering=no("vlan_filtering")))[0] == "kernel"
+
+
+def test_trunks_join_the_kernel_where_802_1q_exists() -> None:
+    assert lan_choice(TRUNK, full())[0] == "kernel"
+    made = TRUNK.replace('name = "up"\n  interface = "eth1"', 'name = "up"')  # a TAP we make
+    plane, reason = lan_choice(made, full())
+    assert (plane, reason.split(" (")[0]) == ("userspace", "trunk port up is a TAP lanspan makes")
+    native = TRUNK.replace("vlans = [10, 12]", "vlans = [10, 12]\n  native_vlan = 10")
+    assert lan_choice(native, full()) == (
+        "userspace",
+        "trunk port up carries it untagged (native VLAN: in userspace)",
+    )
+
+
+def test_core_view_takes_the_kernels_vlans_off_a_trunk() -> None:
+    n = parse_network(TRUNK, "n")
+    view = core_view(n, "gra-1", {"lan"})
+    up = view.node("gra-1").port("up")
+    assert up.vlans == (12,)  # type: ignore[union-attr]  # dmz stays in userspace on it
+    gone = core_view(
+        parse_network(TRUNK.replace("vlans = [10, 12]", "vlans = [10]"), "n"), "gra-1", {"lan"}
+    )
+    assert [p.name for p in gone.node("gra-1").ports] == ["api0", "lsm10"]  # all the kernel's
 
 
 def test_site_members_include_plain_vteps() -> None:

@@ -4,8 +4,10 @@ At start the agent removes what an earlier run of (network, node) left in the
 kernel (`cleanup_leftovers`), then decides per segment it carries:
 
 - **kernel** when its site is trusted, it has a VXLAN address there, another
-  member of the site (agent or plain VTEP) carries the segment, every local
-  port of the segment is an access port, and the kernel offers what the
+  member of the site (agent or plain VTEP) carries the segment, its local
+  ports are access ports or trunks the kernel can take (an existing interface,
+  the segment's VLAN tagged on it, and 802.1Q sub-interfaces in the kernel:
+  `KernelCapabilities.missing_for_trunks`), and the kernel offers what the
   kernel plane needs (`KernelCapabilities.missing_for_access`);
 - **userspace** otherwise, with the first reason that ruled the kernel out.
 
@@ -59,6 +61,7 @@ from lanspan.dataplane.kernel import (
     KernelPlaneError,
     KernelSegment,
     KernelSegmentSpec,
+    KernelTrunkVlan,
     SegmentDevices,
     cleanup_leftovers,
 )
@@ -148,13 +151,28 @@ def _eligible(network: Network, me: Node, seg: Segment) -> str | None:
     return None
 
 
+def _trunk_reason(p: TrunkPort, seg: Segment, caps: KernelCapabilities) -> str | None:
+    """Why trunk `p` keeps `seg` in userspace (None: its VLAN can join the kernel bridge)."""
+    if caps.missing_for_trunks():
+        missing = "; ".join(str(f) for f in caps.missing_for_trunks())
+        return f"trunk port {p.name} carries it and the kernel lacks {missing}"
+    if p.create:
+        return (
+            f"trunk port {p.name} is a TAP lanspan makes (trunks in the kernel: "
+            "existing interfaces only)"
+        )
+    if p.native_vlan == seg.vlan:
+        return f"trunk port {p.name} carries it untagged (native VLAN: in userspace)"
+    return None
+
+
 def _port_reason(me: Node, seg: Segment, caps: KernelCapabilities) -> str | None:
     for p in _ports_in(me, seg):
         if isinstance(p, TrunkPort):
-            if caps.missing_for_trunks():
-                missing = "; ".join(str(f) for f in caps.missing_for_trunks())
-                return f"trunk port {p.name} carries it and the kernel lacks {missing}"
-            return f"trunk port {p.name} carries it (trunks in the kernel: not implemented yet)"
+            why = _trunk_reason(p, seg, caps)
+            if why is not None:
+                return why
+            continue
         if p.kind == "host":
             return f"host port {p.name} is in it (host ports in the kernel: not implemented yet)"
     return None
@@ -215,7 +233,17 @@ def core_view(
     mesh = mesh or {}
     me = network.node(node)
     segs = {s: network.segment(s) for s in kernel}
-    ports: list[Port] = [p for p in me.ports if isinstance(p, TrunkPort) or p.segment not in kernel]
+    vlans = {seg.vlan for seg in segs.values()}
+    ports: list[Port] = []
+    for p in me.ports:
+        if isinstance(p, TrunkPort):
+            # the kernel's VLANs leave the trunk as the core sees it (it would see their
+            # tagged frames too: never twice); a trunk left with none is the kernel's
+            keep = tuple(v for v in p.vlans if v not in vlans)
+            if keep:
+                ports.append(replace(p, vlans=keep) if keep != p.vlans else p)
+        elif p.segment not in kernel:
+            ports.append(p)
     for s in me.segments:  # in the node's own order, so the view is stable
         if s in kernel:
             dev = mesh_port_name(segs[s])
@@ -301,6 +329,11 @@ class KernelPlane:
             for p in _ports_in(me, seg)
             if isinstance(p, AccessPort)
         )
+        trunks = tuple(
+            KernelTrunkVlan(p.name, p.device, seg.vlan)
+            for p in _ports_in(me, seg)
+            if isinstance(p, TrunkPort)
+        )
         spec = KernelSegmentSpec(
             network=net.name,
             node=me.name,
@@ -310,6 +343,7 @@ class KernelPlane:
             local=me.vxlan_address,
             vxlan_port=net.site(me.site).vxlan_port,
             access=access,
+            trunks=trunks,
             ageing=net.mac_ageing,
         )
         try:
