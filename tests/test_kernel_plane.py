@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import random
+from collections.abc import Callable
 from ipaddress import IPv4Address
 
 import pytest
@@ -266,6 +267,7 @@ class FakeSegment:
         self.moves: list[tuple[str, str]] = []
         self.flood: list[str] | None = None  # the last set_site_peers
         self.pinned: dict[str, str] = {}
+        self.learned: dict[str, str] = {}  # MAC -> VTEP the kernel learned
 
     def move_destination(self, old: object, new: object) -> int:
         self.moves.append((str(old), str(new)))
@@ -279,6 +281,12 @@ class FakeSegment:
 
     def remove_mac(self, mac: str) -> None:
         self.pinned.pop(mac, None)
+
+    def prune_foreign(self, allowed: Callable[[object], bool]) -> list[tuple[str, object]]:
+        gone = [(m, d) for m, d in self.learned.items() if not allowed(IPv4Address(d))]
+        for m, _ in gone:
+            del self.learned[m]
+        return gone  # type: ignore[return-value]
 
 
 def kernel_lan(text: str = NET) -> tuple[KernelPlane, FakeSegment]:
@@ -355,11 +363,13 @@ def test_status_says_the_plane_per_segment_and_per_peer() -> None:
 def test_a_site_member_in_userspace_is_reached_over_the_mesh_and_back() -> None:
     plane, fake = kernel_lan()
     fake.pinned["02:aa:00:00:00:02"] = "198.19.1.2"  # as _build left it
+    fake.learned = {"02:bb:00:00:00:01": "198.19.1.2", "02:bb:00:00:00:09": "198.19.1.9"}
     assert plane.core_view().node("gra-2").segments == ("api",)
     assert plane.follow("peer_planes", {"peer": "gra-2", "planes": {"lan": "userspace"}})
     assert plane.view_changed
     assert fake.flood == ["198.19.1.9"]  # no plain VXLAN to gra-2, the plain VTEP stays
     assert fake.pinned == {}
+    assert fake.learned == {"02:bb:00:00:00:09": "198.19.1.9"}  # learned behind it: forgotten
     view = plane.core_view()
     assert view.node("gra-2").segments == ("lan", "api")  # the core carries lan to it
     assert sorted(m.node for m in view.static_macs) == ["gra-2", "rbx-1"]  # its MAC: the core

@@ -107,6 +107,13 @@ def _vxlan_on_endpoints(node: Node) -> bool:
     return any(e.host == node.vxlan_address for e in node.endpoints)
 
 
+def _other_than(addr: IPAddress) -> Callable[[IPAddress], bool]:
+    def allowed(a: IPAddress) -> bool:
+        return a != addr
+
+    return allowed
+
+
 def _mac_text(mac: bytes) -> str:
     return ":".join(f"{b:02x}" for b in mac)
 
@@ -413,11 +420,13 @@ class KernelPlane:
             on_mesh = self._mesh.setdefault(name, set())
             if plane == "userspace" and peer not in on_mesh:
                 on_mesh.add(peer)
-                self._at[name].pop(peer, None)
+                gone = self._at[name].pop(peer, None)
                 for m in self.network.static_macs:
                     if m.segment == name and m.node == peer:
                         ks.remove_mac(_mac_text(m.mac))
                 ks.set_site_peers(self._at[name].values())
+                if gone is not None:  # what the kernel learned behind it (it was kernel once)
+                    ks.prune_foreign(_other_than(gone))
                 log.info(
                     "segment %s: site member %s carries it in userspace: reached over the "
                     "encrypted mesh, no plain VXLAN to it", name, peer,
