@@ -142,3 +142,65 @@ def test_trusted_site_in_the_kernel_other_sites_encrypted(cluster: Cluster) -> N
 
     c.stop("a1")
     assert our_devices(c.members["a1"].ns) == set()
+
+
+def split_network_file(c: Cluster) -> str:
+    """a1 and a2 in trusted site s; a2 also has a host port in segment a: a2 carries it
+    in userspace, a1 in the kernel. They must agree: a1 reaches a2 over the mesh."""
+    out = [
+        f'[network]\nname = "kp"\nport = {PORT}\n',
+        "[network.timers]\nprobe_interval = 0.2\nhold_down = 1.0\n",
+        '[[segment]]\nname = "a"\nvlan = 100\nipv4 = "198.18.100.0/24"\nmtu = 1400\n',
+        '[[site]]\nname = "s"\ntrusted = true\nunderlay = ["198.18.0.0/30"]\n',
+    ]
+    for name in ("a1", "a2"):
+        m = c.members[name]
+        host = (
+            '  [[node.port]]\n  kind = "host"\n  name = "h"\n  segment = "a"\n'
+            '  address = ["198.18.100.50/24"]\n'
+            if name == "a2"
+            else ""
+        )
+        out.append(
+            f'[[node]]\nname = "{name}"\nsite = "s"\n'
+            f'public_key = "{encode_key(public_key(m.key))}"\n'
+            f'endpoints = ["{m.endpoints[0]}:{PORT}"]\nsegments = ["a"]\n'
+            '  [[node.port]]\n  kind = "access"\n  name = "ga"\n  segment = "a"\n'
+            '  interface = "ga"\n' + host
+        )
+    return "\n".join(out)
+
+
+def test_site_members_agree_a_member_in_userspace_is_reached_over_the_mesh(
+    tmp_path: Path,
+) -> None:
+    with Netns() as nn:
+        c = Cluster(nn, tmp_path)
+        c.setup_core()
+        for name in ("a1", "a2"):
+            c.add_member(name)
+        c.network_file.write_text(split_network_file(c))
+        try:
+            for name in ("a1", "a2"):
+                c.start(name)
+            wait_for(lambda: c.mesh_up(["a1", "a2"]), WAIT, "session between a1 and a2")
+            assert "segment a: kernel data plane" in c.log("a1").read_text()
+            assert "segment a: userspace data plane — host port h" in c.log("a2").read_text()
+            wait_for(
+                lambda: "site member a2 carries it in userspace" in c.log("a1").read_text(),
+                WAIT,
+                "a1 hearing a2's plane",
+            )
+            # no plain VXLAN towards a2 any more: only the mesh
+            fdb = run(["bridge", "fdb", "show", "dev", "lsx100"], ns=c.members["a1"].ns).stdout
+            assert "198.18.0.2" not in fdb, fdb
+            for src, dst in (("a1", "a2"), ("a2", "a1")):
+                wait_for(lambda s=src, d=dst: c.ping(s, d), WAIT, f"{src} → {dst}")  # type: ignore[misc]
+            host = run(["ping", "-c", "1", "-W", "1", "198.18.100.50"],
+                       ns=c.members["a1"].guest, check=False)  # fmt: skip
+            assert host.returncode == 0, host.stdout
+            peers = c.peers("a1")
+            rows = {s["segment"]: s["plane"] for s in peers["a2"]["segments"]}
+            assert rows == {"a": "mesh"}, peers["a2"]
+        finally:
+            c.stop_all()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import struct
+from dataclasses import replace
 from ipaddress import ip_network
 from pathlib import Path
 
@@ -286,7 +287,13 @@ def test_plain_vxlan_is_filtered_only_with_the_kernel_plane_on_a_trusted_site() 
     net = parse_network(net_with(SITE), "net.toml")
     spec = _filter_spec(net, "gra-hv1", 51820, kernel_vxlan=True)
     assert (spec.vxlan_port, spec.underlay) == (4790, (ip_network("198.19.1.0/24"),))
-    assert "udp dport 4790 jump vxlan" in render(spec)
-    assert "ip saddr { 198.19.1.0/24 } return" in render(spec)
+    assert "udp dport 4790 ip saddr 198.19.1.0/24 accept" in render(spec)
+    text = render(spec)
+    accept = text.index("udp dport 4790 ip saddr 198.19.1.0/24 accept")
+    drop = text.index("udp dport 4790 counter name vxlan_outside_underlay drop")
+    # first in the input chain: VXLAN from the underlay is accepted before anything else
+    assert accept < drop < text.index("udp dport 51820 jump mesh")
+    two = replace(spec, underlay=(ip_network("198.19.1.0/24"), ip_network("198.19.2.0/24")))
+    assert "udp dport 4790 ip saddr { 198.19.1.0/24, 198.19.2.0/24 } accept" in render(two)
     assert _filter_spec(net, "gra-hv1", 51820, kernel_vxlan=False).vxlan_port is None
     assert _filter_spec(net, "rbx-db1", 51820, kernel_vxlan=True).vxlan_port is None

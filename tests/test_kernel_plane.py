@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import random
+from collections.abc import Callable
 from ipaddress import IPv4Address
 
 import pytest
@@ -147,19 +148,62 @@ def test_the_kernel_is_probed_only_when_a_segment_could_use_it() -> None:
     assert calls == [1]  # once for all segments
 
 
-def test_trunks_stay_in_userspace_without_vlan_filtering() -> None:
-    text = NET.replace(
-        '  [[node.port]]\n  kind = "host"',
-        '  [[node.port]]\n  kind = "trunk"\n  name = "up"\n  interface = "eth1"\n'
-        '  vlans = [10]\n  [[node.port]]\n  kind = "host"',
-    )
-    lan = next(
+TRUNK = NET.replace(
+    '  [[node.port]]\n  kind = "host"',
+    '  [[node.port]]\n  kind = "trunk"\n  name = "up"\n  interface = "eth1"\n'
+    '  vlans = [10, 12]\n  [[node.port]]\n  kind = "host"',
+)
+
+
+def with_caps(**changes: Feature) -> KernelCapabilities:
+    return KernelCapabilities(**{**{f.name: f for f in full().features()}, **changes})  # type: ignore[arg-type]
+
+
+def no(name: str) -> Feature:
+    return Feature(name, False, errno.EOPNOTSUPP, "the kernel does not support it")
+
+
+def lan_choice(text: str, caps: KernelCapabilities) -> tuple[str, str]:
+    c = next(
         c
-        for c in choose_planes(parse_network(text, "n"), "gra-1", without_vlans)
+        for c in choose_planes(parse_network(text, "n"), "gra-1", lambda: caps)
         if c.segment == "lan"
     )
-    assert lan.plane == "userspace"
-    assert lan.reason.startswith("trunk port up carries it and the kernel lacks vlan_filtering")
+    return c.plane, c.reason
+
+
+def test_trunks_stay_in_userspace_without_802_1q() -> None:
+    """This kernel: no 802.1Q (and no VLAN filtering): one line says so, per segment."""
+    plane, reason = lan_choice(
+        TRUNK, with_caps(dot1q=no("dot1q"), vlan_filtering=no("vlan_filtering"))
+    )
+    assert plane == "userspace"
+    assert reason.startswith("trunk port up carries it and the kernel lacks dot1q: no (")
+    # what is probed decides, not the kernel version: VLAN filtering alone is not what it needs
+    assert lan_choice(TRUNK, with_caps(vlan_filtering=no("vlan_filtering")))[0] == "kernel"
+
+
+def test_trunks_join_the_kernel_where_802_1q_exists() -> None:
+    assert lan_choice(TRUNK, full())[0] == "kernel"
+    made = TRUNK.replace('name = "up"\n  interface = "eth1"', 'name = "up"')  # a TAP we make
+    plane, reason = lan_choice(made, full())
+    assert (plane, reason.split(" (")[0]) == ("userspace", "trunk port up is a TAP lanspan makes")
+    native = TRUNK.replace("vlans = [10, 12]", "vlans = [10, 12]\n  native_vlan = 10")
+    assert lan_choice(native, full()) == (
+        "userspace",
+        "trunk port up carries it untagged (native VLAN: in userspace)",
+    )
+
+
+def test_core_view_takes_the_kernels_vlans_off_a_trunk() -> None:
+    n = parse_network(TRUNK, "n")
+    view = core_view(n, "gra-1", {"lan"})
+    up = view.node("gra-1").port("up")
+    assert up.vlans == (12,)  # type: ignore[union-attr]  # dmz stays in userspace on it
+    gone = core_view(
+        parse_network(TRUNK.replace("vlans = [10, 12]", "vlans = [10]"), "n"), "gra-1", {"lan"}
+    )
+    assert [p.name for p in gone.node("gra-1").ports] == ["api0", "lsm10"]  # all the kernel's
 
 
 def test_site_members_include_plain_vteps() -> None:
@@ -217,14 +261,32 @@ def test_vxlan_outside_the_underlay_is_refused_at_run_time(
 
 
 class FakeSegment:
-    """Stands for a KernelSegment: records FDB moves."""
+    """Stands for a KernelSegment: records FDB moves, flood lists and pinned MACs."""
 
     def __init__(self) -> None:
         self.moves: list[tuple[str, str]] = []
+        self.flood: list[str] | None = None  # the last set_site_peers
+        self.pinned: dict[str, str] = {}
+        self.learned: dict[str, str] = {}  # MAC -> VTEP the kernel learned
 
     def move_destination(self, old: object, new: object) -> int:
         self.moves.append((str(old), str(new)))
         return 1
+
+    def set_site_peers(self, addresses: object) -> None:
+        self.flood = sorted(str(a) for a in addresses)  # type: ignore[attr-defined]
+
+    def set_mac(self, mac: str, dst: object) -> None:
+        self.pinned[mac] = str(dst)
+
+    def remove_mac(self, mac: str) -> None:
+        self.pinned.pop(mac, None)
+
+    def prune_foreign(self, allowed: Callable[[object], bool]) -> list[tuple[str, object]]:
+        gone = [(m, d) for m, d in self.learned.items() if not allowed(IPv4Address(d))]
+        for m, _ in gone:
+            del self.learned[m]
+        return gone  # type: ignore[return-value]
 
 
 def kernel_lan(text: str = NET) -> tuple[KernelPlane, FakeSegment]:
@@ -296,3 +358,73 @@ def test_status_says_the_plane_per_segment_and_per_peer() -> None:
     text = render_status(st)
     assert "segments: lan kernel vxlan 198.19.1.2, api mesh" in text
     assert "api: userspace data plane — host port api0 is in it" in text
+
+
+def test_a_site_member_in_userspace_is_reached_over_the_mesh_and_back() -> None:
+    plane, fake = kernel_lan()
+    fake.pinned["02:aa:00:00:00:02"] = "198.19.1.2"  # as _build left it
+    fake.learned = {"02:bb:00:00:00:01": "198.19.1.2", "02:bb:00:00:00:09": "198.19.1.9"}
+    assert plane.core_view().node("gra-2").segments == ("api",)
+    assert plane.follow("peer_planes", {"peer": "gra-2", "planes": {"lan": "userspace"}})
+    assert plane.view_changed
+    assert fake.flood == ["198.19.1.9"]  # no plain VXLAN to gra-2, the plain VTEP stays
+    assert fake.pinned == {}
+    assert fake.learned == {"02:bb:00:00:00:09": "198.19.1.9"}  # learned behind it: forgotten
+    view = plane.core_view()
+    assert view.node("gra-2").segments == ("lan", "api")  # the core carries lan to it
+    assert sorted(m.node for m in view.static_macs) == ["gra-2", "rbx-1"]  # its MAC: the core
+    # told again (every probe round until acked): nothing changes
+    plane.view_changed = False
+    assert not plane.follow("peer_planes", {"peer": "gra-2", "planes": {"lan": "userspace"}})
+    assert not plane.view_changed
+    # its path moves: no VXLAN entry to move any more
+    assert not plane.follow("path_switch", {"peer": "gra-2", "path": "198.19.1.2:51820"})
+    assert fake.moves == []
+    # it carries lan in the kernel again (restarted with what it lacked)
+    assert plane.follow("peer_planes", {"peer": "gra-2", "planes": {"lan": "kernel"}})
+    assert fake.flood == ["198.19.1.2", "198.19.1.9"]
+    assert fake.pinned == {"02:aa:00:00:00:02": "198.19.1.2"}
+    assert plane.core_view().node("gra-2").segments == ("api",)
+
+
+def test_planes_that_change_nothing_are_ignored() -> None:
+    plane, fake = kernel_lan()
+    for fields in (
+        {"peer": "rbx-1", "planes": {"lan": "userspace"}},  # another site
+        {"peer": "gra-2", "planes": {"api": "userspace"}},  # not a kernel segment here
+        {"peer": "gra-2", "planes": {"lan": "fast"}},  # not a plane
+        {"peer": "gra-2", "planes": {"lan": "kernel"}},  # what we assumed
+        {"peer": "nobody", "planes": {"lan": "userspace"}},
+        {"peer": "gra-2", "planes": "lan"},
+    ):
+        assert not plane.follow("peer_planes", fields), fields
+    assert fake.flood is None and not plane.view_changed
+
+
+def test_what_a_node_tells_its_site() -> None:
+    plane, _ = kernel_lan()
+    plane.choices = {c.segment: c for c in choose_planes(plane.network, "gra-1", without_vlans)}
+    assert plane.advertised() == {"lan": "kernel", "api": "userspace", "dmz": "userspace"}
+    assert KernelPlane(net(), "rbx-1").advertised() == {}  # an untrusted site: nothing to agree
+
+
+def test_metrics_say_the_plane_per_segment_and_per_peer() -> None:
+    from lanspan.control.metrics import render_prometheus
+    from lanspan.node.core import NodeCore
+
+    plane, _ = kernel_lan()
+    node = NodeCore(
+        plane.core_view(), "gra-1", bytes(range(32)), random_bytes=random.Random(1).randbytes,
+        wall_time=lambda: 0.0, now=0.0,
+    )  # fmt: skip
+    prom = render_prometheus(plane.annotate(node.status(1.0)))
+    assert 'lanspan_segment_plane{segment="lan",plane="kernel"} 1' in prom
+    assert 'lanspan_segment_plane{segment="api",plane="userspace"} 1' in prom
+    assert 'lanspan_peer_segment_plane{peer="gra-2",segment="lan",plane="kernel_vxlan"} 1' in prom
+    assert 'lanspan_peer_segment_plane{peer="gra-2",segment="api",plane="mesh"} 1' in prom
+    assert 'lanspan_peer_segment_plane{peer="rbx-1",segment="lan",plane="mesh"} 1' in prom
+    # a member that said userspace: mesh from then on
+    plane.follow("peer_planes", {"peer": "gra-2", "planes": {"lan": "userspace"}})
+    node.reconfigure(plane.core_view(), 2.0)
+    prom = render_prometheus(plane.annotate(node.status(2.0)))
+    assert 'lanspan_peer_segment_plane{peer="gra-2",segment="lan",plane="mesh"} 1' in prom

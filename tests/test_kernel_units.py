@@ -96,7 +96,7 @@ class Entry:
 def test_probe_all_there_but_vlans() -> None:
     caps = _Prober(FakeIPR({"vlan", "wireguard", "vlan_filtering"})).run()
     assert caps.missing_for_access() == ()
-    assert [f.name for f in caps.missing_for_trunks()] == ["vlan_filtering"]
+    assert [f.name for f in caps.missing_for_trunks()] == ["dot1q"]  # 802.1Q sub-interfaces
     assert caps.dot1q == Feature("dot1q", False, errno.EOPNOTSUPP, caps.dot1q.why)
     assert "not support" in caps.dot1q.why
     assert f"dot1q: no ({errno.errorcode[errno.EOPNOTSUPP]})" in caps.summary()
@@ -125,3 +125,54 @@ def test_unavailable_names_one_reason_everywhere() -> None:
     caps = KernelCapabilities.unavailable(errno.EPERM, "cannot create a throwaway namespace")
     assert len(caps.missing_for_access()) == 5
     assert all(f.errno == errno.EPERM and not f.available for f in caps.features())
+
+
+class RecordingIPR:
+    """Records every link call; interfaces exist once added (or listed as existing)."""
+
+    def __init__(self, existing: tuple[str, ...]) -> None:
+        self.links: dict[str, int] = {name: i + 1 for i, name in enumerate(existing)}
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def link(self, command: str, **kw: Any) -> None:
+        self.calls.append((command, kw))
+        if command == "add":
+            self.links[kw["ifname"]] = len(self.links) + 1
+
+    def link_lookup(self, ifname: str) -> list[int]:
+        return [self.links[ifname]] if ifname in self.links else []
+
+    def get_links(self, *idx: int) -> list[Entry]:
+        return [Entry({})]
+
+    def brport(self, command: str, **kw: Any) -> list[Any]:
+        self.calls.append(("brport", kw))
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_trunk_vlan_joins_the_bridge_as_an_802_1q_subinterface() -> None:
+    from ipaddress import IPv4Address
+
+    from lanspan.dataplane.kernel import KernelSegment, KernelSegmentSpec, KernelTrunkVlan
+
+    spec = KernelSegmentSpec(
+        network="n", node="a", segment="lan", vni=10, mtu=1400,
+        local=IPv4Address("198.18.0.1"), mesh=False,
+        trunks=(KernelTrunkVlan("up", "eth1", 10),),
+    )  # fmt: skip
+    ipr = RecordingIPR(existing=("eth1",))
+    seg = KernelSegment(spec, ipr)
+    seg._build()
+    adds = [kw for c, kw in ipr.calls if c == "add"]
+    sub = next(kw for kw in adds if kw.get("kind") == "vlan")
+    assert sub == {"ifname": "lst10_0", "kind": "vlan", "link": ipr.links["eth1"], "vlan_id": 10}
+    sets = [kw for c, kw in ipr.calls if c == "set"]
+    idx = ipr.links["lst10_0"]
+    assert {"index": idx, "master": ipr.links["lsb10"]} in sets  # in the segment's bridge
+    assert {"index": idx, "IFLA_IFALIAS": "lanspan:n:a:trunk:lan", "mtu": 1400} in sets  # ours
+    assert not [kw for c, kw in ipr.calls if c == "brport" and kw.get("index") == idx]  # local
+    assert {"index": ipr.links["eth1"], "state": "up"} in sets
+    assert "lst10_0" in seg._made and "eth1" not in seg._made  # the trunk itself is never ours

@@ -69,6 +69,7 @@ class Net:
         segments: dict[str, list[str]] | None = None,
         nat: frozenset[str] = frozenset(),
         no_relay: frozenset[str] = frozenset(),
+        sites: dict[str, str] | None = None,  # node -> site (default: a site each)
     ) -> None:
         self.keys = {f"n{i}": generate_private_key() for i in range(1, n + 1)}
         self.addr = {name: (f"198.18.0.{i}", 51820) for i, name in enumerate(self.keys, 1)}
@@ -81,7 +82,7 @@ class Net:
             host, port = self.addr[name]
             endpoints = "[]" if name in nat else f'["{host}:{port}"]'
             text.append(
-                f'[[node]]\nname = "{name}"\nsite = "s{name}"\n'
+                f'[[node]]\nname = "{name}"\nsite = "{(sites or {}).get(name, "s" + name)}"\n'
                 f'public_key = "{encode_key(public_key(key))}"\n'
                 f"endpoints = {endpoints}\nrelay = {str(name not in no_relay).lower()}\n"
                 f"segments = {segments[name]!r}\n".replace("'", '"')

@@ -106,3 +106,51 @@ def test_probe_roundtrip_and_errors() -> None:
 def test_random_control_only_raises_badpacket(data: bytes) -> None:
     with contextlib.suppress(BadPacket):
         control.parse_untrusted(data)
+
+
+PLANES = control.Planes(False, (("lan", "kernel"), ("api", "userspace")))
+
+
+def test_planes_roundtrip_and_wire_bytes() -> None:
+    data = control.build_planes(PLANES)
+    assert data == b"\x06\x00\x02\x03lan\x01\x03api\x00"
+    assert control.parse_untrusted(data) == PLANES
+    acked = control.Planes(True, ())
+    assert control.build_planes(acked) == b"\x06\x01\x00"
+    assert control.parse_untrusted(b"\x06\x01\x00") == acked
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"\x06\x00", "control.short"),
+        (b"\x06\x02\x00", "control.bad_planes"),  # an unknown flag
+        (b"\x06\x00\x01\x03lan\x02", "control.bad_planes"),  # an unknown plane
+        (b"\x06\x00\x01\x03lan", "control.short"),  # no plane byte
+        (b"\x06\x00\x02\x03lan\x01\x03lan\x00", "control.bad_planes"),  # named twice
+        (b"\x06\x00\x00\x00", "control.bad_length"),
+        (b"\x06\x00\x01\x00\x01", "control.bad_name"),
+    ],
+)
+def test_bad_planes_name_their_reason(data: bytes, reason: str) -> None:
+    with pytest.raises(BadPacket) as e:
+        control.parse_untrusted(data)
+    assert e.value.reason == reason
+
+
+def test_planes_refuses_what_it_cannot_say() -> None:
+    with pytest.raises(ValueError, match="neither"):
+        control.build_planes(control.Planes(False, (("lan", "fast"),)))
+    with pytest.raises(ValueError, match="at most 255"):
+        control.build_planes(control.Planes(False, tuple((f"s{i}", "kernel") for i in range(256))))
+
+
+@given(st.integers(min_value=0, max_value=30), st.binary(max_size=8))
+def test_truncated_and_extended_planes_only_raise_badpacket(cut: int, extra: bytes) -> None:
+    good = control.build_planes(PLANES)
+    for data in (good[:cut], good + extra):
+        try:
+            got = control.parse_untrusted(data)
+        except BadPacket:
+            continue
+        assert data == good and got == PLANES

@@ -4,8 +4,10 @@ At start the agent removes what an earlier run of (network, node) left in the
 kernel (`cleanup_leftovers`), then decides per segment it carries:
 
 - **kernel** when its site is trusted, it has a VXLAN address there, another
-  member of the site (agent or plain VTEP) carries the segment, every local
-  port of the segment is an access port, and the kernel offers what the
+  member of the site (agent or plain VTEP) carries the segment, its local
+  ports are access ports or trunks the kernel can take (an existing interface,
+  the segment's VLAN tagged on it, and 802.1Q sub-interfaces in the kernel:
+  `KernelCapabilities.missing_for_trunks`), and the kernel offers what the
   kernel plane needs (`KernelCapabilities.missing_for_access`);
 - **userspace** otherwise, with the first reason that ruled the kernel out.
 
@@ -22,6 +24,17 @@ Static MACs pinned to such a site member become per-MAC FDB entries.
 
 Plain VXLAN is sent only to addresses inside the site's declared underlay:
 `peer_address` refuses anything else, whatever the path state says.
+
+**Site members agree.** Each agent of a trusted site tells the other members
+its plane per segment (`advertised`, carried by the node core's PLANES control
+message). A member that carries a segment in userspace (its kernel lacks
+something, its build failed, a trunk port) cannot take plain VXLAN for it: on
+hearing so (`peer_planes`), every kernel member removes it from that segment's
+flood list and FDB and hands it back to the node core, which then reaches it
+over the encrypted mesh through the mesh TAP (`core_view` with ``mesh``). The
+mesh TAP is an isolated bridge port, so what that member sends reaches only
+local ports; the other kernel members get it from the member itself. A member
+that says kernel again is moved back. Plain VTEPs say nothing: kernel.
 """
 
 from __future__ import annotations
@@ -48,6 +61,7 @@ from lanspan.dataplane.kernel import (
     KernelPlaneError,
     KernelSegment,
     KernelSegmentSpec,
+    KernelTrunkVlan,
     SegmentDevices,
     cleanup_leftovers,
 )
@@ -91,6 +105,13 @@ def _vxlan_on_endpoints(node: Node) -> bool:
     A `vxlan_address` set apart from every endpoint is a VTEP of its own and stays put.
     """
     return any(e.host == node.vxlan_address for e in node.endpoints)
+
+
+def _other_than(addr: IPAddress) -> Callable[[IPAddress], bool]:
+    def allowed(a: IPAddress) -> bool:
+        return a != addr
+
+    return allowed
 
 
 def _mac_text(mac: bytes) -> str:
@@ -137,13 +158,28 @@ def _eligible(network: Network, me: Node, seg: Segment) -> str | None:
     return None
 
 
+def _trunk_reason(p: TrunkPort, seg: Segment, caps: KernelCapabilities) -> str | None:
+    """Why trunk `p` keeps `seg` in userspace (None: its VLAN can join the kernel bridge)."""
+    if caps.missing_for_trunks():
+        missing = "; ".join(str(f) for f in caps.missing_for_trunks())
+        return f"trunk port {p.name} carries it and the kernel lacks {missing}"
+    if p.create:
+        return (
+            f"trunk port {p.name} is a TAP lanspan makes (trunks in the kernel: "
+            "existing interfaces only)"
+        )
+    if p.native_vlan == seg.vlan:
+        return f"trunk port {p.name} carries it untagged (native VLAN: in userspace)"
+    return None
+
+
 def _port_reason(me: Node, seg: Segment, caps: KernelCapabilities) -> str | None:
     for p in _ports_in(me, seg):
         if isinstance(p, TrunkPort):
-            if caps.missing_for_trunks():
-                missing = "; ".join(str(f) for f in caps.missing_for_trunks())
-                return f"trunk port {p.name} carries it and the kernel lacks {missing}"
-            return f"trunk port {p.name} carries it (trunks in the kernel: not implemented yet)"
+            why = _trunk_reason(p, seg, caps)
+            if why is not None:
+                return why
+            continue
         if p.kind == "host":
             return f"host port {p.name} is in it (host ports in the kernel: not implemented yet)"
     return None
@@ -188,18 +224,38 @@ def mesh_port_name(seg: Segment) -> str:
     return SegmentDevices.for_vni(seg.vni).mesh
 
 
-def core_view(network: Network, node: str, kernel: set[str]) -> Network:
-    """The network as the node core must see it once `kernel` segments are in the kernel."""
+def core_view(
+    network: Network,
+    node: str,
+    kernel: set[str],
+    mesh: Mapping[str, set[str]] | None = None,
+) -> Network:
+    """The network as the node core must see it once `kernel` segments are in the kernel.
+
+    `mesh`: per kernel segment, site members that carry it in userspace: the
+    core keeps carrying it to them (over the mesh), they get no plain VXLAN.
+    """
     if not kernel:
         return network
+    mesh = mesh or {}
     me = network.node(node)
     segs = {s: network.segment(s) for s in kernel}
-    ports: list[Port] = [p for p in me.ports if isinstance(p, TrunkPort) or p.segment not in kernel]
+    vlans = {seg.vlan for seg in segs.values()}
+    ports: list[Port] = []
+    for p in me.ports:
+        if isinstance(p, TrunkPort):
+            # the kernel's VLANs leave the trunk as the core sees it (it would see their
+            # tagged frames too: never twice); a trunk left with none is the kernel's
+            keep = tuple(v for v in p.vlans if v not in vlans)
+            if keep:
+                ports.append(replace(p, vlans=keep) if keep != p.vlans else p)
+        elif p.segment not in kernel:
+            ports.append(p)
     for s in me.segments:  # in the node's own order, so the view is stable
         if s in kernel:
             dev = mesh_port_name(segs[s])
             ports.append(AccessPort(name=dev, segment=s, device=dev, create=True))
-    reached = {s: set(site_members(network, me, s)) for s in kernel}
+    reached = {s: set(site_members(network, me, s)) - mesh.get(s, set()) for s in kernel}
     nodes: list[Node] = []
     for n in network.nodes:
         if n.name == me.name:
@@ -227,6 +283,9 @@ class KernelPlane:
         self._at: dict[str, dict[str, IPAddress]] = {}  # segment -> site member -> VTEP now
         self._caps: KernelCapabilities | None = None
         self._failed: set[str] = set()  # segments whose kernel build failed: userspace
+        # segment -> site members that said they carry it in userspace: over the mesh
+        self._mesh: dict[str, set[str]] = {}
+        self.view_changed = False  # core_view changed since the agent last applied it
         self.startup_log: list[tuple[int, str]] = []
 
     @classmethod
@@ -277,6 +336,11 @@ class KernelPlane:
             for p in _ports_in(me, seg)
             if isinstance(p, AccessPort)
         )
+        trunks = tuple(
+            KernelTrunkVlan(p.name, p.device, seg.vlan)
+            for p in _ports_in(me, seg)
+            if isinstance(p, TrunkPort)
+        )
         spec = KernelSegmentSpec(
             network=net.name,
             node=me.name,
@@ -286,6 +350,7 @@ class KernelPlane:
             local=me.vxlan_address,
             vxlan_port=net.site(me.site).vxlan_port,
             access=access,
+            trunks=trunks,
             ageing=net.mac_ageing,
         )
         try:
@@ -303,10 +368,16 @@ class KernelPlane:
         self._at[seg.name] = site_members(net, me, seg.name)
         return choice
 
-    def _program_statics(self, ks: KernelSegment, segment: str) -> None:
-        members = site_members(self.network, self.network.node(self.node), segment)
+    def _vxlan_members(self, segment: str, network: Network | None = None) -> dict[str, IPAddress]:
+        """Site members reached over plain VXLAN for `segment`: not those on the mesh."""
+        net = network or self.network
+        members = site_members(net, net.node(self.node), segment)
+        return {n: a for n, a in members.items() if n not in self._mesh.get(segment, set())}
+
+    def _program_statics(self, ks: KernelSegment, segment: str, only: str | None = None) -> None:
+        members = self._vxlan_members(segment)
         for m in self.network.static_macs:
-            if m.segment == segment and m.node in members:
+            if m.segment == segment and m.node in members and only in (None, m.node):
                 ks.set_mac(_mac_text(m.mac), members[m.node])
 
     # -- what the agent asks --------------------------------------------------
@@ -316,7 +387,61 @@ class KernelPlane:
         return set(self.segments)
 
     def core_view(self, network: Network | None = None) -> Network:
-        return core_view(network or self.network, self.node, self.kernel_segments)
+        return core_view(network or self.network, self.node, self.kernel_segments, self._mesh)
+
+    def advertised(self) -> dict[str, str]:
+        """What this node tells its site members: the plane of each of its segments.
+
+        Empty outside a trusted site (nothing to agree on there).
+        """
+        me = self.network.node(self.node)
+        if not self.network.site(me.site).trusted:
+            return {}
+        return {
+            s: c.plane if (c := self.choices.get(s)) is not None else "userspace"
+            for s in me.segments
+        }
+
+    def peer_planes(self, peer: str, planes: Mapping[str, object]) -> bool:
+        """Site member `peer` said which plane carries each of its segments.
+
+        For each kernel segment of ours it carries: "userspace" moves it to
+        the mesh (its flood entry and pinned MACs removed, the core carries
+        the segment to it), "kernel" moves it back. True when the core's view
+        changed (`view_changed` is set too; the agent applies `core_view()`).
+        """
+        me = self.network.node(self.node)
+        changed = False
+        for name, ks in self.segments.items():
+            plane = planes.get(name)
+            members = site_members(self.network, me, name)
+            if peer not in members or plane not in ("userspace", "kernel"):
+                continue
+            on_mesh = self._mesh.setdefault(name, set())
+            if plane == "userspace" and peer not in on_mesh:
+                on_mesh.add(peer)
+                gone = self._at[name].pop(peer, None)
+                for m in self.network.static_macs:
+                    if m.segment == name and m.node == peer:
+                        ks.remove_mac(_mac_text(m.mac))
+                ks.set_site_peers(self._at[name].values())
+                if gone is not None:  # what the kernel learned behind it (it was kernel once)
+                    ks.prune_foreign(_other_than(gone))
+                log.info(
+                    "segment %s: site member %s carries it in userspace: reached over the "
+                    "encrypted mesh, no plain VXLAN to it", name, peer,
+                )  # fmt: skip
+                changed = True
+            elif plane == "kernel" and peer in on_mesh:
+                on_mesh.discard(peer)
+                self._at[name][peer] = members[peer]
+                ks.set_site_peers(self._at[name].values())
+                self._program_statics(ks, name, only=peer)
+                log.info("segment %s: site member %s carries it in the kernel: plain VXLAN "
+                         "to it again", name, peer)  # fmt: skip
+                changed = True
+        self.view_changed = self.view_changed or changed
+        return changed
 
     def port(self, name: str) -> TapPort | None:
         """The mesh TAP behind core-view port `name`, if it is one of ours."""
@@ -361,6 +486,15 @@ class KernelPlane:
         the site's underlay). Relay paths and other kinds are ignored: plain
         VXLAN is never relayed. True when an entry moved.
         """
+        if kind == "peer_planes" and self.segments:
+            peer, planes = fields.get("peer"), fields.get("planes")
+            if not isinstance(peer, str) or not isinstance(planes, Mapping):
+                return False
+            try:
+                return self.peer_planes(peer, planes)
+            except (KernelPlaneError, ValueError) as e:  # contained: that member keeps its entries
+                log.warning("segment planes of %s could not be followed: %s", peer, e)
+                return False
         if kind != "path_switch" or not self.segments:
             return False
         peer, path = fields.get("peer"), fields.get("path")
@@ -428,9 +562,8 @@ class KernelPlane:
         """Follow a reload: site members and static MACs of each kernel segment."""
         self.check_reload(new)
         self.network = new
-        me = new.node(self.node)
         for name, ks in self.segments.items():
-            members = site_members(new, me, name)
+            members = self._vxlan_members(name, new)
             ks.set_site_peers(members.values())
             self._at[name] = members
             self._program_statics(ks, name)

@@ -201,6 +201,7 @@ class Agent:
             wall_time=time.time,
             now=time.monotonic(),
         )
+        self.node.set_planes(self.kernel.advertised())  # told to the site's other members
         self._real_network = real  # the file as written (the filter needs the real ports)
         self.kernel_filter: KernelFilter | None = None  # installed once the agent is up
         self._wake_r, self._wake_w = socket.socketpair()
@@ -440,6 +441,17 @@ class Agent:
             else:
                 log.info(out.kind, extra={"fields": out.fields})
                 self.kernel.follow(out.kind, out.fields)  # a site member's path moved: FDB too
+                if self.kernel.view_changed:  # a site member's plane: who the core carries to
+                    self._kernel_view()
+
+    def _kernel_view(self) -> None:
+        """A site member said it carries a kernel segment in userspace (or no longer):
+        the core now carries that segment to it over the mesh (or no longer)."""
+        self.kernel.view_changed = False
+        new = self.kernel.core_view()
+        for change in self.node.reconfigure(new, time.monotonic()):
+            log.info("kernel plane: %s", change)
+        self.network = new
 
     def start(self) -> None:
         """Open the metrics server and the ports; register everything on the selector.

@@ -199,6 +199,15 @@ def _segment_metrics(r: _Registry, doc: Mapping[str, object]) -> None:
             {**seg, "vlan": _s(s.get("vlan")), "vni": _s(s.get("vni"))},
             1,
         )
+        if s.get("plane") is not None:
+            r.add(
+                "lanspan_segment_plane",
+                "gauge",
+                "Constant 1 per segment, labelled with the data plane carrying it on this "
+                "node: kernel (bridge and plain VXLAN inside a trusted site) or userspace.",
+                {**seg, "plane": _s(s.get("plane"))},
+                1,
+            )
         r.add(
             "lanspan_segment_mtu_bytes",
             "gauge",
@@ -237,6 +246,15 @@ def _port_metrics(r: _Registry, doc: Mapping[str, object]) -> None:
 
 def _peer_metrics(r: _Registry, p: Mapping[str, object]) -> None:
     peer = {"peer": _s(p.get("name"))}
+    for x in _dicts(p.get("segments")):
+        r.add(
+            "lanspan_peer_segment_plane",
+            "gauge",
+            "Constant 1 per segment shared with the peer, labelled with what carries it "
+            "there: kernel_vxlan (plain VXLAN, same trusted site) or mesh (encrypted).",
+            {**peer, "segment": _s(x.get("segment")), "plane": _s(x.get("plane"))},
+            1,
+        )
     r.add(
         "lanspan_peer_up",
         "gauge",

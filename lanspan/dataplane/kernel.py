@@ -3,7 +3,9 @@
 Inside a trusted site, frames between the site's nodes stay in the kernel::
 
     access ports ──┐
-    (veth, TAP)    ├─ bridge lsb<vni> ─┬─ vxlan lsx<vni>  isolated ─ plain VXLAN (RFC 7348)
+    (veth, TAP)    │
+    trunk VLANs  ──┤  (802.1Q sub-interface lst<vni>_<i> of an existing trunk interface)
+                   ├─ bridge lsb<vni> ─┬─ vxlan lsx<vni>  isolated ─ plain VXLAN (RFC 7348)
                    │                   │                              to the site's other nodes
                    │                   └─ TAP lsm<vni>    isolated ─ read by the agent: the
                    │                                                  encrypted path to other sites
@@ -56,6 +58,7 @@ __all__ = [
     "KernelPlaneError",
     "KernelSegment",
     "KernelSegmentSpec",
+    "KernelTrunkVlan",
     "SegmentDevices",
     "cleanup_leftovers",
     "leftovers",
@@ -135,6 +138,22 @@ class KernelAccessPort:
 
 
 @dataclass(frozen=True, slots=True)
+class KernelTrunkVlan:
+    """One VLAN of an existing trunk interface, bridged as an 802.1Q sub-interface."""
+
+    name: str  # lanspan's trunk port name (shown in `show macs`)
+    device: str  # the trunk's kernel interface (never created, never deleted by us)
+    vlan: int  # the segment's VLAN id on the trunk
+
+    def subinterface(self, vni: int, index: int) -> str:
+        """The sub-interface we make: ``lst<vni>_<index>`` (at most 15 bytes)."""
+        name = f"lst{vni}_{index}"
+        if len(name) > 15:
+            raise ValueError(f"trunk sub-interface name {name} longer than 15 bytes")
+        return name
+
+
+@dataclass(frozen=True, slots=True)
 class KernelSegmentSpec:
     """Everything `KernelSegment.create` needs; no config objects below the agent."""
 
@@ -146,6 +165,7 @@ class KernelSegmentSpec:
     local: Addr  # this node's underlay address inside the trusted site
     vxlan_port: int = DEFAULT_VXLAN_PORT
     access: tuple[KernelAccessPort, ...] = ()
+    trunks: tuple[KernelTrunkVlan, ...] = ()  # needs 802.1Q (KernelCapabilities.dot1q)
     learning: bool = True  # kernel VXLAN learns MAC → remote VTEP from what it receives
     mesh: bool = True  # make the mesh TAP (the encrypted path to other sites)
     ageing: float = 300.0  # bridge MAC ageing, seconds
@@ -342,6 +362,25 @@ class KernelSegment:
                 self._attached.append(port.device)
             self._enslave(port.device, br, isolated=False)
 
+        for i, t in enumerate(s.trunks):
+            sub = t.subinterface(s.vni, i)
+            self._refuse_existing(sub)
+            parent = self._index(t.device)
+            self._step(
+                f"create 802.1Q sub-interface {sub} (vlan {t.vlan} of trunk {t.name})",
+                lambda p=parent, n=sub, v=t.vlan: ipr.link(  # type: ignore[misc]
+                    "add", ifname=n, kind="vlan", link=p, vlan_id=v
+                ),
+            )
+            self._made.append(sub)
+            idx = self._index(sub)
+            self._step(f"configure {sub}", lambda i=idx: self._mark(i, "trunk"))  # type: ignore[misc]
+            self._enslave(sub, br, isolated=False)
+            self._step(
+                f"bring trunk {t.device} up",
+                lambda p=parent: ipr.link("set", index=p, state="up"),  # type: ignore[misc]
+            )
+
         for dev in [*self._made, *self._attached]:
             idx = self._index(dev)
             self._step(f"bring {dev} up", lambda i=idx: ipr.link("set", index=i, state="up"))  # type: ignore[misc]
@@ -476,6 +515,8 @@ class KernelSegment:
             names[self._index(d.mesh)] = ("mesh", d.mesh)
         for p in self.spec.access:
             names[self._index(p.device)] = ("local", p.name)
+        for i, t in enumerate(self.spec.trunks):
+            names[self._index(t.subinterface(self.spec.vni, i))] = ("local", t.name)
         remote: dict[str, Addr] = {}
         for mac, dst, _static in self._vxlan_entries():
             if mac != ZERO_MAC:

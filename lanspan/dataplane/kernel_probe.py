@@ -80,8 +80,12 @@ class KernelCapabilities:
         return tuple(f for f in need if not f.available)
 
     def missing_for_trunks(self) -> tuple[Feature, ...]:
-        """What is missing, beyond `missing_for_access`, for trunk ports in the kernel."""
-        return tuple(f for f in (self.vlan_filtering,) if not f.available)
+        """What is missing, beyond `missing_for_access`, for trunk ports in the kernel.
+
+        A trunk's VLAN joins its segment's bridge as an 802.1Q sub-interface
+        (one bridge per segment, so no VLAN-aware bridge is needed): ``dot1q``.
+        """
+        return tuple(f for f in (self.dot1q,) if not f.available)
 
     def summary(self) -> str:
         return "; ".join(str(f) for f in self.features())

@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import heapq
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from ipaddress import IPv6Address
 from typing import Literal
@@ -127,6 +127,11 @@ class NodeCore:
         self._busy_until: dict[str, float] = {}
         self._fast_since: dict[str, float] = {}
         self._gossip_at = now
+        # Data plane per segment, told to the other members of this node's site
+        # (PLANES, lanspan/wire/control.py) until each has it; what each said last.
+        self._planes: tuple[tuple[str, str], ...] = ()
+        self._planes_acked: set[str] = set()
+        self._planes_heard: dict[str, tuple[tuple[str, str], ...]] = {}
         for node in network.nodes:
             if node.name != name:
                 self._add_peer(node, now)
@@ -154,7 +159,42 @@ class NodeCore:
         self._probe_at.pop(name, None)
         self._busy_until.pop(name, None)
         self._fast_since.pop(name, None)
+        self._planes_acked.discard(name)
+        self._planes_heard.pop(name, None)
         self._choose_relays(changed, now)
+
+    def set_planes(self, planes: Mapping[str, str]) -> None:
+        """The data plane ("userspace" or "kernel") of each of this node's segments.
+
+        Told to every other member of this node's site once its session is up,
+        again on each probe round until that member answers (PLANES with ack);
+        what a member says arrives as a ``peer_planes`` Log output.
+        """
+        self._planes = tuple(sorted(planes.items()))
+        self._planes_acked.clear()
+
+    def _site_member(self, peer: str) -> bool:
+        return self._peers[peer].site == self._me.site
+
+    def _send_planes(self, peer: str, now: float, ack: bool = False) -> None:
+        if not ack and (not self._planes or peer in self._planes_acked):
+            return
+        body = payload.build_control(control.build_planes(control.Planes(ack, self._planes)))
+        self._emit(
+            peer, self._paths[peer].destination(), self._sessions.seal_many(peer, [body], now), now
+        )
+
+    def _heard_planes(self, peer: str, msg: control.Planes, now: float) -> None:
+        if not self._site_member(peer):
+            self._drops["node.planes_outside_site"] += 1  # only site members' matter
+            return
+        if msg.ack:
+            self._planes_acked.add(peer)
+        else:
+            self._send_planes(peer, now, ack=True)  # ours back: and we have theirs
+        if self._planes_heard.get(peer) != msg.segments:
+            self._planes_heard[peer] = msg.segments
+            self._out.append(Log("peer_planes", {"peer": peer, "planes": dict(msg.segments)}))
 
     @property
     def network(self) -> Network:
@@ -337,6 +377,8 @@ class NodeCore:
                 self._relayed_to_us(peer, msg, now)
             else:
                 self._relay(peer, msg, now)
+        elif isinstance(msg, control.Planes):
+            self._heard_planes(peer, msg, now)
         else:
             offered = {n: rtt for n, rtt in msg.peers if n in self._peers and n != peer}
             self._reach.offer(peer, offered, now)
@@ -444,6 +486,7 @@ class NodeCore:
                 self._schedule(ev.peer, now)  # probe its paths now: whole again
         elif ev.kind == "down" and ev.peer in self._up:
             self._up.discard(ev.peer)
+            self._planes_acked.discard(ev.peer)  # told again once it is back
             self._switch.set_peer_up(ev.peer, False)
             self._reassembly.forget(ev.peer)
             self._choose_relays(self._reach.forget(ev.peer), now)
@@ -550,6 +593,8 @@ class NodeCore:
             for target, probe in paths.probes(now, relays=relays, quiet_since=quiet):
                 body = payload.build_control(control.build_probe(probe))
                 self._emit(peer, target, self._sessions.seal_many(peer, [body], now), now)
+            if self._site_member(peer):
+                self._send_planes(peer, now)
         self._schedule(peer, now + interval)
 
     def _direct_reach(self) -> dict[str, int]:

@@ -24,6 +24,17 @@ the sessions with the relay, so only members can use a relay.
     REACH (5): type, count (u8), then count x (name len u8, name, rtt µs u32 BE)
 
 The peers the sender reaches over a direct path, with their RTT.
+
+    PLANES (6): type, flags (u8), count (u8), then count x
+                (name len u8, segment name utf8, plane u8)
+
+The data plane the sender carries each of its segments on: 0 userspace (the
+node core, encrypted to every peer), 1 kernel (plain VXLAN to the other
+members of its trusted site). Sent to the other members of the sender's site
+until one answers; flags bit 0 (``ack``) says "and I have yours" — a PLANES
+without it is answered at once with the receiver's own. A site member that
+says userspace for a segment is reached over the mesh for it, never by
+plain VXLAN (lanspan/agent/kernel_plane.py).
 """
 
 from __future__ import annotations
@@ -38,6 +49,13 @@ PROBE_ACK = 2
 RELAY = 3
 RELAYED = 4
 REACH = 5
+PLANES = 6
+
+PLANE_USERSPACE = 0
+PLANE_KERNEL = 1
+_PLANE_NAMES = {PLANE_USERSPACE: "userspace", PLANE_KERNEL: "kernel"}
+_PLANE_CODES = {v: k for k, v in _PLANE_NAMES.items()}
+_ACK = 0x01
 
 _PROBE = struct.Struct("!BBIQ")
 
@@ -62,7 +80,13 @@ class Reach:
     peers: tuple[tuple[str, int], ...]  # (node, rtt in µs)
 
 
-Message = Probe | Relay | Reach
+@dataclass(frozen=True, slots=True)
+class Planes:
+    ack: bool  # the sender has the receiver's planes (no answer wanted)
+    segments: tuple[tuple[str, str], ...]  # (segment, "userspace" | "kernel")
+
+
+Message = Probe | Relay | Reach | Planes
 _RTT = struct.Struct("!I")
 
 
@@ -94,6 +118,40 @@ def _take_name(data: bytes, at: int) -> tuple[str, int]:
         return data[at + 1 : end].decode(), end
     except UnicodeDecodeError:
         raise BadPacket("control.bad_name", "not utf-8") from None
+
+
+def build_planes(p: Planes) -> bytes:
+    if len(p.segments) > 255:
+        raise ValueError(f"{len(p.segments)} segments: at most 255 in one PLANES")
+    out = bytearray([PLANES, _ACK if p.ack else 0, len(p.segments)])
+    for segment, plane in p.segments:
+        if plane not in _PLANE_CODES:
+            raise ValueError(f"plane {plane!r} is neither userspace nor kernel")
+        out += _name(segment) + bytes([_PLANE_CODES[plane]])
+    return bytes(out)
+
+
+def _parse_planes(data: bytes) -> Planes:
+    if len(data) < 3:
+        raise BadPacket("control.short", "planes header")
+    if data[1] & ~_ACK:
+        raise BadPacket("control.bad_planes", f"flags 0x{data[1]:02x}")
+    segments = []
+    at = 3
+    for _ in range(data[2]):
+        name, at = _take_name(data, at)
+        if at >= len(data):
+            raise BadPacket("control.short", "planes entry")
+        plane = _PLANE_NAMES.get(data[at])
+        if plane is None:
+            raise BadPacket("control.bad_planes", f"plane {data[at]}")
+        segments.append((name, plane))
+        at += 1
+    if at != len(data):
+        raise BadPacket("control.bad_length", "bytes after planes list")
+    if len({s for s, _ in segments}) != len(segments):
+        raise BadPacket("control.bad_planes", "a segment named twice")
+    return Planes(bool(data[1] & _ACK), tuple(segments))
 
 
 def build_probe(p: Probe) -> bytes:
@@ -128,4 +186,6 @@ def parse_untrusted(data: bytes) -> Message:
         if at != len(data):
             raise BadPacket("control.bad_length", "bytes after reach list")
         return Reach(tuple(peers))
+    if kind == PLANES:
+        return _parse_planes(data)
     raise BadPacket("control.unknown_type", str(kind))
