@@ -451,6 +451,7 @@ class Agent:
         self.sel.register(self.udp.fileno(), selectors.EVENT_READ, self._on_udp)
         if self.control is not None:
             self.control.register(self.sel)
+        self._first_round()  # initiations leave now; the ports, services, filter come after
         if self.opts.metrics is not None:
             try:
                 self.metrics = MetricsServer(self.opts.metrics, self)
@@ -478,7 +479,8 @@ class Agent:
                 me.listen_port or self.network.port,
                 self.kernel.segments != {},
             )
-            self.kernel_filter = KernelFilter.start(spec)
+            # the handshakes begun above keep their indexes: put in by the install itself
+            self.kernel_filter = KernelFilter.start(spec, receivers=self.node.receiver_indexes())
         for name, dev in self.ports.items():
             kind = self.network.node(self.opts.node).port(name).kind
             log.info("port %s (%s) on %s", name, kind, dev.device)
@@ -495,6 +497,23 @@ class Agent:
             self.node.peer_count(),
             self.network.cipher,
         )
+
+    def _first_round(self) -> None:
+        """The node's first timer round and its sends, before the slow part of the set-up.
+
+        At a cold start every agent starts at once: the sooner each sends its
+        initiations, the sooner the peers that are up answer. Nothing here
+        needs the ports (no frames yet), the metrics, the gateway services or
+        the kernel filter (which, installed next, takes the indexes in use).
+        """
+        now = time.monotonic()
+        if self._timer_due() <= now:
+            try:
+                self.node.handle_timer(now)
+            except Exception as e:
+                self._timer_hold = now + TIMER_RETRY
+                self._contain("timer", e)
+        self._send_now()
 
     def run(self) -> int:
         old_wakeup = signal.set_wakeup_fd(self._wake_w.fileno())

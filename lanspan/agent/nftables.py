@@ -281,8 +281,14 @@ class KernelFilter:
         runner: Runner = run_nft,
         which: Callable[[str], str | None] = shutil.which,
         clock: Callable[[], float] = time.monotonic,
+        receivers: frozenset[int] = frozenset(),
     ) -> KernelFilter | None:
-        """Probe what nft can express (`nft -c`), remove a leftover table, install."""
+        """Probe what nft can express (`nft -c`), remove a leftover table, install.
+
+        `receivers`: the receiver indexes already in use (handshakes the agent
+        began before installing the filter), put into the set by the same
+        script that makes the table: no moment where it drops their traffic.
+        """
         nft = which("nft")
         if nft is None:
             log.warning(
@@ -312,7 +318,10 @@ class KernelFilter:
             )
             return None
         leftover = runner([nft, "list", "table", "inet", chosen.table], None)[0] == 0
-        code, _, err = runner([nft, "-f", "-"], render(chosen))
+        script = render(chosen)
+        if chosen.receivers and receivers:
+            script += render_sync(chosen.table, receivers, ())
+        code, _, err = runner([nft, "-f", "-"], script)
         if code != 0:
             log.warning(
                 "kernel filter off: nft could not install table inet %s (%s); junk on udp "
@@ -333,7 +342,10 @@ class KernelFilter:
             ", ".join(chosen.features()),
             f"; left out: {', '.join(left_out)}" if left_out else "",
         )
-        return cls(chosen, nft, runner, clock)
+        kf = cls(chosen, nft, runner, clock)
+        if chosen.receivers:
+            kf._indexes = receivers
+        return kf
 
     @property
     def table(self) -> str:
