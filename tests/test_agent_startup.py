@@ -16,9 +16,9 @@ import pytest
 from agent_inproc import PairPort, free_udp_port, network_toml
 from test_kernel_filter import FULL, FakeNft
 
-from lanspan.agent import loop
+from lanspan.agent import loop, nftables
 from lanspan.agent.loop import Agent, AgentOptions
-from lanspan.agent.nftables import KernelFilter
+from lanspan.agent.nftables import FilterSpec, KernelFilter
 from lanspan.config import generate_private_key, load_network
 from lanspan.config.model import Network, Port
 from lanspan.wire import messages
@@ -71,3 +71,52 @@ def test_the_filter_is_installed_with_the_indexes_in_use() -> None:
     assert len(fake.calls) == calls
     kf.sync(frozenset({1}))
     assert fake.scripts()[-1] == f"delete element inet {FULL.table} receivers {{ 0x04030201 }}\n"
+
+
+def test_the_filter_comes_after_the_first_handshakes_with_their_indexes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = {"n1": generate_private_key(), "n2": generate_private_key()}
+    udp = {"n1": free_udp_port(), "n2": free_udp_port()}
+    net_file = tmp_path / "net.toml"
+    net_file.write_text(network_toml(keys, udp))
+    network = load_network(net_file)
+    fake = FakeNft(tables={nftables.table_name("inproc", udp["n1"])})
+    installs: list[frozenset[int]] = []
+
+    def leftover(spec: FilterSpec) -> bool:
+        return nftables.remove_leftover(spec, fake, which=lambda _: "/usr/sbin/nft")
+
+    class Filter(KernelFilter):
+        @classmethod
+        def start(cls, spec: FilterSpec, *a: object, **kw: object) -> KernelFilter | None:
+            receivers = kw["receivers"]
+            assert isinstance(receivers, frozenset)
+            installs.append(receivers)
+            return KernelFilter.start(
+                spec, fake, which=lambda _: "/usr/sbin/nft", receivers=receivers
+            )
+
+    monkeypatch.setattr(loop, "open_port", lambda net, node, port: PairPort(port.name))
+    monkeypatch.setattr(loop, "remove_leftover", leftover)
+    monkeypatch.setattr(loop, "KernelFilter", Filter)
+    monkeypatch.setattr(loop, "KERNEL_FILTER_AFTER", 0.2)
+    opts = AgentOptions(
+        network_file=net_file, node="n1", private_key=keys["n1"], kernel_filter=True
+    )
+    agent = Agent(opts, network)
+    try:
+        agent.start()
+        # at the start: only the leftover removed, one nft call; no table yet
+        assert [argv[1:] for argv, _ in fake.calls] == [
+            ["delete", "table", "inet", nftables.table_name("inproc", udp["n1"])]
+        ]
+        assert agent.kernel_filter is None and installs == []
+        began = agent.node.receiver_indexes()
+        assert began
+        while agent.kernel_filter is None:
+            agent.step(0.05)
+        assert installs and installs[0] >= began
+        assert f"add element inet {agent.kernel_filter.table} receivers" in fake.scripts()[-1]
+    finally:
+        agent.close()

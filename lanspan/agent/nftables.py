@@ -260,6 +260,26 @@ def _first_line(text: str) -> str:
     return lines[0] if lines else "no message"
 
 
+def remove_leftover(
+    spec: FilterSpec,
+    runner: Runner = run_nft,
+    which: Callable[[str], str | None] = shutil.which,
+) -> bool:
+    """Delete the table of `spec`'s name an earlier run left (kill -9); True if there was one.
+
+    One nft call. The agent makes it at once when it starts and installs its
+    own table a little later (`KernelFilter.start`): a leftover's receiver set
+    would drop the traffic of the new sessions meanwhile.
+    """
+    nft = which("nft")
+    if nft is None:
+        return False
+    code = runner([nft, "delete", "table", "inet", spec.table], None)[0]
+    if code == 0:
+        log.info("kernel filter: removed table inet %s left by an earlier run", spec.table)
+    return code == 0
+
+
 class KernelFilter:
     """The installed table; `start` returns None (after one log line) when there is none."""
 
