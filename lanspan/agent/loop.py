@@ -49,12 +49,17 @@ log = logging.getLogger("lanspan.agent")
 READ_BUDGET = 64
 # After a timer round failed, the next one waits this long (no busy loop on a stuck timer).
 TIMER_RETRY = 0.05
-# The kernel filter is installed this long after the start: at a cold start every
-# handshake moves its receiver set, one nft process each, while every agent of the
-# machine competes for the CPU (the lab's healing cold start: median pair 2.4 s with
-# the filter from the start, 1.4 s without). Until then Python's own per-source
-# handshake limits stand alone.
-KERNEL_FILTER_AFTER = 3.0
+# The kernel filter is installed this long after the start, in the loop: never
+# before the first round of initiations has left (`_first_round`). Later is cheaper
+# at a cold start (every handshake moves the receiver set, one nft process each,
+# while every agent of the machine competes for the CPU: the lab's healing cold
+# start had its median guest pair at 1.6-1.8 s with 3.0 here, 2.0 s with 0), but
+# then the pair dual1-vm <-> dual2-vm never answered (2 runs with 3.0, 1 with no
+# filter at all; it answered in the runs with the filter installed at once, and it
+# fails the lab's reachability check after `lab up` on main too): some bug the
+# filter's timing hides, to be found before this is raised. Until the install,
+# Python's own per-source handshake limits stand alone.
+KERNEL_FILTER_AFTER = 0.0
 # Where a failure can be contained: each is a drop reason agent.internal_error_<where>.
 ENTRY_POINTS: tuple[InternalError, ...] = get_args(InternalError)
 
