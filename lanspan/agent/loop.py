@@ -27,7 +27,7 @@ from typing import get_args
 
 from lanspan import __version__
 from lanspan.agent.kernel_plane import KernelPlane
-from lanspan.agent.nftables import FilterSpec, KernelFilter
+from lanspan.agent.nftables import FilterSpec, KernelFilter, remove_leftover
 from lanspan.agent.services import GatewayServices, ServiceError
 from lanspan.config import load_network
 from lanspan.config.model import HostPort, Network, Port
@@ -49,6 +49,17 @@ log = logging.getLogger("lanspan.agent")
 READ_BUDGET = 64
 # After a timer round failed, the next one waits this long (no busy loop on a stuck timer).
 TIMER_RETRY = 0.05
+# The kernel filter is installed this long after the start, in the loop: never
+# before the first round of initiations has left (`_first_round`). Later is cheaper
+# at a cold start (every handshake moves the receiver set, one nft process each,
+# while every agent of the machine competes for the CPU: the lab's healing cold
+# start had its median guest pair at 1.6-1.8 s with 3.0 here, 2.0 s with 0), but
+# then the pair dual1-vm <-> dual2-vm never answered (2 runs with 3.0, 1 with no
+# filter at all; it answered in the runs with the filter installed at once, and it
+# fails the lab's reachability check after `lab up` on main too): some bug the
+# filter's timing hides, to be found before this is raised. Until the install,
+# Python's own per-source handshake limits stand alone.
+KERNEL_FILTER_AFTER = 0.0
 # Where a failure can be contained: each is a drop reason agent.internal_error_<where>.
 ENTRY_POINTS: tuple[InternalError, ...] = get_args(InternalError)
 
@@ -204,6 +215,7 @@ class Agent:
         self.node.set_planes(self.kernel.advertised())  # told to the site's other members
         self._real_network = real  # the file as written (the filter needs the real ports)
         self.kernel_filter: KernelFilter | None = None  # installed once the agent is up
+        self._filter_at: float | None = None  # when to install it (KERNEL_FILTER_AFTER)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -463,6 +475,7 @@ class Agent:
         self.sel.register(self.udp.fileno(), selectors.EVENT_READ, self._on_udp)
         if self.control is not None:
             self.control.register(self.sel)
+        self._first_round()  # initiations leave now; the ports, services, filter come after
         if self.opts.metrics is not None:
             try:
                 self.metrics = MetricsServer(self.opts.metrics, self)
@@ -483,14 +496,8 @@ class Agent:
         for level, line in self.kernel.take_startup_log():
             log.log(level, "%s", line)
         if self.opts.kernel_filter:  # after the start can no longer fail: its lines are logged
-            me = self.network.node(self.opts.node)
-            spec = _filter_spec(
-                self._real_network,
-                self.opts.node,
-                me.listen_port or self.network.port,
-                self.kernel.segments != {},
-            )
-            self.kernel_filter = KernelFilter.start(spec)
+            remove_leftover(self._kernel_filter_spec())
+            self._filter_at = time.monotonic() + KERNEL_FILTER_AFTER
         for name, dev in self.ports.items():
             kind = self.network.node(self.opts.node).port(name).kind
             log.info("port %s (%s) on %s", name, kind, dev.device)
@@ -507,6 +514,41 @@ class Agent:
             self.node.peer_count(),
             self.network.cipher,
         )
+
+    def _kernel_filter_spec(self) -> FilterSpec:
+        me = self.network.node(self.opts.node)
+        return _filter_spec(
+            self._real_network,
+            self.opts.node,
+            me.listen_port or self.network.port,
+            self.kernel.segments != {},
+        )
+
+    def _install_kernel_filter(self) -> None:
+        """Install the filter, with the receiver indexes in use (KERNEL_FILTER_AFTER)."""
+        self._filter_at = None
+        try:
+            spec = self._kernel_filter_spec()
+            self.kernel_filter = KernelFilter.start(spec, receivers=self.node.receiver_indexes())
+        except Exception as e:
+            self._contain("timer", e)
+
+    def _first_round(self) -> None:
+        """The node's first timer round and its sends, before the slow part of the set-up.
+
+        At a cold start every agent starts at once: the sooner each sends its
+        initiations, the sooner the peers that are up answer. Nothing here
+        needs the ports (no frames yet), the metrics, the gateway services or
+        the kernel filter (which, installed next, takes the indexes in use).
+        """
+        now = time.monotonic()
+        if self._timer_due() <= now:
+            try:
+                self.node.handle_timer(now)
+            except Exception as e:
+                self._timer_hold = now + TIMER_RETRY
+                self._contain("timer", e)
+        self._send_now()
 
     def run(self) -> int:
         old_wakeup = signal.set_wakeup_fd(self._wake_w.fileno())
@@ -555,6 +597,8 @@ class Agent:
             due = server.next_timer()
             if due is not None:
                 deadline = min(deadline, due)
+        if self._filter_at is not None:
+            deadline = min(deadline, self._filter_at)
         timeout = max(0.0, deadline - time.monotonic())
         if max_wait is not None:
             timeout = min(timeout, max_wait)
@@ -570,6 +614,8 @@ class Agent:
             except Exception as e:
                 self._timer_hold = now + TIMER_RETRY
                 self._contain("timer", e)
+        if self._filter_at is not None and self._filter_at <= now:
+            self._install_kernel_filter()
         try:
             self.services.poll(now)  # gateway state changes, health checks
         except Exception as e:

@@ -274,6 +274,26 @@ def _first_line(text: str) -> str:
     return lines[0] if lines else "no message"
 
 
+def remove_leftover(
+    spec: FilterSpec,
+    runner: Runner = run_nft,
+    which: Callable[[str], str | None] = shutil.which,
+) -> bool:
+    """Delete the table of `spec`'s name an earlier run left (kill -9); True if there was one.
+
+    One nft call. The agent makes it at once when it starts and installs its
+    own table a little later (`KernelFilter.start`): a leftover's receiver set
+    would drop the traffic of the new sessions meanwhile.
+    """
+    nft = which("nft")
+    if nft is None:
+        return False
+    code = runner([nft, "delete", "table", "inet", spec.table], None)[0]
+    if code == 0:
+        log.info("kernel filter: removed table inet %s left by an earlier run", spec.table)
+    return code == 0
+
+
 class KernelFilter:
     """The installed table; `start` returns None (after one log line) when there is none."""
 
@@ -295,8 +315,14 @@ class KernelFilter:
         runner: Runner = run_nft,
         which: Callable[[str], str | None] = shutil.which,
         clock: Callable[[], float] = time.monotonic,
+        receivers: frozenset[int] = frozenset(),
     ) -> KernelFilter | None:
-        """Probe what nft can express (`nft -c`), remove a leftover table, install."""
+        """Probe what nft can express (`nft -c`), remove a leftover table, install.
+
+        `receivers`: the receiver indexes already in use (handshakes the agent
+        began before installing the filter), put into the set by the same
+        script that makes the table: no moment where it drops their traffic.
+        """
         nft = which("nft")
         if nft is None:
             log.warning(
@@ -326,7 +352,10 @@ class KernelFilter:
             )
             return None
         leftover = runner([nft, "list", "table", "inet", chosen.table], None)[0] == 0
-        code, _, err = runner([nft, "-f", "-"], render(chosen))
+        script = render(chosen)
+        if chosen.receivers and receivers:
+            script += render_sync(chosen.table, receivers, ())
+        code, _, err = runner([nft, "-f", "-"], script)
         if code != 0:
             log.warning(
                 "kernel filter off: nft could not install table inet %s (%s); junk on udp "
@@ -347,7 +376,10 @@ class KernelFilter:
             ", ".join(chosen.features()),
             f"; left out: {', '.join(left_out)}" if left_out else "",
         )
-        return cls(chosen, nft, runner, clock)
+        kf = cls(chosen, nft, runner, clock)
+        if chosen.receivers:
+            kf._indexes = receivers
+        return kf
 
     @property
     def table(self) -> str:

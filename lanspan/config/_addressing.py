@@ -24,14 +24,13 @@ from ipaddress import (
 )
 from typing import Any, Literal, Protocol, TypeVar, cast
 
-from pydantic import BaseModel
-
 from lanspan.config._raw import (
     RawAllow,
     RawDhcp,
     RawFloating,
     RawGateway,
     RawPool,
+    _Raw,
     label,
     show,
     suggest,
@@ -56,7 +55,7 @@ from lanspan.config.model import (
 )
 from lanspan.config.pools import PoolExhausted, assign, parse_range
 
-_M = TypeVar("_M", bound=BaseModel)
+_M = TypeVar("_M", bound=_Raw)
 
 
 class _Checker(Protocol):

@@ -1,9 +1,17 @@
-"""The network file as written: per-field types only, checked by pydantic.
+"""The network file as written: per-field types only.
 
 Each table of the file is validated on its own (so one bad node does not hide
 the problems of the others); ranges and cross-field rules are checked by hand
-in `lanspan.config.parse`, which also rewrites pydantic's errors into
-lanspan's form (`describe_error`).
+in `lanspan.config.parse`.
+
+A table is a frozen dataclass here; its annotations are the schema (strict:
+no coercion but an integer for a number, no unknown field). `fast_validate`
+builds one when every field is exactly of its type, with no import beyond
+the standard library: that is every table of a valid file, and it keeps
+pydantic out of the agent. Any other table goes to pydantic
+(`lanspan.config._pydantic`, imported then), which has the last word on
+what is accepted and turns what is wrong into lanspan's messages; a test
+checks that the two agree on whatever `fast_validate` accepts.
 """
 
 from __future__ import annotations
@@ -13,10 +21,11 @@ import difflib
 import json
 import math
 import re
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic_core import ErrorDetails
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 from lanspan.config.model import (
     DEFAULT_ADVERT_INTERVAL,
@@ -29,10 +38,18 @@ from lanspan.config.model import (
 )
 
 
-class _Raw(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+class _Raw:
+    """A table of the file as written: a frozen dataclass whose annotations are its schema.
+
+    `fast_validate` builds one from a TOML table when every field is exactly of
+    its type; anything else goes to pydantic (`lanspan.config._pydantic`),
+    which is the judge of what is accepted and says what is wrong.
+    """
+
+    __slots__ = ()
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RawTimers(_Raw):
     keepalive: float = 10.0
     probe_interval: float = 0.2
@@ -40,14 +57,16 @@ class RawTimers(_Raw):
     hold_down: float = 2.0
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RawNetworkTable(_Raw):
     name: str
     port: int = DEFAULT_PORT
     cipher: str = "aesgcm"
     mac_ageing: float = DEFAULT_MAC_AGEING
-    timers: RawTimers = RawTimers()
+    timers: RawTimers = field(default_factory=RawTimers)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RawSegment(_Raw):
     name: str
     vlan: int
@@ -58,22 +77,24 @@ class RawSegment(_Raw):
     gateway: str | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RawUplink(_Raw):
     name: str
     interface: str
-    address: list[str] = []
+    address: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RawNode(_Raw):
     name: str
     site: str
     public_key: str
-    endpoints: list[str] = []
+    endpoints: list[str] = field(default_factory=list)
     segments: list[str]
     relay: bool = True
     listen_port: int | None = None
-    port: list[dict[str, Any]] = []  # validated one by one as Raw*Port
-    uplink: list[RawUplink] = []
+    port: list[dict[str, Any]] = field(default_factory=list)  # validated one by one as Raw*Port
+    uplink: list[RawUplink] = field(default_factory=list)
     # -- kernel data plane (trusted sites) --
     vtep: Literal[False] = False  # vtep = true tables are RawVtep
     vxlan_address: str | None = None
@@ -82,13 +103,15 @@ class RawNode(_Raw):
 # ---------------------------------------------------------------- kernel data plane
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RawSite(_Raw):
     name: str
     trusted: bool = False
-    underlay: list[str] = []
+    underlay: list[str] = field(default_factory=list)
     vxlan_port: int = DEFAULT_VXLAN_PORT
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RawVtep(_Raw):
     """A [[node]] with vtep = true: a hand-made kernel VXLAN node, no agent, no key."""
 
@@ -99,6 +122,7 @@ class RawVtep(_Raw):
     segments: list[str]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RawAccessPort(_Raw):
     kind: Literal["access"]
     name: str
@@ -109,6 +133,7 @@ class RawAccessPort(_Raw):
     flood_rate: float | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RawTrunkPort(_Raw):
     kind: Literal["trunk"]
     name: str
@@ -120,15 +145,18 @@ class RawTrunkPort(_Raw):
     flood_rate: float | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RawHostPort(_Raw):
     kind: Literal["host"]
     name: str
     segment: str
-    address: list[str] = []  # or "auto": taken out by the checker before validation
+    # or "auto": taken out by the checker before validation
+    address: list[str] = field(default_factory=list)
     tap: str | None = None
     mac: str | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RawStaticMac(_Raw):
     segment: str
     mac: str
@@ -136,6 +164,7 @@ class RawStaticMac(_Raw):
     port: str | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RawGateway(_Raw):
     segment: str
     address: list[str]
@@ -145,6 +174,7 @@ class RawGateway(_Raw):
     vrid: int | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RawFloating(_Raw):
     name: str
     segment: str | None = None
@@ -158,25 +188,29 @@ class RawFloating(_Raw):
     check_interval: float = DEFAULT_CHECK_INTERVAL
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RawAllow(_Raw):
-    source: str = Field(alias="from")
+    source: str = field(metadata={"alias": "from"})
     to: str
     proto: str = "any"
-    ports: list[Any] = []  # 443 or "8000-8100", checked by hand
+    ports: list[Any] = field(default_factory=list)  # 443 or "8000-8100", checked by hand
     family: str = "both"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RawPool(_Raw):
     segment: str
     range: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RawDhcpHost(_Raw):
     mac: str
     address: str
     name: str | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RawDhcp(_Raw):
     segment: str
     range: str | None = None
@@ -185,7 +219,7 @@ class RawDhcp(_Raw):
     lease_time: int = DEFAULT_LEASE_TIME
     lease_file: str | None = None
     dns: bool = False
-    host: list[RawDhcpHost] = []
+    host: list[RawDhcpHost] = field(default_factory=list)
 
 
 RAW_PORTS: dict[str, type[_Raw]] = {
@@ -193,6 +227,130 @@ RAW_PORTS: dict[str, type[_Raw]] = {
     "trunk": RawTrunkPort,
     "host": RawHostPort,
 }
+
+# ---------------------------------------------------------------- the fast path
+
+_R = TypeVar("_R", bound=_Raw)
+_Check = Callable[[object], object]
+
+
+class _Reject(Exception):
+    """A value is not exactly of its field's type: pydantic will judge the table."""
+
+
+def _exact(tp: type) -> _Check:
+    def check(v: object) -> object:
+        if type(v) is not tp:
+            raise _Reject
+        return v
+
+    return check
+
+
+def _number(v: object) -> object:
+    if type(v) is float:
+        return v
+    if type(v) is int:
+        return float(v)  # as pydantic's strict mode: an integer is a number
+    raise _Reject
+
+
+def _any(v: object) -> object:
+    return v
+
+
+def _checker(tp: object) -> _Check:
+    """The check of one annotation; only the kinds the tables above use."""
+    if tp is float:
+        return _number
+    if tp in (str, int, bool):
+        return _exact(tp)
+    if tp is Any:
+        return _any
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is Literal:
+
+        def literal(v: object) -> object:
+            if not any(type(v) is type(a) and v == a for a in args):
+                raise _Reject
+            return v
+
+        return literal
+    if origin in (types.UnionType, typing.Union) and len(args) == 2 and type(None) in args:
+        inner = _checker(next(a for a in args if a is not type(None)))
+        return lambda v: None if v is None else inner(v)
+    if origin is list:
+        item = _checker(args[0])
+
+        def items(v: object) -> object:
+            if type(v) is not list:
+                raise _Reject
+            return [item(x) for x in v]
+
+        return items
+    if origin is dict and args[0] is str:
+        value = _checker(args[1])
+
+        def table(v: object) -> object:
+            if type(v) is not dict or not all(type(k) is str for k in v):
+                raise _Reject
+            return {k: value(x) for k, x in v.items()}
+
+        return table
+    if isinstance(tp, type) and issubclass(tp, _Raw):
+        nested = tp
+
+        def sub(v: object) -> object:
+            if type(v) is not dict:
+                raise _Reject
+            return _build(nested, v)
+
+        return sub
+    raise TypeError(f"no fast check for the annotation {tp!r}: teach _checker")
+
+
+# table class -> (accepted keys, [(key, field name, check, required)])
+_Plan = tuple[frozenset[str], list[tuple[str, str, _Check, bool]]]
+_PLANS: dict[type[_Raw], _Plan] = {}
+
+
+def _plan(cls: type[_Raw]) -> _Plan:
+    plan = _PLANS.get(cls)
+    if plan is None:
+        hints = get_type_hints(cls)
+        steps = [
+            (
+                f.metadata.get("alias", f.name),
+                f.name,
+                _checker(hints[f.name]),
+                f.default is MISSING and f.default_factory is MISSING,
+            )
+            for f in fields(cls)  # type: ignore[arg-type]
+        ]
+        plan = _PLANS[cls] = (frozenset(k for k, _, _, _ in steps), steps)
+    return plan
+
+
+def _build(cls: type[_R], data: dict[Any, object]) -> _R:
+    keys, steps = _plan(cls)
+    if not keys.issuperset(data):
+        raise _Reject  # an unknown field
+    kw: dict[str, object] = {}
+    for key, name, check, required in steps:
+        if key in data:
+            kw[name] = check(data[key])
+        elif required:
+            raise _Reject
+    return cls(**kw)
+
+
+def fast_validate(cls: type[_R], data: dict[Any, object]) -> _R | None:
+    """The table as `cls` when every field is exactly of its type; None: ask pydantic."""
+    try:
+        return _build(cls, data)
+    except _Reject:
+        return None
+
 
 # ---------------------------------------------------------------- messages
 
@@ -252,82 +410,3 @@ def toml_type(value: object) -> str:
     if isinstance(value, datetime.datetime | datetime.date | datetime.time):
         return "a date/time"
     return type(value).__name__
-
-
-_EXPECTED = {
-    "int_type": "an integer",
-    "int_parsing": "an integer",
-    "int_from_float": "an integer",
-    "string_type": "a string",
-    "float_type": "a number",
-    "float_parsing": "a number",
-    "bool_type": "true or false",
-    "bool_parsing": "true or false",
-    "list_type": "a list",
-    "dict_type": "a table",
-    "model_type": "a table",
-    "model_attributes_type": "a table",
-}
-
-
-def field_path(loc: tuple[int | str, ...]) -> str:
-    """('timers', 'keepalive') -> 'timers.keepalive'; ('endpoints', 1) -> 'endpoints[1]'."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + part
-    return out
-
-
-def describe_error(where: str, err: ErrorDetails, model: type[BaseModel]) -> str:
-    """One pydantic error as a lanspan problem: `<where> <field>: <what> — <fix>`."""
-    loc = tuple(err["loc"])
-    kind = err["type"]
-    value = err.get("input")
-    if kind == "missing":
-        parent, name = loc[:-1], loc[-1]
-        at = f"{where} {field_path(parent)}".rstrip()
-        return f'{at}: missing required field "{name}"'
-    if kind == "extra_forbidden":
-        parent, name = loc[:-1], str(loc[-1])
-        at = f"{where} {field_path(parent)}".rstrip()
-        msg = f'{at}: unknown field "{name}"'
-        known = _fields_at(model, parent)
-        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-        if close:
-            msg += f' — did you mean "{close[0]}"?'
-        elif known:
-            msg += " (known fields: " + ", ".join(known) + ")"
-        return msg
-    at = f"{where} {field_path(loc)}".rstrip()
-    if kind == "literal_error":
-        expected = err.get("ctx", {}).get("expected", "")
-        return f"{at}: {show(value)} is not one of {expected}"
-    if kind in _EXPECTED:
-        msg = f"{at}: expected {_EXPECTED[kind]}, got {show(value)} ({toml_type(value)})"
-        if kind == "list_type" and isinstance(value, dict) and loc:
-            table = where.split(" ")[0].split("[")[0].strip("[]")
-            msg += f" — write one [[{table}.{field_path(loc)}]] table per entry"
-        elif kind == "list_type" and not isinstance(value, list):
-            msg += f" — write [{show(value)}]"
-        return msg
-    if kind == "finite_number":
-        return f"{at}: {show(value)} is not a finite number"
-    msg = err["msg"].replace("Input should be", "should be")
-    return f"{at}: {show(value)}: {msg}"
-
-
-def _fields_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
-    """The field names of the (nested) model at `loc`, for 'did you mean'."""
-    current: Any = model
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        info = getattr(current, "model_fields", {}).get(part)
-        if info is None:
-            return []
-        current = info.annotation
-    fields = getattr(current, "model_fields", None)
-    return list(fields) if fields else []

@@ -33,8 +33,6 @@ from ipaddress import (
 )
 from typing import Any, TypeVar, cast, get_args
 
-from pydantic import BaseModel, ValidationError
-
 from lanspan.config._addressing import AddressingChecker
 from lanspan.config._raw import (
     RAW_PORTS,
@@ -47,7 +45,8 @@ from lanspan.config._raw import (
     RawStaticMac,
     RawTrunkPort,
     RawVtep,
-    describe_error,
+    _Raw,
+    fast_validate,
     show,
     toml_type,
 )
@@ -105,7 +104,7 @@ _MAC = re.compile(r"[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(?:\1[0-9a-fA-F]{2}){4}\Z"
 _HOSTNAME = re.compile(r"(?=.*[A-Za-z])[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.?\Z")
 _TOML_POS = re.compile(r"^(?P<msg>.*) \(at line (?P<line>\d+), column (?P<col>\d+)\)$", re.S)
 
-_M = TypeVar("_M", bound=BaseModel)
+_M = TypeVar("_M", bound=_Raw)
 
 
 def parse_network(text: str, source: str) -> Network:
@@ -249,28 +248,12 @@ class _Checker:
         if not isinstance(data, dict):
             self.err(f"{where}: expected a table, got {show(data)} ({toml_type(data)})")
             return None
-        try:
-            return model.model_validate(data)
-        except ValidationError as e:
-            errors = e.errors(include_url=False)
-        for d in errors:
-            self.err(describe_error(where, d, model))
-        # Salvage the rest of the table so its other fields are checked too: drop
-        # the fields in error (their defaults stand in) unless one was required.
-        clean = dict(data)
-        for d in errors:
-            loc = d["loc"]
-            if not loc or loc[0] not in clean:
-                continue
-            inner = clean[loc[0]]
-            if len(loc) > 1 and isinstance(inner, dict) and isinstance(loc[1], str):
-                clean[loc[0]] = {k: v for k, v in inner.items() if k != loc[1]}  # [network.timers]
-            else:
-                del clean[loc[0]]
-        try:
-            return model.model_validate(clean)
-        except ValidationError:
-            return None
+        table = fast_validate(model, data)
+        if table is not None:
+            return table
+        from lanspan.config import _pydantic  # only for a table not exactly as written
+
+        return _pydantic.validate(model, data, where, self.err)
 
     def tables(self, doc: dict[str, Any], key: str) -> list[Any]:
         value = doc.get(key, [])
@@ -677,7 +660,7 @@ class _Checker:
                 info.ports.setdefault(port.name, port)
         return ports
 
-    def port_of(self, where: str, raw: BaseModel, info: _NodeInfo) -> Port | None:
+    def port_of(self, where: str, raw: _Raw, info: _NodeInfo) -> Port | None:
         if isinstance(raw, RawAccessPort):
             return self.access_port(where, raw, info)
         if isinstance(raw, RawTrunkPort):

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any, Literal
 
+from lanspan.dataplane.links import link_aliases
 from lanspan.dataplane.tap import TapPort
 
 __all__ = [
@@ -592,31 +593,41 @@ class KernelSegment:
 
 
 def leftovers(network: str, node: str, ipr: Any | None = None) -> list[str]:
-    """Devices in this namespace marked as made by (network, node)."""
-    own = ipr is None
-    if ipr is None:
-        from pyroute2 import IPRoute
+    """Devices in this namespace marked as made by (network, node).
 
-        ipr = IPRoute()
-    try:
-        found = []
-        for link in ipr.get_links():
-            mark = _parse_alias(link.get("IFLA_IFALIAS"))
-            if mark and mark[0] == network and mark[1] == node:
-                found.append(str(link.get("IFLA_IFNAME")))
-        return found
-    finally:
-        if own:
-            ipr.close()
+    Without `ipr`, one netlink dump of names and aliases (`links.link_aliases`):
+    no pyroute2 import for the common answer, none.
+    """
+    if ipr is None:
+        return [
+            name
+            for name, alias in link_aliases().items()
+            if (mark := _parse_alias(alias)) and mark[0] == network and mark[1] == node
+        ]
+    found = []
+    for link in ipr.get_links():
+        mark = _parse_alias(link.get("IFLA_IFALIAS"))
+        if mark and mark[0] == network and mark[1] == node:
+            found.append(str(link.get("IFLA_IFNAME")))
+    return found
 
 
 def cleanup_leftovers(network: str, node: str) -> list[str]:
-    """Remove what an earlier agent of (network, node) left (kill -9); return the names removed."""
+    """Remove what an earlier agent of (network, node) left (kill -9); return the names removed.
+
+    Looks first without pyroute2 (`leftovers`); imports it only to remove what it found.
+    """
+    try:
+        marked = leftovers(network, node)
+    except OSError as e:
+        raise KernelPlaneError("list links", e.errno, e.strerror or str(e)) from e
+    if not marked:
+        return []
     from pyroute2 import IPRoute
 
     removed = []
     with IPRoute() as ipr:
-        for dev in leftovers(network, node, ipr):
+        for dev in marked:
             found = ipr.link_lookup(ifname=dev)
             if not found:
                 continue  # went with a bridge removed before it

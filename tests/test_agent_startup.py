@@ -1,0 +1,122 @@
+"""Start-up order (issue 10, cold start): the agent's initiations leave before the
+slow part of its set-up, and the kernel filter then takes the indexes they use.
+
+One real `Agent` in this process on loopback UDP; its peer is a plain socket of
+the test. `open_port` is replaced to look, at the moment the ports open, at
+what the peer has received already.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from pathlib import Path
+
+import pytest
+from agent_inproc import PairPort, free_udp_port, network_toml
+from test_kernel_filter import FULL, FakeNft
+
+from lanspan.agent import loop, nftables
+from lanspan.agent.loop import Agent, AgentOptions
+from lanspan.agent.nftables import FilterSpec, KernelFilter
+from lanspan.config import generate_private_key, load_network
+from lanspan.config.model import Network, Port
+from lanspan.wire import messages
+
+
+def test_initiations_leave_before_the_ports_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = {"n1": generate_private_key(), "n2": generate_private_key()}
+    udp = {"n1": free_udp_port(), "n2": free_udp_port()}
+    net_file = tmp_path / "net.toml"
+    net_file.write_text(network_toml(keys, udp))
+    network = load_network(net_file)
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", udp["n2"]))
+    peer.setblocking(False)
+    seen_at_port_open: list[bytes] = []
+
+    def fake_open_port(net: Network, node: str, port: Port) -> PairPort:
+        with contextlib.suppress(BlockingIOError):
+            seen_at_port_open.append(peer.recv(2048))
+        return PairPort(port.name)
+
+    monkeypatch.setattr(loop, "open_port", fake_open_port)
+    agent = Agent(AgentOptions(network_file=net_file, node="n1", private_key=keys["n1"]), network)
+    try:
+        agent.start()
+        assert len(seen_at_port_open) == 1
+        first = seen_at_port_open[0]
+        assert first[0] == messages.TYPE_INITIATION and len(first) == messages.INITIATION_LEN
+        assert agent.node.receiver_indexes()  # the handshake it began
+    finally:
+        agent.close()
+        peer.close()
+
+
+def test_the_filter_is_installed_with_the_indexes_in_use() -> None:
+    fake = FakeNft()
+    kf = KernelFilter.start(
+        FULL, fake, which=lambda _: "/usr/sbin/nft", receivers=frozenset({1, 0x01020304})
+    )
+    assert kf is not None
+    install = fake.scripts()[-1]
+    assert install.startswith(f"table inet {FULL.table} {{}}\ndelete table inet {FULL.table}\n")
+    assert install.rstrip().splitlines()[-1] == (
+        f"add element inet {FULL.table} receivers {{ 0x01000000, 0x04030201 }}"
+    )
+    calls = len(fake.calls)
+    kf.sync(frozenset({1, 0x01020304}))  # what the next round's flush asks: already there
+    assert len(fake.calls) == calls
+    kf.sync(frozenset({1}))
+    assert fake.scripts()[-1] == f"delete element inet {FULL.table} receivers {{ 0x04030201 }}\n"
+
+
+def test_the_filter_comes_after_the_first_handshakes_with_their_indexes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = {"n1": generate_private_key(), "n2": generate_private_key()}
+    udp = {"n1": free_udp_port(), "n2": free_udp_port()}
+    net_file = tmp_path / "net.toml"
+    net_file.write_text(network_toml(keys, udp))
+    network = load_network(net_file)
+    fake = FakeNft(tables={nftables.table_name("inproc", udp["n1"])})
+    installs: list[frozenset[int]] = []
+
+    def leftover(spec: FilterSpec) -> bool:
+        return nftables.remove_leftover(spec, fake, which=lambda _: "/usr/sbin/nft")
+
+    class Filter(KernelFilter):
+        @classmethod
+        def start(cls, spec: FilterSpec, *a: object, **kw: object) -> KernelFilter | None:
+            receivers = kw["receivers"]
+            assert isinstance(receivers, frozenset)
+            installs.append(receivers)
+            return KernelFilter.start(
+                spec, fake, which=lambda _: "/usr/sbin/nft", receivers=receivers
+            )
+
+    monkeypatch.setattr(loop, "open_port", lambda net, node, port: PairPort(port.name))
+    monkeypatch.setattr(loop, "remove_leftover", leftover)
+    monkeypatch.setattr(loop, "KernelFilter", Filter)
+    monkeypatch.setattr(loop, "KERNEL_FILTER_AFTER", 0.2)
+    opts = AgentOptions(
+        network_file=net_file, node="n1", private_key=keys["n1"], kernel_filter=True
+    )
+    agent = Agent(opts, network)
+    try:
+        agent.start()
+        # at the start: only the leftover removed, one nft call; no table yet
+        assert [argv[1:] for argv, _ in fake.calls] == [
+            ["delete", "table", "inet", nftables.table_name("inproc", udp["n1"])]
+        ]
+        assert agent.kernel_filter is None and installs == []
+        began = agent.node.receiver_indexes()
+        assert began
+        while agent.kernel_filter is None:
+            agent.step(0.05)
+        assert installs and installs[0] >= began
+        assert f"add element inet {agent.kernel_filter.table} receivers" in fake.scripts()[-1]
+    finally:
+        agent.close()
