@@ -45,8 +45,10 @@ from lanspan.node.status import KernelLocation, MacRow, NodeStatus, UdpStatus
 
 log = logging.getLogger("lanspan.agent")
 
-# Frames or GRO batches taken from one ready fd before looking at the others.
-READ_BUDGET = 64
+# Rounds of one read (a frame or a GRO batch) from each ready data fd, taken in
+# turn, before the loop looks at its timers and polls again: a busy flow on one fd
+# holds a frame on another for at most this many reads of the busy one.
+READ_ROUNDS = 4
 # After a timer round failed, the next one waits this long (no busy loop on a stuck timer).
 TIMER_RETRY = 0.05
 # Where a failure can be contained: each is a drop reason agent.internal_error_<where>.
@@ -63,6 +65,23 @@ class AgentOptions:
     run_dir: Path | None = None  # gateway services' files; None: /run/lanspan/<network>
     state_dir: Path | None = None  # DHCP lease files; None: the file's or /var/lib/lanspan/<net>
     kernel_filter: bool = False  # nftables filter on the UDP port (`lanspan agent` turns it on)
+
+
+class DataReader:
+    """A data-path fd on the selector (a port, the UDP socket): `once()` reads and
+    handles one frame or GRO batch and says whether there was one. The loop takes
+    them in turn (`Agent._read_rounds`); called as a plain selector callback, it
+    reads for READ_ROUNDS reads at most."""
+
+    __slots__ = ("once",)
+
+    def __init__(self, once: Callable[[], bool]) -> None:
+        self.once = once
+
+    def __call__(self, mask: int) -> None:
+        for _ in range(READ_ROUNDS):
+            if not self.once():
+                return
 
 
 class AgentSetupError(Exception):
@@ -365,41 +384,61 @@ class Agent:
     def _control_failed(self, exc: Exception) -> None:
         self._contain("control", exc)
 
-    def _port_reader(self, name: str, dev: FramePort) -> Callable[[int], None]:
+    def _port_reader(self, name: str, dev: FramePort) -> DataReader:
         node = self.node
 
-        def on_readable(mask: int) -> None:
-            now = time.monotonic()
-            for _ in range(READ_BUDGET):
-                data = dev.read()
-                if data is None:
-                    return
-                try:
-                    node.frame_from_port(name, data, now)
-                except Exception as e:
-                    self._contain("frame", e)
-                self._send_now()
-
-        return on_readable
-
-    def _on_udp(self, mask: int) -> None:
-        node, udp = self.node, self.udp
-        now = time.monotonic()
-        for _ in range(READ_BUDGET):
-            got = udp.recv_batch()
-            if got is None:
-                return
-            datagrams, src = got
-            authenticated = False
-            for d in datagrams:
-                try:
-                    if node.datagram(d, src, now):
-                        authenticated = True
-                except Exception as e:
-                    self._contain("datagram", e)
-            if authenticated:
-                udp.authenticated(src)
+        def once() -> bool:
+            data = dev.read()
+            if data is None:
+                return False
+            try:
+                node.frame_from_port(name, data, time.monotonic())
+            except Exception as e:
+                self._contain("frame", e)
             self._send_now()
+            return True
+
+        return DataReader(once)
+
+    def _udp_once(self) -> bool:
+        """Read and handle one GRO batch (one sender); False when none waited."""
+        node, udp = self.node, self.udp
+        got = udp.recv_batch()
+        if got is None:
+            return False
+        datagrams, src = got
+        now = time.monotonic()
+        authenticated = False
+        for d in datagrams:
+            try:
+                if node.datagram(d, src, now):
+                    authenticated = True
+            except Exception as e:
+                self._contain("datagram", e)
+        if authenticated:
+            udp.authenticated(src)
+        self._send_now()
+        return True
+
+    def _read_rounds(self, ready: list[Callable[[], bool]]) -> None:
+        """Take one read from each ready data fd in turn, for up to READ_ROUNDS rounds.
+
+        Each read's outputs leave before the next read (`_send_now`), so a lone
+        frame waits for no batch; a fd with more waiting keeps its place for the
+        next round, one that had none drops out. The loop's next poll (timeout
+        0 while any is still readable) picks up fds that became ready meanwhile.
+        """
+        for _ in range(READ_ROUNDS):
+            busy = []
+            for once in ready:
+                try:
+                    if once():
+                        busy.append(once)
+                except Exception as e:  # each event is contained; this is the read itself
+                    self._contain("read", e)
+            if not busy:
+                return
+            ready = busy
 
     def _on_wake(self, mask: int) -> None:
         try:
@@ -448,7 +487,7 @@ class Agent:
         then `close()`s, which removes what was created, quietly.
         """
         self.sel.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
-        self.sel.register(self.udp.fileno(), selectors.EVENT_READ, self._on_udp)
+        self.sel.register(self.udp.fileno(), selectors.EVENT_READ, DataReader(self._udp_once))
         if self.control is not None:
             self.control.register(self.sel)
         if self.opts.metrics is not None:
@@ -546,11 +585,18 @@ class Agent:
         timeout = max(0.0, deadline - time.monotonic())
         if max_wait is not None:
             timeout = min(timeout, max_wait)
+        ready: list[Callable[[], bool]] = []
         for key, mask in sel.select(timeout):
+            handler = key.data
+            if type(handler) is DataReader:
+                ready.append(handler.once)
+                continue
             try:
-                key.data(mask)
+                handler(mask)
             except Exception as e:  # the readers contain each event; this is the read itself
                 self._contain("read", e)
+        if ready:
+            self._read_rounds(ready)
         now = time.monotonic()
         if node_due <= now:
             try:
