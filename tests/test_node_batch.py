@@ -76,7 +76,7 @@ def test_a_superframe_in_one_batch_is_written_whole() -> None:
     assert not any(r.startswith("reassembly.") for r in b.drop_counts())
 
 
-def test_a_superframe_over_two_batches_and_reordered_goes_through_reassembly() -> None:
+def test_a_superframe_over_two_batches_or_reordered_is_written_whole() -> None:
     a, b = pair()
     for cut in (1, 20, 45):
         data = superframe()
@@ -118,3 +118,21 @@ def test_junk_in_a_batch_is_dropped_and_the_rest_delivered() -> None:
     batch = sealed(a, data)
     assert b.datagrams([os.urandom(100), *batch, b"\x04" + bytes(40)], ADDR["n1"], NOW)
     assert writes(b) == [data]
+
+
+def test_a_superframe_cut_by_a_lone_datagram_or_a_timer_round_still_completes() -> None:
+    a, b = pair()
+    big = superframe()
+    small = vnet.ZERO_HEADER + MAC2 + MAC1 + b"\x88\xb5" + bytes(60)
+    batch = sealed(a, big)
+    assert b.datagrams(batch[:30], ADDR["n1"], NOW)
+    (lone,) = sealed(a, small)
+    assert b.datagram(lone, ADDR["n1"], NOW)  # the run goes to the reassembler first
+    assert b.datagrams(batch[30:], ADDR["n1"], NOW)
+    assert writes(b) == [small, big]  # as one by one: the small frame was whole first
+    big = superframe()
+    batch = sealed(a, big)
+    assert b.datagrams(batch[:30], ADDR["n1"], NOW)
+    b.handle_timer(NOW + 0.1)
+    assert b.datagrams(batch[30:], ADDR["n1"], NOW + 0.1)
+    assert [w for w in writes(b) if len(w) > 1000] == [big]

@@ -101,6 +101,10 @@ class NodeCore:
         )
         self._switch = Switch(network, name)
         self._reassembly = Reassembler()
+        # Fragments of one superframe, in order, from the last GRO batches (`datagrams`):
+        # a superframe larger than one GRO buffer spans two. Anything else from the
+        # wire hands them to the reassembler first, so order is kept.
+        self._run: list[tuple[Delivered, payload.Payload]] = []
         self._drops: Counter[str] = Counter()
         self._counters: Counter[str] = Counter()
         self._peers: dict[str, Node] = {}
@@ -262,6 +266,8 @@ class NodeCore:
         True when it authenticated (a handshake or transport message from a
         peer), so the adapter may trust `src` as that peer's address.
         """
+        if self._run:
+            self._broken_run(now)
         got = self._sessions.receive(data, src, now)
         if got is None:
             self._drain_sessions(now)
@@ -281,7 +287,7 @@ class NodeCore:
         receive = self._sessions.receive
         got = [d for d in (receive(data, src, now) for data in batch) if d is not None]
         seen: set[str] = set()
-        run: list[tuple[Delivered, payload.Payload]] = []  # fragments of one superframe
+        run = self._run
         for d in got:
             if d.peer not in seen:
                 seen.add(d.peer)
@@ -300,18 +306,18 @@ class NodeCore:
                 run.append((d, p))
                 if len(run) == p.frag_count:
                     self._whole_run(run, now)
-                    run = []
+                    run = self._run = []
                 continue
-            self._broken_run(run, now)
-            run = []
+            if run:
+                self._broken_run(now)
+                run = self._run
             if p.is_fragment and p.frag_index == 0 and self._extends(run, d, p):
                 run.append((d, p))
                 if p.frag_count == 1:
                     self._whole_run(run, now)
-                    run = []
+                    run = self._run = []
                 continue
             self._parsed_from(d, p, now, False)
-        self._broken_run(run, now)
         self._drain_sessions(now)
         return bool(got)
 
@@ -336,16 +342,20 @@ class NodeCore:
         """All fragments of a superframe, in order, in one batch: joined at once,
         as the reassembler would (without buffering them)."""
         d, p0 = run[0]
+        if d.peer not in self._paths:  # removed by a reload since the run began
+            return
         body = b"".join([p.body for _, p in run])
         if len(body) > payload.MAX_BODY:
             self._drops["reassembly.too_big"] += 1
             return
         self._frame_payload(d.peer, payload.Payload(p0.flags & ~payload.FLAG_F, p0.vni, body), now)
 
-    def _broken_run(self, run: list[tuple[Delivered, payload.Payload]], now: float) -> None:
-        """Fragments of a superframe not all in this batch: to the reassembler."""
+    def _broken_run(self, now: float) -> None:
+        """The fragments of the run, followed by something else: to the reassembler."""
+        run, self._run = self._run, []
         for d, p in run:
-            self._parsed_from(d, p, now, False)
+            if d.peer in self._paths:
+                self._parsed_from(d, p, now, False)
 
     def _peer_seen(self, got: Delivered, now: float) -> bool:
         """A peer's datagram authenticated: its path is alive. False: not a peer of ours."""
@@ -614,6 +624,8 @@ class NodeCore:
         return min(deadlines)
 
     def handle_timer(self, now: float) -> None:
+        if self._run:  # the rest of that superframe is late: the reassembler waits for it
+            self._broken_run(now)
         self._sessions.handle_timer(now)
         self._switch.handle_timer(now)
         self._reassembly.handle_timer(now)
