@@ -46,9 +46,10 @@ from lanspan.node.status import KernelLocation, MacRow, NodeStatus, UdpStatus
 log = logging.getLogger("lanspan.agent")
 
 # Rounds of one read (a frame or a GRO batch) from each ready data fd, taken in
-# turn, before the loop looks at its timers and polls again: a busy flow on one fd
-# holds a frame on another for at most this many reads of the busy one.
-READ_ROUNDS = 4
+# turn (a poll between rounds adds the fds that became ready), before the loop
+# looks at its timers and other fds: a busy fd never holds a frame on another
+# for more than one of its reads.
+READ_ROUNDS = 8
 # After a timer round failed, the next one waits this long (no busy loop on a stuck timer).
 TIMER_RETRY = 0.05
 # Where a failure can be contained: each is a drop reason agent.internal_error_<where>.
@@ -425,21 +426,22 @@ class Agent:
         """Take one read from each ready data fd in turn, for up to READ_ROUNDS rounds.
 
         Each read's outputs leave before the next read (`_send_now`), so a lone
-        frame waits for no batch; a fd with more waiting keeps its place for the
-        next round, one that had none drops out. The loop's next poll (timeout
-        0 while any is still readable) picks up fds that became ready meanwhile.
+        frame waits for no batch. After each round one poll (timeout 0) says
+        which data fds are readable now: those with more waiting, and those the
+        round's own sends made ready (a local guest's reply to what was just
+        written to it is read at once, not after the loop's timers). No fd is
+        read only to hear EAGAIN. Other fds wait for the loop's next poll.
         """
+        select = self.sel.select
         for _ in range(READ_ROUNDS):
-            busy = []
             for once in ready:
                 try:
-                    if once():
-                        busy.append(once)
+                    once()
                 except Exception as e:  # each event is contained; this is the read itself
                     self._contain("read", e)
-            if not busy:
+            ready = [key.data.once for key, _ in select(0) if type(key.data) is DataReader]
+            if not ready:
                 return
-            ready = busy
 
     def _on_wake(self, mask: int) -> None:
         try:
