@@ -45,8 +45,11 @@ from lanspan.node.status import KernelLocation, MacRow, NodeStatus, UdpStatus
 
 log = logging.getLogger("lanspan.agent")
 
-# Frames or GRO batches taken from one ready fd before looking at the others.
-READ_BUDGET = 64
+# Rounds of one read (a frame or a GRO batch) from each ready data fd, taken in
+# turn (a poll between rounds adds the fds that became ready), before the loop
+# looks at its timers and other fds: a busy fd never holds a frame on another
+# for more than one of its reads.
+READ_ROUNDS = 8
 # After a timer round failed, the next one waits this long (no busy loop on a stuck timer).
 TIMER_RETRY = 0.05
 # The kernel filter is installed this long after the start, in the loop: never
@@ -74,6 +77,23 @@ class AgentOptions:
     run_dir: Path | None = None  # gateway services' files; None: /run/lanspan/<network>
     state_dir: Path | None = None  # DHCP lease files; None: the file's or /var/lib/lanspan/<net>
     kernel_filter: bool = False  # nftables filter on the UDP port (`lanspan agent` turns it on)
+
+
+class DataReader:
+    """A data-path fd on the selector (a port, the UDP socket): `once()` reads and
+    handles one frame or GRO batch and says whether there was one. The loop takes
+    them in turn (`Agent._read_rounds`); called as a plain selector callback, it
+    reads for READ_ROUNDS reads at most."""
+
+    __slots__ = ("once",)
+
+    def __init__(self, once: Callable[[], bool]) -> None:
+        self.once = once
+
+    def __call__(self, mask: int) -> None:
+        for _ in range(READ_ROUNDS):
+            if not self.once():
+                return
 
 
 class AgentSetupError(Exception):
@@ -378,41 +398,63 @@ class Agent:
     def _control_failed(self, exc: Exception) -> None:
         self._contain("control", exc)
 
-    def _port_reader(self, name: str, dev: FramePort) -> Callable[[int], None]:
+    def _port_reader(self, name: str, dev: FramePort) -> DataReader:
         node = self.node
 
-        def on_readable(mask: int) -> None:
-            now = time.monotonic()
-            for _ in range(READ_BUDGET):
-                data = dev.read()
-                if data is None:
-                    return
-                try:
-                    node.frame_from_port(name, data, now)
-                except Exception as e:
-                    self._contain("frame", e)
-                self._send_now()
-
-        return on_readable
-
-    def _on_udp(self, mask: int) -> None:
-        node, udp = self.node, self.udp
-        now = time.monotonic()
-        for _ in range(READ_BUDGET):
-            got = udp.recv_batch()
-            if got is None:
-                return
-            datagrams, src = got
-            authenticated = False
-            for d in datagrams:
-                try:
-                    if node.datagram(d, src, now):
-                        authenticated = True
-                except Exception as e:
-                    self._contain("datagram", e)
-            if authenticated:
-                udp.authenticated(src)
+        def once() -> bool:
+            data = dev.read()
+            if data is None:
+                return False
+            try:
+                node.frame_from_port(name, data, time.monotonic())
+            except Exception as e:
+                self._contain("frame", e)
             self._send_now()
+            return True
+
+        return DataReader(once)
+
+    def _udp_once(self) -> bool:
+        """Read and handle one GRO batch (one sender); False when none waited."""
+        node, udp = self.node, self.udp
+        got = udp.recv_batch()
+        if got is None:
+            return False
+        datagrams, src = got
+        now = time.monotonic()
+        try:
+            if len(datagrams) == 1:
+                authenticated = node.datagram(datagrams[0], src, now)
+            else:  # a GRO batch: one pass (a failure drops the rest of the batch)
+                authenticated = node.datagrams(datagrams, src, now)
+        except Exception as e:
+            authenticated = False
+            self._contain("datagram", e)
+        if authenticated:
+            udp.authenticated(src)
+        self._send_now()
+        return True
+
+    def _read_rounds(self, ready: list[Callable[[], bool]]) -> None:
+        """Take one read from each ready data fd in turn, for up to READ_ROUNDS rounds.
+
+        Each read's outputs leave before the next read (`_send_now`), so a lone
+        frame waits for no batch. After each round one poll (timeout 0) says
+        which data fds are readable now: those with more waiting, and those the
+        round's own sends made ready (a local guest's reply to what was just
+        written to it is read at once, not after the loop's timers). No fd is
+        read only to hear EAGAIN. Other fds wait for the loop's next poll.
+        """
+        select = self.sel.select
+        for _ in range(READ_ROUNDS):
+            for once in ready:
+                try:
+                    once()
+                except Exception as e:  # each event is contained; this is the read itself
+                    self._contain("read", e)
+            ready = [key.data.once for key, _ in select(0) if type(key.data) is DataReader]
+            if not ready:
+                return
 
     def _on_wake(self, mask: int) -> None:
         try:
@@ -472,7 +514,7 @@ class Agent:
         then `close()`s, which removes what was created, quietly.
         """
         self.sel.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
-        self.sel.register(self.udp.fileno(), selectors.EVENT_READ, self._on_udp)
+        self.sel.register(self.udp.fileno(), selectors.EVENT_READ, DataReader(self._udp_once))
         if self.control is not None:
             self.control.register(self.sel)
         self._first_round()  # initiations leave now; the ports, services, filter come after
@@ -602,11 +644,18 @@ class Agent:
         timeout = max(0.0, deadline - time.monotonic())
         if max_wait is not None:
             timeout = min(timeout, max_wait)
+        ready: list[Callable[[], bool]] = []
         for key, mask in sel.select(timeout):
+            handler = key.data
+            if type(handler) is DataReader:
+                ready.append(handler.once)
+                continue
             try:
-                key.data(mask)
+                handler(mask)
             except Exception as e:  # the readers contain each event; this is the read itself
                 self._contain("read", e)
+        if ready:
+            self._read_rounds(ready)
         now = time.monotonic()
         if node_due <= now:
             try:

@@ -101,6 +101,10 @@ class NodeCore:
         )
         self._switch = Switch(network, name)
         self._reassembly = Reassembler()
+        # Fragments of one superframe, in order, from the last GRO batches (`datagrams`):
+        # a superframe larger than one GRO buffer spans two. Anything else from the
+        # wire hands them to the reassembler first, so order is kept.
+        self._run: list[tuple[Delivered, payload.Payload]] = []
         self._drops: Counter[str] = Counter()
         self._counters: Counter[str] = Counter()
         self._peers: dict[str, Node] = {}
@@ -302,6 +306,8 @@ class NodeCore:
         True when it authenticated (a handshake or transport message from a
         peer), so the adapter may trust `src` as that peer's address.
         """
+        if self._run:
+            self._broken_run(now)
         got = self._sessions.receive(data, src, now)
         if got is None:
             self._drain_sessions(now)
@@ -310,20 +316,118 @@ class NodeCore:
         self._drain_sessions(now)
         return True
 
-    def _delivered(self, got: Delivered, now: float, *, relayed_: bool = False) -> None:
-        """Authenticated plaintext from a peer; `relayed_` when it came through a relay."""
+    def datagrams(self, batch: list[bytes], src: Addr, now: float) -> bool:
+        """`datagram` for each of `batch` (one GRO buffer: one sender), in order.
+
+        The per-peer bookkeeping of a delivery (path seen, path events, the
+        retry of a peer counted down) is done once per peer and batch, and the
+        sessions' outputs are drained once; what each datagram carries is
+        handled as `datagram` would. True when any authenticated.
+        """
+        receive = self._sessions.receive
+        got = [d for d in (receive(data, src, now) for data in batch) if d is not None]
+        seen: set[str] = set()
+        run = self._run
+        for d in got:
+            if d.peer not in seen:
+                seen.add(d.peer)
+                if not self._peer_seen(d, now):
+                    continue
+            elif d.peer not in self._paths:
+                continue
+            if not d.payload:
+                continue
+            try:
+                p = payload.parse_untrusted(d.payload)
+            except BadPacket as e:
+                self._drops[e.reason] += 1
+                continue
+            if p.is_fragment and self._extends(run, d, p):
+                run.append((d, p))
+                if len(run) == p.frag_count:
+                    self._whole_run(run, now)
+                    run = self._run = []
+                continue
+            if run:
+                self._broken_run(now)
+                run = self._run
+            if p.is_fragment and p.frag_index == 0 and self._extends(run, d, p):
+                run.append((d, p))
+                if p.frag_count == 1:
+                    self._whole_run(run, now)
+                    run = self._run = []
+                continue
+            self._parsed_from(d, p, now, False)
+        self._drain_sessions(now)
+        return bool(got)
+
+    def _extends(
+        self, run: list[tuple[Delivered, payload.Payload]], d: Delivered, p: payload.Payload
+    ) -> bool:
+        """Whether fragment `p` is the next one of the superframe `run` holds (or
+        starts one that nothing buffered in the reassembler shares an id with)."""
+        if not run:
+            return p.frag_index == 0 and not self._reassembly.has_pending(d.peer, p.frag_id)
+        d0, p0 = run[0]
+        return (
+            d.peer == d0.peer
+            and p.frag_id == p0.frag_id
+            and p.frag_index == len(run)
+            and p.flags == p0.flags
+            and p.vni == p0.vni
+            and p.frag_count == p0.frag_count
+        )
+
+    def _whole_run(self, run: list[tuple[Delivered, payload.Payload]], now: float) -> None:
+        """All fragments of a superframe, in order, in one batch: joined at once,
+        as the reassembler would (without buffering them)."""
+        d, p0 = run[0]
+        if d.peer not in self._paths:  # removed by a reload since the run began
+            return
+        body = b"".join([p.body for _, p in run])
+        if len(body) > payload.MAX_BODY:
+            self._drops["reassembly.too_big"] += 1
+            return
+        self._frame_payload(d.peer, payload.Payload(p0.flags & ~payload.FLAG_F, p0.vni, body), now)
+
+    def _broken_run(self, now: float) -> None:
+        """The fragments of the run, followed by something else: to the reassembler."""
+        run, self._run = self._run, []
+        for d, p in run:
+            if d.peer in self._paths:
+                self._parsed_from(d, p, now, False)
+
+    def _peer_seen(self, got: Delivered, now: float) -> bool:
+        """A peer's datagram authenticated: its path is alive. False: not a peer of ours."""
         paths = self._paths.get(got.peer)
         if paths is None:
-            return
+            return False
         paths.seen(got.src, now)
         self._path_events(got.peer, now)
         if got.peer not in self._up:
             # A sign of life from a peer we count as down: retry its handshake now.
             self._sessions.retry_soon(got.peer, now)
+        return True
+
+    def _delivered(self, got: Delivered, now: float, *, relayed_: bool = False) -> None:
+        """Authenticated plaintext from a peer; `relayed_` when it came through a relay."""
+        if not self._peer_seen(got, now):
+            return
         if not got.payload:
             return  # keepalive
+        self._payload_from(got, now, relayed_)
+
+    def _payload_from(self, got: Delivered, now: float, relayed_: bool) -> None:
+        """The payload of an authenticated datagram: control, fragment or frame."""
         try:
             p = payload.parse_untrusted(got.payload)
+        except BadPacket as e:
+            self._drops[e.reason] += 1
+            return
+        self._parsed_from(got, p, now, relayed_)
+
+    def _parsed_from(self, got: Delivered, p: payload.Payload, now: float, relayed_: bool) -> None:
+        try:
             if p.is_control:
                 self._control(got.peer, p.body, got.src, now, relayed_)
                 return
@@ -333,6 +437,14 @@ class NodeCore:
                 if not done:
                     return
                 p = done[-1].payload
+        except BadPacket as e:
+            self._drops[e.reason] += 1
+            return
+        self._frame_payload(got.peer, p, now)
+
+    def _frame_payload(self, peer: str, p: payload.Payload, now: float) -> None:
+        """A whole frame payload from `peer` (reassembled if it came in fragments)."""
+        try:
             if p.has_offload:
                 hdr, frame = p.body[: vnet.VNET_HDR_LEN], p.body[vnet.VNET_HDR_LEN :]
                 vnet.validate_untrusted(vnet.parse_untrusted(hdr), len(frame))
@@ -341,11 +453,11 @@ class NodeCore:
         except BadPacket as e:
             self._drops[e.reason] += 1
             return
-        tr = self._traffic[got.peer]
+        tr = self._traffic[peer]
         tr.rx_frames += 1
         tr.rx_bytes += len(frame)
-        self._busy(got.peer, now)
-        fwd = self._switch.from_peer(got.peer, p.vni, frame, now)
+        self._busy(peer, now)
+        fwd = self._switch.from_peer(peer, p.vni, frame, now)
         if fwd is None:
             return
         plain = hdr == ZERO_VNET
@@ -555,6 +667,8 @@ class NodeCore:
         return min(deadlines)
 
     def handle_timer(self, now: float) -> None:
+        if self._run:  # the rest of that superframe is late: the reassembler waits for it
+            self._broken_run(now)
         self._sessions.handle_timer(now)
         self._switch.handle_timer(now)
         self._reassembly.handle_timer(now)

@@ -55,6 +55,11 @@ class Reassembler:
         done, self._done = self._done, []
         return done
 
+    def has_pending(self, peer: str, frag_id: int) -> bool:
+        """Whether fragments of `frag_id` from `peer` are buffered."""
+        mine = self._pending.get(peer)
+        return mine is not None and frag_id in mine
+
     def add(self, peer: str, p: Payload, now: float) -> None:
         """Take one fragment; the whole payload is output when its last piece arrives."""
         mine = self._pending.setdefault(peer, {})
