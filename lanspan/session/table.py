@@ -12,6 +12,7 @@ precompiled struct and a few attributes; everything else is off them.
 from __future__ import annotations
 
 import collections
+import heapq
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -348,6 +349,14 @@ class SessionTable:
         self._keypairs: dict[int, _Keypair] = {}
         self._pendings: dict[int, _Pending] = {}
         self._outbox: list[Transmit | SessionEvent] = []
+        # Timers: each peer's earliest deadline (_peer_deadline) sits in a heap, so
+        # next_timer() is O(1) and handle_timer() touches only the peers due. Anything
+        # that may move a peer's deadline marks it touched (_touched: names); the next
+        # next_timer()/handle_timer() recomputes those few. A heap entry (due, name)
+        # whose due is not _due[name] is stale and skipped.
+        self._heap: list[tuple[float, str]] = []
+        self._due: dict[str, float] = {}
+        self._touched: set[str] = set()
         # Latest `now` seen off the hot path: "due at once" for next_timer(),
         # which has no `now` of its own (a finite value, never -inf).
         self._clock = 0.0
@@ -378,6 +387,7 @@ class SessionTable:
         p = _Peer(peer, public_key, psk, persistent_keepalive)
         self._peers[peer] = p
         self._by_public[public_key] = p
+        self._touched.add(peer)
 
     def remove_peer(self, peer: str) -> None:
         p = self._peer(peer)
@@ -410,6 +420,7 @@ class SessionTable:
         p.tx_bytes += len(out)
         p.tx_messages += 1
         p.last_sent = now
+        self._touched.add(p.name)
         p.keepalive_at = None
         if payload and p.new_handshake_at is None:
             p.new_handshake_at = now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT
@@ -436,6 +447,7 @@ class SessionTable:
         p.tx_bytes += sum(map(len, out))
         p.tx_messages += count
         p.last_sent = now
+        self._touched.add(p.name)
         p.keepalive_at = None
         if count and p.new_handshake_at is None:
             p.new_handshake_at = now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT
@@ -498,6 +510,7 @@ class SessionTable:
                 p.rx_messages += 1
                 p.last_received = now
                 p.new_handshake_at = None
+                self._touched.add(p.name)
                 if payload and p.keepalive_at is None:
                     p.keepalive_at = now + KEEPALIVE_TIMEOUT
                 if kp is not p.current:
@@ -624,6 +637,7 @@ class SessionTable:
         )
         self._free(p.next)
         p.next = kp
+        self._touched.add(p.name)
         self._keypairs[index] = kp
         self._seen.put(key, _Answered(p, kp, response, src), now)
         self._outbox.append(Transmit(p.name, response, to=src))
@@ -686,6 +700,7 @@ class SessionTable:
         completed: HandshakeState | None = None,
         remote_index: int = 0,
     ) -> None:
+        self._touched.add(p.name)
         action, p.state = step(p.state, event)
         if action is HsAction.SEND_INITIATION:
             self._send_initiation(p, now)
@@ -811,18 +826,53 @@ class SessionTable:
 
     # ---- timers ------------------------------------------------------------
 
-    def next_timer(self) -> float | None:
+    def _peer_deadline(self, p: _Peer) -> float:
+        """When `p`'s timers (`_peer_timers`) next have something to do; inf: never."""
         best = _INF
-        for p in self._peers.values():
-            for deadline in (p.retry_at, p.keepalive_at, p.new_handshake_at):
-                if deadline is not None and deadline < best:
-                    best = deadline
-            for kp in p.keypairs():
-                if kp is not None and kp.reject_at < best:
-                    best = kp.reject_at
-            if p.persistent_keepalive is not None:
-                due = self._clock if p.last_sent is None else p.last_sent + p.persistent_keepalive
-                best = min(best, due)
+        for deadline in (p.retry_at, p.keepalive_at, p.new_handshake_at):
+            if deadline is not None and deadline < best:
+                best = deadline
+        for kp in p.keypairs():
+            if kp is not None and kp.reject_at < best:
+                best = kp.reject_at
+        if p.persistent_keepalive is not None:
+            due = self._clock if p.last_sent is None else p.last_sent + p.persistent_keepalive
+            best = min(best, due)
+        return best
+
+    def _refresh_timers(self) -> None:
+        """Put the touched peers' deadlines in the heap (stale entries stay, skipped)."""
+        touched, peers, due, heap = self._touched, self._peers, self._due, self._heap
+        for name in touched:
+            p = peers.get(name)
+            if p is None:
+                due.pop(name, None)  # removed
+                continue
+            at = self._peer_deadline(p)
+            if due.get(name) != at:
+                if at == _INF:
+                    due.pop(name, None)
+                else:
+                    due[name] = at
+                    heapq.heappush(heap, (at, name))
+        touched.clear()
+        if len(heap) > 2 * len(due) + 64:  # mostly stale: rebuild (bounded size)
+            self._heap = heap = [(at, name) for name, at in due.items()]
+            heapq.heapify(heap)
+        while heap and due.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)
+
+    def next_timer(self) -> float | None:
+        if self._touched:
+            self._refresh_timers()
+        heap, due = self._heap, self._due
+        while heap and due.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def _scan_next_timer(self) -> float | None:
+        """next_timer() the slow way, over every peer (tests compare the two)."""
+        best = min((self._peer_deadline(p) for p in self._peers.values()), default=_INF)
         return None if best == _INF else best
 
     def retry_soon(self, peer: str, now: float) -> None:
@@ -833,6 +883,7 @@ class SessionTable:
         call it on every such sign; nothing it touches grows."""
         p = self._peer(peer)
         self._clock = max(self._clock, now)
+        self._touched.add(p.name)
         if p.state is HsState.IDLE and p.current is not None:
             return  # a session is up: nothing to hurry
         if now < p.retry_soon_until:
@@ -846,9 +897,22 @@ class SessionTable:
             self._hs(p, HsInput.WANT_HANDSHAKE, now)
 
     def handle_timer(self, now: float) -> None:
+        """Run the timers of the peers that are due (only those: see _heap)."""
         self._clock = max(self._clock, now)
-        for p in list(self._peers.values()):
-            self._peer_timers(p, now)
+        if self._touched:
+            self._refresh_timers()
+        heap, due = self._heap, self._due
+        names = []
+        while heap and heap[0][0] <= now:
+            at, name = heapq.heappop(heap)
+            if due.get(name) == at:
+                del due[name]
+                names.append(name)
+        self._touched.update(names)  # first: a failure below loses no peer's timer
+        for name in names:
+            p = self._peers.get(name)
+            if p is not None:
+                self._peer_timers(p, now)
 
     def _peer_timers(self, p: _Peer, now: float) -> None:
         self._expire_keypairs(p, now)
