@@ -44,10 +44,9 @@ class Watch:
 class EventNet:
     """`n` nodes on one segment, every node with an endpoint (as the 100-node lab)."""
 
-    def __init__(self, n: int, seed: int = 22) -> None:
-        self.net = Net(
-            n, Link(random.Random(seed)), segments={f"n{i}": ["a"] for i in range(1, n + 1)}
-        )
+    def __init__(self, n: int, seed: int = 22, no_relay: frozenset[str] = frozenset()) -> None:
+        segments = {f"n{i}": ["a"] for i in range(1, n + 1)}
+        self.net = Net(n, Link(random.Random(seed)), segments, no_relay=no_relay)
         self.rng = random.Random(seed)
         self.now = self.net.now
         self.nodes: dict[str, NodeCore] = self.net.nodes
