@@ -105,9 +105,9 @@ class EventNet:
             t_tm = timers[0][0] if timers else float("inf")
             at = min(t_ev, t_tm)
             if at > end:
-                self.now = end
+                self.now = self.net.now = end
                 return
-            self.now = max(self.now, at)
+            self.now = self.net.now = max(self.now, at)  # net.now: the nodes' wall_time
             if t_ev <= t_tm:
                 _, _, dst, data, src = heapq.heappop(events)
                 node, w = self.nodes[dst], self.watched.get(dst)
