@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 
 from idlesim import EventNet
+from test_node_coldstart import ColdNet
 from test_node_twocore import Link, Net, block
 
 from lanspan.node.core import IDLE_PROBE_INTERVAL
@@ -81,3 +82,19 @@ def test_an_idle_node_with_29_idle_peers_wakes_and_sends_little() -> None:
     assert w.timer_wakeups / window <= 0.5 * slow + 3, w.timer_wakeups / window
     node = net.nodes["n1"]
     assert all(node._paths[f"n{i}"].active is not None for i in range(2, n + 1))
+
+
+def test_session_timer_heap_through_a_cold_start_behind_nat() -> None:
+    # Every node starts within 200 ms, six behind NAT: handshake retries, backoff,
+    # relayed handshakes, persistent keepalives; the heap must match a scan throughout.
+    rng = random.Random(3)
+    starts = {f"n{i}": rng.uniform(0.0, 0.2) for i in range(1, 14)}
+    net = ColdNet(13, frozenset(f"n{i}" for i in range(8, 14)), starts, seed=3)
+    checks = 0
+    while net.now - net.t0 < 6.0:
+        net.step()
+        for node in net.started.values():
+            sessions = node._sessions
+            assert sessions.next_timer() == sessions._scan_next_timer(), net.now
+            checks += 1
+    assert checks > 5000
