@@ -8,7 +8,7 @@ this machine (other load on it counts: the load average is printed). With
 with N-1 idle peers) prints the top functions. Also the time to build the
 status document of n1 (NodeCore.status + status_json), best of 20.
 
-Run: python bench/idle_sim.py [--nodes 100] [--seconds 300] [--profile]
+Run: python bench/idle_sim.py [--nodes 100] [--seconds 300] [--relays K] [--profile]
 """
 
 from __future__ import annotations
@@ -34,9 +34,15 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=300.0)
     ap.add_argument("--warmup", type=float, default=20.0)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument(
+        "--relays", type=int, default=None, help="only n1..nK relay (default: every node)"
+    )
     args = ap.parse_args()
     t0 = time.monotonic()
-    net = EventNet(args.nodes)
+    no_relay: frozenset[str] = frozenset()
+    if args.relays is not None:
+        no_relay = frozenset(f"n{i}" for i in range(args.relays + 1, args.nodes + 1))
+    net = EventNet(args.nodes, no_relay=no_relay)
     net.run(args.warmup)
     peers = [f"n{i}" for i in range(2, args.nodes + 1)]
     missing = [p for p in peers if not net.up("n1", p)]
