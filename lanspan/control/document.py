@@ -20,26 +20,43 @@ __all__ = ["mac_rows_json", "status_json", "to_json"]
 _OPTIONAL = frozenset({"udp", "gateways", "kernel_filter"})
 
 
+# Values returned as they are, without looking further (the common case: checked first).
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+# Field names per dataclass type met so far (dataclasses.fields() is slow for a 100-peer
+# status: ~500 objects); Counts and locations are never in it (rendered their own way).
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
 def to_json(value: object) -> object:
     """Dataclasses to objects (None left out for `_OPTIONAL` fields), tuples to lists.
 
     Anything else is returned as it is (the control server's encoder converts
     what JSON lacks).
     """
+    cls = type(value)
+    names = _FIELDS.get(cls)
+    if names is not None:
+        out: dict[str, object] = {}
+        for name in names:
+            v = getattr(value, name)
+            if type(v) in _SCALARS:
+                if v is None and name in _OPTIONAL:
+                    continue
+                out[name] = v
+            else:
+                out[name] = to_json(v)
+        return out
+    if cls in _SCALARS:
+        return value
     if isinstance(value, Counts):
         return dict(value.pairs)
     if isinstance(value, PortLocation | PeerLocation | KernelLocation):
         return str(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        out: dict[str, object] = {}
-        for f in dataclasses.fields(value):
-            v = getattr(value, f.name)
-            if v is None and f.name in _OPTIONAL:
-                continue
-            out[f.name] = to_json(v)
-        return out
+        _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(value))
+        return to_json(value)
     if isinstance(value, tuple | list):
-        return [to_json(v) for v in value]
+        return [v if type(v) in _SCALARS else to_json(v) for v in value]
     if isinstance(value, Mapping):
         return {k: to_json(v) for k, v in value.items()}
     return value

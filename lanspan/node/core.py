@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import heapq
+import math
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -62,6 +63,10 @@ _TRANSPORT_OVERHEAD = 32
 BUSY_WINDOW = 5.0
 IDLE_PROBE_INTERVAL = 4.0
 IDLE_JITTER = 0.25  # fraction of the interval, either way
+# Idle probes are due on a grid of this many seconds (rounded up): the peers due in
+# one slot share one timer round, so 99 idle peers wake the agent ~4 times a second
+# for their probes instead of ~25 (fast probing of busy peers is not rounded).
+IDLE_GRID = 0.25
 _NEVER = float("-inf")
 
 
@@ -151,7 +156,7 @@ class NodeCore:
         self._sessions.add_peer(node.name, node.public_key, persistent_keepalive=keepalive)
         if node.endpoints:
             self._sessions.initiate(node.name, now)
-        self._schedule(node.name, now + self._idle_interval())
+        self._schedule(node.name, self._idle_due(now))
 
     def _remove_peer(self, name: str, now: float) -> None:
         self._sessions.remove_peer(name)
@@ -642,6 +647,10 @@ class NodeCore:
         unit = int.from_bytes(self._random_bytes(2), "little") / 65535  # 0..1
         return IDLE_PROBE_INTERVAL * (1.0 + IDLE_JITTER * (2.0 * unit - 1.0))
 
+    def _idle_due(self, now: float) -> float:
+        """When an idle peer is probed next: an idle interval on, rounded up to IDLE_GRID."""
+        return math.ceil((now + self._idle_interval()) / IDLE_GRID) * IDLE_GRID
+
     def _schedule(self, peer: str, at: float) -> None:
         """Probe `peer` at `at`, or earlier if it already is."""
         due = self._probe_at.get(peer)
@@ -654,17 +663,17 @@ class NodeCore:
         heap, due = self._probe_heap, self._probe_at
         while heap and due.get(heap[0][1]) != heap[0][0]:
             heapq.heappop(heap)  # stale: rescheduled or removed
-        deadlines = [self._gossip_at]
-        if heap:
-            deadlines.append(heap[0][0])
+        best = self._gossip_at
+        if heap and heap[0][0] < best:
+            best = heap[0][0]
         for t in (
             self._sessions.next_timer(),
             self._switch.next_timer(),
             self._reassembly.next_timer(),
         ):
-            if t is not None:
-                deadlines.append(t)
-        return min(deadlines)
+            if t is not None and t < best:
+                best = t
+        return best
 
     def handle_timer(self, now: float) -> None:
         if self._run:  # the rest of that superframe is late: the reassembler waits for it
@@ -679,7 +688,8 @@ class NodeCore:
                 del due[peer]
                 self._probe_peer(peer, now)
         if now >= self._gossip_at:
-            self._gossip_at = now + REACH_INTERVAL
+            # on the idle probes' grid: one timer round for both
+            self._gossip_at = math.ceil((now + REACH_INTERVAL) / IDLE_GRID) * IDLE_GRID
             for relay in self._reach.expire(now):
                 self._sync_relay(relay, now)
             self._gossip(now)
@@ -690,13 +700,14 @@ class NodeCore:
         paths = self._paths[peer]
         busy = self._busy_until.get(peer, _NEVER) > now
         if busy:
-            interval = self.timers.probe_interval
+            due = now + self.timers.probe_interval
             paths.check(now, paths.dead_after, self._fast_since.get(peer))
         else:
-            interval = self._idle_interval()
+            due = self._idle_due(now)
             self._busy_until.pop(peer, None)
             self._fast_since.pop(peer, None)
-            slow = IDLE_PROBE_INTERVAL * (1.0 + IDLE_JITTER) * self.timers.probe_multiplier
+            longest = IDLE_PROBE_INTERVAL * (1.0 + IDLE_JITTER) + IDLE_GRID  # between probes
+            slow = longest * self.timers.probe_multiplier
             paths.check(now, max(paths.dead_after, slow))
         self._path_events(peer, now)
         if peer in self._up:
@@ -709,7 +720,7 @@ class NodeCore:
                 self._emit(peer, target, self._sessions.seal_many(peer, [body], now), now)
             if self._site_member(peer):
                 self._send_planes(peer, now)
-        self._schedule(peer, now + interval)
+        self._schedule(peer, due)
 
     def _direct_reach(self) -> dict[str, int]:
         """Peers we reach over an up, direct path, with RTT in µs: what we offer to relay."""

@@ -12,6 +12,7 @@ precompiled struct and a few attributes; everything else is off them.
 from __future__ import annotations
 
 import collections
+import heapq
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -432,6 +433,14 @@ class SessionTable:
         # the peers): served by _serve_waiting in priority order.
         self._waiting: dict[str, _Peer] = {}
         self._outbox: list[Transmit | SessionEvent] = []
+        # Timers: each peer's earliest deadline (_peer_deadline) sits in a heap, so
+        # next_timer() is O(1) and handle_timer() touches only the peers due. Anything
+        # that may move a peer's deadline marks it touched (_touched: names); the next
+        # next_timer()/handle_timer() recomputes those few. A heap entry (due, name)
+        # whose due is not _due[name] is stale and skipped.
+        self._heap: list[tuple[float, str]] = []
+        self._due: dict[str, float] = {}
+        self._touched: set[str] = set()
         # Latest `now` seen off the hot path: "due at once" for next_timer(),
         # which has no `now` of its own (a finite value, never -inf).
         self._clock = 0.0
@@ -462,6 +471,7 @@ class SessionTable:
         p = _Peer(peer, public_key, psk, persistent_keepalive)
         self._peers[peer] = p
         self._by_public[public_key] = p
+        self._touched.add(peer)
         self._peers_changed()
 
     def _peers_changed(self) -> None:
@@ -502,6 +512,7 @@ class SessionTable:
         p.tx_bytes += len(out)
         p.tx_messages += 1
         p.last_sent = now
+        self._touched.add(p.name)
         p.keepalive_at = None
         if payload and p.new_handshake_at is None:
             p.new_handshake_at = now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT
@@ -528,6 +539,7 @@ class SessionTable:
         p.tx_bytes += sum(map(len, out))
         p.tx_messages += count
         p.last_sent = now
+        self._touched.add(p.name)
         p.keepalive_at = None
         if count and p.new_handshake_at is None:
             p.new_handshake_at = now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT
@@ -590,6 +602,7 @@ class SessionTable:
                 p.rx_messages += 1
                 p.last_received = p.last_heard = now
                 p.new_handshake_at = None
+                self._touched.add(p.name)
                 if payload and p.keepalive_at is None:
                     p.keepalive_at = now + KEEPALIVE_TIMEOUT
                 if kp is not p.current:
@@ -724,6 +737,7 @@ class SessionTable:
         p.nexts.append(kp)
         if len(p.nexts) > _MAX_NEXT:  # the oldest offer: its initiator moved on
             self._free(p.nexts.pop(0))
+        self._touched.add(p.name)
         self._keypairs[index] = kp
         self._seen.put(key, _Answered(p, kp, response, src), now)
         self._outbox.append(Transmit(p.name, response, to=src))
@@ -791,6 +805,7 @@ class SessionTable:
         remote_index: int = 0,
         to: _Pending | None = None,
     ) -> None:
+        self._touched.add(p.name)
         action, p.state = step(p.state, event)
         if action is HsAction.SEND_INITIATION:
             self._send_initiation(p, now)
@@ -878,6 +893,7 @@ class SessionTable:
             self._initiate_now(p, now)
 
     def _initiate_now(self, p: _Peer, now: float) -> None:
+        self._touched.add(p.name)  # retry_at moves (called from _serve_waiting too)
         p.last_initiation_sent = now
         p.hurry = False
         if len(p.pendings) >= _MAX_PENDINGS:  # the oldest: its response is given up
@@ -989,18 +1005,56 @@ class SessionTable:
 
     # ---- timers ------------------------------------------------------------
 
-    def next_timer(self) -> float | None:
+    def _peer_deadline(self, p: _Peer) -> float:
+        """When `p`'s timers (`_peer_timers`) next have something to do; inf: never."""
         best = _INF
-        for p in self._peers.values():
-            for deadline in (p.retry_at, p.keepalive_at, p.new_handshake_at):
-                if deadline is not None and deadline < best:
-                    best = deadline
-            for kp in p.keypairs():
-                if kp.reject_at < best:
-                    best = kp.reject_at
-            if p.persistent_keepalive is not None:
-                due = self._clock if p.last_sent is None else p.last_sent + p.persistent_keepalive
-                best = min(best, due)
+        for deadline in (p.retry_at, p.keepalive_at, p.new_handshake_at):
+            if deadline is not None and deadline < best:
+                best = deadline
+        for kp in p.keypairs():
+            if kp.reject_at < best:
+                best = kp.reject_at
+        if p.persistent_keepalive is not None:
+            due = self._clock if p.last_sent is None else p.last_sent + p.persistent_keepalive
+            best = min(best, due)
+        return best
+
+    def _refresh_timers(self) -> None:
+        """Put the touched peers' deadlines in the heap (stale entries stay, skipped)."""
+        touched, peers, due, heap = self._touched, self._peers, self._due, self._heap
+        for name in touched:
+            p = peers.get(name)
+            if p is None:
+                due.pop(name, None)  # removed
+                continue
+            at = self._peer_deadline(p)
+            if due.get(name) != at:
+                if at == _INF:
+                    due.pop(name, None)
+                else:
+                    due[name] = at
+                    heapq.heappush(heap, (at, name))
+        touched.clear()
+        if len(heap) > 2 * len(due) + 64:  # mostly stale: rebuild (bounded size)
+            self._heap = heap = [(at, name) for name, at in due.items()]
+            heapq.heapify(heap)
+        while heap and due.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)
+
+    def next_timer(self) -> float | None:
+        if self._touched:
+            self._refresh_timers()
+        heap, due = self._heap, self._due
+        while heap and due.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)
+        best = heap[0][0] if heap else _INF
+        if self._waiting:  # the budget's next token, outside the heap
+            best = min(best, max(self._clock, self._budget.next_token()))
+        return None if best == _INF else best
+
+    def _scan_next_timer(self) -> float | None:
+        """next_timer() the slow way, over every peer (tests compare the two)."""
+        best = min((self._peer_deadline(p) for p in self._peers.values()), default=_INF)
         if self._waiting:
             best = min(best, max(self._clock, self._budget.next_token()))
         return None if best == _INF else best
@@ -1013,6 +1067,7 @@ class SessionTable:
         call it on every such sign; nothing it touches grows."""
         p = self._peer(peer)
         self._clock = max(self._clock, now)
+        self._touched.add(p.name)
         if p.state is HsState.IDLE and p.current is not None:
             return  # a session is up: nothing to hurry
         if now < p.retry_soon_until:
@@ -1029,9 +1084,22 @@ class SessionTable:
             self._hs(p, HsInput.WANT_HANDSHAKE, now)
 
     def handle_timer(self, now: float) -> None:
+        """Run the timers of the peers that are due (only those: see _heap)."""
         self._clock = max(self._clock, now)
-        for p in list(self._peers.values()):
-            self._peer_timers(p, now)
+        if self._touched:
+            self._refresh_timers()
+        heap, due = self._heap, self._due
+        names = []
+        while heap and heap[0][0] <= now:
+            at, name = heapq.heappop(heap)
+            if due.get(name) == at:
+                del due[name]
+                names.append(name)
+        self._touched.update(names)  # first: a failure below loses no peer's timer
+        for name in names:
+            p = self._peers.get(name)
+            if p is not None:
+                self._peer_timers(p, now)
         self._serve_waiting(now)
 
     def _peer_timers(self, p: _Peer, now: float) -> None:

@@ -1,0 +1,100 @@
+"""Issue 10 ("Sizes"): what an idle node costs, counted on a fake clock (never wall time).
+
+The agent wakes at `next_timer()` or when a datagram arrives (idlesim.EventNet
+does the same), and an idle node must not wake, send or scan more than its
+peers' slow liveness needs; and the timer heaps must say exactly what a scan
+over every peer would.
+"""
+
+from __future__ import annotations
+
+import random
+
+from idlesim import EventNet
+from test_node_coldstart import ColdNet
+from test_node_twocore import Link, Net, block
+
+from lanspan.node.core import IDLE_PROBE_INTERVAL
+from lanspan.session import SessionTable
+
+
+class CheckedNet(Net):
+    """Net that checks, after every step, each node's session heap against a full scan."""
+
+    checks = 0
+
+    def step(self, dt: float = 0.01) -> None:
+        super().step(dt)
+        for node in self.nodes.values():
+            sessions = node._sessions
+            assert sessions.next_timer() == sessions._scan_next_timer(), self.now
+            self.checks += 1
+
+
+def test_session_timer_heap_says_what_a_scan_of_every_peer_says() -> None:
+    # Loss, duplicates, reordering, a NAT-ed node (persistent keepalive), traffic,
+    # a cut direct path (relays), its healing, and rekeys and expiries (> 180 s).
+    net = CheckedNet(
+        4, Link(random.Random(31), loss=0.1, dup=0.1, reorder=0.2), nat=frozenset({"n4"})
+    )
+    net.run(3.0)
+    net.chatty.add("n1")
+    net.run(3.0)
+    block(net, "n1", "n3")
+    net.run(5.0)
+    net.link.blocked.clear()
+    net.chatty.clear()
+    net.run(200.0, dt=0.1)
+    assert all(net.up("n1", p) for p in ("n2", "n3", "n4"))
+    assert net.checks > 8000
+
+
+def test_a_removed_peer_leaves_no_timer() -> None:
+    rng = random.Random(5)
+    table = SessionTable(rng.randbytes(32), random_bytes=rng.randbytes, wall_time=lambda: 1.7e9)
+    other = SessionTable(rng.randbytes(32), random_bytes=rng.randbytes, wall_time=lambda: 1.7e9)
+    table.add_peer("b", other.public_key)
+    table.initiate("b", 10.0)
+    assert table.next_timer() is not None
+    table.remove_peer("b")
+    assert table.next_timer() is None and table._scan_next_timer() is None
+    table.handle_timer(20.0)  # nothing to run, nothing raised
+    table.add_peer("b", other.public_key, persistent_keepalive=25.0)
+    assert table.next_timer() == table._scan_next_timer() is not None
+
+
+def test_an_idle_node_with_29_idle_peers_wakes_and_sends_little() -> None:
+    # All counts per simulated second on the fake clock: the same on any machine.
+    n = 30  # 100 would be the lab's size, but its cold start alone takes minutes here
+    net = EventNet(n)
+    net.run(20.0)  # handshakes, first probes, REACH; then everyone is idle
+    assert all(net.up("n1", f"n{i}") for i in range(2, n + 1))
+    w = net.watch("n1")
+    window = 120.0  # past one rekey of every session (REKEY_AFTER_TIME)
+    net.run(window)
+    peers = n - 1
+    slow = peers / IDLE_PROBE_INTERVAL  # one slow probe per peer per interval
+    # Datagrams: a probe or its ack per peer per interval, rekeys, REACH refreshes.
+    assert w.sent / window <= 1.5 * slow, w.sent / window
+    assert w.datagram_wakeups / window <= 1.5 * slow, w.datagram_wakeups / window
+    # Timer rounds: idle probes are batched (IDLE_GRID), so far fewer than one per peer
+    # per interval; every other timer (gossip, keepalives, rekeys) on top.
+    assert w.timer_wakeups / window <= 0.5 * slow + 3, w.timer_wakeups / window
+    node = net.nodes["n1"]
+    assert all(node._paths[f"n{i}"].active is not None for i in range(2, n + 1))
+
+
+def test_session_timer_heap_through_a_cold_start_behind_nat() -> None:
+    # Every node starts within 200 ms, six behind NAT: handshake retries, backoff,
+    # relayed handshakes, persistent keepalives; the heap must match a scan throughout.
+    rng = random.Random(3)
+    starts = {f"n{i}": rng.uniform(0.0, 0.2) for i in range(1, 14)}
+    net = ColdNet(13, frozenset(f"n{i}" for i in range(8, 14)), starts, seed=3)
+    checks = 0
+    while net.now - net.t0 < 6.0:
+        net.step()
+        for node in net.started.values():
+            sessions = node._sessions
+            assert sessions.next_timer() == sessions._scan_next_timer(), net.now
+            checks += 1
+    assert checks > 5000
