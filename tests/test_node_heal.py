@@ -311,3 +311,27 @@ def test_cookie_replies_reach_an_initiator_behind_a_relay() -> None:
     assert back is not None, "no relayed session under load"
     assert net.nodes["n1"].drop_counts()["relay.unusable"] == 0
     assert net.nodes["n3"].drop_counts()["relay.unusable"] == 0
+
+
+def test_a_restarted_peer_is_handshaken_again_at_once_by_a_natd_node() -> None:
+    """Issue 10, chaos: a hub restarts and forgets every key; a NAT'd branch that
+    sends to it (it cannot be reached first) sees every path to it go silent and
+    handshakes at once, instead of after the 15 s "sent, nothing received" rule
+    (the chaos run's sessions back 11.6 and 14.4 s after a hub restart)."""
+    net = Net(3, Link(random.Random(11)), nat=frozenset({"n1"}))
+    net.chatty.add("n1")  # the branch carries traffic: its paths are probed fast
+    net.run(5.0)
+    assert net.up("n1", "n2") and net.up("n2", "n1")
+    start = net.now
+    net.nodes["n2"] = NodeCore(
+        net.network,
+        "n2",
+        net.keys["n2"],
+        random_bytes=net.rng.randbytes,
+        wall_time=lambda: 1.7e9 + net.now,
+        now=net.now,
+    )
+    while not net.up("n2", "n1") and net.now - start < 20.0:
+        net.step()
+    assert net.up("n2", "n1")
+    assert net.now - start <= 2.0

@@ -615,6 +615,13 @@ class NodeCore:
         for pe in events:
             self._out.append(_path_log(peer, pe))
         self._gossip_at = min(self._gossip_at, now)  # what we reach may have changed
+        paths = self._paths[peer]
+        if (
+            peer in self._up
+            and any(pe.kind is PathEventKind.DOWN for pe in events)
+            and not any(path.up for path in paths.paths)
+        ):
+            self._sessions.suspect(peer, now)  # restarted? (see SessionTable.suspect)
         if self._peers[peer].relay:
             self._sync_relay(peer, now)
             if any(pe.kind is PathEventKind.UP for pe in events):

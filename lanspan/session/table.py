@@ -1083,6 +1083,20 @@ class SessionTable:
         else:
             self._hs(p, HsInput.WANT_HANDSHAKE, now)
 
+    def suspect(self, peer: str, now: float) -> None:
+        """Every path to `peer` went silent while its session is up: it may have
+        restarted and lost our keys (its drops say `session.unknown_receiver`, and
+        it cannot reach a NAT'd node first). Start a handshake now instead of
+        waiting for the 15 s "sent, nothing received" rule; at most once per
+        RETRY_SOON_INTERVAL, and nothing if one already runs."""
+        p = self._peer(peer)
+        self._clock = max(self._clock, now)
+        if p.state is not HsState.IDLE or p.current is None or now < p.retry_soon_until:
+            return
+        p.retry_soon_until = now + RETRY_SOON_INTERVAL
+        p.hurry = True  # first in line if it has to wait for a token
+        self._hs(p, HsInput.WANT_HANDSHAKE, now)
+
     def handle_timer(self, now: float) -> None:
         """Run the timers of the peers that are due (only those: see _heap)."""
         self._clock = max(self._clock, now)
