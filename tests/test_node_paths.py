@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from lanspan.config.model import Timers
-from lanspan.node.paths import PeerPaths
+from lanspan.node.paths import LATE_MAX, LATE_WINDOW, PeerPaths
 
 A = ("198.18.0.1", 51820)
 B = ("198.18.1.1", 51820)
@@ -137,3 +137,28 @@ def test_a_moved_endpoint_keeps_carrying_traffic_until_the_new_one_takes_over() 
     assert now - start >= T.hold_down
     now = run(p, now, now + 1.0, {A}, {})  # the old address goes away: it just goes down
     assert p.active is not None and p.active.target == B and not old.up
+
+
+def test_an_answer_past_the_deadline_still_brings_the_path_up_and_counts_lost() -> None:
+    """Issue 10, 100 agents on 2 cores: probes were answered after 15-20 s, past the
+    deadline, so no path ever came up. A late answer proves the path works; the
+    probe still counts as lost, and answers older than LATE_WINDOW are ignored."""
+    p = PeerPaths([A], T)
+    sent = p.probes(0.0)
+    assert len(sent) == 1
+    (_, probe), dead = sent[0], p.dead_after
+    p.check(dead + 0.1)  # past the deadline: lost
+    assert p.paths[0].results[-1] is False and not p.paths[0].up
+    p.ack(replace(probe, ack=True), dead + 5.0)  # the answer, late
+    assert p.paths[0].up and p.active is not None and p.active.target == A
+    assert list(p.paths[0].results) == [False]
+    assert p.paths[0].rtt is not None and p.paths[0].rtt > dead
+    # bounded: at most LATE_MAX remembered, none older than LATE_WINDOW
+    q = PeerPaths([B], T)
+    probes = [q.probes(float(i))[0][1] for i in range(LATE_MAX + 4)]
+    q.check(LATE_MAX + 4 + q.dead_after)
+    assert len(q.paths[0].late) <= LATE_MAX
+    q.check(LATE_WINDOW + LATE_MAX + 10.0)
+    assert not q.paths[0].late
+    q.ack(replace(probes[-1], ack=True), LATE_WINDOW + LATE_MAX + 10.0)
+    assert not q.paths[0].up

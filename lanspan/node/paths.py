@@ -29,6 +29,13 @@ from lanspan.wire.control import Probe
 MAX_LEARNED = 4
 LEARNED_EXPIRY = 60.0  # seconds without authenticated traffic before a learned path goes
 LOSS_WINDOW = 20
+# A probe not answered within the path's deadline counts as lost, but its answer
+# still proves the path works if it comes later (a loaded machine, issue 10: 100
+# agents on 2 cores answered after 15-20 s, so no path ever came up and every
+# peer's relays were probed too). At most LATE_MAX such probes per path, for
+# LATE_WINDOW seconds.
+LATE_MAX = 8
+LATE_WINDOW = 60.0
 # A better path must beat the active one by this factor to take over.
 SWITCH_FACTOR = 0.7
 
@@ -43,6 +50,7 @@ class Path:
     last_seen: float | None = None
     rtt: float | None = None  # smoothed, seconds
     outstanding: dict[int, float] = field(default_factory=dict)  # seq -> sent at
+    late: dict[int, float] = field(default_factory=dict)  # past the deadline, seq -> sent
     results: deque[bool] = field(default_factory=lambda: deque(maxlen=LOSS_WINDOW))
     added: float = 0.0  # when the path was added (learned paths expire from here)
 
@@ -187,13 +195,18 @@ class PeerPaths:
     def ack(self, probe: Probe, now: float) -> None:
         # Sequence numbers are unique per peer, so they name the path: paths may come
         # and go (relays, reloads) without crediting an ack to the wrong one.
+        late = False
         for p in self.paths:
             sent = p.outstanding.pop(probe.seq, None)
+            if sent is None:
+                sent = p.late.pop(probe.seq, None)
+                late = sent is not None
             if sent is not None:
                 break
         else:
-            return  # late, duplicated or for a path that was removed
-        p.results.append(True)
+            return  # duplicated, too late, or for a path that was removed
+        if not late:
+            p.results.append(True)  # a late one was counted lost already
         sample = now - sent
         p.rtt = sample if p.rtt is None else 0.8 * p.rtt + 0.2 * sample
         p.last_ack = now
@@ -237,8 +250,13 @@ class PeerPaths:
         for p in self.paths:
             if p.outstanding:
                 for seq in [s for s, t in p.outstanding.items() if now - t > dead]:
-                    del p.outstanding[seq]
+                    p.late[seq] = p.outstanding.pop(seq)
                     p.results.append(False)
+            if p.late:
+                for seq in [s for s, t in p.late.items() if now - t > LATE_WINDOW]:
+                    del p.late[seq]
+                while len(p.late) > LATE_MAX:
+                    del p.late[next(iter(p.late))]  # the oldest (insertion order)
             if p.up:
                 alive = p.alive_at()
                 if since is not None and (alive is None or alive < since):
