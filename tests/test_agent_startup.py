@@ -24,14 +24,19 @@ from lanspan.config.model import Network, Port
 from lanspan.wire import messages
 
 
-def test_initiations_leave_before_the_ports_open(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _two_nodes(tmp_path: Path) -> tuple[dict[str, bytes], dict[str, int], Network]:
+    """Keys, UDP ports and the loaded network file of two in-process nodes."""
     keys = {"n1": generate_private_key(), "n2": generate_private_key()}
     udp = {"n1": free_udp_port(), "n2": free_udp_port()}
     net_file = tmp_path / "net.toml"
     net_file.write_text(network_toml(keys, udp))
-    network = load_network(net_file)
+    return keys, udp, load_network(net_file)
+
+
+def test_initiations_leave_before_the_ports_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys, udp, network = _two_nodes(tmp_path)
     peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     peer.bind(("127.0.0.1", udp["n2"]))
     peer.setblocking(False)
@@ -43,7 +48,9 @@ def test_initiations_leave_before_the_ports_open(
         return PairPort(port.name)
 
     monkeypatch.setattr(loop, "open_port", fake_open_port)
-    agent = Agent(AgentOptions(network_file=net_file, node="n1", private_key=keys["n1"]), network)
+    agent = Agent(
+        AgentOptions(network_file=tmp_path / "net.toml", node="n1", private_key=keys["n1"]), network
+    )
     try:
         agent.start()
         assert len(seen_at_port_open) == 1
@@ -76,11 +83,7 @@ def test_the_filter_is_installed_with_the_indexes_in_use() -> None:
 def test_the_filter_comes_after_the_first_handshakes_with_their_indexes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    keys = {"n1": generate_private_key(), "n2": generate_private_key()}
-    udp = {"n1": free_udp_port(), "n2": free_udp_port()}
-    net_file = tmp_path / "net.toml"
-    net_file.write_text(network_toml(keys, udp))
-    network = load_network(net_file)
+    keys, udp, network = _two_nodes(tmp_path)
     fake = FakeNft(tables={nftables.table_name("inproc", udp["n1"])})
     installs: list[frozenset[int]] = []
 
@@ -102,7 +105,7 @@ def test_the_filter_comes_after_the_first_handshakes_with_their_indexes(
     monkeypatch.setattr(loop, "KernelFilter", Filter)
     monkeypatch.setattr(loop, "KERNEL_FILTER_AFTER", 0.2)
     opts = AgentOptions(
-        network_file=net_file, node="n1", private_key=keys["n1"], kernel_filter=True
+        network_file=tmp_path / "net.toml", node="n1", private_key=keys["n1"], kernel_filter=True
     )
     agent = Agent(opts, network)
     try:

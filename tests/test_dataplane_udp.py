@@ -113,21 +113,34 @@ def test_fallback_without_gso_and_unreachable(pair: tuple[Netns, str, str]) -> N
         assert ea.counters.tx_errors == 3 and "unreachable" in ea.counters.last_error.lower()
 
 
-@pytest.mark.netns
-@root
-@pytest.mark.parametrize(
+# A server with two addresses (primary, second) and a client, IPv4 and IPv6.
+two_addresses = pytest.mark.parametrize(
     ("primary", "second", "client"),
     [("198.18.8.1", "198.18.8.11", "198.18.8.2"), ("fd00:8::1", "fd00:8::11", "fd00:8::2")],
 )
-def test_replies_leave_from_the_address_the_peer_reached(
-    pair: tuple[Netns, str, str], primary: str, second: str, client: str
-) -> None:
+
+
+def _two_address_server(
+    pair: tuple[Netns, str, str], second: str
+) -> tuple[UdpEndpoint, UdpEndpoint]:
+    """The server in namespace a (with `second` added), the peer in b."""
     n, a, b = pair
     n.address(a, "u0", f"{second}/{64 if ':' in second else 24}")
     with entered(a):
         server = UdpEndpoint.bind(0)
     with entered(b):
         peer = UdpEndpoint.bind(0)
+    return server, peer
+
+
+@pytest.mark.netns
+@root
+@two_addresses
+def test_replies_leave_from_the_address_the_peer_reached(
+    pair: tuple[Netns, str, str], primary: str, second: str, client: str
+) -> None:
+    n, a, _ = pair
+    server, peer = _two_address_server(pair, second)
     with server, peer:
         # Before the peer speaks, the kernel picks the source; the peer then uses the other.
         server.send_batch((client, peer.port), [b"hello"])
@@ -150,22 +163,14 @@ def test_replies_leave_from_the_address_the_peer_reached(
 
 @pytest.mark.netns
 @root
-@pytest.mark.parametrize(
-    ("primary", "second", "client"),
-    [("198.18.8.1", "198.18.8.11", "198.18.8.2"), ("fd00:8::1", "fd00:8::11", "fd00:8::2")],
-)
+@two_addresses
 def test_a_peer_reaching_both_addresses_gets_the_kernels_choice_without_flipping(
     pair: tuple[Netns, str, str], primary: str, second: str, client: str
 ) -> None:
     """Issue 10, two-provider site: a node probes each of our endpoints, so its
     datagrams reach both local addresses; our source must stay the kernel's (its
     route works) instead of following whichever datagram came in last."""
-    n, a, b = pair
-    n.address(a, "u0", f"{second}/{64 if ':' in second else 24}")
-    with entered(a):
-        server = UdpEndpoint.bind(0)
-    with entered(b):
-        peer = UdpEndpoint.bind(0)
+    server, peer = _two_address_server(pair, second)
     with server, peer:
         server.send_batch((client, peer.port), [b"hello"])
         ((default, _),) = _receive(peer, 1)[1]
