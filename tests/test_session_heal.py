@@ -144,3 +144,29 @@ def test_nat_node_lost_first_handshake_retries_fast() -> None:
     mesh.heal()
     up = mesh.run_until(lambda: mesh.established("n1", "n2"), 20.0, step=0.005)
     assert up is not None and up - 6.0 <= 2 * FIRST_RETRY, up
+
+
+def test_a_suspected_peer_is_retried_as_if_there_were_no_session() -> None:
+    """Issue 10, chaos: a rekey in flight when the peer restarts was retried only
+    every REKEY_TIMEOUT (pairs back after 5.1 s). Once every path went silent
+    (suspect), retries back off from FIRST_RETRY as with no session, until a
+    handshake completes."""
+    m = Mesh(["a", "b"], probe_interval=None)
+    m.run(1.0)
+    assert m.established("a", "b")
+    m.cut_node("b")
+    a = m.tables["a"]
+    start = m.now
+    a.initiate("b", start)  # a rekey, now in flight
+    m.run(start + 0.3)
+    a.suspect("b", m.now)
+    m.run(start + 4.0)
+    sent = [
+        t
+        for t, src, dst, data in m.tap
+        if data[0] == 1 and t >= start and src[0] == m.addrs["a"][0][0]
+    ]
+    assert len(sent) >= 4  # 0, then ~0.55, ~0.8, ~1.3, ~2.3 s: not one per 5 s
+    m.heal()
+    m.run(m.now + 3.0)
+    assert m.established("a", "b") and not a._peers["b"].suspected

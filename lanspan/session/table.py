@@ -334,6 +334,7 @@ class _Peer:
         "rx_bytes",
         "rx_messages",
         "state",
+        "suspected",
         "tx_bytes",
         "tx_messages",
         "up",
@@ -354,6 +355,10 @@ class _Peer:
         self.pendings: list[_Pending] = []
         self.waiting_since: float | None = None
         self.hurry = False  # a sign of life: first in line for the next token
+        # Every path went silent with the session up (suspect()): retry as if there
+        # were no session (0.25, 0.5, 1, ~2 s), not every REKEY_TIMEOUT, until one
+        # completes: the peer may have restarted and be waiting for us.
+        self.suspected = False
         self.retry_at: float | None = None
         self.attempt_started: float | None = None
         self.backoff = 0  # index into _BACKOFF; len(_BACKOFF) = at the cap (never more)
@@ -919,9 +924,9 @@ class SessionTable:
         p.pendings.append(pending)
         self._pendings[index] = pending
         unit = int.from_bytes(self._random_bytes(2), "little") / 65536  # in [0, 1)
-        if p.current is not None:
+        if p.current is not None and not p.suspected:
             timeout = REKEY_TIMEOUT + unit * REKEY_TIMEOUT_JITTER
-        elif p.backoff < len(_BACKOFF):  # no session: see FIRST_RETRY
+        elif p.backoff < len(_BACKOFF):  # no session (or a suspected one): see FIRST_RETRY
             timeout = _BACKOFF[p.backoff]
             timeout += unit * REKEY_TIMEOUT_JITTER * timeout / REKEY_TIMEOUT
             p.backoff += 1  # bounded: stops at len(_BACKOFF)
@@ -961,6 +966,7 @@ class SessionTable:
         self._flush(p, now, keepalive_if_empty=True)
 
     def _went_up(self, p: _Peer, now: float, detail: str) -> None:
+        p.suspected = False
         p.last_handshake = now
         p.failed_reported = False
         p.new_handshake_at = None  # a handshake answered: the peer is alive
@@ -1088,14 +1094,21 @@ class SessionTable:
         restarted and lost our keys (its drops say `session.unknown_receiver`, and
         it cannot reach a NAT'd node first). Start a handshake now instead of
         waiting for the 15 s "sent, nothing received" rule; at most once per
-        RETRY_SOON_INTERVAL, and nothing if one already runs."""
+        RETRY_SOON_INTERVAL; a handshake already in flight is retried sooner, and
+        until one completes the retries back off as with no session."""
         p = self._peer(peer)
         self._clock = max(self._clock, now)
-        if p.state is not HsState.IDLE or p.current is None or now < p.retry_soon_until:
+        if p.current is None or now < p.retry_soon_until:
             return
         p.retry_soon_until = now + RETRY_SOON_INTERVAL
         p.hurry = True  # first in line if it has to wait for a token
-        self._hs(p, HsInput.WANT_HANDSHAKE, now)
+        if not p.suspected:
+            p.suspected, p.backoff = True, 0
+        self._touched.add(p.name)
+        if p.state is HsState.IDLE:
+            self._hs(p, HsInput.WANT_HANDSHAKE, now)
+        elif p.retry_at is not None:  # a rekey in flight, retried every REKEY_TIMEOUT
+            p.retry_at = min(p.retry_at, max(now, p.last_initiation_sent + FIRST_RETRY))
 
     def handle_timer(self, now: float) -> None:
         """Run the timers of the peers that are due (only those: see _heap)."""
