@@ -684,12 +684,7 @@ def cold_start(run: LabRun, plan: Plan, fault: Fault, log: Log) -> dict[str, Any
         pairs_answered=len(firsts),
         pairs_ms=dict(sorted(per_pair.items(), key=lambda kv: -kv[1])),
         recovery_ms=round((back - t_start) * 1000, 1) if back is not None else None,
-        lost_ms_total=pr.lost_ms_total,
-        sent=pr.sent,
-        received=pr.received,
-        interval_ms=pr.interval_ms,
-        timeline=pr.timeline,
-        markers=pr.markers,
+        **pr.counts(),
         detail=(
             f"every guest pair answered {result_ms(firsts, t_start)} after the agents started"
             if done

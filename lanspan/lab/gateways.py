@@ -458,12 +458,7 @@ def kill_gateway(run: LabRun, plan: Plan, fault: Fault, log: Log) -> dict[str, A
         preempt=gw.preempt,
         sessions_back=not missing,
         recovery_ms=None,
-        lost_ms_total=pr.lost_ms_total,
-        sent=pr.sent,
-        received=pr.received,
-        interval_ms=pr.interval_ms,
-        timeline=pr.timeline,
-        markers=pr.markers,
+        **pr.counts(),
         duration_ms=fault.duration * 1000,
     )
     problems: list[str] = []

@@ -40,6 +40,17 @@ class ProbeResult:
     rtt_ms: dict[int, float] = field(default_factory=dict)  # seq -> round trip
     markers: dict[str, float] = field(default_factory=dict)  # label -> ms since probe start
 
+    def counts(self) -> dict[str, Any]:
+        """What every fault's result reports of its probe, as JSON fields."""
+        return dict(
+            lost_ms_total=self.lost_ms_total,
+            sent=self.sent,
+            received=self.received,
+            interval_ms=self.interval_ms,
+            timeline=self.timeline,
+            markers=self.markers,
+        )
+
 
 def outage(answered: set[int], sent: int, interval_ms: float) -> tuple[float, float]:
     """(longest run of unanswered probes, all unanswered) in ms; seqs 1..sent."""
@@ -234,12 +245,7 @@ def measured(
         outage_ms=pr.outage_ms,
         recovered=back is not None,
         recovery_ms=round((back - t_end) * 1000, 1) if back is not None else None,
-        lost_ms_total=pr.lost_ms_total,
-        sent=pr.sent,
-        received=pr.received,
-        interval_ms=pr.interval_ms,
-        timeline=pr.timeline,
-        markers=pr.markers,
+        **pr.counts(),
         duration_ms=duration_s * 1000,
     )
     if "fault" in pr.markers and "cleared" in pr.markers:
