@@ -1,5 +1,6 @@
 """Start-up order (issue 10, cold start): the agent's initiations leave before the
-slow part of its set-up, and the kernel filter then takes the indexes they use.
+slow part of its set-up, and the kernel filter then passes the indexes they use
+(every index of the run carries the prefix its constant rule checks).
 
 One real `Agent` in this process on loopback UDP; its peer is a plain socket of
 the test. `open_port` is replaced to look, at the moment the ports open, at
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from agent_inproc import PairPort, free_udp_port, network_toml
-from test_kernel_filter import FULL, FakeNft
+from test_kernel_filter import FakeNft
 
 from lanspan.agent import loop, nftables
 from lanspan.agent.loop import Agent, AgentOptions
@@ -62,30 +63,12 @@ def test_initiations_leave_before_the_ports_open(
         peer.close()
 
 
-def test_the_filter_is_installed_with_the_indexes_in_use() -> None:
-    fake = FakeNft()
-    kf = KernelFilter.start(
-        FULL, fake, which=lambda _: "/usr/sbin/nft", receivers=frozenset({1, 0x01020304})
-    )
-    assert kf is not None
-    install = fake.scripts()[-1]
-    assert install.startswith(f"table inet {FULL.table} {{}}\ndelete table inet {FULL.table}\n")
-    assert install.rstrip().splitlines()[-1] == (
-        f"add element inet {FULL.table} receivers {{ 0x01000000, 0x04030201 }}"
-    )
-    calls = len(fake.calls)
-    kf.sync(frozenset({1, 0x01020304}))  # what the next round's flush asks: already there
-    assert len(fake.calls) == calls
-    kf.sync(frozenset({1}))
-    assert fake.scripts()[-1] == f"delete element inet {FULL.table} receivers {{ 0x04030201 }}\n"
-
-
 def test_the_filter_comes_after_the_first_handshakes_with_their_indexes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     keys, udp, network = _two_nodes(tmp_path)
     fake = FakeNft(tables={nftables.table_name("inproc", udp["n1"])})
-    installs: list[frozenset[int]] = []
+    installs: list[FilterSpec] = []
 
     def leftover(spec: FilterSpec) -> bool:
         return nftables.remove_leftover(spec, fake, which=lambda _: "/usr/sbin/nft")
@@ -93,12 +76,8 @@ def test_the_filter_comes_after_the_first_handshakes_with_their_indexes(
     class Filter(KernelFilter):
         @classmethod
         def start(cls, spec: FilterSpec, *a: object, **kw: object) -> KernelFilter | None:
-            receivers = kw["receivers"]
-            assert isinstance(receivers, frozenset)
-            installs.append(receivers)
-            return KernelFilter.start(
-                spec, fake, which=lambda _: "/usr/sbin/nft", receivers=receivers
-            )
+            installs.append(spec)
+            return KernelFilter.start(spec, fake, which=lambda _: "/usr/sbin/nft")
 
     monkeypatch.setattr(loop, "open_port", lambda net, node, port: PairPort(port.name))
     monkeypatch.setattr(loop, "remove_leftover", leftover)
@@ -119,7 +98,14 @@ def test_the_filter_comes_after_the_first_handshakes_with_their_indexes(
         assert began
         while agent.kernel_filter is None:
             agent.step(0.05)
-        assert installs and installs[0] >= began
-        assert f"add element inet {agent.kernel_filter.table} receivers" in fake.scripts()[-1]
+        prefix = agent.index_prefix
+        assert installs and installs[0].receiver_prefix == prefix
+        assert all(i >> 16 == prefix for i in began | agent.node.receiver_indexes())
+        rule = f"@th,112,16 != 0x{nftables.prefix_element(prefix):04x} counter"
+        assert rule in fake.scripts()[-1]
+        scripts = len(fake.scripts())
+        for _ in range(5):
+            agent.step(0.02)
+        assert len(fake.scripts()) == scripts  # nothing moves the rule afterwards
     finally:
         agent.close()

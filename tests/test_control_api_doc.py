@@ -90,7 +90,7 @@ def test_the_json_the_socket_sends_has_the_documented_keys() -> None:
         leases=(status.Lease("lan", "02:00:00:00:00:01", "198.18.0.10", None, None),),
     )
     kf = status.KernelFilterStatus(
-        "inet lanspan_t_51820", True, 2, status.Counts.of({"kernel.bad_shape": 3})
+        "inet lanspan_t_51820", "0x1a2b", status.Counts.of({"kernel.bad_shape": 3})
     )
     st = dataclasses.replace(
         node.status(1.0), udp=status.UdpStatus(True, False), gateways=gateways, kernel_filter=kf

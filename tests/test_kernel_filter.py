@@ -1,12 +1,13 @@
 """The kernel filter (lanspan/agent/nftables.py) without a kernel: golden ruleset text,
-the receiver-index byte order, probing and fallbacks, incremental set updates and the
-counters, through a fake `nft`."""
+the receiver-index prefix's byte order, probing and fallbacks, and the counters (read
+away from the loop), through a fake `nft`."""
 
 from __future__ import annotations
 
 import json
 import logging
 import struct
+from collections.abc import Callable
 from dataclasses import replace
 from ipaddress import ip_network
 from pathlib import Path
@@ -17,11 +18,10 @@ from lanspan.agent.nftables import (
     DROP_REASONS,
     FilterSpec,
     KernelFilter,
-    index_element,
     parse_counters,
+    prefix_element,
     render,
     render_remove,
-    render_sync,
     table_name,
 )
 from lanspan.control.document import status_json, to_json
@@ -33,6 +33,7 @@ DATA = Path(__file__).resolve().parent / "data"
 FULL = FilterSpec(
     "acme-prod",
     51820,
+    receiver_prefix=0x1A2B,
     vxlan_port=4789,
     underlay=(ip_network("198.18.0.0/24"), ip_network("fd00:1::/64")),
 )
@@ -73,16 +74,28 @@ class FakeNft:
         return [s for argv, s in self.calls if argv[1:] == ["-f", "-"] and s is not None]
 
 
-def start(fake: FakeNft, spec: FilterSpec = FULL, clock: list[float] | None = None) -> KernelFilter:
+def start(
+    fake: FakeNft,
+    spec: FilterSpec = FULL,
+    clock: list[float] | None = None,
+    jobs: list[Callable[[], None]] | None = None,
+) -> KernelFilter:
+    """A filter on the fake; counter reads run at once, or wait in `jobs` when given."""
     t = clock if clock is not None else [0.0]
-    kf = KernelFilter.start(spec, fake, which=lambda _: "/usr/sbin/nft", clock=lambda: t[0])
+    kf = KernelFilter.start(
+        spec,
+        fake,
+        which=lambda _: "/usr/sbin/nft",
+        clock=lambda: t[0],
+        spawn=(lambda job: job()) if jobs is None else jobs.append,
+    )
     assert kf is not None
     return kf
 
 
 def test_render_matches_golden_text() -> None:
     assert render(FULL) == (DATA / "kernel_filter.nft").read_text()
-    plain = FilterSpec("acme", 51821, receivers=False, handshake_v6_prefix=False)
+    plain = FilterSpec("acme", 51821, handshake_v6_prefix=False)
     assert render(plain) == (DATA / "kernel_filter_plain.nft").read_text()
 
 
@@ -104,12 +117,31 @@ def test_table_names_are_sanitized() -> None:
     assert table_name("a b;}x", 1) == "lanspan_a_b__x_1"
 
 
-def test_index_element_is_the_wire_bytes_read_big_endian() -> None:
-    for index in (0, 1, 0x01020304, 0xFFFFFFFE, 0x80000000):
-        wire = messages.build(messages.TransportData(index, 7, bytes(16)))
-        # @th,96,32: the 4 bytes after the type word, compared as a big-endian number
-        assert index_element(index) == int.from_bytes(wire[4:8], "big")
-    assert index_element(0x01020304) == 0x04030201
+def test_prefix_element_is_the_high_half_of_the_index_on_the_wire() -> None:
+    for prefix in (0, 1, 0x1A2B, 0xFFFF, 0x8000):
+        for low in (0, 0x0102, 0xFFFF):
+            wire = messages.build(messages.TransportData(prefix << 16 | low, 7, bytes(16)))
+            # @th,112,16: bytes 6-7 of the UDP payload (the index's last two), big-endian
+            assert prefix_element(prefix) == int.from_bytes(wire[6:8], "big")
+    assert prefix_element(0x1A2B) == 0x2B1A
+    assert "@th,112,16 != 0x2b1a counter name unknown_receiver drop" in render(FULL)
+
+
+def test_the_session_table_allocates_every_index_with_the_prefix() -> None:
+    import random
+
+    from lanspan.session import SessionTable
+
+    rng = random.Random(3)
+    t = SessionTable(
+        rng.randbytes(32), random_bytes=rng.randbytes, wall_time=lambda: 0.0, index_prefix=0x1A2B
+    )
+    indexes = {t._new_index() for _ in range(500)}
+    assert len(indexes) > 400 and all(i >> 16 == 0x1A2B for i in indexes)
+    with pytest.raises(ValueError, match="index_prefix"):
+        SessionTable(
+            bytes(32), random_bytes=rng.randbytes, wall_time=lambda: 0.0, index_prefix=1 << 16
+        )
 
 
 def test_start_installs_and_logs_what_it_chose(caplog: pytest.LogCaptureFixture) -> None:
@@ -121,17 +153,18 @@ def test_start_installs_and_logs_what_it_chose(caplog: pytest.LogCaptureFixture)
     assert fake.scripts() == [render(FULL)]
     assert kf.spec == FULL
     assert "kernel filter on: table inet lanspan_acme_prod_51820" in caplog.text
-    assert "receiver index set" in caplog.text and "left out" not in caplog.text
+    assert "receiver index prefix" in caplog.text and "left out" not in caplog.text
 
 
 def test_start_leaves_out_what_nft_cannot_express(caplog: pytest.LogCaptureFixture) -> None:
-    fake = FakeNft(refuse=("typeof @th,96,32",))
+    fake = FakeNft(refuse=("@th,112,16",))
     with caplog.at_level(logging.INFO, "lanspan.agent"):
         kf = start(fake)
-    assert not kf.spec.receivers and kf.spec.handshake_v6_prefix
-    assert "left out: receiver index set" in caplog.text
-    kf.sync(frozenset({1, 2}))  # nothing to keep in the kernel
+    assert kf.spec.receiver_prefix is None and kf.spec.handshake_v6_prefix
+    assert "left out: receiver index prefix" in caplog.text
     assert fake.scripts() == [render(kf.spec)]
+    st = kf.status()
+    assert st is not None and st.receiver_prefix is None
 
 
 def test_start_replaces_a_leftover_table(caplog: pytest.LogCaptureFixture) -> None:
@@ -162,42 +195,13 @@ def test_nft_refusing_everything_leaves_the_filter_off(caplog: pytest.LogCapture
     assert fake.scripts() == []  # checked only, never installed
 
 
-def test_sync_is_incremental_and_only_on_change() -> None:
+def test_the_rule_never_changes_while_the_agent_runs() -> None:
     fake = FakeNft()
     kf = start(fake)
-    fake.calls.clear()
-    kf.sync(frozenset({1, 2}))
-    kf.sync(frozenset({1, 2}))  # unchanged: no call
-    kf.sync(frozenset({2, 3}))
-    assert fake.scripts() == [
-        render_sync(kf.table, {1, 2}, ()),
-        render_sync(kf.table, {3}, {1}),
-    ]
-    assert fake.scripts()[1] == (
-        f"delete element inet {kf.table} receivers {{ 0x01000000 }}\n"
-        f"add element inet {kf.table} receivers {{ 0x03000000 }}\n"
-    )
-    assert kf.syncs == 2
-
-
-def test_a_failed_sync_rewrites_the_set_then_removes_the_table() -> None:
-    fake = FakeNft()
-    kf = start(fake)
-    fake.refuse = ("delete element",)
-    kf.sync(frozenset({5}))
-    kf.sync(frozenset({6}))  # delete refused -> full rewrite
-    assert fake.scripts()[-1] == f"flush set inet {kf.table} receivers\n" + (
-        f"add element inet {kf.table} receivers {{ 0x06000000 }}\n"
-    )
-    assert kf.active
-    fake.refuse = ("receivers",)
-    kf.sync(frozenset({7}))  # both refused: no filter rather than one dropping live traffic
-    assert fake.scripts()[-1] == render_remove(kf.table)
-    assert not kf.active and kf.status() is None
-    n = len(fake.calls)
-    kf.sync(frozenset({8}))
-    kf.close()
-    assert len(fake.calls) == n
+    for _ in range(5):
+        kf.status()
+    assert fake.scripts() == [render(FULL)]  # installed once; reads are not scripts
+    assert not hasattr(kf, "sync")
 
 
 def test_counters_are_read_at_most_once_a_second() -> None:
@@ -205,7 +209,6 @@ def test_counters_are_read_at_most_once_a_second() -> None:
     clock = [100.0]
     kf = start(fake, clock=clock)
     fake.counters = {"bad_shape": 5, "unknown_receiver": 2}
-    kf.sync(frozenset({1, 2, 3}))
     st = kf.status()
     assert st is not None
     assert dict(st.drops) == {
@@ -214,7 +217,7 @@ def test_counters_are_read_at_most_once_a_second() -> None:
         "kernel.unknown_receiver": 2,
         "kernel.vxlan_outside_underlay": 0,
     }
-    assert (st.table, st.receiver_set, st.receivers) == ("inet lanspan_acme_prod_51820", True, 3)
+    assert (st.table, st.receiver_prefix) == ("inet lanspan_acme_prod_51820", "0x1a2b")
     fake.counters["bad_shape"] = 9
     clock[0] += 0.5
     st = kf.status()
@@ -224,6 +227,24 @@ def test_counters_are_read_at_most_once_a_second() -> None:
     assert st is not None and st.drops["kernel.bad_shape"] == 9
     reads = [a for a, _ in fake.calls if a[1:3] == ["-j", "list"]]
     assert len(reads) == 2
+
+
+def test_a_status_never_waits_for_the_counter_read() -> None:
+    fake = FakeNft()
+    clock = [100.0]
+    jobs: list[Callable[[], None]] = []
+    kf = start(fake, clock=clock, jobs=jobs)
+    fake.counters = {"bad_shape": 5}
+    st = kf.status()
+    assert st is not None and st.drops["kernel.bad_shape"] == 0  # the read is under way
+    assert len(jobs) == 1
+    clock[0] += 5.0
+    kf.status()
+    assert len(jobs) == 1  # one read at a time
+    jobs.pop()()
+    st = kf.status()
+    assert st is not None and st.drops["kernel.bad_shape"] == 5
+    assert len(jobs) == 1  # stale again: the next read started
 
 
 def test_every_counter_has_a_drop_rule_and_a_reason() -> None:
@@ -251,10 +272,10 @@ def test_close_removes_the_table_once() -> None:
 def test_show_and_metrics_report_kernel_drops() -> None:
     from lanspan.node.status import Counts, KernelFilterStatus
 
-    st = KernelFilterStatus("inet lanspan_t_1", True, 4, Counts.of({"kernel.bad_shape": 12}))
+    st = KernelFilterStatus("inet lanspan_t_1", "0x1a2b", Counts.of({"kernel.bad_shape": 12}))
     doc = {"node": "n1", "network": "t", "drops": {}, "kernel_filter": to_json(st)}
     text = render_status(doc)
-    assert "kernel filter: inet lanspan_t_1 (receiver set: 4 indexes)" in text
+    assert "kernel filter: inet lanspan_t_1 (receiver prefix 0x1a2b)" in text
     assert "kernel drops:" in text and "kernel.bad_shape" in text
     prom = render_prometheus(doc)
     assert 'lanspan_kernel_drops_total{reason="kernel.bad_shape"} 12' in prom
@@ -285,7 +306,8 @@ def test_plain_vxlan_is_filtered_only_with_the_kernel_plane_on_a_trusted_site() 
     from lanspan.config import parse_network
 
     net = parse_network(net_with(SITE), "net.toml")
-    spec = _filter_spec(net, "gra-hv1", 51820, kernel_vxlan=True)
+    spec = _filter_spec(net, "gra-hv1", 51820, kernel_vxlan=True, prefix=7)
+    assert spec.receiver_prefix == 7
     assert (spec.vxlan_port, spec.underlay) == (4790, (ip_network("198.19.1.0/24"),))
     assert "udp dport 4790 ip saddr 198.19.1.0/24 accept" in render(spec)
     text = render(spec)
@@ -295,5 +317,5 @@ def test_plain_vxlan_is_filtered_only_with_the_kernel_plane_on_a_trusted_site() 
     assert accept < drop < text.index("udp dport 51820 jump mesh")
     two = replace(spec, underlay=(ip_network("198.19.1.0/24"), ip_network("198.19.2.0/24")))
     assert "udp dport 4790 ip saddr { 198.19.1.0/24, 198.19.2.0/24 } accept" in render(two)
-    assert _filter_spec(net, "gra-hv1", 51820, kernel_vxlan=False).vxlan_port is None
-    assert _filter_spec(net, "rbx-db1", 51820, kernel_vxlan=True).vxlan_port is None
+    assert _filter_spec(net, "gra-hv1", 51820, kernel_vxlan=False, prefix=7).vxlan_port is None
+    assert _filter_spec(net, "rbx-db1", 51820, kernel_vxlan=True, prefix=7).vxlan_port is None

@@ -53,15 +53,8 @@ READ_ROUNDS = 8
 # After a timer round failed, the next one waits this long (no busy loop on a stuck timer).
 TIMER_RETRY = 0.05
 # The kernel filter is installed this long after the start, in the loop: never
-# before the first round of initiations has left (`_first_round`). Later is cheaper
-# at a cold start (every handshake moves the receiver set, one nft process each,
-# while every agent of the machine competes for the CPU: the lab's healing cold
-# start had its median guest pair at 1.6-1.8 s with 3.0 here, 2.0 s with 0), but
-# then the pair dual1-vm <-> dual2-vm never answered (2 runs with 3.0, 1 with no
-# filter at all; it answered in the runs with the filter installed at once, and it
-# fails the lab's reachability check after `lab up` on main too): some bug the
-# filter's timing hides, to be found before this is raised. Until the install,
-# Python's own per-source handshake limits stand alone.
+# before the first round of initiations has left (`_first_round`). Its rule is a
+# constant (this run's receiver-index prefix), so nothing moves it afterwards.
 KERNEL_FILTER_AFTER = 0.0
 # Where a failure can be contained: each is a drop reason agent.internal_error_<where>.
 ENTRY_POINTS: tuple[InternalError, ...] = get_args(InternalError)
@@ -165,12 +158,21 @@ def _open_port(network: Network, node: str, port: Port) -> FramePort:
     return PacketPort.attach(port.device, name=port.name)
 
 
-def _filter_spec(network: Network, node: str, port: int, kernel_vxlan: bool) -> FilterSpec:
-    """The kernel filter for the UDP port; plain VXLAN too when the kernel plane carries it."""
+def _filter_spec(
+    network: Network, node: str, port: int, kernel_vxlan: bool, prefix: int
+) -> FilterSpec:
+    """The kernel filter for the UDP port (transport indexes with this run's `prefix`);
+    plain VXLAN too when the kernel plane carries it."""
     site = network.site(network.node(node).site)
     if kernel_vxlan and site.trusted and site.underlay:
-        return FilterSpec(network.name, port, vxlan_port=site.vxlan_port, underlay=site.underlay)
-    return FilterSpec(network.name, port)
+        return FilterSpec(
+            network.name,
+            port,
+            receiver_prefix=prefix,
+            vxlan_port=site.vxlan_port,
+            underlay=site.underlay,
+        )
+    return FilterSpec(network.name, port, receiver_prefix=prefix)
 
 
 class Agent:
@@ -224,6 +226,8 @@ class Agent:
         real = network
         network = self.kernel.core_view(network)
         self.network = network
+        # This run's receiver-index prefix: the kernel filter's constant (nftables.py).
+        self.index_prefix = int.from_bytes(os.urandom(2), "little")
         self.node = NodeCore(
             network,
             opts.node,
@@ -231,6 +235,7 @@ class Agent:
             random_bytes=os.urandom,
             wall_time=time.time,
             now=time.monotonic(),
+            index_prefix=self.index_prefix,
         )
         self.node.set_planes(self.kernel.advertised())  # told to the site's other members
         self._real_network = real  # the file as written (the filter needs the real ports)
@@ -481,9 +486,6 @@ class Agent:
             self._contain("output", e)
 
     def _flush(self) -> None:
-        if self.kernel_filter is not None:
-            # Before the outputs: a response naming a new index leaves once the kernel has it.
-            self.kernel_filter.sync(self.node.receiver_indexes())
         ports = self.ports
         for out in self.node.take_outputs():
             if isinstance(out, Send):
@@ -564,14 +566,15 @@ class Agent:
             self.opts.node,
             me.listen_port or self.network.port,
             self.kernel.segments != {},
+            self.index_prefix,
         )
 
     def _install_kernel_filter(self) -> None:
-        """Install the filter, with the receiver indexes in use (KERNEL_FILTER_AFTER)."""
+        """Install the filter (KERNEL_FILTER_AFTER): every index in use has the prefix."""
         self._filter_at = None
         try:
             spec = self._kernel_filter_spec()
-            self.kernel_filter = KernelFilter.start(spec, receivers=self.node.receiver_indexes())
+            self.kernel_filter = KernelFilter.start(spec)
         except Exception as e:
             self._contain("timer", e)
 
@@ -581,7 +584,7 @@ class Agent:
         At a cold start every agent starts at once: the sooner each sends its
         initiations, the sooner the peers that are up answer. Nothing here
         needs the ports (no frames yet), the metrics, the gateway services or
-        the kernel filter (which, installed next, takes the indexes in use).
+        the kernel filter (its rule takes every index this run allocates).
         """
         now = time.monotonic()
         if self._timer_due() <= now:

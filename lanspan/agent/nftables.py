@@ -12,23 +12,28 @@ shaped like one of the four WireGuard messages (lanspan/wire/messages.py)::
     4 0 0 0  transport             >= 32 (16-byte header + 16-byte tag)
 
 nft compares raw header bytes, so the type word ``01 00 00 00`` is the
-number 0x01000000 and the receiver index (the little-endian u32 after the
-type word, ``@th,96,32``) is added to the ``receivers`` set as the
-big-endian reading of its four wire bytes (`index_element`).
+number 0x01000000.
 
 Handshake messages (types 1-3) are rate-limited per source: per IPv4
 address and per IPv6 /64 (dynamic sets with ``limit rate``). Transport
-datagrams must name a receiver index the agent holds now; the agent keeps
-the set current with `KernelFilter.sync`, at most once per loop round and
-only when the set changed, in one ``nft -f -`` call. On a trusted site
-with the kernel data plane, UDP to the site's VXLAN port is accepted first
-thing from the site's underlay prefixes and dropped from anywhere else.
+datagrams must name a receiver index of this agent run: every index the
+agent allocates carries the run's random 16-bit prefix in its high half
+(`SessionTable(index_prefix=...)`), and the kernel compares those two wire
+bytes (``@th,112,16``, `prefix_element`) with a constant. The rule never
+changes while the agent runs: an exact set of live indexes had to be moved
+with an ``nft`` process per handshake, which at 100 peers cost more CPU
+than the agent itself and stalled its loop (issue 10). A blind flood passes
+with probability 2^-16; what passes is dropped in Python, exactly. On a
+trusted site with the kernel data plane, UDP to the site's VXLAN port is
+accepted first thing from the site's underlay prefixes and dropped from
+anywhere else.
 
 What the installed nft cannot express is left out (probed once with
 ``nft -c`` at start, logged); where nft is missing or refuses the table the
 agent logs one line and runs without the filter. Each drop rule has a
-named counter; `KernelFilter.status` reads them (at most once a second)
-as the drop reasons of docs/drops.md ``## kernel``.
+named counter; `KernelFilter.status` reads them (at most once a second,
+in a thread: a status request never waits for nft) as the drop reasons of
+docs/drops.md ``## kernel``.
 
 The module-level functions are pure: `render` is tested against golden text.
 """
@@ -40,8 +45,9 @@ import logging
 import re
 import shutil
 import subprocess
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Network, IPv6Network
 
@@ -62,10 +68,10 @@ __all__ = [
     "FilterSpec",
     "KernelFilter",
     "Runner",
-    "index_element",
+    "Spawn",
+    "prefix_element",
     "render",
     "render_remove",
-    "render_sync",
     "table_name",
 ]
 
@@ -92,6 +98,12 @@ UDP_HEADER = 8
 
 # (a command line, its stdin) -> (exit code, stdout, stderr)
 Runner = Callable[[list[str], str | None], tuple[int, str, str]]
+# Runs a job away from the agent loop (tests run it at once).
+Spawn = Callable[[Callable[[], None]], None]
+
+
+def _in_thread(job: Callable[[], None]) -> None:
+    threading.Thread(target=job, name="nft-counters", daemon=True).start()
 
 
 def table_name(network: str, port: int) -> str:
@@ -99,9 +111,10 @@ def table_name(network: str, port: int) -> str:
     return f"lanspan_{re.sub(r'[^A-Za-z0-9_]', '_', network)}_{port}"
 
 
-def index_element(index: int) -> int:
-    """The set element for receiver index `index`: its u32le wire bytes read big-endian."""
-    return int.from_bytes(index.to_bytes(4, "little"), "big")
+def prefix_element(prefix: int) -> int:
+    """What nft reads at ``@th,112,16`` for receiver indexes with high half `prefix`:
+    the index is u32le on the wire, so its high half is bytes 2-3, read big-endian."""
+    return int.from_bytes(prefix.to_bytes(2, "little"), "big")
 
 
 def _type_word(kind: int) -> str:
@@ -114,7 +127,7 @@ class FilterSpec:
 
     network: str
     port: int
-    receivers: bool = True  # check transport receiver indexes against the set
+    receiver_prefix: int | None = None  # transport indexes must carry it (high 16 bits)
     handshake_v6_prefix: bool = True  # rate-limit IPv6 per /64 (else per address)
     vxlan_port: int | None = None  # the trusted site's plain VXLAN port, when in use
     underlay: tuple[IPv4Network | IPv6Network, ...] = ()  # the site's prefixes
@@ -129,8 +142,8 @@ class FilterSpec:
         """What this spec does, in words for the log and `lanspan show`."""
         out = ["shape", "handshake rate per IPv4 address and IPv6 " +
                ("/64" if self.handshake_v6_prefix else "address")]  # fmt: skip
-        if self.receivers:
-            out.append("receiver index set")
+        if self.receiver_prefix is not None:
+            out.append("receiver index prefix")
         if self.vxlan_port is not None:
             out.append(f"vxlan port {self.vxlan_port} from the site underlay only")
         return tuple(out)
@@ -184,8 +197,6 @@ def render(spec: FilterSpec) -> str:
         f"table inet {t} {{",
         *(f"\tcounter {name} {{}}" for name in DROP_REASONS),
     ]
-    if spec.receivers:
-        lines.append("\tset receivers { typeof @th,96,32; }")
     for family, addr in (("4", "ipv4_addr"), ("6", "ipv6_addr")):
         lines.append(
             f"\tset handshake{family} {{ type {addr}; size {HANDSHAKE_SOURCES}; "
@@ -204,8 +215,9 @@ def render(spec: FilterSpec) -> str:
         "\t}",
         "\tchain transport {",
     ]
-    if spec.receivers:
-        lines.append("\t\t@th,96,32 != @receivers counter name unknown_receiver drop")
+    if spec.receiver_prefix is not None:
+        mine = f"0x{prefix_element(spec.receiver_prefix):04x}"
+        lines.append(f"\t\t@th,112,16 != {mine} counter name unknown_receiver drop")
     lines += [
         "\t\taccept",  # well shaped: not back into `mesh`, whose last rule drops
         "\t}",
@@ -224,25 +236,6 @@ def render(spec: FilterSpec) -> str:
 def render_remove(table: str) -> str:
     """Delete the table if it is there (no error when it is not)."""
     return f"table inet {table} {{}}\ndelete table inet {table}\n"
-
-
-def _elements(indexes: Iterable[int]) -> str:
-    return ", ".join(f"0x{index_element(i):08x}" for i in sorted(indexes))
-
-
-def render_sync(
-    table: str, added: Iterable[int], removed: Iterable[int], full: bool = False
-) -> str:
-    """The script moving the receiver set: delete `removed`, add `added` (or, when
-    `full`, flush the set and add `added`, which is then every index)."""
-    lines = []
-    if full:
-        lines.append(f"flush set inet {table} receivers")
-    elif gone := _elements(removed):
-        lines.append(f"delete element inet {table} receivers {{ {gone} }}")
-    if new := _elements(added):
-        lines.append(f"add element inet {table} receivers {{ {new} }}")
-    return "\n".join(lines) + ("\n" if lines else "")
 
 
 def parse_counters(text: str) -> dict[str, int]:
@@ -282,8 +275,8 @@ def remove_leftover(
     """Delete the table of `spec`'s name an earlier run left (kill -9); True if there was one.
 
     One nft call. The agent makes it at once when it starts and installs its
-    own table a little later (`KernelFilter.start`): a leftover's receiver set
-    would drop the traffic of the new sessions meanwhile.
+    own table a little later (`KernelFilter.start`): a leftover's receiver prefix
+    (an earlier run's) would drop the traffic of the new sessions meanwhile.
     """
     nft = which("nft")
     if nft is None:
@@ -297,16 +290,23 @@ def remove_leftover(
 class KernelFilter:
     """The installed table; `start` returns None (after one log line) when there is none."""
 
-    def __init__(self, spec: FilterSpec, nft: str, runner: Runner, clock: Callable[[], float]):
+    def __init__(
+        self,
+        spec: FilterSpec,
+        nft: str,
+        runner: Runner,
+        clock: Callable[[], float],
+        spawn: Spawn,
+    ) -> None:
         self.spec = spec
         self._nft = nft
         self._run = runner
         self._clock = clock
-        self._indexes: frozenset[int] = frozenset()
+        self._spawn = spawn
         self._counters: dict[str, int] = {}
         self._read_at: float | None = None
-        self.syncs = 0  # nft calls made to move the receiver set
-        self.active = True  # False once the table was removed (close, or a failed sync)
+        self._reading = False
+        self.active = True  # False once the table was removed
 
     @classmethod
     def start(
@@ -315,13 +315,12 @@ class KernelFilter:
         runner: Runner = run_nft,
         which: Callable[[str], str | None] = shutil.which,
         clock: Callable[[], float] = time.monotonic,
-        receivers: frozenset[int] = frozenset(),
+        spawn: Spawn | None = None,
     ) -> KernelFilter | None:
         """Probe what nft can express (`nft -c`), remove a leftover table, install.
 
-        `receivers`: the receiver indexes already in use (handshakes the agent
-        began before installing the filter), put into the set by the same
-        script that makes the table: no moment where it drops their traffic.
+        `spawn` runs the counter reads (default: a daemon thread each, so that a
+        status request never waits for an nft process).
         """
         nft = which("nft")
         if nft is None:
@@ -334,9 +333,9 @@ class KernelFilter:
         chosen, why = None, ""
         for candidate in (
             spec,
-            replace(spec, receivers=False),
+            replace(spec, receiver_prefix=None),
             replace(spec, handshake_v6_prefix=False),
-            replace(spec, receivers=False, handshake_v6_prefix=False),
+            replace(spec, receiver_prefix=None, handshake_v6_prefix=False),
         ):
             code, _, err = runner([nft, "-c", "-f", "-"], render(candidate))
             if code == 0:
@@ -352,10 +351,7 @@ class KernelFilter:
             )
             return None
         leftover = runner([nft, "list", "table", "inet", chosen.table], None)[0] == 0
-        script = render(chosen)
-        if chosen.receivers and receivers:
-            script += render_sync(chosen.table, receivers, ())
-        code, _, err = runner([nft, "-f", "-"], script)
+        code, _, err = runner([nft, "-f", "-"], render(chosen))
         if code != 0:
             log.warning(
                 "kernel filter off: nft could not install table inet %s (%s); junk on udp "
@@ -367,7 +363,9 @@ class KernelFilter:
             return None
         if leftover:
             log.info("kernel filter: replaced table inet %s left by an earlier run", chosen.table)
-        left_out = [] if chosen.receivers else ["receiver index set (nft cannot express it)"]
+        left_out = []
+        if spec.receiver_prefix is not None and chosen.receiver_prefix is None:
+            left_out.append("receiver index prefix (nft cannot express it)")
         if spec.handshake_v6_prefix and not chosen.handshake_v6_prefix:
             left_out.append("IPv6 /64 rate limit (per address instead)")
         log.info(
@@ -376,55 +374,37 @@ class KernelFilter:
             ", ".join(chosen.features()),
             f"; left out: {', '.join(left_out)}" if left_out else "",
         )
-        kf = cls(chosen, nft, runner, clock)
-        if chosen.receivers:
-            kf._indexes = receivers
-        return kf
+        return cls(chosen, nft, runner, clock, spawn or _in_thread)
 
     @property
     def table(self) -> str:
         return self.spec.table
 
-    def sync(self, indexes: frozenset[int]) -> None:
-        """Make the kernel's receiver set `indexes` (nothing to do when unchanged).
-
-        One nft call for the change; if it fails (someone edited the set), one
-        full rewrite; if that fails too, the table goes (never a set that drops
-        live sessions' traffic)."""
-        if not self.active or not self.spec.receivers or indexes == self._indexes:
-            return
-        added, removed = indexes - self._indexes, self._indexes - indexes
-        self.syncs += 1
-        code, _, err = self._run([self._nft, "-f", "-"], render_sync(self.table, added, removed))
-        if code != 0:
-            full = render_sync(self.table, indexes, (), full=True)
-            code, _, err = self._run([self._nft, "-f", "-"], full)
-        if code != 0:
-            log.warning(
-                "kernel filter off: the receiver set of table inet %s could not be updated (%s)",
-                self.table,
-                _first_line(err),
-            )
-            self.close()
-        self._indexes = indexes
-
-    def status(self) -> KernelFilterStatus | None:
-        """The table's drop counters, read from the kernel at most once a second."""
-        if not self.active:
-            return None
-        now = self._clock()
-        if self._read_at is None or now - self._read_at >= COUNTERS_EVERY:
-            self._read_at = now
+    def _read_counters(self) -> None:
+        try:
             code, out, _ = self._run(
                 [self._nft, "-j", "list", "counters", "table", "inet", self.table], None
             )
             if code == 0:
                 self._counters = parse_counters(out)
+        finally:
+            self._reading = False
+
+    def status(self) -> KernelFilterStatus | None:
+        """The table's drop counters as last read from the kernel; a read is started
+        when the last one is COUNTERS_EVERY old (one at a time, never waited for)."""
+        if not self.active:
+            return None
+        now = self._clock()
+        if not self._reading and (self._read_at is None or now - self._read_at >= COUNTERS_EVERY):
+            self._read_at = now
+            self._reading = True
+            self._spawn(self._read_counters)
         drops = {r: self._counters.get(name, 0) for name, r in DROP_REASONS.items()}
+        prefix = self.spec.receiver_prefix
         return KernelFilterStatus(
             table=f"inet {self.table}",
-            receiver_set=self.spec.receivers,
-            receivers=len(self._indexes) if self.spec.receivers else None,
+            receiver_prefix=None if prefix is None else f"0x{prefix:04x}",
             drops=Counts.of(drops),
         )
 

@@ -304,12 +304,8 @@ def render_status(status: NodeStatus | Mapping[str, object]) -> str:
         header.append(f"  {key}: {text}")
     kf = doc.get("kernel_filter")
     if isinstance(kf, Mapping):
-        receivers = kf.get("receivers")
-        checked = (
-            f"receiver set: {_str(receivers)} indexes"
-            if kf.get("receiver_set")
-            else "no receiver set"
-        )
+        prefix = kf.get("receiver_prefix")
+        checked = f"receiver prefix {_str(prefix)}" if prefix else "no receiver check"
         header.append(f"  kernel filter: {_str(kf.get('table'))} ({checked})")
     blocks = [header, _segments(doc), _ports(doc)]
     if gateways := _gateways(doc):

@@ -97,12 +97,17 @@ class NodeCore:
         wall_time: Callable[[], float],
         now: float,
         underlay_mtu: int = 1500,
+        index_prefix: int | None = None,
     ) -> None:
         self._network = network
         self._me: Node = network.node(name)
         self._started = now
         self._sessions = SessionTable(
-            private_key, cipher=network.cipher, random_bytes=random_bytes, wall_time=wall_time
+            private_key,
+            cipher=network.cipher,
+            random_bytes=random_bytes,
+            wall_time=wall_time,
+            index_prefix=index_prefix,
         )
         self._switch = Switch(network, name)
         self._reassembly = Reassembler()
@@ -816,7 +821,7 @@ class NodeCore:
         return len(self._peers)
 
     def receiver_indexes(self) -> frozenset[int]:
-        """Our live receiver indexes (the agent mirrors them into its kernel filter)."""
+        """Our live receiver indexes (each with the `index_prefix`, when one was given)."""
         return self._sessions.receiver_indexes()
 
     def mac_rows(self, segment: str | None, now: float) -> list[MacRow]:

@@ -130,8 +130,7 @@ class KernelFilterStatus:
     """The agent's nftables filter on its UDP port (filled in by the agent, not the core)."""
 
     table: str  # "inet lanspan_<network>_<port>"
-    receiver_set: bool  # transport datagrams checked against the live receiver indexes
-    receivers: int | None  # indexes in the kernel set now; None without the set
+    receiver_prefix: str | None  # "0x1a2b": transport indexes must carry it; None: unchecked
     drops: Counts  # what the kernel dropped, by reason (docs/drops.md, ## kernel)
 
 

@@ -405,11 +405,17 @@ class SessionTable:
         handshakes_per_second_under_load: int | None = None,
         initiations_per_second: float = INITIATIONS_PER_SECOND,
         initiation_burst_extra: float = INITIATION_BURST_EXTRA,
+        index_prefix: int | None = None,
     ) -> None:
         if len(private_key) != 32:
             raise ValueError("private_key must be 32 bytes")
         if cipher not in ("aesgcm", "chachapoly"):
             raise ValueError(f"cipher must be 'aesgcm' or 'chachapoly', not {cipher!r}")
+        if index_prefix is not None and not 0 <= index_prefix <= 0xFFFF:
+            raise ValueError(f"index_prefix must be 0..0xffff, not {index_prefix!r}")
+        # With a prefix, every local index is prefix << 16 | 16 random bits: the agent's
+        # kernel filter drops transport datagrams without it, and never needs updating.
+        self._index_prefix = index_prefix
         self._private = private_key
         self.public_key: bytes = public_key(private_key)
         self._cipher: CipherChoice = cipher
@@ -1005,7 +1011,10 @@ class SessionTable:
 
     def _new_index(self) -> int:
         while True:
-            index = int.from_bytes(self._random_bytes(4), "little")
+            if self._index_prefix is None:
+                index = int.from_bytes(self._random_bytes(4), "little")
+            else:
+                index = self._index_prefix << 16 | int.from_bytes(self._random_bytes(2), "little")
             if index not in self._keypairs and index not in self._pendings:
                 return index
 
