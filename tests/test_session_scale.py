@@ -321,3 +321,39 @@ def test_a_flood_above_the_threshold_still_meets_cookies() -> None:
         victim.receive(data, (f"198.18.{i}.1", 51820), 0.5 * i / len(inits))
     assert victim.drops["session.under_load"] > 0
     assert len(_sent(victim, 3)) == victim.drops["session.under_load"]
+
+
+@pytest.mark.parametrize("delay", [3.0, 5.0])
+def test_answers_slower_than_the_retries_still_complete(
+    delay: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A loaded machine answered in 6-12 s while retries went every ~2 s: every
+    answer came for an initiation no longer remembered (32 agents on 2 cores).
+    Retries spaced by the latency of the peer's answers complete in a few round
+    trips; without the spacing, never (measured: None after 300 s, ~700 sent)."""
+    m = Mesh(("a", "b"), delay=delay)
+    up = m.run_until(lambda: m.established("a", "b") and m.established("b", "a"), 300.0, 0.1)
+    assert up is not None and up <= 5 * 2 * delay, up
+    assert m.sent < 60
+    assert m.tables["a"]._peers["b"].answer_latency is not None
+    monkeypatch.setattr(table_module, "RETRY_LATENCY_FACTOR", 0.0)  # no spacing
+    m = Mesh(("a", "b"), delay=delay)
+    assert m.run_until(lambda: m.established("a", "b"), 120.0, 0.5) is None
+
+
+def test_a_suspected_session_rekeys_while_answers_take_seconds() -> None:
+    """Up at 10 ms, then every answer takes 6 s (both ways 3 s) and the node
+    suspects the peer (its paths went silent): a new keypair comes up well
+    before the old one expires, and the retries stay spaced by the latency."""
+    m = Mesh(("a", "b"), delay=0.01)
+    assert m.run_until(lambda: m.established("a", "b") and m.established("b", "a"), 5.0)
+    m.delay = 3.0
+    m.run(m.now + 20.0)  # answers are slow now: the peers learn it from rekeys/probes
+    start, ups = m.now, len(m.kinds("a", "up")) + len(m.kinds("b", "up"))
+    for name, other in (("a", "b"), ("b", "a")):
+        m.tables[name].suspect(other, m.now)
+    sent = m.sent
+    m.run(start + 60.0)
+    assert len(m.kinds("a", "up")) + len(m.kinds("b", "up")) > ups  # a handshake completed
+    assert m.established("a", "b") and m.established("b", "a")
+    assert m.sent - sent < 200  # probes (1 s) and a bounded number of initiations

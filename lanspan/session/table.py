@@ -139,6 +139,14 @@ _SILENCE_HALVING = 1.0  # before any answer, the rate halves every this many sec
 # 32 s to converge instead of 6 s).
 INITIATION_BURST_EXTRA = 8.0
 _MAX_PENDINGS = 3  # our initiations per peer whose response we still accept
+# No retry to a peer sooner than RETRY_LATENCY_FACTOR x the time its answers take
+# (`_Peer.answer_latency`; at most RETRY_LATENCY_CAP): on a loaded machine answers
+# took 6-12 s while retries went every ~2 s, so each answer came for an initiation
+# no longer among the last _MAX_PENDINGS, refused as unknown_receiver, until the
+# keys expired (issue 10, 32 agents on 2 cores). Spaced by the latency, the last
+# _MAX_PENDINGS cover 4.5 x it. Answers in milliseconds leave the schedule as is.
+RETRY_LATENCY_FACTOR = 1.5
+RETRY_LATENCY_CAP = 10.0
 _MAX_NEXT = 3  # keypairs per peer we offered as responder, not yet confirmed
 _HEARD_RECENTLY = 2 * REKEY_TIMEOUT  # "heard from lately" when tokens are shared
 # An initiator that receives data on a keypair this old rekeys now, so the
@@ -306,6 +314,7 @@ _Seen = _Answered | _Deferred | str
 
 class _Peer:
     __slots__ = (
+        "answer_latency",
         "attempt_started",
         "backoff",
         "current",
@@ -364,6 +373,8 @@ class _Peer:
         self.backoff = 0  # index into _BACKOFF; len(_BACKOFF) = at the cap (never more)
         self.failed_reported = False  # handshake_failed already said for this outage
         self.last_initiation_sent = -_INF
+        # How long this peer's answers to our initiations take (EWMA; None: none yet).
+        self.answer_latency: float | None = None
         self.retry_soon_until = -_INF
         self.current: _Keypair | None = None
         # Still receivable, never current again: the one before current, or (both
@@ -792,6 +803,7 @@ class SessionTable:
             raise BadPacket("session.bad_handshake") from None
         p.last_heard = now
         self._answered(now - pending.sent, now)
+        _peer_answered(p, now - pending.sent)
         self._hs(
             p, HsInput.VALID_RESPONSE, now, completed=done, remote_index=msg.sender, to=pending
         )
@@ -914,6 +926,7 @@ class SessionTable:
                 # The peer is alive (its initiations or data reach us) and did not
                 # answer this one in all that time: answers take at least as long.
                 self._answered(now - oldest.sent, now)
+                _peer_answered(p, now - oldest.sent, at_least=True)
         index = self._new_index()
         data, hs = create_initiation(
             cipher=self._cipher,
@@ -938,7 +951,7 @@ class SessionTable:
             p.backoff += 1  # bounded: stops at len(_BACKOFF)
         else:
             timeout = RETRY_MAX + unit * RETRY_MAX_JITTER
-        p.retry_at = now + timeout
+        p.retry_at = now + max(timeout, _retry_floor(p))
         self._outbox.append(Transmit(p.name, data))
 
     def _confirm(
@@ -1094,7 +1107,8 @@ class SessionTable:
         if p.waiting_since is not None:
             pass  # in line already: it moved to the front
         elif p.retry_at is not None:
-            p.retry_at = min(p.retry_at, max(now, p.last_initiation_sent + FIRST_RETRY))
+            soonest = p.last_initiation_sent + max(FIRST_RETRY, _retry_floor(p))
+            p.retry_at = min(p.retry_at, max(now, soonest))
         else:
             self._hs(p, HsInput.WANT_HANDSHAKE, now)
 
@@ -1117,7 +1131,8 @@ class SessionTable:
         if p.state is HsState.IDLE:
             self._hs(p, HsInput.WANT_HANDSHAKE, now)
         elif p.retry_at is not None:  # a rekey in flight, retried every REKEY_TIMEOUT
-            p.retry_at = min(p.retry_at, max(now, p.last_initiation_sent + FIRST_RETRY))
+            soonest = p.last_initiation_sent + max(FIRST_RETRY, _retry_floor(p))
+            p.retry_at = min(p.retry_at, max(now, soonest))
 
     def handle_timer(self, now: float) -> None:
         """Run the timers of the peers that are due (only those: see _heap)."""
@@ -1210,3 +1225,21 @@ class SessionTable:
             return kp.peer.name
         pending = self._pendings.get(index)
         return pending.peer.name if pending is not None else None
+
+
+def _peer_answered(p: _Peer, latency: float, *, at_least: bool = False) -> None:
+    """Fold one answer's latency into `p.answer_latency` (`at_least`: an initiation
+    given up unanswered by a live peer, so its answers take at least that long)."""
+    latency = min(max(0.0, latency), RETRY_LATENCY_CAP)
+    old = p.answer_latency
+    if old is None:
+        p.answer_latency = latency
+    elif not at_least or latency > old:
+        p.answer_latency = old + (latency - old) * _LATENCY_GAIN
+
+
+def _retry_floor(p: _Peer) -> float:
+    """The soonest a retry to `p` may follow the last initiation (RETRY_LATENCY_FACTOR)."""
+    if p.answer_latency is None:
+        return 0.0
+    return min(RETRY_LATENCY_CAP, RETRY_LATENCY_FACTOR * p.answer_latency)
