@@ -162,3 +162,25 @@ def test_an_answer_past_the_deadline_still_brings_the_path_up_and_counts_lost() 
     assert not q.paths[0].late
     q.ack(replace(probes[-1], ack=True), LATE_WINDOW + LATE_MAX + 10.0)
     assert not q.paths[0].up
+
+
+def test_relays_wait_until_the_direct_paths_had_their_chance() -> None:
+    from lanspan.addr import Relay
+    from lanspan.node.paths import RELAY_PROBE_AFTER
+
+    p = PeerPaths([A], T)
+    p.set_relays({"r1", "r2"})
+    assert not p.direct_tried(0.0)  # nothing asked yet
+    [(target, probe)] = p.probes(0.0, relays=False)
+    assert target == A
+    assert not p.direct_tried(RELAY_PROBE_AFTER / 2)  # asked, not yet late
+    assert p.direct_tried(RELAY_PROBE_AFTER)  # outstanding that long: try the relays
+    p.ack(replace(probe, ack=True), RELAY_PROBE_AFTER + 0.1)  # a late answer
+    assert p.direct_up() and not p.direct_tried(RELAY_PROBE_AFTER + 0.1)
+    lossy = PeerPaths([A], T)
+    lossy.probes(0.0, relays=False)
+    lossy.check(10.0)  # the probe is lost
+    assert lossy.direct_tried(10.0)
+    nat = PeerPaths([], T)  # a peer behind NAT: only relays (and learned paths) reach it
+    nat.set_relays({"r1"})
+    assert nat.direct_tried(0.0) and [t for t, _ in nat.probes(0.0)] == [Relay("r1")]

@@ -723,9 +723,12 @@ class NodeCore:
             paths.check(now, max(paths.dead_after, slow))
         self._path_events(peer, now)
         if peer in self._up:
-            # Relay paths only while they may be needed: no direct path up, or a busy
-            # peer whose direct path shows trouble (so failover finds them up).
-            relays = not paths.direct_up() or (busy and paths.direct_lossy(now))
+            # Relay paths only while they may be needed: no direct path up once the
+            # direct ones had their chance, or a busy peer whose direct path shows
+            # trouble (so failover finds them up).
+            relays = (not paths.direct_up() and paths.direct_tried(now)) or (
+                busy and paths.direct_lossy(now)
+            )
             quiet = None if busy else now - IDLE_PROBE_INTERVAL / 2
             for target, probe in paths.probes(now, relays=relays, quiet_since=quiet):
                 body = payload.build_control(control.build_probe(probe))

@@ -36,6 +36,11 @@ LOSS_WINDOW = 20
 # LATE_WINDOW seconds.
 LATE_MAX = 8
 LATE_WINDOW = 60.0
+# Relay paths of a peer are probed once its direct paths had this long to answer
+# (a probe outstanding this long, or lost): at a cold start nearly every peer is
+# reached directly, and probing three relays of each from the start quadrupled
+# the probe traffic of 100 agents (issue 10).
+RELAY_PROBE_AFTER = 1.0
 # A better path must beat the active one by this factor to take over.
 SWITCH_FACTOR = 0.7
 
@@ -161,6 +166,19 @@ class PeerPaths:
 
     def direct_up(self) -> bool:
         return any(p.up and p.relay is None for p in self.paths)
+
+    def direct_tried(self, now: float) -> bool:
+        """The direct paths had their chance: there are none, or one lost a probe,
+        or one has had a probe outstanding for RELAY_PROBE_AFTER."""
+        direct = [p for p in self.paths if p.relay is None]
+        if not direct:
+            return True
+        for p in direct:
+            if p.late or (p.results and p.results[-1] is False):
+                return True
+            if any(now - sent >= RELAY_PROBE_AFTER for sent in p.outstanding.values()):
+                return True
+        return False
 
     def direct_lossy(self, now: float) -> bool:
         """The direct path in use shows trouble: down, losses in its window, or a probe
