@@ -14,7 +14,7 @@ from lanspan.addr import Addr
 from lanspan.config import encode_key, generate_private_key, parse_network, public_key
 from lanspan.config.model import Network
 from lanspan.control.document import status_json
-from lanspan.node.core import NodeCore
+from lanspan.node.core import BUSY_WINDOW, NodeCore
 from lanspan.node.outputs import Log, Send, Write
 from lanspan.wire import control, payload, vnet
 
@@ -22,6 +22,7 @@ BCAST = b"\xff" * 6
 MAC1 = bytes.fromhex("020000000001")
 MAC2 = bytes.fromhex("020000000002")
 CHATTY = bytes.fromhex("02000000cccc")
+NOWHERE = bytes.fromhex("02000000dddd")  # never learned: flooded as unknown unicast
 
 
 def frame(dst: bytes, src: bytes, size: int = 100, ethertype: int = 0x0800) -> bytes:
@@ -107,7 +108,8 @@ class Net:
             for name, key in self.keys.items()
         }
         self.by_addr = {self.addr[n]: n for n in self.nodes}
-        # Nodes that carry traffic: a broadcast from CHATTY every 0.1 s (not recorded).
+        # Nodes that carry traffic: unicast from CHATTY every 0.1 s, to a MAC nobody has
+        # (so flooded to every peer, which carries it: only unicast makes peers busy).
         self.chatty: set[str] = set()
         self.written: dict[str, list[tuple[str, bytes]]] = {n: [] for n in self.nodes}
         self.logged: dict[str, list[Log]] = {n: [] for n in self.nodes}
@@ -116,7 +118,7 @@ class Net:
         before, self.now = self.now, round(self.now + dt, 6)
         if int(self.now * 10) != int(before * 10):
             for name in self.chatty:
-                self.nodes[name].frame_from_port("pa", plain(frame(BCAST, CHATTY)), self.now)
+                self.nodes[name].frame_from_port("pa", plain(frame(NOWHERE, CHATTY)), self.now)
         for name, node in self.nodes.items():
             if node.next_timer() <= self.now:
                 node.handle_timer(self.now)
@@ -406,3 +408,51 @@ def test_reload_of_an_endpoint_keeps_the_learned_macs() -> None:
     assert len(node._switch.mac_table()) == 1  # the switch was kept
     changes = node.reconfigure(replace(new, mac_ageing=60.0), net.now)
     assert "switch rebuilt: MAC tables relearn" in changes and node._switch.mac_table() == []
+
+
+def _sent_by(net: Net, name: str, seconds: float, every: float, f: bytes) -> int:
+    """Datagrams `name` sends in `seconds` while its port gives it `f` every `every` s."""
+    sent = [0]
+    send = net.link.send
+
+    def count(src: Addr, dst: Addr, data: bytes) -> None:
+        if src == net.addr[name]:
+            sent[0] += 1
+        send(src, dst, data)
+
+    net.link.send = count  # type: ignore[method-assign]
+    end = net.now + seconds
+    while net.now < end:
+        net.nodes[name].frame_from_port("pa", plain(f), net.now)
+        net.run(every)
+    net.link.send = send  # type: ignore[method-assign]
+    return sent[0]
+
+
+def test_only_unicast_makes_peers_busy_a_broadcast_does_not() -> None:
+    """ARP/ND/MLD reach every peer of a segment: probing all of them at the fast
+    rate for each (issue 10, 100 nodes) cost more than the broadcasts themselves."""
+    net = Net(5, Link(random.Random(4)))
+    net.run(12.0)  # up, and past the first busy window
+    assert all(net.up("n1", f"n{i}") for i in range(2, 6))
+    bcast = _sent_by(net, "n1", 6.0, 0.5, frame(BCAST, MAC1))
+    net.run(BUSY_WINDOW + 1.0)
+    unicast = _sent_by(net, "n1", 6.0, 0.5, frame(NOWHERE, MAC1))
+    frames = 12 * 4  # each frame to each of the 4 peers, in both runs
+    # idle probing (every ~4 s, each peer) vs fast probing (5 a second, each peer)
+    assert bcast - frames < 4 * 6 / 2, bcast
+    assert unicast - frames > 4 * 6 * 3, unicast
+
+
+@pytest.mark.parametrize("nat", [False, True])
+def test_only_a_node_nobody_can_dial_suspects_a_silent_peer(nat: bool) -> None:
+    """Every path of an up peer went silent: a NAT'd node handshakes at once (the
+    peer may have restarted and cannot reach it); a public node waits (a restarted
+    peer initiates to it; on a loaded machine this was a handshake storm)."""
+    net = Net(2, Link(random.Random(5)), nat=frozenset({"n1"}) if nat else frozenset())
+    net.run(3.0)
+    assert net.up("n1", "n2")
+    net.link.cut.add(net.addr["n2"])
+    net.run(20.0)  # past the idle dead time
+    assert not any(p.up for p in net.nodes["n1"]._paths["n2"].paths)
+    assert net.nodes["n1"]._sessions._peers["n2"].suspected is nat

@@ -285,11 +285,16 @@ class NodeCore:
         if not fwd.peers:
             return
         built: dict[int, list[bytes]] = {}
+        # Only unicast makes a peer busy (fast probing): a broadcast or multicast
+        # (ARP, ND, MLD) reaches every peer of the segment and would probe them all
+        # fast for BUSY_WINDOW; the unicast that follows an ARP does it for the one.
+        unicast = not frame[0] & 1
         for peer in fwd.peers:
             tr = self._traffic[peer]
             tr.tx_frames += 1
             tr.tx_bytes += len(fwd.frame)
-            self._busy(peer, now)
+            if unicast:
+                self._busy(peer, now)
             dest = self._paths[peer].destination()
             relayed_ = isinstance(dest, Relay)
             limit = self._max_relayed_plaintext if relayed_ else self._max_plaintext
@@ -466,7 +471,8 @@ class NodeCore:
         tr = self._traffic[peer]
         tr.rx_frames += 1
         tr.rx_bytes += len(frame)
-        self._busy(peer, now)
+        if frame and not frame[0] & 1:  # unicast (see frame_from_port)
+            self._busy(peer, now)
         fwd = self._switch.from_peer(peer, p.vni, frame, now)
         if fwd is None:
             return
@@ -622,11 +628,16 @@ class NodeCore:
         self._gossip_at = min(self._gossip_at, now)  # what we reach may have changed
         paths = self._paths[peer]
         if (
-            peer in self._up
+            not self._me.endpoints
+            and peer in self._up
             and any(pe.kind is PathEventKind.DOWN for pe in events)
             and not any(path.up for path in paths.paths)
         ):
-            self._sessions.suspect(peer, now)  # restarted? (see SessionTable.suspect)
+            # Restarted? (see SessionTable.suspect) Only a node nobody can dial asks:
+            # a restarted peer initiates to every node it can reach by itself, and on
+            # a loaded machine (probes answered late) every public node suspecting
+            # every peer was a handshake storm that kept the load up (issue 10).
+            self._sessions.suspect(peer, now)
         if self._peers[peer].relay:
             self._sync_relay(peer, now)
             if any(pe.kind is PathEventKind.UP for pe in events):

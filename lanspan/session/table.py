@@ -908,9 +908,9 @@ class SessionTable:
             return
         if self._latency is None:
             self._budget.set_rate(self._rate(now), now)
-        for p in sorted(self._waiting.values(), key=lambda p: self._priority(p, now)):
-            if not self._budget.take(now):
-                return
+        # One pick per token (most rounds have none: no scan of the waiting peers then).
+        while self._waiting and self._budget.take(now):
+            p = min(self._waiting.values(), key=lambda p: self._priority(p, now))
             del self._waiting[p.name]
             p.waiting_since = None
             self._initiate_now(p, now)
