@@ -98,3 +98,38 @@ def test_session_timer_heap_through_a_cold_start_behind_nat() -> None:
             assert sessions.next_timer() == sessions._scan_next_timer(), net.now
             checks += 1
     assert checks > 5000
+
+
+def test_the_idle_interval_grows_with_the_peers_to_a_fixed_probe_budget() -> None:
+    from lanspan.config import encode_key, generate_private_key, parse_network, public_key
+    from lanspan.node.core import IDLE_PROBES_PER_SECOND, NodeCore
+
+    def node(n: int) -> NodeCore:
+        text = '[network]\nname = "t"\n[[segment]]\nname = "lan"\nvlan = 10\n'
+        key = generate_private_key()
+        for i in range(n):
+            k = key if i == 0 else generate_private_key()
+            text += (
+                f'[[node]]\nname = "n{i}"\nsite = "s{i}"\n'
+                f'public_key = "{encode_key(public_key(k))}"\n'
+                f'endpoints = ["198.18.{i // 200}.{i % 200 + 1}:51820"]\nsegments = ["lan"]\n'
+            )
+        net = parse_network(text, "t.toml")
+        return NodeCore(net, "n0", key, random_bytes=random.Random(1).randbytes,
+                        wall_time=lambda: 1.7e9, now=0.0)  # fmt: skip
+
+    assert node(10)._idle_base() == IDLE_PROBE_INTERVAL  # small: as before
+    big = node(121)
+    assert big._idle_base() == 120 / IDLE_PROBES_PER_SECOND  # 12 s: 10 probes a second
+    gaps = [big._idle_interval() for _ in range(200)]
+    assert min(gaps) > 0.74 * 12 and max(gaps) < 1.26 * 12  # jittered around it
+
+
+def test_a_reach_built_from_encoded_entries_is_the_same_message() -> None:
+    from lanspan.wire import control
+
+    peers = tuple((f"node-{i}", i * 1000) for i in range(50))
+    r = control.Reach(peers)
+    entries = [control.reach_entry(n, rtt) for n, rtt in peers]
+    assert control.build_reach_entries(entries) == control.build_reach(r)
+    assert control.parse_untrusted(control.build_reach(r)) == r

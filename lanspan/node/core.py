@@ -59,9 +59,15 @@ _TRANSPORT_OVERHEAD = 32
 # in the last BUSY_WINDOW seconds is probed every `timers.probe_interval` (failover
 # within a second); an idle one every IDLE_PROBE_INTERVAL +- IDLE_JITTER (spread so
 # that peers are not probed in bursts), and only on paths with no sign of life for
-# half that. The first frame to an idle peer probes it at once.
+# IDLE_QUIET of that (the peer's own probe, answered, keeps both ends' path alive:
+# mostly one end of a pair asks). The first frame to an idle peer probes it at once.
+# With many peers the interval grows so that idle probing stays within
+# IDLE_PROBES_PER_SECOND for the node (issue 10: 100 agents x 99 peers every 4 s
+# took both cores of the machine they shared).
 BUSY_WINDOW = 5.0
 IDLE_PROBE_INTERVAL = 4.0
+IDLE_PROBES_PER_SECOND = 10.0
+IDLE_QUIET = 0.75
 IDLE_JITTER = 0.25  # fraction of the interval, either way
 # Idle probes are due on a grid of this many seconds (rounded up): the peers due in
 # one slot share one timer round, so 99 idle peers wake the agent ~4 times a second
@@ -666,9 +672,13 @@ class NodeCore:
 
     # -- timers ----------------------------------------------------------------
 
+    def _idle_base(self) -> float:
+        """The idle probe interval for this node's number of peers."""
+        return max(IDLE_PROBE_INTERVAL, len(self._peers) / IDLE_PROBES_PER_SECOND)
+
     def _idle_interval(self) -> float:
         unit = int.from_bytes(self._random_bytes(2), "little") / 65535  # 0..1
-        return IDLE_PROBE_INTERVAL * (1.0 + IDLE_JITTER * (2.0 * unit - 1.0))
+        return self._idle_base() * (1.0 + IDLE_JITTER * (2.0 * unit - 1.0))
 
     def _idle_due(self, now: float) -> float:
         """When an idle peer is probed next: an idle interval on, rounded up to IDLE_GRID."""
@@ -729,7 +739,7 @@ class NodeCore:
             due = self._idle_due(now)
             self._busy_until.pop(peer, None)
             self._fast_since.pop(peer, None)
-            longest = IDLE_PROBE_INTERVAL * (1.0 + IDLE_JITTER) + IDLE_GRID  # between probes
+            longest = self._idle_base() * (1.0 + IDLE_JITTER) + IDLE_GRID  # between probes
             slow = longest * self.timers.probe_multiplier
             paths.check(now, max(paths.dead_after, slow))
         self._path_events(peer, now)
@@ -740,7 +750,7 @@ class NodeCore:
             relays = (not paths.direct_up() and paths.direct_tried(now)) or (
                 busy and paths.direct_lossy(now)
             )
-            quiet = None if busy else now - IDLE_PROBE_INTERVAL / 2
+            quiet = None if busy else now - self._idle_base() * IDLE_QUIET
             for target, probe in paths.probes(now, relays=relays, quiet_since=quiet):
                 body = payload.build_control(control.build_probe(probe))
                 self._emit(peer, target, self._sessions.seal_many(peer, [body], now), now)
@@ -762,10 +772,15 @@ class NodeCore:
             return
         reach = self._direct_reach()
         if not self._gossip_state.due(reach, now):
+            held = self._gossip_state.held_until
+            if held is not None:
+                self._gossip_at = min(self._gossip_at, held)
             return
+        # Each entry encoded once; each peer's REACH is all of them but its own.
+        entries = [(n, control.reach_entry(n, rtt)) for n, rtt in sorted(reach.items())]
         for peer in self._up:
-            listed = tuple((n, rtt) for n, rtt in sorted(reach.items()) if n != peer)
-            body = payload.build_control(control.build_reach(control.Reach(listed)))
+            listed = [e for n, e in entries if n != peer]
+            body = payload.build_control(control.build_reach_entries(listed))
             sealed = self._sessions.seal_many(peer, [body], now)
             self._emit(peer, self._paths[peer].destination(), sealed, now)
 

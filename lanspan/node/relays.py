@@ -35,6 +35,10 @@ __all__ = [
 REACH_INTERVAL = 1.0
 REACH_REFRESH = 30.0
 REACH_EXPIRY = 3 * REACH_REFRESH + 5.0
+# First appearances go out at once, but at most one REACH per REACH_FIRST_GAP: at a
+# cold start a hub's 99 peers come up one by one, and a REACH (to every peer, each
+# listing all) per appearance was ~10 000 messages per relay (issue 10).
+REACH_FIRST_GAP = 0.25
 # More than this many immediate "newly reachable" REACHes in the window: back to the interval.
 REACH_FLAP_LIMIT = 3
 REACH_FLAP_WINDOW = 10.0
@@ -64,6 +68,7 @@ class ReachGossip:
         # is new once), so it goes out at once even at a cold start, when every peer
         # of a hub appears within a second; only a comeback uses the flap budget.
         self._ever: set[str] = set()
+        self.held_until: float | None = None  # news held back by REACH_FIRST_GAP, until
 
     def due(self, reach: dict[str, int], now: float) -> bool:
         """True when `reach` should be sent now; it is then recorded as sent."""
@@ -78,6 +83,10 @@ class ReachGossip:
         urgent = first or (bool(new) and len(self._growth) < REACH_FLAP_LIMIT)
         if not urgent and since < REACH_INTERVAL:
             return False
+        if urgent and since < REACH_FIRST_GAP:
+            self.held_until = self.sent_at + REACH_FIRST_GAP  # news waits for the gap
+            return False
+        self.held_until = None
         if reach.keys() == self.sent.keys() and since < REACH_REFRESH:
             return False
         if urgent and not first:

@@ -101,11 +101,21 @@ def build_relay(r: Relay) -> bytes:
     return bytes([RELAYED if r.delivered else RELAY]) + _name(r.node) + r.inner
 
 
+def reach_entry(name: str, rtt: int) -> bytes:
+    """One (peer, RTT µs) entry of a REACH, encoded."""
+    return _name(name) + _RTT.pack(min(rtt, 0xFFFFFFFF))
+
+
+def build_reach_entries(entries: list[bytes]) -> bytes:
+    """A REACH of entries encoded by `reach_entry` (a relay builds them once for all
+    the peers it tells)."""
+    if len(entries) > 255:
+        raise ValueError(f"{len(entries)} peers: at most 255 in one REACH")
+    return bytes([REACH, len(entries)]) + b"".join(entries)
+
+
 def build_reach(r: Reach) -> bytes:
-    out = bytearray([REACH, len(r.peers)])
-    for name, rtt in r.peers:
-        out += _name(name) + _RTT.pack(min(rtt, 0xFFFFFFFF))
-    return bytes(out)
+    return build_reach_entries([reach_entry(name, rtt) for name, rtt in r.peers])
 
 
 def _take_name(data: bytes, at: int) -> tuple[str, int]:
