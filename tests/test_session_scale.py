@@ -357,3 +357,27 @@ def test_a_suspected_session_rekeys_while_answers_take_seconds() -> None:
     assert len(m.kinds("a", "up")) + len(m.kinds("b", "up")) > ups  # a handshake completed
     assert m.established("a", "b") and m.established("b", "a")
     assert m.sent - sent < 200  # probes (1 s) and a bounded number of initiations
+
+
+def test_timed_rekeys_are_spread_not_a_wave() -> None:
+    """Sessions that came up together rekey over REKEY_SPREAD seconds, all before
+    REKEY_AFTER_TIME (100 agents' sessions came up within a minute, and their
+    rekeys in the next loaded the machine they shared)."""
+    from lanspan.session import REKEY_AFTER_TIME, REKEY_SPREAD
+
+    m = Mesh([f"n{i}" for i in range(12)], delay=0.005)
+    assert m.run_until(
+        lambda: all(m.established(a, b) for a in m.names for b in m.names if a != b), 10.0
+    )
+    rekey_at = sorted(
+        kp.rekey_at
+        for t in m.tables.values()
+        for p in t._peers.values()
+        for kp in ([p.current] if p.current is not None else [])
+        if kp.initiator
+    )
+    ups = m.now
+    assert len(rekey_at) >= 66  # 66 pairs, at least one initiator each
+    assert all(ups - 10 + REKEY_AFTER_TIME - REKEY_SPREAD <= r <= ups + REKEY_AFTER_TIME
+               for r in rekey_at)  # fmt: skip
+    assert rekey_at[-1] - rekey_at[0] > REKEY_SPREAD / 2  # spread, not all at once
