@@ -134,35 +134,44 @@ def segment(hdr: VnetHeader, frame: bytes, max_frame: int | None = None) -> Segm
         ip_sum = 0
         pseudo = _sum16(bytes(head[l3 + 8 : l3 + 40])) + _IPPROTO_TCP
         ip_len_full = l4 - l3 - 40 + tcp_len_full
+    v4 = base == GSO_TCPV4
+    pack16, pack32 = _H.pack_into, _I.pack_into
     frames: list[bytes] = []
-    seq = seq0
     last = count - 1
-    for i in range(count):
-        if i == last:
-            size = total - i * mss
-            tcp_len = doff + size
-            ip_len = ip_len_full - mss + size
-        else:
-            size = mss
-            tcp_len = tcp_len_full
-            ip_len = ip_len_full
-        flags = flags0
-        if i:
-            flags &= ~_CWR
-        if i != last:
-            flags &= ~(_FIN | _PSH)
-        if base == GSO_TCPV4:
+    # every segment but the last: full size, one IP length and TCP pseudo-header sum;
+    # per segment only the sequence number (and the IPv4 id and header checksum)
+    if v4:
+        pack16(head, l3 + 2, ip_len_full)
+    else:
+        pack16(head, l3 + 4, ip_len_full)
+    pack16(head, l4 + 16, _fold(pseudo + tcp_len_full))
+    ip_base = ip_sum + ip_len_full
+    head[l4 + 13] = flags0 & ~(_FIN | _PSH)  # the first keeps CWR
+    mid_flags = flags0 & ~(_FIN | _PSH | _CWR)
+    for i in range(last):
+        if i == 1:
+            head[l4 + 13] = mid_flags
+        if v4:
             ident = (id0 + i) & 0xFFFF
-            _H.pack_into(head, l3 + 2, ip_len)
-            _H.pack_into(head, l3 + 4, ident)
-            _H.pack_into(head, l3 + 10, 0xFFFF - _fold(ip_sum + ip_len + ident))
-        else:
-            _H.pack_into(head, l3 + 4, ip_len)
-        _I.pack_into(head, l4 + 4, seq)
-        head[l4 + 13] = flags
-        _H.pack_into(head, l4 + 16, _fold(pseudo + tcp_len))
-        frames.append(bytes(head) + data[i * mss : i * mss + size])
-        seq = (seq + size) & 0xFFFFFFFF
+            x = ip_base + ident
+            x = (x & 0xFFFF) + (x >> 16)
+            pack16(head, l3 + 4, ident)
+            pack16(head, l3 + 10, 0xFFFF - ((x & 0xFFFF) + (x >> 16)))
+        pack32(head, l4 + 4, (seq0 + i * mss) & 0xFFFFFFFF)
+        frames.append(bytes(head) + data[i * mss : (i + 1) * mss])
+    size = total - last * mss
+    ip_len = ip_len_full - mss + size
+    head[l4 + 13] = flags0 if count == 1 else flags0 & ~_CWR
+    if v4:
+        ident = (id0 + last) & 0xFFFF
+        pack16(head, l3 + 2, ip_len)
+        pack16(head, l3 + 4, ident)
+        pack16(head, l3 + 10, 0xFFFF - _fold(ip_sum + ip_len + ident))
+    else:
+        pack16(head, l3 + 4, ip_len)
+    pack32(head, l4 + 4, (seq0 + last * mss) & 0xFFFFFFFF)
+    pack16(head, l4 + 16, _fold(pseudo + doff + size))
+    frames.append(bytes(head) + data[last * mss :])
     return Segments(frames, VnetHeader(NEEDS_CSUM, 0, end, 0, l4, _TCP_CSUM_OFFSET))
 
 
