@@ -126,15 +126,15 @@ def test_loss_mode_keeps_segmenting_for_a_while_after_the_last_loss_seen() -> No
     from lanspan.node.core import LOSSY_HOLD
 
     a, _ = pair()
-    data, _ = tcp_superframe()
+    frames = [tcp_superframe(seq=1000 + i * 47 * MSS)[0] for i in range(3)]  # new data
     lossy(a, "n2")
-    assert len(sent(a, data)) == 47
+    assert len(sent(a, frames[0])) == 47
     active = a._paths["n2"].active
     assert active is not None
     active.results.clear()  # the window shows no loss any more: still segments
-    a.frame_from_port("g", data, NOW + LOSSY_HOLD - 1)
+    a.frame_from_port("g", frames[1], NOW + LOSSY_HOLD - 1)
     assert sum(len(o.batch) for o in a.take_outputs() if isinstance(o, Send)) == 47
-    a.frame_from_port("g", data, NOW + LOSSY_HOLD + 1)
+    a.frame_from_port("g", frames[2], NOW + LOSSY_HOLD + 1)
     assert sum(len(o.batch) for o in a.take_outputs() if isinstance(o, Send)) == 45
 
 
@@ -146,3 +146,22 @@ def test_never_and_always() -> None:
     a._tcp_segmentation = "never"
     lossy(a, "n2")
     assert len(sent(a, data)) == 45
+
+
+def test_a_local_tcp_retransmission_marks_the_peer_lossy_at_once() -> None:
+    a, _ = pair()
+    first, _ = tcp_superframe(seq=1000)
+    after, _ = tcp_superframe(seq=1000 + 47 * MSS)
+    assert len(sent(a, first)) == 45 and len(sent(a, after)) == 45  # new data: fragments
+    # the guest's TCP resends bytes of the first superframe: something was lost
+    again, _ = tcp_superframe(seq=1000 + 5 * MSS, size=MSS)
+    sent(a, again)
+    later, _ = tcp_superframe(seq=1000 + 94 * MSS)
+    assert len(sent(a, later)) == 47
+
+
+def test_sequence_numbers_that_wrap_are_new_data() -> None:
+    a, _ = pair()
+    for seq in (2**32 - 47 * MSS - 10, (2**32 - 10) & 0xFFFFFFFF, 47 * MSS - 10):
+        data, _ = tcp_superframe(seq=seq)
+        assert len(sent(a, data)) == 45

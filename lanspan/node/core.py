@@ -76,6 +76,8 @@ _NEVER = float("-inf")
 # shows 1 % loss only now and then, and between two sightings superframes would
 # be lost whole again.
 LOSSY_HOLD = 60.0
+# TCP flows whose highest sequence number sent is kept, to see their retransmissions
+MAX_TCP_FLOWS = 1024
 
 
 class _Traffic:
@@ -117,6 +119,7 @@ class NodeCore:
         self._reassembly = Reassembler()
         self._tcp_segmentation = tcp_segmentation
         self._lossy_until: dict[str, float] = {}  # peer -> segments until then ("loss")
+        self._tcp_sent: dict[tuple[str, bytes], int] = {}  # (peer, TCP ports) -> next seq
         # Fragments of one superframe, in order, from the last GRO batches (`datagrams`):
         # a superframe larger than one GRO buffer spans two. Anything else from the
         # wire hands them to the reassembler first, so order is kept.
@@ -178,6 +181,8 @@ class NodeCore:
         del self._peers[name], self._paths[name], self._traffic[name]
         self._probe_at.pop(name, None)
         self._lossy_until.pop(name, None)
+        for key in [k for k in self._tcp_sent if k[0] == name]:
+            del self._tcp_sent[key]
         self._busy_until.pop(name, None)
         self._fast_since.pop(name, None)
         self._planes_acked.discard(name)
@@ -292,6 +297,7 @@ class NodeCore:
         if not fwd.peers:
             return
         built: dict[tuple[int, bool], list[bytes]] = {}
+        mode_loss = self._tcp_segmentation == "loss" and not plain
         for peer in fwd.peers:
             tr = self._traffic[peer]
             tr.tx_frames += 1
@@ -300,6 +306,8 @@ class NodeCore:
             dest = self._paths[peer].destination()
             relayed_ = isinstance(dest, Relay)
             limit = self._max_relayed_plaintext if relayed_ else self._max_plaintext
+            if mode_loss:
+                self._watch_retransmits(peer, hdr, frame, now)
             split = self._split_for(peer, now)
             payloads = built.get((limit, split))
             if payloads is None:
@@ -308,6 +316,24 @@ class NodeCore:
                 )
             self._seal_and_send(peer, payloads, now)
         self._drain_sessions(now)
+
+    def _watch_retransmits(self, peer: str, hdr: bytes, frame: bytes, now: float) -> None:
+        """A local TCP sender resending bytes it sent `peer` before saw a loss: the
+        peer counts as lossy at once (probes show 1 % loss only after seconds)."""
+        span = tcpseg.tcp_span(hdr, frame)
+        if span is None:
+            return
+        ports, seq, size = span
+        key = (peer, ports)
+        sent = self._tcp_sent
+        top = sent.get(key)
+        end = (seq + size) & 0xFFFFFFFF
+        if top is None or 0 < (end - top) & 0xFFFFFFFF < 0x80000000:
+            if top is None and len(sent) >= MAX_TCP_FLOWS:
+                sent.clear()  # forgetting costs at most one missed retransmission per flow
+            sent[key] = end
+        elif (top - end) & 0xFFFFFFFF < 0x80000000 and size:
+            self._lossy_until[peer] = now + LOSSY_HOLD
 
     def _split_for(self, peer: str, now: float) -> bool:
         """Whether TCP superframes to `peer` travel as their TCP segments (one lost

@@ -27,7 +27,7 @@ import struct
 
 from lanspan.wire.vnet import GSO_ECN, GSO_TCPV4, GSO_TCPV6, MIN_GSO_SIZE, NEEDS_CSUM, VnetHeader
 
-__all__ = ["Segments", "coalesce", "segment"]
+__all__ = ["Segments", "coalesce", "segment", "tcp_span"]
 
 _ETH_P_IP = 0x0800
 _ETH_P_IPV6 = 0x86DD
@@ -370,3 +370,21 @@ def coalesce(hdr: VnetHeader, frames: list[bytes]) -> list[tuple[VnetHeader, byt
             flush()
     flush()
     return out
+
+
+_VNET = struct.Struct("<BBHHHH")
+
+
+def tcp_span(hdr: bytes, frame: bytes) -> tuple[bytes, int, int] | None:
+    """(ports, sequence number, payload length) of a TCP frame behind vnet header bytes
+    `hdr` that mark its TCP checksum as partial (the way a local stack hands over TCP);
+    None for anything else. `ports` is the TCP header's first 4 bytes."""
+    if len(hdr) != _VNET.size:
+        return None
+    flags, _gso, _hl, _gs, l4, off = _VNET.unpack(hdr)
+    if not flags & NEEDS_CSUM or off != _TCP_CSUM_OFFSET or len(frame) < l4 + 20:
+        return None
+    size = len(frame) - l4 - (frame[l4 + 12] >> 4) * 4
+    if size <= 0:
+        return None
+    return frame[l4 : l4 + 4], _I.unpack_from(frame, l4 + 4)[0], size
