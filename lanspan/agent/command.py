@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import cast
 
 import click
 
@@ -72,6 +73,15 @@ def fail(message: str) -> None:
     help="Do not install the nftables filter that drops junk on the UDP port in the kernel.",
 )
 @click.option(
+    "--tcp-segmentation",
+    default="loss",
+    show_default=True,
+    type=click.Choice(["loss", "always", "never"]),
+    help="Send TCP superframes as their TCP segments, one per datagram (a lost datagram "
+    "then costs one segment, not the whole superframe): to peers whose path lost probes "
+    "lately, to every peer, or never.",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -89,6 +99,7 @@ def agent(
     run_dir: Path | None,
     state_dir: Path | None,
     no_kernel_filter: bool,
+    tcp_segmentation: str,
     log_level: str,
     log_format: str,
 ) -> None:
@@ -124,6 +135,7 @@ def agent(
     if any(p.create for p in me.ports) and not Path("/dev/net/tun").exists():
         fail("/dev/net/tun is missing: load the tun module (modprobe tun) to create TAP ports")
     from lanspan.agent.loop import Agent, AgentOptions, AgentSetupError
+    from lanspan.node.core import TcpSegmentation
 
     opts = AgentOptions(
         network_file=network_file,
@@ -134,6 +146,7 @@ def agent(
         run_dir=run_dir,
         state_dir=state_dir,
         kernel_filter=not no_kernel_filter,
+        tcp_segmentation=cast(TcpSegmentation, tcp_segmentation),
     )
     if opts.control is not None:
         try:

@@ -45,12 +45,15 @@ from lanspan.node.status import (
 )
 from lanspan.session import Delivered, SessionEvent, SessionTable, Transmit
 from lanspan.switch import Switch, host_port_mac
-from lanspan.wire import control, payload, vnet
+from lanspan.wire import control, payload, tcpseg, vnet
 
-__all__ = ["NodeCore", "endpoint_addr", "host_port_mac"]
+__all__ = ["NodeCore", "TcpSegmentation", "endpoint_addr", "host_port_mac"]
 
 ZERO_VNET = bytes(vnet.VNET_HDR_LEN)
+_WHOLE_OFFLOAD = payload.FLAG_I | payload.FLAG_O  # a whole frame behind a vnet header
 # Where the agent contains a failure (drop reason agent.internal_error_<where>).
+# When TCP superframes to a peer travel as their segments (`NodeCore._split_for`).
+TcpSegmentation = Literal["loss", "always", "never"]
 InternalError = Literal["datagram", "frame", "timer", "control", "reload", "output", "read"]
 # UDP payload above IP + UDP headers, and what a transport message adds.
 _IP_UDP_OVERHEAD = {4: 28, 6: 48}
@@ -74,6 +77,13 @@ IDLE_JITTER = 0.25  # fraction of the interval, either way
 # for their probes instead of ~25 (fast probing of busy peers is not rounded).
 IDLE_GRID = 0.25
 _NEVER = float("-inf")
+# With tcp_segmentation "loss", a peer whose active path lost a probe gets TCP
+# segments for this long after the last loss seen: the probe window (20 probes)
+# shows 1 % loss only now and then, and between two sightings superframes would
+# be lost whole again.
+LOSSY_HOLD = 60.0
+# TCP flows whose highest sequence number sent is kept, to see their retransmissions
+MAX_TCP_FLOWS = 1024
 
 
 class _Traffic:
@@ -104,6 +114,7 @@ class NodeCore:
         now: float,
         underlay_mtu: int = 1500,
         index_prefix: int | None = None,
+        tcp_segmentation: TcpSegmentation = "loss",
     ) -> None:
         self._network = network
         self._me: Node = network.node(name)
@@ -117,6 +128,9 @@ class NodeCore:
         )
         self._switch = Switch(network, name)
         self._reassembly = Reassembler()
+        self._tcp_segmentation = tcp_segmentation
+        self._lossy_until: dict[str, float] = {}  # peer -> segments until then ("loss")
+        self._tcp_sent: dict[tuple[str, bytes], int] = {}  # (peer, TCP ports) -> next seq
         # Fragments of one superframe, in order, from the last GRO batches (`datagrams`):
         # a superframe larger than one GRO buffer spans two. Anything else from the
         # wire hands them to the reassembler first, so order is kept.
@@ -177,6 +191,9 @@ class NodeCore:
         self._reach.candidates.pop(name, None)
         del self._peers[name], self._paths[name], self._traffic[name]
         self._probe_at.pop(name, None)
+        self._lossy_until.pop(name, None)
+        for key in [k for k in self._tcp_sent if k[0] == name]:
+            del self._tcp_sent[key]
         self._busy_until.pop(name, None)
         self._fast_since.pop(name, None)
         self._planes_acked.discard(name)
@@ -290,7 +307,8 @@ class NodeCore:
             self._write(out_port, out_hdr, out)
         if not fwd.peers:
             return
-        built: dict[int, list[bytes]] = {}
+        built: dict[tuple[int, bool], list[bytes]] = {}
+        mode_loss = self._tcp_segmentation == "loss" and not plain
         # Only unicast makes a peer busy (fast probing): a broadcast or multicast
         # (ARP, ND, MLD) reaches every peer of the segment and would probe them all
         # fast for BUSY_WINDOW; the unicast that follows an ARP does it for the one.
@@ -304,20 +322,75 @@ class NodeCore:
             dest = self._paths[peer].destination()
             relayed_ = isinstance(dest, Relay)
             limit = self._max_relayed_plaintext if relayed_ else self._max_plaintext
-            payloads = built.get(limit)
+            if mode_loss:
+                self._watch_retransmits(peer, hdr, frame, now)
+            split = self._split_for(peer, now)
+            payloads = built.get((limit, split))
             if payloads is None:
-                payloads = built[limit] = self._payloads(fwd.vni, fwd.frame, hdr, frame, limit)
+                payloads = built[limit, split] = self._payloads(
+                    fwd.vni, fwd.frame, hdr, frame, limit, split
+                )
             self._seal_and_send(peer, payloads, now)
         self._drain_sessions(now)
 
-    def _payloads(self, vni: int, out: bytes, hdr: bytes, frame: bytes, limit: int) -> list[bytes]:
-        """Payloads carrying `out` (the mesh form of `frame`), fragmented to fit `limit`."""
+    def _watch_retransmits(self, peer: str, hdr: bytes, frame: bytes, now: float) -> None:
+        """A local TCP sender resending bytes it sent `peer` before saw a loss: the
+        peer counts as lossy at once (probes show 1 % loss only after seconds)."""
+        span = tcpseg.tcp_span(hdr, frame)
+        if span is None:
+            return
+        ports, seq, size = span
+        key = (peer, ports)
+        sent = self._tcp_sent
+        top = sent.get(key)
+        end = (seq + size) & 0xFFFFFFFF
+        if top is None or 0 < (end - top) & 0xFFFFFFFF < 0x80000000:
+            if top is None and len(sent) >= MAX_TCP_FLOWS:
+                sent.clear()  # forgetting costs at most one missed retransmission per flow
+            sent[key] = end
+        elif (top - end) & 0xFFFFFFFF < 0x80000000 and size:
+            self._lossy_until[peer] = now + LOSSY_HOLD
+
+    def _split_for(self, peer: str, now: float) -> bool:
+        """Whether TCP superframes to `peer` travel as their TCP segments (one lost
+        datagram then costs one segment, not a whole superframe)."""
+        mode = self._tcp_segmentation
+        if mode == "never":
+            return False
+        if mode == "always":
+            return True
+        active = self._paths[peer].active
+        if active is not None and active.loss > 0.0:
+            self._lossy_until[peer] = now + LOSSY_HOLD
+            return True
+        until = self._lossy_until.get(peer)
+        if until is None:
+            return False
+        if until > now:
+            return True
+        del self._lossy_until[peer]
+        return False
+
+    def _payloads(
+        self, vni: int, out: bytes, hdr: bytes, frame: bytes, limit: int, split: bool = False
+    ) -> list[bytes]:
+        """Payloads carrying `out` (the mesh form of `frame`), fragmented to fit `limit`;
+        with `split`, a TCP superframe as one payload per TCP segment."""
         if hdr == ZERO_VNET and len(out) + payload.HEADER_LEN <= limit:
             return [payload.build_frame(vni, out)]
         mesh_hdr = None if hdr == ZERO_VNET else _shift(hdr, len(out) - len(frame))
         body = out if mesh_hdr is None else mesh_hdr + out
         if len(body) + payload.HEADER_LEN <= limit:
             return [payload.build_frame(vni, out, mesh_hdr)]
+        if split and mesh_hdr is not None:
+            segs = tcpseg.segment(
+                vnet.parse_untrusted(mesh_hdr), out, limit - payload.HEADER_LEN - vnet.VNET_HDR_LEN
+            )
+            if segs is not None:
+                self._counters["tcp_segmented"] += 1
+                seg_hdr = segs.vnet.to_bytes()
+                return [payload.build_frame(vni, f, seg_hdr) for f in segs.frames]
+        self._counters["fragmented"] += 1
         self._frag_id = (self._frag_id + 1) & 0xFFFF
         return payload.build_fragments(vni, body, mesh_hdr is not None, self._frag_id, limit)
 
@@ -349,6 +422,9 @@ class NodeCore:
         got = [d for d in (receive(data, src, now) for data in batch) if d is not None]
         seen: set[str] = set()
         run = self._run
+        # whole frames with a vnet header, from one peer and segment, in a row: TCP
+        # segments among them are joined back into superframes (tcpseg.coalesce)
+        whole: list[tuple[str, payload.Payload]] = []
         for d in got:
             if d.peer not in seen:
                 seen.add(d.peer)
@@ -363,6 +439,20 @@ class NodeCore:
             except BadPacket as e:
                 self._drops[e.reason] += 1
                 continue
+            if p.flags == _WHOLE_OFFLOAD:
+                if run:
+                    self._broken_run(now)
+                    run = self._run
+                if whole and (
+                    whole[0][0] != d.peer
+                    or whole[0][1].vni != p.vni
+                    or whole[0][1].body[: vnet.VNET_HDR_LEN] != p.body[: vnet.VNET_HDR_LEN]
+                ):
+                    self._coalesced(whole, now)
+                whole.append((d.peer, p))
+                continue
+            if whole:
+                self._coalesced(whole, now)
             if p.is_fragment and self._extends(run, d, p):
                 run.append((d, p))
                 if len(run) == p.frag_count:
@@ -379,8 +469,32 @@ class NodeCore:
                     run = self._run = []
                 continue
             self._parsed_from(d, p, now, False)
+        if whole:
+            self._coalesced(whole, now)
         self._drain_sessions(now)
         return bool(got)
+
+    def _coalesced(self, whole: list[tuple[str, payload.Payload]], now: float) -> None:
+        """Whole frames of one peer and segment sharing one vnet header, in order: TCP
+        segments joined into superframes (one write instead of one per segment)."""
+        peer, p0 = whole[0]
+        if len(whole) == 1:
+            self._frame_payload(peer, p0, now)
+        else:
+            raw = p0.body[: vnet.VNET_HDR_LEN]
+            try:
+                hdr = vnet.parse_untrusted(raw)
+            except BadPacket:  # too short: each is dropped by _frame_payload
+                hdr = None
+            if hdr is None:
+                for _, p in whole:
+                    self._frame_payload(peer, p, now)
+            else:
+                frames = [p.body[vnet.VNET_HDR_LEN :] for _, p in whole]
+                for h, f in tcpseg.coalesce(hdr, frames):
+                    body = raw + f if h is hdr else h.to_bytes() + f
+                    self._frame_payload(peer, payload.Payload(p0.flags, p0.vni, body), now)
+        whole.clear()
 
     def _extends(
         self, run: list[tuple[Delivered, payload.Payload]], d: Delivered, p: payload.Payload
