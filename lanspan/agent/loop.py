@@ -16,6 +16,7 @@ import dataclasses
 import errno
 import logging
 import os
+import select
 import selectors
 import signal
 import socket
@@ -187,6 +188,10 @@ class Agent:
     def __init__(self, opts: AgentOptions, network: Network) -> None:
         self.opts = opts
         self.sel = selectors.DefaultSelector()
+        # The data fds alone, polled between read rounds without the selector's
+        # per-event Python (`_read_rounds`); fd -> its reader's `once`.
+        self._data_poll = select.epoll()
+        self._readers: dict[int, Callable[[], bool]] = {}
         self.ports: dict[str, FramePort] = {}
         self.running = True
         self._reload_requested = False
@@ -197,6 +202,7 @@ class Agent:
             try:
                 self.control = ControlServer(opts.control, self, on_error=self._control_failed)
             except ControlError as e:
+                self._data_poll.close()
                 self.sel.close()
                 raise AgentSetupError(str(e)) from e
         me = network.node(opts.node)
@@ -206,6 +212,7 @@ class Agent:
         except OSError as e:
             if self.control is not None:
                 self.control.close()
+            self._data_poll.close()
             self.sel.close()
             hint = (
                 f"; another program (or agent) has UDP port {port}: stop it or set listen_port"
@@ -222,6 +229,7 @@ class Agent:
             self.udp.close()
             if self.control is not None:
                 self.control.close()
+            self._data_poll.close()
             self.sel.close()
             raise
         real = network
@@ -359,13 +367,13 @@ class Agent:
         """Open `port`; OSError names the port and its device (errno kept)."""
         dev = self.kernel.port(port.name) or open_port(self.network, self.opts.node, port)
         self.ports[port.name] = dev
-        self.sel.register(dev.fileno(), selectors.EVENT_READ, self._port_reader(port.name, dev))
+        self._watch(dev.fileno(), self._port_reader(port.name, dev))
         if announce:
             log.info("port %s (%s) on %s", port.name, port.kind, dev.device)
 
     def remove_port(self, name: str, announce: bool = True) -> None:
         dev = self.ports.pop(name)
-        self.sel.unregister(dev.fileno())
+        self._unwatch(dev.fileno())
         dev.close()
         if announce:
             log.info("port %s removed", name)
@@ -386,9 +394,20 @@ class Agent:
         self.udp.close()
         self._wake_r.close()
         self._wake_w.close()
+        self._data_poll.close()
         self.sel.close()
 
     # -- the loop --------------------------------------------------------------
+
+    def _watch(self, fd: int, reader: DataReader) -> None:
+        self.sel.register(fd, selectors.EVENT_READ, reader)
+        self._data_poll.register(fd, select.EPOLLIN)
+        self._readers[fd] = reader.once
+
+    def _unwatch(self, fd: int) -> None:
+        self.sel.unregister(fd)
+        self._data_poll.unregister(fd)
+        del self._readers[fd]
 
     def _contain(self, where: InternalError, exc: Exception) -> None:
         """A lanspan bug met one event: drop it, count it, log it once, keep serving."""
@@ -452,14 +471,14 @@ class Agent:
         written to it is read at once, not after the loop's timers). No fd is
         read only to hear EAGAIN. Other fds wait for the loop's next poll.
         """
-        select = self.sel.select
+        poll, readers = self._data_poll.poll, self._readers
         for _ in range(READ_ROUNDS):
             for once in ready:
                 try:
                     once()
                 except Exception as e:  # each event is contained; this is the read itself
                     self._contain("read", e)
-            ready = [key.data.once for key, _ in select(0) if type(key.data) is DataReader]
+            ready = [readers[fd] for fd, _ in poll(0)]
             if not ready:
                 return
 
@@ -518,7 +537,7 @@ class Agent:
         then `close()`s, which removes what was created, quietly.
         """
         self.sel.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
-        self.sel.register(self.udp.fileno(), selectors.EVENT_READ, DataReader(self._udp_once))
+        self._watch(self.udp.fileno(), DataReader(self._udp_once))
         if self.control is not None:
             self.control.register(self.sel)
         self._first_round()  # initiations leave now; the ports, services, filter come after

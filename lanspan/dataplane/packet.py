@@ -43,6 +43,8 @@ TP_STATUS_VLAN_TPID_VALID = 0x40
 
 _AUX = struct.Struct("=IIIHHHH")  # struct tpacket_auxdata
 _CMSG_SPACE = socket.CMSG_SPACE(_AUX.size)
+# A plain int: `flags & socket.MSG_TRUNC` is IntFlag arithmetic in Python, ~2 us a read.
+_MSG_TRUNC = int(socket.MSG_TRUNC)
 READ_SIZE = 65536 + 256
 SOCKBUF = 4 << 20
 
@@ -109,7 +111,7 @@ class PacketPort:
                 return None
             if not self.ignore_outgoing and addr[2] == PACKET_OUTGOING:
                 continue
-            if flags & socket.MSG_TRUNC:  # larger than any superframe we expect
+            if flags & _MSG_TRUNC:  # larger than any superframe we expect
                 self.counters.count_rx_error(f"frame truncated at {len(data)} bytes")
                 continue
             for level, typ, cdata in anc:

@@ -1,0 +1,103 @@
+"""The agent loop's data path: what one `step` carries, and the UDP adapter's lone-datagram path."""
+
+from __future__ import annotations
+
+import select
+import socket
+from pathlib import Path
+
+import pytest
+from agent_inproc import agent_pair, frame
+
+from lanspan.dataplane import udp as udp_mod
+from lanspan.dataplane.udp import UdpEndpoint
+
+MAC1 = bytes([2, 0, 0, 0, 0, 1])
+MAC2 = bytes([2, 0, 0, 0, 0, 2])
+
+
+def _readable(fd: int) -> bool:
+    return bool(select.select([fd], [], [], 0)[0])
+
+
+def test_a_guest_answer_to_our_write_leaves_in_the_same_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """n2's guest answers the moment a frame is written to it (as the kernel answers a
+    ping inside the write): one step of n2 takes the datagram in, writes it, reads the
+    answer and sends it; the answer waits for no later poll or timer round."""
+    with agent_pair(tmp_path, monkeypatch) as pair:
+        pair.forwards("n1", "n2", b"warm1")
+        pair.forwards("n2", "n1", b"warm2")  # both sessions up, both guest MACs learned
+        a, b = pair.agents["n1"], pair.agents["n2"]
+        guest2 = pair.ports["n2"]
+        answer = frame(2, b"answer", dst=MAC1)
+        write = guest2.write
+
+        def echoing_write(data: bytes) -> None:
+            write(data)
+            if b"request" in data:
+                guest2.inject(answer)
+
+        monkeypatch.setattr(guest2, "write", echoing_write)
+        for _ in range(3):  # anything in flight (probes) is taken in first
+            a.step(0)
+            b.step(0)
+        pair.ports["n1"].inject(frame(1, b"request", dst=MAC2))
+        a.step(0.5)  # the request leaves n1
+        assert _readable(b.udp.fileno())
+        b.step(0.5)  # one step: in, written, answered, out
+        assert any(b"request" in f for f in guest2.received())
+        assert _readable(a.udp.fileno()), "the answer did not leave in the same step"
+        a.step(0.5)
+        assert any(b"answer" in f for f in pair.ports["n1"].received())
+
+
+def test_a_removed_port_is_not_polled_and_the_rest_still_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with agent_pair(tmp_path, monkeypatch) as pair:
+        pair.forwards("n1", "n2", b"warm1")
+        b = pair.agents["n2"]
+        fd = b.ports["g"].fileno()
+        b.remove_port("g", announce=False)
+        assert fd not in b._readers
+        b.step(0)  # no stale fd in either poll
+        pair.ports["n1"].inject(frame(1, b"after"))
+        pair.pump(lambda: b.udp.counters.rx_datagrams > 0, "n2 reading its UDP socket")
+
+
+def _endpoints() -> tuple[UdpEndpoint, UdpEndpoint]:
+    return UdpEndpoint.bind(0, "127.0.0.1"), UdpEndpoint.bind(0, "127.0.0.1")
+
+
+def _recv(ep: UdpEndpoint) -> tuple[list[bytes], tuple[str, int]] | None:
+    assert select.select([ep.fileno()], [], [], 2.0)[0]
+    return ep.recv_batch()
+
+
+def test_a_lone_datagram_is_one_send() -> None:
+    a, b = _endpoints()
+    with a, b:
+        a.send_batch(("127.0.0.1", b.port), [b"lone"])
+        assert (a.counters.tx_calls, a.counters.tx_datagrams, a.counters.tx_bytes) == (1, 1, 4)
+        got = _recv(b)
+        assert got is not None and got[0] == [b"lone"] and got[1] == ("127.0.0.1", a.port)
+        a.send_batch(("127.0.0.1", b.port), [])
+        assert a.counters.tx_calls == 1
+
+
+def test_a_truncated_datagram_is_counted_and_the_next_one_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a, b = _endpoints()
+    with a, b:
+        monkeypatch.setattr(udp_mod, "RECV_SIZE", 64)
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with tx:
+            tx.sendto(b"x" * 200, ("127.0.0.1", b.port))
+            tx.sendto(b"small", ("127.0.0.1", b.port))
+        got = _recv(b)
+        assert got is not None and got[0] == [b"small"]
+        assert b.counters.rx_errors == 1
+        assert "truncated" in b.counters.last_error
