@@ -165,16 +165,11 @@ def _filter_spec(
 ) -> FilterSpec:
     """The kernel filter for the UDP port (transport indexes with this run's `prefix`);
     plain VXLAN too when the kernel plane carries it."""
+    spec = FilterSpec(network.name, port, receiver_prefix=prefix)
     site = network.site(network.node(node).site)
     if kernel_vxlan and site.trusted and site.underlay:
-        return FilterSpec(
-            network.name,
-            port,
-            receiver_prefix=prefix,
-            vxlan_port=site.vxlan_port,
-            underlay=site.underlay,
-        )
-    return FilterSpec(network.name, port, receiver_prefix=prefix)
+        return dataclasses.replace(spec, vxlan_port=site.vxlan_port, underlay=site.underlay)
+    return spec
 
 
 class Agent:
