@@ -27,6 +27,7 @@ from lanspan.node.paths import PathEvent, PathEventKind, PeerPaths
 from lanspan.node.reassembly import Reassembler
 from lanspan.node.relays import (
     MAX_RELAYS,
+    REACH_FIRST_GAP,
     REACH_INTERVAL,
     ReachGossip,
     ReachTable,
@@ -161,6 +162,7 @@ class NodeCore:
         self._busy_until: dict[str, float] = {}
         self._fast_since: dict[str, float] = {}
         self._gossip_at = now
+        self._told_at: dict[str, float] = {}  # peer -> our offer sent to it alone (_tell_reach)
         # Data plane per segment, told to the other members of this node's site
         # (PLANES, lanspan/wire/control.py) until each has it; what each said last.
         self._planes: tuple[tuple[str, str], ...] = ()
@@ -196,6 +198,7 @@ class NodeCore:
             del self._tcp_sent[key]
         self._busy_until.pop(name, None)
         self._fast_since.pop(name, None)
+        self._told_at.pop(name, None)
         self._planes_acked.discard(name)
         self._planes_heard.pop(name, None)
         self._choose_relays(changed, now)
@@ -641,8 +644,8 @@ class NodeCore:
         if dest not in self._peers or dest == origin:
             self._drops["relay.unknown_node"] += 1
             return
-        addr = self._paths[dest].destination()
-        if dest not in self._up or addr is None or isinstance(addr, Relay):
+        addr = self._direct_hop(dest, now)
+        if dest not in self._up or addr is None:
             # Never through another relay: this is what makes relay loops impossible.
             self._drops["relay.no_direct_path"] += 1
             return
@@ -650,6 +653,26 @@ class NodeCore:
         if sealed is not None:
             self._counters["relayed"] += 1
             self._out.append(Send(addr, [sealed]))
+
+    def _direct_hop(self, dest: str, now: float) -> Addr | None:
+        """Where a datagram we relay to `dest` goes: its active path if direct, else the
+        direct path it sent us something over most recently (within the keepalive
+        interval). A NAT'd peer's learned address is proven by its traffic before any
+        probe: with a relay path active meanwhile, the answer to an initiation it sent
+        through us (relayed back the way it came) was refused and lost (cold start,
+        tests/test_node_coldstart.py)."""
+        paths = self._paths[dest]
+        active = paths.active
+        if active is not None and not isinstance(active.target, Relay):
+            return active.target
+        best: tuple[float, Addr] | None = None
+        for p in paths.paths:
+            seen, target = p.last_seen, p.target
+            if isinstance(target, Relay) or seen is None or now - seen > self.timers.keepalive:
+                continue
+            if best is None or seen > best[0]:
+                best = (seen, target)
+        return best[1] if best is not None else None
 
     def _relayed_to_us(self, via: str, msg: control.Relay, now: float) -> None:
         if msg.node not in self._peers or msg.node == via:
@@ -732,6 +755,7 @@ class NodeCore:
                 self._up.add(ev.peer)
                 self._switch.set_peer_up(ev.peer, True)
                 self._schedule(ev.peer, now)  # probe its paths now: whole again
+            self._tell_reach(ev.peer, now)
         elif ev.kind == "down" and ev.peer in self._up:
             self._up.discard(ev.peer)
             self._planes_acked.discard(ev.peer)  # told again once it is back
@@ -897,6 +921,26 @@ class NodeCore:
             body = payload.build_control(control.build_reach_entries(listed))
             sealed = self._sessions.seal_many(peer, [body], now)
             self._emit(peer, self._paths[peer].destination(), sealed, now)
+
+    def _tell_reach(self, peer: str, now: float) -> None:
+        """A session with `peer` came up (a first start, a restart, a rekey): it gets
+        our offer at once, whatever holds the gossip to everyone (`ReachGossip`'s
+        damping, or nothing new to say). A restarted node knows no relay, and the peers
+        it cannot dial (NAT'd) it reaches only through relays that told it so: issue
+        10, chaos, a restarted hub's branches back 2.85 s after its restart while the
+        relays' news of its return was damped. At most once per REACH_FIRST_GAP per
+        peer; one REACH to that peer alone."""
+        if not self._me.relay:
+            return
+        last = self._told_at.get(peer)
+        if last is not None and now - last < REACH_FIRST_GAP:
+            return
+        self._told_at[peer] = now
+        reach = sorted(self._direct_reach().items())
+        listed = [control.reach_entry(n, rtt) for n, rtt in reach if n != peer]
+        body = payload.build_control(control.build_reach_entries(listed))
+        sealed = self._sessions.seal_many(peer, [body], now)
+        self._emit(peer, self._paths[peer].destination(), sealed, now)
 
     def _relay_usable(self, relay: str) -> bool:
         return relay in self._up and self._peers[relay].relay and self._direct(relay)
