@@ -8,6 +8,8 @@ tests/sessionlib.py.
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from sessionlib import Mesh
 
@@ -170,3 +172,27 @@ def test_a_suspected_peer_is_retried_as_if_there_were_no_session() -> None:
     m.heal()
     m.run(m.now + 3.0)
     assert m.established("a", "b") and not a._peers["b"].suspected
+
+
+def test_retries_to_a_peer_gone_silent_are_not_spaced_by_unanswered_initiations() -> None:
+    """Issue 10, chaos: a peer killed right after it last spoke. Each initiation given
+    up unanswered counted as an answer that took at least its age (the peer counted as
+    alive: heard from within _HEARD_RECENTLY, but before that initiation was sent), so
+    the retry floor (RETRY_LATENCY_FACTOR x the answer latency) grew with the outage:
+    retries 2.9-4.7 s apart after 6 s, and the pair back seconds after the peer was.
+    Only a peer heard from after an initiation went out shows it answers late."""
+    m = Mesh(["a", "b"], probe_interval=None)
+    m.run(1.0)
+    assert m.established("a", "b")
+    m.cut_node("b")  # b is gone (a restarted agent is deaf until it listens)
+    a = m.tables["a"]
+    a.suspect("b", m.now)
+    start = m.now
+    m.run(start + 9.0)
+    sent = [
+        t
+        for t, src, dst, data in m.tap
+        if data[0] == 1 and t >= start and src[0] == m.addrs["a"][0][0]
+    ]
+    gaps = [round(y - x, 2) for x, y in itertools.pairwise(sent)]
+    assert max(gaps) <= RETRY_MAX + RETRY_MAX_JITTER + 0.01, gaps

@@ -128,7 +128,7 @@ KEEPALIVE_TIMEOUT = 10.0
 # while they are answered within FIRST_RETRY (what the retry schedule assumes);
 # answered later, the rate falls in proportion (latency L: 20 x 0.25 / L), never
 # below INITIATIONS_PER_SECOND_SLOW. An initiation given up unanswered by a peer
-# heard from lately counts as an answer that took at least that long.
+# heard from since it went out counts as an answer that took at least that long.
 # Before any answer the rate starts at INITIATIONS_PER_SECOND and halves every
 # second. So 100 agents sharing 2 cores, whose answers take seconds, soon retry
 # at most ~500 initiations a second together (10 X25519 of ~60 us per handshake,
@@ -930,9 +930,12 @@ class SessionTable:
         if len(p.pendings) >= _MAX_PENDINGS:  # the oldest: its response is given up
             oldest = p.pendings.pop(0)
             self._pendings.pop(oldest.local_index, None)
-            if now - p.last_heard < _HEARD_RECENTLY:
-                # The peer is alive (its initiations or data reach us) and did not
-                # answer this one in all that time: answers take at least as long.
+            if p.last_heard > oldest.sent:
+                # The peer is alive (its initiations or data reached us after we sent
+                # this one) and did not answer it in all that time: answers take at
+                # least as long. Heard from only before (a peer that went away right
+                # after it last spoke), it says nothing of how long answers take: the
+                # retry floor grew with the outage (issue 10, chaos: 2.9 s apart).
                 self._answered(now - oldest.sent, now)
                 _peer_answered(p, now - oldest.sent, at_least=True)
         index = self._new_index()
