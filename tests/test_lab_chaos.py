@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from lanspan.lab import chaos_report
-from lanspan.lab.chaos import KINDS, schedule
+from lanspan.lab.chaos import KINDS, replay, schedule
 from lanspan.lab.model import load_lab
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,3 +62,21 @@ def test_report_page(tmp_path: Path) -> None:
     assert "FAILED (1 violations)" in page and "a &lt;b&gt;" in page
     assert "block gra &lt;-&gt; rbx" in page
     assert (tmp_path / "chaos.json").read_text().count("\n") == 1
+
+
+def test_replay_picks_episodes_in_the_order_given() -> None:
+    lab = load_lab(ROOT / "examples" / "redundancy.toml")
+    faults = schedule(lab, 10.0, seed=1)
+    again = replay(faults, [77, 3, 77])
+    ep77 = [f for f in faults if f.episode == 77]
+    assert [f.kind for f in again] == [
+        f.kind for f in ep77 + [f for f in faults if f.episode == 3] + ep77
+    ]
+    numbers = list(dict.fromkeys(f.episode for f in again))
+    assert numbers[:2] == [77, 3] and numbers[2] > max(f.episode for f in faults)
+    assert {f.replays for f in again} == {77, 3}
+    assert [(f.start, f.duration, f.target) for f in again[-len(ep77) :]] == [
+        (f.start, f.duration, f.target) for f in ep77
+    ]
+    with pytest.raises(ValueError, match="no episode 999"):
+        replay(faults, [999])

@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from lanspan.lab import impair
@@ -41,6 +41,7 @@ class ChaosFault:
     duration: float
     loss: float = 0.0  # impair
     delay_ms: float = 0.0  # impair
+    replays: int | None = None  # the schedule's episode this one replays (`replay`)
 
     @property
     def end(self) -> float:
@@ -114,6 +115,30 @@ def schedule(lab: Lab, minutes: float, seed: int) -> list[ChaosFault]:
             out.append(fault)
             length = max(length, fault.end)
         budget -= max(length, 1.0)
+    return out
+
+
+def replay(faults: list[ChaosFault], episodes: list[int]) -> list[ChaosFault]:
+    """The faults of these episodes of a schedule, in the order given (an episode given
+    twice runs twice, renumbered after the first so that each run is checked on its
+    own: the timeline names the original as `replays`)."""
+    by_episode: dict[int, list[ChaosFault]] = {}
+    for f in faults:
+        by_episode.setdefault(f.episode, []).append(f)
+    missing = sorted({e for e in episodes if e not in by_episode})
+    if missing:
+        last = max(by_episode, default=0)
+        raise ValueError(f"no episode {missing[0]} in this schedule (episodes 1-{last})")
+    out: list[ChaosFault] = []
+    used: set[int] = set()
+    extra = max(by_episode) if by_episode else 0
+    for e in episodes:
+        number = e
+        if e in used:
+            extra += 1
+            number = extra
+        used.add(e)
+        out += [replace(f, episode=number, replays=e) for f in by_episode[e]]
     return out
 
 
@@ -195,7 +220,7 @@ def run_chaos(run: LabRun, faults: list[ChaosFault], seed: int, log: Log = print
     t0 = time.time()  # the timeline's t = 0 (`started_at`, to line it up with agent logs)
     timeline: list[dict[str, Any]] = []
     violations: list[dict[str, Any]] = []
-    episodes = sorted({f.episode for f in faults})
+    episodes = list(dict.fromkeys(f.episode for f in faults))  # in order (`replay`)
     worst: float | None = None
     for ep in episodes:
         mine = [f for f in faults if f.episode == ep]
@@ -206,6 +231,10 @@ def run_chaos(run: LabRun, faults: list[ChaosFault], seed: int, log: Log = print
             timeline += _episode(run, plan, state, mine, t0, log)
             cleared = time.time()
             watch.arm()
+            # replies count from the probers' re-arm on: that late after the clear, so a
+            # pair's time is at least this (said with a violation, to judge it fairly)
+            armed = watch.armed_at()
+            arm_ms = round(max(0.0, armed - cleared) * 1000) if armed else 0
             # a pair late is waited for up to LINGER_S more: the violation says how late
             times, silent = watch.wait(cleared, HEAL_S, linger=LINGER_S)
         finally:
@@ -216,7 +245,8 @@ def run_chaos(run: LabRun, faults: list[ChaosFault], seed: int, log: Log = print
             worst = slowest if worst is None else max(worst, slowest)
         if silent:
             v = {"t": t, "episode": ep, "kind": "not healed",
-                 "detail": f"no answer within {HEAL_S:g} s: " + ", ".join(silent)}  # fmt: skip
+                 "detail": f"no answer within {HEAL_S:g} s: " + ", ".join(silent)
+                 + f" (probers re-armed {arm_ms} ms after the clear)"}  # fmt: skip
             violations.append(v)
             log(f"{t:8.2f} s  VIOLATION {v['detail']}")
             # let it settle before the next episode, so one failure is reported once
@@ -229,7 +259,7 @@ def run_chaos(run: LabRun, faults: list[ChaosFault], seed: int, log: Log = print
             log(f"{t:8.2f} s  VIOLATION leak: {v['detail']}")
         timeline.append({"t": t, "event": "checked", "fault": f"episode {ep}",
                          "healed": not silent, "isolated": not leaks,
-                         "heal_ms": slowest})  # fmt: skip
+                         "heal_ms": slowest, "arm_ms": arm_ms})  # fmt: skip
         if not silent and not leaks:
             log(f"{t:8.2f} s  episode {ep}: every pair answered within {slowest or 0:.0f} ms "
                 f"of the clear (limit {HEAL_S:g} s), isolated")  # fmt: skip
@@ -247,4 +277,4 @@ def run_chaos(run: LabRun, faults: list[ChaosFault], seed: int, log: Log = print
     }
 
 
-__all__ = ["HEAL_S", "LINGER_S", "ChaosFault", "heal_check", "run_chaos", "schedule"]
+__all__ = ["HEAL_S", "LINGER_S", "ChaosFault", "heal_check", "replay", "run_chaos", "schedule"]

@@ -588,6 +588,10 @@ class HealWatch:
         for _, ap in self.probers:
             ap.wait_armed(2.0)
 
+    def armed_at(self) -> float:
+        """Wall time the last prober re-armed (replies count from then on); 0 if none."""
+        return max((ap.armed_at or 0.0 for _, ap in self.probers), default=0.0)
+
     def wait(
         self, since: float, within: float, linger: float = 0.0
     ) -> tuple[dict[str, float], list[str]]:

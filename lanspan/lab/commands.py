@@ -224,6 +224,14 @@ def test(
 @_common
 @click.option("--minutes", type=float, default=1.0, show_default=True, help="Fault time to run.")
 @click.option("--seed", type=int, default=None, help="Seed of the schedule (default: random).")
+@click.option(
+    "--episode",
+    "episodes",
+    type=int,
+    multiple=True,
+    help="Replay only this episode of the seed's schedule (repeatable; in the order given, "
+    "a number given twice runs twice): a violation again, without the rest.",
+)
 @click.option("--json", "as_json", is_flag=True, help="The result as one JSON line on stdout.")
 @_PRETTY
 @click.option(
@@ -238,6 +246,7 @@ def chaos(
     run_dir: Path | None,
     minutes: float,
     seed: int | None,
+    episodes: tuple[int, ...],
     as_json: bool,
     pretty: bool,
     report_dir: Path | None,
@@ -263,6 +272,11 @@ def chaos(
         click.echo(m, err=as_json)
 
     faults = chaos_mod.schedule(run.lab, minutes, seed)
+    if episodes:
+        try:
+            faults = chaos_mod.replay(faults, list(episodes))
+        except ValueError as e:
+            raise click.ClickException(str(e)) from None
     log(f"chaos on lab {run.lab.name!r}: seed {seed}, {len(faults)} faults")
     try:
         result = chaos_mod.run_chaos(run, faults, seed, log=log)
