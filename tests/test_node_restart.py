@@ -14,7 +14,7 @@ from test_node_twocore import Link, Net, frame, plain
 from lanspan.addr import Addr
 from lanspan.node.core import NodeCore
 from lanspan.node.outputs import Log, Send, Write
-from lanspan.node.relays import REACH_FLAP_LIMIT
+from lanspan.node.relays import REACH_FLAP_LIMIT, relay_request
 from lanspan.wire import vnet
 
 PING_EVERY = 0.1  # each guest sends to every other guest this often (the heal probers)
@@ -149,3 +149,33 @@ def test_a_restarted_hub_hears_of_its_natd_peers_at_once_whatever_damps_the_goss
     session comes up its offer at once (NodeCore._tell_reach)."""
     worst = {seed: round(restart(seed, 1.6, damped=True), 2) for seed in range(3)}
     assert max(worst.values()) <= 0.6, worst
+
+
+def test_a_relay_forwards_to_a_natd_peer_over_its_fresh_learned_address() -> None:
+    """A relay whose active path to a NAT'd peer is a relay path (it came up first,
+    the learned address not probed yet) refused to relay to it (relay.no_direct_path):
+    the answer to an initiation that peer sent through it, relayed back the way it
+    came, was lost (a cold start with the branches first: 14.5 s instead of 0.5 s).
+    Its learned address, fresh with the peer's own traffic, is a direct path."""
+    net = Net(3, Link(random.Random(31)), nat=frozenset({"n3"}))
+    net.run(5.0)
+    n1, n2 = net.nodes["n1"], net.nodes["n2"]
+    paths = n2._paths["n3"]
+    via = next(p for p in paths.paths if p.relay == "n1")
+    paths.active = via  # as if the relay path had come up first
+    inner = n1._sessions.seal("n3", b"", net.now)
+    assert inner is not None
+    outer = n1._sessions.seal("n2", relay_request("n3", inner), net.now)
+    assert outer is not None
+    before = n2._counters["relayed"]
+    n2.datagram(outer, net.addr["n1"], net.now)
+    assert n2._counters["relayed"] == before + 1
+    assert n2.drop_counts()["relay.no_direct_path"] == 0
+    # Without a sign of life from it within the keepalive interval: refused.
+    for p in paths.paths:
+        if p.relay is None:
+            p.last_seen = net.now - 2 * n2.timers.keepalive
+    outer = n1._sessions.seal("n2", relay_request("n3", inner), net.now)
+    assert outer is not None
+    n2.datagram(outer, net.addr["n1"], net.now)
+    assert n2.drop_counts()["relay.no_direct_path"] == 1
