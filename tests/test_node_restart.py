@@ -162,7 +162,10 @@ def test_a_relay_forwards_to_a_natd_peer_over_its_fresh_learned_address() -> Non
     n1, n2 = net.nodes["n1"], net.nodes["n2"]
     paths = n2._paths["n3"]
     via = next(p for p in paths.paths if p.relay == "n1")
-    paths.active = via  # as if the relay path had come up first
+    paths.active = via  # as if the relay path had come up first,
+    for p in paths.paths:
+        if p.relay is None:
+            p.up = False  # the learned address not probed yet, but fresh with n3's traffic
     inner = n1._sessions.seal("n3", b"", net.now)
     assert inner is not None
     outer = n1._sessions.seal("n2", relay_request("n3", inner), net.now)
@@ -171,11 +174,33 @@ def test_a_relay_forwards_to_a_natd_peer_over_its_fresh_learned_address() -> Non
     n2.datagram(outer, net.addr["n1"], net.now)
     assert n2._counters["relayed"] == before + 1
     assert n2.drop_counts()["relay.no_direct_path"] == 0
-    # Without a sign of life from it within the keepalive interval: refused.
+    # Neither up nor heard from within the keepalive interval: refused.
     for p in paths.paths:
         if p.relay is None:
-            p.last_seen = net.now - 2 * n2.timers.keepalive
+            p.up, p.last_seen = False, net.now - 2 * n2.timers.keepalive
     outer = n1._sessions.seal("n2", relay_request("n3", inner), net.now)
     assert outer is not None
     n2.datagram(outer, net.addr["n1"], net.now)
     assert n2.drop_counts()["relay.no_direct_path"] == 1
+
+
+def test_a_relay_whose_direct_path_just_came_back_relays_at_once() -> None:
+    """Chaos seed 1, episode 20: br2 <-> hub-a blocked while the other relays of the
+    branch pair were down or cut off; when the block cleared, br2 reached hub-a1 over a
+    relay path that was up, so its direct path to hub-a1 waited its hold-down (2 s)
+    before use, and hub-a1 counted as no relay for br2 all that time: br1 <-> br2 back
+    2.2 s after the clear. A relay is usable over any up direct path."""
+    net = RestartNet(3)
+    net.run(8.0)
+    blocked = [frozenset((net.addr[a], net.addr[b])) for a, b in (("n1", "n5"), ("n2", "n4"))]
+    net.link.blocked.update(blocked)  # n4 <-> n5 only through n1 or n3; n5 -> n1 via n2
+    net.stop("n3")
+    net.run(4.0)
+    net.link.blocked.discard(blocked[0])  # n1 <-> n5 back: n1 can relay n4 <-> n5 again
+    cleared = net.now
+    while not (
+        net.heard.get(("n4", "n5"), 0) > cleared and net.heard.get(("n5", "n4"), 0) > cleared
+    ):
+        net.step()
+        assert net.now - cleared < 5.0, "n4 <-> n5 never back"
+    assert net.now - cleared <= 1.0, net.now - cleared

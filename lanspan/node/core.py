@@ -661,12 +661,11 @@ class NodeCore:
         probe: with a relay path active meanwhile, the answer to an initiation it sent
         through us (relayed back the way it came) was refused and lost (cold start,
         tests/test_node_coldstart.py)."""
-        paths = self._paths[dest]
-        active = paths.active
-        if active is not None and not isinstance(active.target, Relay):
-            return active.target
+        hop = self._hop(dest)
+        if hop is not None:
+            return hop
         best: tuple[float, Addr] | None = None
-        for p in paths.paths:
+        for p in self._paths[dest].paths:
             seen, target = p.last_seen, p.target
             if isinstance(target, Relay) or seen is None or now - seen > self.timers.keepalive:
                 continue
@@ -716,8 +715,8 @@ class NodeCore:
             self._out.append(Send(dest, sealed))
             return
         relay = dest.node
-        hop = self._paths[relay].destination() if relay in self._paths else None
-        if peer is None or hop is None or isinstance(hop, Relay):
+        hop = self._hop(relay) if relay in self._paths else None
+        if peer is None or hop is None:
             self._drops["relay.unusable"] += len(sealed)
             return
         outer = self._sessions.seal_many(relay, [relay_request(peer, d) for d in sealed], now)
@@ -897,12 +896,20 @@ class NodeCore:
         self._schedule(peer, due)
 
     def _direct_reach(self) -> dict[str, int]:
-        """Peers we reach over an up, direct path, with RTT in µs: what we offer to relay."""
+        """Peers we reach over an up, direct path, with RTT in µs: what we offer to relay.
+        The active path if it is one, else any (one held down after it came back is
+        good enough to relay over: see `_hop`)."""
         out = {}
         for peer in self._up:
-            active = self._paths[peer].active
+            paths = self._paths[peer]
+            active = paths.active
             if active is not None and active.up and active.relay is None:
                 out[peer] = round((active.rtt or 0.0) * 1e6)
+                continue
+            for p in paths.paths:
+                if p.up and p.relay is None:
+                    out[peer] = round((p.rtt or 0.0) * 1e6)
+                    break
         return out
 
     def _gossip(self, now: float) -> None:
@@ -943,7 +950,7 @@ class NodeCore:
         self._emit(peer, self._paths[peer].destination(), sealed, now)
 
     def _relay_usable(self, relay: str) -> bool:
-        return relay in self._up and self._peers[relay].relay and self._direct(relay)
+        return relay in self._up and self._peers[relay].relay and self._hop(relay) is not None
 
     def _sync_relay(self, relay: str, now: float) -> None:
         """Fold `relay`'s offer (or its withdrawal) into the peers it changes, only those."""
@@ -972,9 +979,20 @@ class NodeCore:
         active = self._paths[peer].active
         return round((active.rtt or 0.0) * 1e6) if active is not None else 0
 
-    def _direct(self, peer: str) -> bool:
-        active = self._paths[peer].active
-        return active is not None and active.relay is None
+    def _hop(self, relay: str) -> Addr | None:
+        """Where datagrams we send through `relay` go: its active path if direct, else
+        an up direct path (one that came back but is held down: our own traffic to
+        `relay` waits for it, a relay does not need to; chaos seed 1, episode 20: a
+        branch pair 2.2 s without its only relay, the hold-down). None: no direct path."""
+        paths = self._paths[relay]
+        active = paths.active
+        if active is not None and not isinstance(active.target, Relay):
+            return active.target
+        for p in paths.paths:
+            target = p.target
+            if p.up and not isinstance(target, Relay):
+                return target
+        return None
 
     # -- view ------------------------------------------------------------------
 
