@@ -133,3 +133,42 @@ def test_a_reach_built_from_encoded_entries_is_the_same_message() -> None:
     entries = [control.reach_entry(n, rtt) for n, rtt in peers]
     assert control.build_reach_entries(entries) == control.build_reach(r)
     assert control.parse_untrusted(control.build_reach(r)) == r
+
+
+def test_a_path_loss_window_is_small_and_says_what_a_deque_says() -> None:
+    import sys
+    from collections import deque
+
+    from lanspan.addr import Relay
+    from lanspan.node.paths import LOSS_WINDOW, LossWindow, Path
+
+    rng = random.Random(7)
+    for _ in range(200):
+        w, d = LossWindow(), deque[bool](maxlen=LOSS_WINDOW)
+        for _ in range(rng.randrange(60)):
+            ok = rng.random() < 0.7
+            w.append(ok)
+            d.append(ok)
+            assert list(w) == list(d) and len(w) == len(d)
+            assert w.count(False) == d.count(False) and w.count(True) == d.count(True)
+            assert w[-1] is d[-1] and w[0] is d[0]
+        if rng.random() < 0.1:
+            w.clear()
+            assert not w and list(w) == []
+    # Every path of every peer has one: a deque of bools was ~630 bytes (RSS, issue 10).
+    assert sys.getsizeof(Path(Relay("x"), configured=False).results) <= 64
+
+
+def test_reach_offers_share_the_node_s_names_and_are_not_copied() -> None:
+    # RSS (issue 10): each relay's offer names every peer; 66 relays at 100 nodes.
+    n = 8
+    net = EventNet(n)
+    net.run(12.0)
+    node = net.nodes["n1"]
+    offers = node._reach.offers
+    assert len(offers) == n - 1  # every other node relays and offered
+    for relay, (peers, _) in offers.items():
+        assert len(peers) == n - 2
+        for name in peers:
+            assert name is node._peers[name].name  # our own string, not a parsed copy
+        assert node._reach._applied[relay] is peers  # applied as received: no copy
