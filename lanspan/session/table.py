@@ -230,6 +230,7 @@ class _Keypair:
     """Transport keys from one handshake. Never repr'd with its keys."""
 
     __slots__ = (
+        "cipher",
         "created",
         "decrypt",
         "encrypt",
@@ -243,6 +244,7 @@ class _Keypair:
         "remote_index",
         "replay",
         "send_counter",
+        "send_key",
     )
 
     def __init__(
@@ -259,7 +261,12 @@ class _Keypair:
     ) -> None:
         name: CipherName = cipher
         self.peer = peer
-        self.encrypt = aead_for(name, keys[0]).encrypt
+        # The send cipher is made on the first send, and dropped once the keypair is
+        # `previous` (receive only): each cipher object holds ~4 KiB of OpenSSL
+        # state, and a responder's offers never send (RSS, issue 10).
+        self.cipher = name
+        self.send_key: bytes | None = keys[0]
+        self.encrypt: _Seal | None = None
         self.decrypt = aead_for(name, keys[1]).decrypt
         self.nonce = nonce_struct(name).pack
         self.initiator = initiator
@@ -275,6 +282,27 @@ class _Keypair:
 
     def __repr__(self) -> str:
         return f"_Keypair(local={self.local_index:#x}, initiator={self.initiator})"
+
+    def sender(self) -> _Seal:
+        """The send cipher's encrypt, made now if this is the first send."""
+        enc = self.encrypt
+        if enc is None:
+            if self.send_key is None:
+                raise RuntimeError("a retired keypair never sends")
+            enc = self.encrypt = aead_for(self.cipher, self.send_key).encrypt
+        return enc
+
+    def retire(self) -> None:
+        """Receive only from now on (it is `previous`): the send key and cipher go."""
+        self.encrypt = self.send_key = None
+
+
+_Seal = Callable[[bytes, bytes, bytes | None], bytes]
+
+
+def _retire(keypairs: list[_Keypair]) -> None:
+    for kp in keypairs:
+        kp.retire()
 
 
 class _Pending:
@@ -536,7 +564,7 @@ class SessionTable:
             return None
         n = kp.send_counter
         kp.send_counter = n + 1
-        out = _pack_header(TYPE_TRANSPORT, kp.remote_index, n) + kp.encrypt(
+        out = _pack_header(TYPE_TRANSPORT, kp.remote_index, n) + (kp.encrypt or kp.sender())(
             kp.nonce(n), payload, None
         )
         p.tx_bytes += len(out)
@@ -561,7 +589,7 @@ class SessionTable:
             return None
         n = kp.send_counter
         kp.send_counter = n + count
-        encrypt, nonce, receiver = kp.encrypt, kp.nonce, kp.remote_index
+        encrypt, nonce, receiver = kp.encrypt or kp.sender(), kp.nonce, kp.remote_index
         out = [
             _pack_header(TYPE_TRANSPORT, receiver, n + i) + encrypt(nonce(n + i), payload, None)
             for i, payload in enumerate(payloads)
@@ -656,6 +684,7 @@ class SessionTable:
             for old in p.previous:
                 self._free(old)
             p.previous = [p.current] if p.current is not None else []
+            _retire(p.previous)
             p.current, p.nexts = kp, []
             self._hs(p, HsInput.PEER_CONFIRMED, now)
             self._went_up(p, now, "responder")
@@ -986,8 +1015,10 @@ class SessionTable:
             # (as WireGuard does with its one `next`): we are the initiator here.
             self._free(p.current)
             p.previous, p.current, p.nexts = p.nexts, kp, []
+            _retire(p.previous)
         else:
             p.previous = [p.current] if p.current is not None else []
+            _retire(p.previous)
             p.current = kp
         self._went_up(p, now, "initiator")
         # The responder may only send once it saw us use the keypair: say something.
