@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from idlesim import EventNet
 from test_node_coldstart import ColdNet
 from test_node_twocore import Link, Net, block
@@ -172,3 +173,31 @@ def test_reach_offers_share_the_node_s_names_and_are_not_copied() -> None:
         for name in peers:
             assert name is node._peers[name].name  # our own string, not a parsed copy
         assert node._reach._applied[relay] is peers  # applied as received: no copy
+
+
+def test_probe_acks_cost_no_keepalive(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Idle peers are probed about every KEEPALIVE_TIMEOUT at 99 peers: a passive
+    # keepalive after each ack, racing the next probe, was an eighth of an idle agent's
+    # datagrams and wake-ups at 100 nodes (issue 10). An ack is a reply: it owes
+    # nothing back. 30 nodes with the probe budget scaled down: the same ~10 s interval.
+    import lanspan.node.core
+
+    monkeypatch.setattr(lanspan.node.core, "IDLE_PROBES_PER_SECOND", 2.9)
+    n = 30
+    net = EventNet(n)
+    net.run(20.0)
+    node = net.nodes["n1"]
+    sessions = node._sessions
+    sent: list[str] = []
+    real = sessions._send_keepalive
+
+    def counting(p, now):  # type: ignore[no-untyped-def]
+        sent.append(p.name)
+        real(p, now)
+
+    sessions._send_keepalive = counting  # type: ignore[method-assign]
+    window = 120.0  # past one rekey of every session
+    net.run(window)
+    assert all(net.up("n1", f"n{i}") for i in range(2, n + 1))
+    # what remains: the confirming keepalive of a rekey (at most one per session)
+    assert len(sent) <= n - 1, len(sent)

@@ -616,10 +616,12 @@ class NodeCore:
         if isinstance(msg, control.Probe):
             if msg.ack:
                 self._paths[peer].ack(msg, now)
+                self._sessions.no_answer_owed(peer, now)  # an ack needs no keepalive
                 self._path_events(peer, now)
             else:
                 reply = payload.build_control(control.build_probe(replace(msg, ack=True)))
-                self._emit(peer, src, self._sessions.seal_many(peer, [reply], now), now)
+                sealed = self._sessions.seal_many(peer, [reply], now, no_answer=True)
+                self._emit(peer, src, sealed, now)
         elif isinstance(msg, control.Relay):
             if msg.delivered:
                 self._relayed_to_us(peer, msg, now)
@@ -637,6 +639,7 @@ class NodeCore:
                     offered[node.name] = rtt
             self._reach.offer(peer, offered, now)
             self._sync_relay(peer, now)
+            self._sessions.no_answer_owed(peer, now)  # gossip: nothing owed back
 
     def _relay(self, origin: str, msg: control.Relay, now: float) -> None:
         """Forward a sealed datagram from `origin` to `msg.node`: one hop, direct only."""
@@ -901,7 +904,7 @@ class NodeCore:
         for peer in self._up:
             listed = [e for n, e in entries if n != peer]
             body = payload.build_control(control.build_reach_entries(listed))
-            sealed = self._sessions.seal_many(peer, [body], now)
+            sealed = self._sessions.seal_many(peer, [body], now, no_answer=True)
             self._emit(peer, self._paths[peer].destination(), sealed, now)
 
     def _relay_usable(self, relay: str) -> bool:

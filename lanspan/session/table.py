@@ -555,6 +555,21 @@ class SessionTable:
         self._clock = max(self._clock, now)
         self._hs(self._peer(peer), HsInput.WANT_HANDSHAKE, now)
 
+    def no_answer_owed(self, peer: str, now: float) -> None:
+        """What `peer` just sent (at `now`) expects no answer (a probe's ack, a REACH;
+        sealed with `no_answer=True`): it arms no passive keepalive.
+
+        Idle peers are probed about every 10 s at 99 peers, the keepalive timeout,
+        and relays refresh their REACH every 30 s: a keepalive after each ack or
+        REACH was a sixth of an idle agent's datagrams and wake-ups (issue 10).
+        Only a keepalive armed by this very datagram is dropped; one owed for
+        earlier data still goes.
+        """
+        p = self._peers.get(peer)
+        if p is not None and p.keepalive_at == now + KEEPALIVE_TIMEOUT:
+            p.keepalive_at = None
+            self._touched.add(p.name)
+
     def seal(self, peer: str, payload: bytes, now: float) -> bytes | None:
         p = self._peers[peer]
         kp = p.current
@@ -578,7 +593,15 @@ class SessionTable:
             self._hs(p, HsInput.WANT_HANDSHAKE, now)
         return out
 
-    def seal_many(self, peer: str, payloads: list[bytes], now: float) -> list[bytes] | None:
+    def seal_many(
+        self, peer: str, payloads: list[bytes], now: float, *, no_answer: bool = False
+    ) -> list[bytes] | None:
+        """Seal `payloads` for `peer` (None: queued until a session is up).
+
+        `no_answer`: these expect no answer (a probe's ack, a REACH), so they do not
+        arm the "sent data, heard nothing" handshake; the receiver owes no keepalive
+        for them (`no_answer_owed`).
+        """
         p = self._peers[peer]
         kp = p.current
         count = len(payloads)
@@ -599,7 +622,7 @@ class SessionTable:
         p.last_sent = now
         self._touched.add(p.name)
         p.keepalive_at = None
-        if count and p.new_handshake_at is None:
+        if count and not no_answer and p.new_handshake_at is None:
             p.new_handshake_at = now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT
         if (now >= kp.rekey_at or n + count > REKEY_AFTER_MESSAGES) and p.state is HsState.IDLE:
             self._hs(p, HsInput.WANT_HANDSHAKE, now)
