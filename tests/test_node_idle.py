@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from idlesim import EventNet
 from test_node_coldstart import ColdNet
 from test_node_twocore import Link, Net, block
@@ -133,3 +134,98 @@ def test_a_reach_built_from_encoded_entries_is_the_same_message() -> None:
     entries = [control.reach_entry(n, rtt) for n, rtt in peers]
     assert control.build_reach_entries(entries) == control.build_reach(r)
     assert control.parse_untrusted(control.build_reach(r)) == r
+
+
+def test_a_path_loss_window_is_small_and_says_what_a_deque_says() -> None:
+    import sys
+    from collections import deque
+
+    from lanspan.addr import Relay
+    from lanspan.node.paths import LOSS_WINDOW, LossWindow, Path
+
+    rng = random.Random(7)
+    for _ in range(200):
+        w, d = LossWindow(), deque[bool](maxlen=LOSS_WINDOW)
+        for _ in range(rng.randrange(60)):
+            ok = rng.random() < 0.7
+            w.append(ok)
+            d.append(ok)
+            assert list(w) == list(d) and len(w) == len(d)
+            assert w.count(False) == d.count(False) and w.count(True) == d.count(True)
+            assert w[-1] is d[-1] and w[0] is d[0]
+        if rng.random() < 0.1:
+            w.clear()
+            assert not w and list(w) == []
+    # Every path of every peer has one: a deque of bools was ~630 bytes (RSS, issue 10).
+    assert sys.getsizeof(Path(Relay("x"), configured=False).results) <= 64
+
+
+def test_reach_offers_share_the_node_s_names_and_are_not_copied() -> None:
+    # RSS (issue 10): each relay's offer names every peer; 66 relays at 100 nodes.
+    n = 8
+    net = EventNet(n)
+    net.run(12.0)
+    node = net.nodes["n1"]
+    offers = node._reach.offers
+    assert len(offers) == n - 1  # every other node relays and offered
+    for relay, (peers, _) in offers.items():
+        assert len(peers) == n - 2
+        for name in peers:
+            assert name is node._peers[name].name  # our own string, not a parsed copy
+        assert node._reach._applied[relay] is peers  # applied as received: no copy
+
+
+def test_probe_acks_cost_no_keepalive(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Idle peers are probed about every KEEPALIVE_TIMEOUT at 99 peers: a passive
+    # keepalive after each ack, racing the next probe, was an eighth of an idle agent's
+    # datagrams and wake-ups at 100 nodes (issue 10). An ack is a reply: it owes
+    # nothing back. 30 nodes with the probe budget scaled down: the same ~10 s interval.
+    import lanspan.node.core
+
+    monkeypatch.setattr(lanspan.node.core, "IDLE_PROBES_PER_SECOND", 2.9)
+    n = 30
+    net = EventNet(n)
+    net.run(20.0)
+    node = net.nodes["n1"]
+    sessions = node._sessions
+    sent: list[str] = []
+    real = sessions._send_keepalive
+
+    def counting(p, now):  # type: ignore[no-untyped-def]
+        sent.append(p.name)
+        real(p, now)
+
+    sessions._send_keepalive = counting  # type: ignore[method-assign]
+    window = 120.0  # past one rekey of every session
+    net.run(window)
+    assert all(net.up("n1", f"n{i}") for i in range(2, n + 1))
+    # what remains: the confirming keepalive of a rekey (at most one per session)
+    assert len(sent) <= n - 1, len(sent)
+
+
+def test_mostly_one_end_of_an_idle_pair_probes() -> None:
+    # A path is probed only after IDLE_QUIET idle intervals without a sign of life:
+    # past the jitter (1 + IDLE_JITTER), so the other end's probe, arriving within an
+    # interval, keeps it quiet. At 0.75 both ends probed most pairs (issue 10: at 100
+    # nodes 9.2 probe exchanges a second where one end per pair is 5.6).
+    from lanspan.node.core import IDLE_JITTER, IDLE_QUIET
+    from lanspan.wire import control
+
+    assert IDLE_QUIET > 1.0 + IDLE_JITTER
+    n = 30
+    net = EventNet(n)
+    net.run(20.0)
+    node = net.nodes["n1"]
+    exchanges = 0
+    real = node._control
+
+    def counting(peer, body, src, now, relayed_=False):  # type: ignore[no-untyped-def]
+        nonlocal exchanges
+        exchanges += isinstance(control.parse_untrusted(body), control.Probe)
+        real(peer, body, src, now, relayed_)
+
+    node._control = counting  # type: ignore[method-assign]
+    window = 120.0
+    net.run(window)
+    per_pair_interval = exchanges / (n - 1) / (window / IDLE_PROBE_INTERVAL)
+    assert per_pair_interval <= 0.75, per_pair_interval  # one end: ~0.6; both: ~1

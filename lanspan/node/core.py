@@ -64,14 +64,16 @@ _TRANSPORT_OVERHEAD = 32
 # within a second); an idle one every IDLE_PROBE_INTERVAL +- IDLE_JITTER (spread so
 # that peers are not probed in bursts), and only on paths with no sign of life for
 # IDLE_QUIET of that (the peer's own probe, answered, keeps both ends' path alive:
-# mostly one end of a pair asks). The first frame to an idle peer probes it at once.
+# mostly one end of a pair asks; IDLE_QUIET is past the jitter, 1 + IDLE_JITTER, or
+# both ends ask: at 0.75 they did for most pairs, 9.2 probe exchanges a second at
+# 100 nodes where one end is 5.6). The first frame to an idle peer probes it at once.
 # With many peers the interval grows so that idle probing stays within
 # IDLE_PROBES_PER_SECOND for the node (issue 10: 100 agents x 99 peers every 4 s
 # took both cores of the machine they shared).
 BUSY_WINDOW = 5.0
 IDLE_PROBE_INTERVAL = 4.0
 IDLE_PROBES_PER_SECOND = 10.0
-IDLE_QUIET = 0.75
+IDLE_QUIET = 1.3
 IDLE_JITTER = 0.25  # fraction of the interval, either way
 # Idle probes are due on a grid of this many seconds (rounded up): the peers due in
 # one slot share one timer round, so 99 idle peers wake the agent ~4 times a second
@@ -619,10 +621,12 @@ class NodeCore:
         if isinstance(msg, control.Probe):
             if msg.ack:
                 self._paths[peer].ack(msg, now)
+                self._sessions.no_answer_owed(peer, now)  # an ack needs no keepalive
                 self._path_events(peer, now)
             else:
                 reply = payload.build_control(control.build_probe(replace(msg, ack=True)))
-                self._emit(peer, src, self._sessions.seal_many(peer, [reply], now), now)
+                sealed = self._sessions.seal_many(peer, [reply], now, no_answer=True)
+                self._emit(peer, src, sealed, now)
         elif isinstance(msg, control.Relay):
             if msg.delivered:
                 self._relayed_to_us(peer, msg, now)
@@ -631,9 +635,16 @@ class NodeCore:
         elif isinstance(msg, control.Planes):
             self._heard_planes(peer, msg, now)
         else:
-            offered = {n: rtt for n, rtt in msg.peers if n in self._peers and n != peer}
+            # Keyed by our own name strings, not the parsed copies: 66 relays' offers
+            # of 98 peers each held ~6 500 strings of their own (issue 10, RSS).
+            peers, offered = self._peers, {}
+            for n, rtt in msg.peers:
+                node = peers.get(n)
+                if node is not None and n != peer:
+                    offered[node.name] = rtt
             self._reach.offer(peer, offered, now)
             self._sync_relay(peer, now)
+            self._sessions.no_answer_owed(peer, now)  # gossip: nothing owed back
 
     def _relay(self, origin: str, msg: control.Relay, now: float) -> None:
         """Forward a sealed datagram from `origin` to `msg.node`: one hop, direct only."""
@@ -926,7 +937,7 @@ class NodeCore:
         for peer in self._up:
             listed = [e for n, e in entries if n != peer]
             body = payload.build_control(control.build_reach_entries(listed))
-            sealed = self._sessions.seal_many(peer, [body], now)
+            sealed = self._sessions.seal_many(peer, [body], now, no_answer=True)
             self._emit(peer, self._paths[peer].destination(), sealed, now)
 
     def _tell_reach(self, peer: str, now: float) -> None:

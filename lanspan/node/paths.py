@@ -17,8 +17,7 @@ Traffic uses the best up path; a path that comes back must stay up for
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -45,6 +44,49 @@ RELAY_PROBE_AFTER = 1.0
 SWITCH_FACTOR = 0.7
 
 
+class LossWindow:
+    """The last LOSS_WINDOW probe results (True: answered), oldest first, as two ints.
+
+    Every path of every peer has one: a `deque(maxlen=20)` of bools was ~630 bytes
+    a path, ~250 KiB per agent at 99 peers with their relay paths (issue 10).
+    """
+
+    __slots__ = ("_lost", "_n")
+
+    def __init__(self) -> None:
+        self._lost = 0  # bit i: the i-th most recent result was a loss
+        self._n = 0
+
+    def append(self, ok: bool) -> None:
+        self._lost = ((self._lost << 1) | (not ok)) & _WINDOW_MASK
+        self._n = min(self._n + 1, LOSS_WINDOW)
+
+    def clear(self) -> None:
+        self._lost = self._n = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i: int) -> bool:
+        if not -self._n <= i < self._n:
+            raise IndexError("loss window index out of range")
+        back = -1 - i if i < 0 else self._n - 1 - i  # 0: the most recent
+        return not (self._lost >> back) & 1
+
+    def __iter__(self) -> Iterator[bool]:
+        return (not (self._lost >> back) & 1 for back in range(self._n - 1, -1, -1))
+
+    def count(self, value: bool) -> int:
+        lost = self._lost.bit_count()
+        return self._n - lost if value else lost
+
+    def __repr__(self) -> str:
+        return f"LossWindow({list(self)})"
+
+
+_WINDOW_MASK = (1 << LOSS_WINDOW) - 1
+
+
 @dataclass(slots=True)
 class Path:
     target: Target  # an underlay address (direct) or a relay node
@@ -56,7 +98,7 @@ class Path:
     rtt: float | None = None  # smoothed, seconds
     outstanding: dict[int, float] = field(default_factory=dict)  # seq -> sent at
     late: dict[int, float] = field(default_factory=dict)  # past the deadline, seq -> sent
-    results: deque[bool] = field(default_factory=lambda: deque(maxlen=LOSS_WINDOW))
+    results: LossWindow = field(default_factory=LossWindow)
     added: float = 0.0  # when the path was added (learned paths expire from here)
 
     def alive_at(self) -> float | None:

@@ -114,6 +114,7 @@ class ReachTable:
         self.work = 0
 
     def offer(self, relay: str, peers: dict[str, int], now: float) -> None:
+        """Keep `peers` (not copied: the caller hands over a dict it no longer changes)."""
         self.offers[relay] = (peers, now)
 
     def offered_by(self, relay: str) -> list[str]:
@@ -152,7 +153,7 @@ class ReachTable:
                 if peer not in have:
                     changed.add(peer)
         if want:
-            self._applied[relay] = dict(want)
+            self._applied[relay] = want  # the offer itself, never changed in place: no copy
         else:
             self._applied.pop(relay, None)
         self.work += len(changed)

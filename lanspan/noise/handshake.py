@@ -11,6 +11,8 @@ import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
 from lanspan.errors import BadPacket
 from lanspan.noise.primitives import (
     DHLEN,
@@ -20,7 +22,8 @@ from lanspan.noise.primitives import (
     dh,
     hash_,
     hkdf,
-    public_key,
+    private_key,
+    static_key,
 )
 
 __all__ = ["PATTERNS", "HandshakeState", "Pattern", "ProtocolName", "SymmetricState"]
@@ -157,9 +160,11 @@ class HandshakeState:
         self.initiator = initiator
         self.psks = list(psks)
         self._psk_index = 0
-        self._s = static_private
-        self._s_pub = public_key(static_private) if static_private is not None else None
-        self._e = ephemeral_private
+        self._s: X25519PrivateKey | None = None
+        self._s_pub: bytes | None = None
+        if static_private is not None:
+            self._s, self._s_pub = static_key(static_private)
+        self._e = private_key(ephemeral_private) if ephemeral_private is not None else None
         self._e_pub: bytes | None = None
         self.remote_static = remote_static
         self.remote_ephemeral = remote_ephemeral
@@ -190,7 +195,7 @@ class HandshakeState:
         """Inject the ephemeral key late (a responder draws it when it replies)."""
         if self._e_pub is not None:
             raise ValueError("ephemeral already in use")
-        self._e = ephemeral_private
+        self._e = private_key(ephemeral_private)
 
     def _pre_key(self, token: str, mine: bool) -> bytes:
         if token == "s":
@@ -205,7 +210,7 @@ class HandshakeState:
         if self._e is None:
             raise ValueError("ephemeral_private is required")
         if self._e_pub is None:
-            self._e_pub = public_key(self._e)
+            self._e_pub = self._e.public_key().public_bytes_raw()
         return self._e_pub
 
     @property

@@ -7,8 +7,8 @@ ChaChaPoly (nonce: 4 zero bytes + 64-bit little-endian counter) or AESGCM
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import hmac
 import struct
 
 from cryptography.exceptions import InvalidTag
@@ -30,7 +30,9 @@ __all__ = [
     "hkdf",
     "hmac_hash",
     "nonce_struct",
+    "private_key",
     "public_key",
+    "static_key",
 ]
 
 DHLEN = 32
@@ -57,12 +59,31 @@ def public_key(private: bytes) -> bytes:
     return X25519PrivateKey.from_private_bytes(private).public_key().public_bytes_raw()
 
 
-def dh(private: bytes, public: bytes) -> bytes:
+def private_key(private: bytes) -> X25519PrivateKey:
+    """The key object for a 32-byte private key: made once per key, used for every DH."""
+    return X25519PrivateKey.from_private_bytes(private)
+
+
+@functools.lru_cache(maxsize=8)
+def static_key(private: bytes) -> tuple[X25519PrivateKey, bytes]:
+    """(key object, public key) of a node's static key, made once per process.
+
+    Every handshake uses the static key two or three times; loading it and
+    deriving its public key each time was most of a rekey's X25519 work
+    (issue 10). Only static keys come here, never ephemerals (those are not
+    kept past their handshake).
+    """
+    key = X25519PrivateKey.from_private_bytes(private)
+    return key, key.public_key().public_bytes_raw()
+
+
+def dh(private: bytes | X25519PrivateKey, public: bytes) -> bytes:
     """X25519; a low-order public key (all-zero output) is a peer's fault."""
     try:
-        return X25519PrivateKey.from_private_bytes(private).exchange(
-            X25519PublicKey.from_public_bytes(public)
+        key = (
+            X25519PrivateKey.from_private_bytes(private) if isinstance(private, bytes) else private
         )
+        return key.exchange(X25519PublicKey.from_public_bytes(public))
     except ValueError as exc:  # cryptography rejects an all-zero shared secret
         raise BadPacket("session.noise_bad_dh") from exc
 
@@ -71,8 +92,20 @@ def hash_(data: bytes) -> bytes:
     return hashlib.blake2s(data).digest()
 
 
+# HMAC (RFC 2104) over BLAKE2s by hand: the pads by `bytes.translate`, two hash calls.
+# The stdlib's `hmac.new` takes its slow pure-Python path for BLAKE2s (no OpenSSL
+# HMAC for it): ~50 calls a handshake, a fifth of its CPU (issue 10).
+_BLOCKLEN = 64
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+
+
 def hmac_hash(key: bytes, data: bytes) -> bytes:
-    return hmac.new(key, data, hashlib.blake2s).digest()
+    if len(key) > _BLOCKLEN:
+        key = hashlib.blake2s(key).digest()
+    key = key.ljust(_BLOCKLEN, b"\0")
+    inner = hashlib.blake2s(key.translate(_IPAD) + data).digest()
+    return hashlib.blake2s(key.translate(_OPAD) + inner).digest()
 
 
 def hkdf(chaining_key: bytes, ikm: bytes, outputs: int) -> tuple[bytes, ...]:

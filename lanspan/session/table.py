@@ -230,6 +230,7 @@ class _Keypair:
     """Transport keys from one handshake. Never repr'd with its keys."""
 
     __slots__ = (
+        "cipher",
         "created",
         "decrypt",
         "encrypt",
@@ -243,6 +244,7 @@ class _Keypair:
         "remote_index",
         "replay",
         "send_counter",
+        "send_key",
     )
 
     def __init__(
@@ -259,7 +261,12 @@ class _Keypair:
     ) -> None:
         name: CipherName = cipher
         self.peer = peer
-        self.encrypt = aead_for(name, keys[0]).encrypt
+        # The send cipher is made on the first send, and dropped once the keypair is
+        # `previous` (receive only): each cipher object holds ~4 KiB of OpenSSL
+        # state, and a responder's offers never send (RSS, issue 10).
+        self.cipher = name
+        self.send_key: bytes | None = keys[0]
+        self.encrypt: _Seal | None = None
         self.decrypt = aead_for(name, keys[1]).decrypt
         self.nonce = nonce_struct(name).pack
         self.initiator = initiator
@@ -275,6 +282,27 @@ class _Keypair:
 
     def __repr__(self) -> str:
         return f"_Keypair(local={self.local_index:#x}, initiator={self.initiator})"
+
+    def sender(self) -> _Seal:
+        """The send cipher's encrypt, made now if this is the first send."""
+        enc = self.encrypt
+        if enc is None:
+            if self.send_key is None:
+                raise RuntimeError("a retired keypair never sends")
+            enc = self.encrypt = aead_for(self.cipher, self.send_key).encrypt
+        return enc
+
+    def retire(self) -> None:
+        """Receive only from now on (it is `previous`): the send key and cipher go."""
+        self.encrypt = self.send_key = None
+
+
+_Seal = Callable[[bytes, bytes, bytes | None], bytes]
+
+
+def _retire(keypairs: list[_Keypair]) -> None:
+    for kp in keypairs:
+        kp.retire()
 
 
 class _Pending:
@@ -527,6 +555,21 @@ class SessionTable:
         self._clock = max(self._clock, now)
         self._hs(self._peer(peer), HsInput.WANT_HANDSHAKE, now)
 
+    def no_answer_owed(self, peer: str, now: float) -> None:
+        """What `peer` just sent (at `now`) expects no answer (a probe's ack, a REACH;
+        sealed with `no_answer=True`): it arms no passive keepalive.
+
+        Idle peers are probed about every 10 s at 99 peers, the keepalive timeout,
+        and relays refresh their REACH every 30 s: a keepalive after each ack or
+        REACH was a sixth of an idle agent's datagrams and wake-ups (issue 10).
+        Only a keepalive armed by this very datagram is dropped; one owed for
+        earlier data still goes.
+        """
+        p = self._peers.get(peer)
+        if p is not None and p.keepalive_at == now + KEEPALIVE_TIMEOUT:
+            p.keepalive_at = None
+            self._touched.add(p.name)
+
     def seal(self, peer: str, payload: bytes, now: float) -> bytes | None:
         p = self._peers[peer]
         kp = p.current
@@ -536,7 +579,7 @@ class SessionTable:
             return None
         n = kp.send_counter
         kp.send_counter = n + 1
-        out = _pack_header(TYPE_TRANSPORT, kp.remote_index, n) + kp.encrypt(
+        out = _pack_header(TYPE_TRANSPORT, kp.remote_index, n) + (kp.encrypt or kp.sender())(
             kp.nonce(n), payload, None
         )
         p.tx_bytes += len(out)
@@ -550,7 +593,15 @@ class SessionTable:
             self._hs(p, HsInput.WANT_HANDSHAKE, now)
         return out
 
-    def seal_many(self, peer: str, payloads: list[bytes], now: float) -> list[bytes] | None:
+    def seal_many(
+        self, peer: str, payloads: list[bytes], now: float, *, no_answer: bool = False
+    ) -> list[bytes] | None:
+        """Seal `payloads` for `peer` (None: queued until a session is up).
+
+        `no_answer`: these expect no answer (a probe's ack, a REACH), so they do not
+        arm the "sent data, heard nothing" handshake; the receiver owes no keepalive
+        for them (`no_answer_owed`).
+        """
         p = self._peers[peer]
         kp = p.current
         count = len(payloads)
@@ -561,7 +612,7 @@ class SessionTable:
             return None
         n = kp.send_counter
         kp.send_counter = n + count
-        encrypt, nonce, receiver = kp.encrypt, kp.nonce, kp.remote_index
+        encrypt, nonce, receiver = kp.encrypt or kp.sender(), kp.nonce, kp.remote_index
         out = [
             _pack_header(TYPE_TRANSPORT, receiver, n + i) + encrypt(nonce(n + i), payload, None)
             for i, payload in enumerate(payloads)
@@ -571,7 +622,7 @@ class SessionTable:
         p.last_sent = now
         self._touched.add(p.name)
         p.keepalive_at = None
-        if count and p.new_handshake_at is None:
+        if count and not no_answer and p.new_handshake_at is None:
             p.new_handshake_at = now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT
         if (now >= kp.rekey_at or n + count > REKEY_AFTER_MESSAGES) and p.state is HsState.IDLE:
             self._hs(p, HsInput.WANT_HANDSHAKE, now)
@@ -656,6 +707,7 @@ class SessionTable:
             for old in p.previous:
                 self._free(old)
             p.previous = [p.current] if p.current is not None else []
+            _retire(p.previous)
             p.current, p.nexts = kp, []
             self._hs(p, HsInput.PEER_CONFIRMED, now)
             self._went_up(p, now, "responder")
@@ -989,8 +1041,10 @@ class SessionTable:
             # (as WireGuard does with its one `next`): we are the initiator here.
             self._free(p.current)
             p.previous, p.current, p.nexts = p.nexts, kp, []
+            _retire(p.previous)
         else:
             p.previous = [p.current] if p.current is not None else []
+            _retire(p.previous)
             p.current = kp
         self._went_up(p, now, "initiator")
         # The responder may only send once it saw us use the keypair: say something.
