@@ -32,6 +32,7 @@ from lanspan.session import (
     INITIATION_BURST_EXTRA,
     INITIATIONS_PER_SECOND,
     INITIATIONS_PER_SECOND_SLOW,
+    QUEUE_MAX_AGE,
     SessionTable,
     Transmit,
 )
@@ -381,3 +382,41 @@ def test_timed_rekeys_are_spread_not_a_wave() -> None:
     assert all(ups - 10 + REKEY_AFTER_TIME - REKEY_SPREAD <= r <= ups + REKEY_AFTER_TIME
                for r in rekey_at)  # fmt: skip
     assert rekey_at[-1] - rekey_at[0] > REKEY_SPREAD / 2  # spread, not all at once
+
+
+def test_payloads_queued_too_long_are_not_sent_when_the_session_comes_up() -> None:
+    """Issue 10, cold start of 100 agents: each session that came up after minutes
+    flushed its full queue of a guest's old floods and probes. Only what was queued
+    within QUEUE_MAX_AGE leaves; the rest is counted as session.queue_stale."""
+    a, b = _pair()
+    assert a.seal("b", b"old-1", 0.0) is None
+    assert a.seal("b", b"old-2", 0.5) is None
+    t = 0.5 + QUEUE_MAX_AGE + 0.5
+    assert a.seal("b", b"fresh", t) is None
+    assert a.drops["session.queue_stale"] == 2  # pushed out as the new one came
+    assert len(a._peers["b"].queue) == 1
+    init = [o for o in _sent(a, 1)][-1]
+    b.receive(init, SRC, t + 0.1)
+    (resp,) = _sent(b, 2)
+    a.receive(resp, SRC, t + QUEUE_MAX_AGE + 0.2)  # up, but "fresh" is stale by now too
+    assert a.status("b").established
+    assert a.drops["session.queue_stale"] == 3
+    out = [o.data for o in a.take_outputs() if isinstance(o, Transmit)]
+    got = [b.receive(d, SRC, t + 3.0) for d in out]
+    assert [d.payload for d in got if d is not None] == [b""]  # the keepalive alone
+    # Queued in time: sent.
+    assert a.seal("b", b"x", t + 3.0) is not None
+
+
+def test_a_queue_of_fresh_payloads_is_sent_whole() -> None:
+    a, b = _pair()
+    for i in range(5):
+        assert a.seal("b", b"p%d" % i, i * 0.1) is None
+    init = _sent(a, 1)[0]
+    b.receive(init, SRC, 0.5)
+    (resp,) = _sent(b, 2)
+    a.receive(resp, SRC, 0.6)
+    out = [o.data for o in a.take_outputs() if isinstance(o, Transmit)]
+    got = [b.receive(d, SRC, 0.7) for d in out]
+    assert [d.payload for d in got if d is not None] == [b"p%d" % i for i in range(5)]
+    assert a.drops["session.queue_stale"] == 0
