@@ -21,6 +21,7 @@ import selectors
 import signal
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +43,7 @@ from lanspan.errors import ConfigError
 from lanspan.logs import RateLimitedLog
 from lanspan.node.core import InternalError, NodeCore, TcpSegmentation, host_port_mac
 from lanspan.node.outputs import Send, Write
-from lanspan.node.status import KernelLocation, MacRow, NodeStatus, UdpStatus
+from lanspan.node.status import Counts, KernelLocation, MacRow, NodeStatus, UdpStatus
 
 log = logging.getLogger("lanspan.agent")
 
@@ -57,6 +58,19 @@ TIMER_RETRY = 0.05
 # before the first round of initiations has left (`_first_round`). Its rule is a
 # constant (this run's receiver-index prefix), so nothing moves it afterwards.
 KERNEL_FILTER_AFTER = 0.0
+# A datagram that waited longer than this in the UDP socket's receive buffer (the
+# kernel's arrival time, SO_TIMESTAMPNS) is dropped unread: counted as
+# agent.stale_handshake (an initiation, response or cookie: no X25519 spent on it)
+# or agent.stale_datagram (transport data). The 16 MiB buffer turns an overloaded
+# machine's backlog into delay instead of loss: 100 agents on 2 cores restarted
+# at once (issue 10) held up to 16 MB each, ~60 s of work, and answered
+# initiations their initiators had given up long before (they remember the last 3,
+# spaced ~0.25-10 s), so no session came up while the backlog lasted. Dropped at
+# the cost of a recvmsg, the backlog is gone within a second and what is answered
+# is fresh; the peers retry what was lost. A datagram waits milliseconds on a
+# machine that keeps up, so this drops nothing then.
+STALE_AFTER = 2.0
+_HANDSHAKE_TYPES = (b"\x01", b"\x02", b"\x03")  # initiation, response, cookie reply
 # Where a failure can be contained: each is a drop reason agent.internal_error_<where>.
 ENTRY_POINTS: tuple[InternalError, ...] = get_args(InternalError)
 
@@ -250,6 +264,8 @@ class Agent:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._drop_log = RateLimitedLog(log)
+        # The loop's own drops (stale datagrams), beside the node's in status and logs.
+        self.drops: Counter[str] = Counter()
         self._drops_seen: dict[str, int] = {}
         self._drops_checked = 0.0
         self._timer_hold = 0.0  # no timer round before this (after one failed)
@@ -262,8 +278,16 @@ class Agent:
 
     # -- StatusSource for the control socket and metrics ------------------------
 
+    def drop_counts(self) -> Counter[str]:
+        """The node's drops and the loop's own (stale datagrams), by reason."""
+        drops = self.node.drop_counts()
+        drops.update(self.drops)
+        return drops
+
     def status(self) -> NodeStatus:
         status = self.node.status(time.monotonic())
+        if self.drops:
+            status = dataclasses.replace(status, drops=Counts.of(self.drop_counts()))
         gateways = self.services.status() if self.services.active() else None
         kf = self.kernel_filter.status() if self.kernel_filter is not None else None
         return self.kernel.annotate(
@@ -442,6 +466,14 @@ class Agent:
         if got is None:
             return False
         datagrams, src = got
+        arrived = udp.last_arrival
+        if arrived is not None and time.time() - arrived > STALE_AFTER:
+            self.drops[
+                "agent.stale_handshake"
+                if datagrams[0][:1] in _HANDSHAKE_TYPES
+                else "agent.stale_datagram"
+            ] += len(datagrams)
+            return True
         now = time.monotonic()
         try:
             if len(datagrams) == 1:
@@ -632,7 +664,7 @@ class Agent:
         if now - self._drops_checked < 1.0:
             return
         self._drops_checked = now
-        for reason, total in self.node.drop_counts().items():
+        for reason, total in self.drop_counts().items():
             new = total - self._drops_seen.get(reason, 0)
             if new > 0:
                 self._drops_seen[reason] = total
