@@ -96,6 +96,31 @@ def test_gso_gro_round_trip(pair: tuple[Netns, str, str], src: str, dst: str) ->
 
 @pytest.mark.netns
 @root
+def test_the_arrival_time_survives_the_crossing_between_namespaces(
+    pair: tuple[Netns, str, str],
+) -> None:
+    """The kernel clears a packet's timestamp when it crosses into another namespace
+    (veth); it is stamped again on arrival there, so `last_arrival` is the time the
+    datagram reached the node, not the time it was read (the agent's stale check)."""
+    _, a, b = pair
+    with entered(a):
+        ea = UdpEndpoint.bind(0)
+    with entered(b):
+        eb = UdpEndpoint.bind(0)
+    with ea, eb:
+        for batch in ([b"lone"], [b"g" * 700] * 8):  # one datagram, one GRO batch
+            ea.send_batch(("198.18.8.2", eb.port), batch)
+            sent = time.time()
+            time.sleep(0.3)
+            got, _ = _receive(eb, len(batch))
+            assert got == batch
+            assert eb.last_arrival is not None
+            assert abs(eb.last_arrival - sent) < 0.1
+            assert time.time() - eb.last_arrival >= 0.25
+
+
+@pytest.mark.netns
+@root
 def test_fallback_without_gso_and_unreachable(pair: tuple[Netns, str, str]) -> None:
     _, a, b = pair
     with entered(a):
