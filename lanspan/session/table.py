@@ -63,6 +63,7 @@ __all__ = [
     "REKEY_AFTER_MESSAGES",
     "REKEY_AFTER_TIME",
     "REKEY_ATTEMPT_TIME",
+    "REKEY_DEFER",
     "REKEY_SPREAD",
     "REKEY_TIMEOUT",
     "REKEY_TIMEOUT_JITTER",
@@ -90,6 +91,15 @@ REKEY_TIMEOUT_JITTER = 1 / 3  # up to 333 ms added to each retry
 # lower, and of two sides that both initiated, one usually goes first (its new
 # keypair then makes the other one the responder, which does not rekey on time).
 REKEY_SPREAD = 20.0
+# Both sides of a pair initiated at once (every pair of a cold start does): each then
+# holds its own initiator keypair as current, and both would rekey on time, twice
+# the work of the rekey wave (issue 10: 100 agents restarted at once). The side with
+# the greater public key waits REKEY_DEFER more: the other side's rekey makes it the
+# responder of the new keypair before then (and it never rekeys on time again); if
+# that rekey has not come through by then, it rekeys itself, still REJECT_AFTER_TIME
+# - REKEY_AFTER_TIME - REKEY_DEFER (30 s, six REKEY_TIMEOUT retries) before its keys
+# expire.
+REKEY_DEFER = 30.0
 # With no session (cold start, a peer that went away), lanspan wants the peer back
 # within a second or two of the moment it can be reached, forever: the retry timer
 # runs out after 0.25, 0.5, 1 s, then every RETRY_MAX + [0, RETRY_MAX_JITTER) s for
@@ -995,6 +1005,10 @@ class SessionTable:
         self, p: _Peer, done: HandshakeState, index: int, remote_index: int, now: float
     ) -> None:
         self._clear_pending(p)  # the response to one answers them all
+        if p.nexts and self.public_key > p.public:
+            early = -REKEY_DEFER  # both initiated: the peer rekeys this pair (REKEY_DEFER)
+        else:
+            early = REKEY_SPREAD * int.from_bytes(self._random_bytes(2), "little") / 65536
         kp = _Keypair(
             p,
             self._cipher,
@@ -1003,7 +1017,7 @@ class SessionTable:
             local_index=index,
             remote_index=remote_index,
             now=now,
-            rekey_early=REKEY_SPREAD * int.from_bytes(self._random_bytes(2), "little") / 65536,
+            rekey_early=early,
         )
         self._keypairs[index] = kp
         for old in p.previous:
