@@ -124,26 +124,31 @@ def test_datagrams_that_waited_too_long_are_dropped_unread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 10: a backlog in the receive buffer is dropped, not worked through late.
-    A frame's datagram and a handshake-shaped one that waited longer than STALE_AFTER
-    are counted as stale (the initiation never reaches the session: no bad_mac1 for
-    it, no DH); a fresh one still forwards."""
+    Data that waited longer than STALE_DATA_AFTER is counted as stale; a handshake
+    message is given until STALE_HANDSHAKE_AFTER (then it never reaches the session:
+    no bad_mac1 for it, no DH); a fresh frame still forwards."""
+    initiation = b"\x01\0\0\0" + bytes(144)  # initiation-shaped (bad mac1)
     with agent_pair(tmp_path, monkeypatch) as pair:
         pair.forwards("n1", "n2", b"warm1")
         a, b = pair.agents["n1"], pair.agents["n2"]
-        monkeypatch.setattr(loop_mod, "STALE_AFTER", 0.2)
+        monkeypatch.setattr(loop_mod, "STALE_DATA_AFTER", 0.2)
+        monkeypatch.setattr(loop_mod, "STALE_HANDSHAKE_AFTER", 0.5)
         before = b.drop_counts()
-        pair.ports["n1"].inject(frame(1, b"late"))
-        a.step(0.5)  # the frame's datagram leaves n1
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
-            tx.sendto(b"\x01\0\0\0" + bytes(144), ("127.0.0.1", b.udp.port))  # an "initiation"
+            tx.sendto(initiation, ("127.0.0.1", b.udp.port))
+            time.sleep(0.3)
+            pair.ports["n1"].inject(frame(1, b"late"))
+            a.step(0.5)  # the frame's datagram leaves n1
+            tx.sendto(initiation, ("127.0.0.1", b.udp.port))
         assert _readable(b.udp.fileno())
-        time.sleep(0.3)
+        time.sleep(0.3)  # the first initiation waited 0.6 s, the frame and the second 0.3
         for _ in range(3):
             b.step(0)
         after = b.drop_counts()
         assert after["agent.stale_datagram"] >= 1
         assert after["agent.stale_handshake"] == 1
-        assert after["session.bad_mac1"] == before["session.bad_mac1"]
+        # The second initiation was young enough: it reached the session.
+        assert after["session.bad_mac1"] == before["session.bad_mac1"] + 1
         assert not any(b"late" in f for f in pair.ports["n2"].received())
         assert b.status().drops["agent.stale_handshake"] == 1
         pair.forwards("n1", "n2", b"fresh")

@@ -58,18 +58,21 @@ TIMER_RETRY = 0.05
 # before the first round of initiations has left (`_first_round`). Its rule is a
 # constant (this run's receiver-index prefix), so nothing moves it afterwards.
 KERNEL_FILTER_AFTER = 0.0
-# A datagram that waited longer than this in the UDP socket's receive buffer (the
-# kernel's arrival time, SO_TIMESTAMPNS) is dropped unread: counted as
-# agent.stale_handshake (an initiation, response or cookie: no X25519 spent on it)
-# or agent.stale_datagram (transport data). The 16 MiB buffer turns an overloaded
-# machine's backlog into delay instead of loss: 100 agents on 2 cores restarted
-# at once (issue 10) held up to 16 MB each, ~60 s of work, and answered
+# A datagram that waited in the UDP socket's receive buffer (the kernel's arrival
+# time, SO_TIMESTAMPNS) longer than these is dropped unread: counted as
+# agent.stale_handshake (an initiation, response or cookie reply: no X25519 spent on
+# it) or agent.stale_datagram (transport data). The 16 MiB buffer turns an
+# overloaded machine's backlog into delay instead of loss: 100 agents on 2 cores
+# restarted at once (issue 10) held up to 16 MB each, ~60 s of work, and answered
 # initiations their initiators had given up long before (they remember the last 3,
 # spaced ~0.25-10 s), so no session came up while the backlog lasted. Dropped at
-# the cost of a recvmsg, the backlog is gone within a second and what is answered
-# is fresh; the peers retry what was lost. A datagram waits milliseconds on a
-# machine that keeps up, so this drops nothing then.
-STALE_AFTER = 2.0
+# the cost of a recvmsg, the backlog is cut and what is answered is fresh; the peers
+# retry what was lost. Data goes first (the bulk of a backlog: a guest's floods and
+# probes), so the queue stays within STALE_DATA_AFTER and a handshake behind it is
+# still answered. A datagram waits milliseconds on a machine that keeps up: nothing
+# is dropped then.
+STALE_DATA_AFTER = 1.0
+STALE_HANDSHAKE_AFTER = 2.0
 _HANDSHAKE_TYPES = (b"\x01", b"\x02", b"\x03")  # initiation, response, cookie reply
 # Where a failure can be contained: each is a drop reason agent.internal_error_<where>.
 ENTRY_POINTS: tuple[InternalError, ...] = get_args(InternalError)
@@ -467,13 +470,14 @@ class Agent:
             return False
         datagrams, src = got
         arrived = udp.last_arrival
-        if arrived is not None and time.time() - arrived > STALE_AFTER:
-            self.drops[
-                "agent.stale_handshake"
-                if datagrams[0][:1] in _HANDSHAKE_TYPES
-                else "agent.stale_datagram"
-            ] += len(datagrams)
-            return True
+        waited = 0.0 if arrived is None else time.time() - arrived
+        if waited > STALE_DATA_AFTER:
+            if datagrams[0][:1] not in _HANDSHAKE_TYPES:
+                self.drops["agent.stale_datagram"] += len(datagrams)
+                return True
+            if waited > STALE_HANDSHAKE_AFTER:
+                self.drops["agent.stale_handshake"] += len(datagrams)
+                return True
         now = time.monotonic()
         try:
             if len(datagrams) == 1:
