@@ -152,3 +152,32 @@ def test_datagrams_that_waited_too_long_are_dropped_unread(
         assert not any(b"late" in f for f in pair.ports["n2"].received())
         assert b.status().drops["agent.stale_handshake"] == 1
         pair.forwards("n1", "n2", b"fresh")
+
+
+def test_a_socket_that_fell_behind_gets_more_reads_per_round(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 10: one read of the socket per frame of a flooding port left a guest's
+    node behind its peers. While the last batch read had waited UDP_BEHIND, the
+    socket's turn takes up to 1 + UDP_CATCH_UP_READS batches; without a backlog, one."""
+    with agent_pair(tmp_path, monkeypatch) as pair:
+        b = pair.agents["n2"]
+        for _ in range(3):
+            b.step(0)
+
+        def burst() -> None:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+                for i in range(40):  # junk of distinct sizes (no GRO): cheap drops
+                    tx.sendto(b"\x07" * (40 + i), ("127.0.0.1", b.udp.port))
+
+        burst()
+        calls = b.udp.counters.rx_calls
+        b._read_rounds([b._readers[b.udp.fileno()]])
+        assert b.udp.counters.rx_calls - calls == loop_mod.READ_ROUNDS  # fresh: one a round
+        while b.udp.recv_batch() is not None:
+            pass
+        burst()
+        time.sleep(2 * loop_mod.UDP_BEHIND)
+        calls = b.udp.counters.rx_calls
+        b._read_rounds([b._readers[b.udp.fileno()]])
+        assert b.udp.counters.rx_calls - calls == 40  # behind: caught up in 3 rounds

@@ -73,6 +73,16 @@ KERNEL_FILTER_AFTER = 0.0
 # is dropped then.
 STALE_DATA_AFTER = 1.0
 STALE_HANDSHAKE_AFTER = 2.0
+# The UDP socket gets one read per round as every data fd does, and while its last
+# batch had waited UDP_BEHIND or more (a backlog: the machine is overloaded) up to
+# UDP_CATCH_UP_READS more. A frame from a local port costs a send to every peer when
+# it floods (99 at 100 nodes) and a datagram one handling: taken one for one, a node
+# whose guest kept flooding (the lab's cold-start probers) read its socket at the
+# port's pace, fell behind and dropped its peers' handshakes as stale while the
+# nodes without guests came up (issue 10). Without a backlog nothing changes: a lone
+# frame on a port never waits behind more than one read of the socket.
+UDP_BEHIND = 0.1
+UDP_CATCH_UP_READS = 15
 _HANDSHAKE_TYPES = (b"\x01", b"\x02", b"\x03")  # initiation, response, cookie reply
 # Where a failure can be contained: each is a drop reason agent.internal_error_<where>.
 ENTRY_POINTS: tuple[InternalError, ...] = get_args(InternalError)
@@ -269,6 +279,7 @@ class Agent:
         self._drop_log = RateLimitedLog(log)
         # The loop's own drops (stale datagrams), beside the node's in status and logs.
         self.drops: Counter[str] = Counter()
+        self._udp_waited = 0.0  # how long the last UDP batch read had waited (s)
         self._drops_seen: dict[str, int] = {}
         self._drops_checked = 0.0
         self._timer_hold = 0.0  # no timer round before this (after one failed)
@@ -462,6 +473,15 @@ class Agent:
 
         return DataReader(once)
 
+    def _udp_turn(self) -> bool:
+        """The UDP socket's turn in a read round: one batch, more while behind."""
+        if not self._udp_once():
+            return False
+        for _ in range(UDP_CATCH_UP_READS):
+            if self._udp_waited < UDP_BEHIND or not self._udp_once():
+                break
+        return True
+
     def _udp_once(self) -> bool:
         """Read and handle one GRO batch (one sender); False when none waited."""
         node, udp = self.node, self.udp
@@ -470,7 +490,7 @@ class Agent:
             return False
         datagrams, src = got
         arrived = udp.last_arrival
-        waited = 0.0 if arrived is None else time.time() - arrived
+        self._udp_waited = waited = 0.0 if arrived is None else time.time() - arrived
         if waited > STALE_DATA_AFTER:
             if datagrams[0][:1] not in _HANDSHAKE_TYPES:
                 self.drops["agent.stale_datagram"] += len(datagrams)
@@ -568,7 +588,7 @@ class Agent:
         then `close()`s, which removes what was created, quietly.
         """
         self.sel.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
-        self._watch(self.udp.fileno(), DataReader(self._udp_once))
+        self._watch(self.udp.fileno(), DataReader(self._udp_turn))
         if self.control is not None:
             self.control.register(self.sel)
         self._first_round()  # initiations leave now; the ports, services, filter come after
