@@ -109,13 +109,15 @@ def test_the_arrival_time_survives_the_crossing_between_namespaces(
         eb = UdpEndpoint.bind(0)
     with ea, eb:
         for batch in ([b"lone"], [b"g" * 700] * 8):  # one datagram, one GRO batch
+            before = time.time()
             ea.send_batch(("198.18.8.2", eb.port), batch)
-            sent = time.time()
-            time.sleep(0.3)
+            after = time.time()
+            time.sleep(0.5)
             got, _ = _receive(eb, len(batch))
             assert got == batch
             assert eb.last_arrival is not None
-            assert abs(eb.last_arrival - sent) < 0.1
+            # (a loaded machine may deliver it a little after the send returned)
+            assert before - 0.01 <= eb.last_arrival <= after + 0.25, (before, after)
             assert time.time() - eb.last_arrival >= 0.25
 
 
