@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import select
 import socket
+import time
 from pathlib import Path
 
 import pytest
 from agent_inproc import agent_pair, frame
 
+from lanspan.agent import loop as loop_mod
 from lanspan.dataplane import udp as udp_mod
 from lanspan.dataplane.udp import UdpEndpoint
 
@@ -101,3 +103,81 @@ def test_a_truncated_datagram_is_counted_and_the_next_one_read(
         assert got is not None and got[0] == [b"small"]
         assert b.counters.rx_errors == 1
         assert "truncated" in b.counters.last_error
+
+
+def test_a_datagram_gets_the_kernels_arrival_time() -> None:
+    """SO_TIMESTAMPNS: `last_arrival` is when the datagram reached the socket, not
+    when it was read (what the agent's stale check measures)."""
+    a, b = _endpoints()
+    with a, b:
+        a.send_batch(("127.0.0.1", b.port), [b"aged"])
+        sent = time.time()
+        time.sleep(0.3)
+        got = _recv(b)
+        assert got is not None and got[0] == [b"aged"]
+        assert b.last_arrival is not None
+        assert sent - 0.1 <= b.last_arrival <= sent + 0.1
+        assert time.time() - b.last_arrival >= 0.25
+
+
+def test_datagrams_that_waited_too_long_are_dropped_unread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 10: a backlog in the receive buffer is dropped, not worked through late.
+    Data that waited longer than STALE_DATA_AFTER is counted as stale; a handshake
+    message is given until STALE_HANDSHAKE_AFTER (then it never reaches the session:
+    no bad_mac1 for it, no DH); a fresh frame still forwards."""
+    initiation = b"\x01\0\0\0" + bytes(144)  # initiation-shaped (bad mac1)
+    with agent_pair(tmp_path, monkeypatch) as pair:
+        pair.forwards("n1", "n2", b"warm1")
+        a, b = pair.agents["n1"], pair.agents["n2"]
+        monkeypatch.setattr(loop_mod, "STALE_DATA_AFTER", 0.2)
+        monkeypatch.setattr(loop_mod, "STALE_HANDSHAKE_AFTER", 0.5)
+        before = b.drop_counts()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            tx.sendto(initiation, ("127.0.0.1", b.udp.port))
+            time.sleep(0.3)
+            pair.ports["n1"].inject(frame(1, b"late"))
+            a.step(0.5)  # the frame's datagram leaves n1
+            tx.sendto(initiation, ("127.0.0.1", b.udp.port))
+        assert _readable(b.udp.fileno())
+        time.sleep(0.3)  # the first initiation waited 0.6 s, the frame and the second 0.3
+        for _ in range(3):
+            b.step(0)
+        after = b.drop_counts()
+        assert after["agent.stale_datagram"] >= 1
+        assert after["agent.stale_handshake"] == 1
+        # The second initiation was young enough: it reached the session.
+        assert after["session.bad_mac1"] == before["session.bad_mac1"] + 1
+        assert not any(b"late" in f for f in pair.ports["n2"].received())
+        assert b.status().drops["agent.stale_handshake"] == 1
+        pair.forwards("n1", "n2", b"fresh")
+
+
+def test_a_socket_that_fell_behind_gets_more_reads_per_round(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 10: one read of the socket per frame of a flooding port left a guest's
+    node behind its peers. While the last batch read had waited UDP_BEHIND, the
+    socket's turn takes up to 1 + UDP_CATCH_UP_READS batches; without a backlog, one."""
+    with agent_pair(tmp_path, monkeypatch) as pair:
+        b = pair.agents["n2"]
+        for _ in range(3):
+            b.step(0)
+
+        def burst() -> None:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+                for i in range(40):  # junk of distinct sizes (no GRO): cheap drops
+                    tx.sendto(b"\x07" * (40 + i), ("127.0.0.1", b.udp.port))
+
+        burst()
+        calls = b.udp.counters.rx_calls
+        b._read_rounds([b._readers[b.udp.fileno()]])
+        assert b.udp.counters.rx_calls - calls == loop_mod.READ_ROUNDS  # fresh: one a round
+        while b.udp.recv_batch() is not None:
+            pass
+        burst()
+        time.sleep(2 * loop_mod.UDP_BEHIND)
+        calls = b.udp.counters.rx_calls
+        b._read_rounds([b._readers[b.udp.fileno()]])
+        assert b.udp.counters.rx_calls - calls == 40  # behind: caught up in 3 rounds

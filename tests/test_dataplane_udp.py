@@ -96,6 +96,44 @@ def test_gso_gro_round_trip(pair: tuple[Netns, str, str], src: str, dst: str) ->
 
 @pytest.mark.netns
 @root
+def test_the_arrival_time_survives_the_crossing_between_namespaces(
+    pair: tuple[Netns, str, str],
+) -> None:
+    """The kernel clears a packet's timestamp when it crosses into another namespace
+    (veth); it is stamped again on arrival there, so `last_arrival` is the time the
+    datagram reached the node, not the time it was read (the agent's stale check;
+    a packet stamped only when read is never judged stale, the safe side)."""
+    _, a, b = pair
+    with entered(a):
+        ea = UdpEndpoint.bind(0)
+    with entered(b):
+        eb = UdpEndpoint.bind(0)
+    with ea, eb:
+        # The kernel stamps arriving packets once any socket asked for timestamps (a
+        # static key, switched on from a workqueue shortly after the first one did);
+        # until then a packet that crossed namespaces is stamped when read.
+        for _ in range(50):
+            ea.send_batch(("198.18.8.2", eb.port), [b"warm"])
+            time.sleep(0.05)
+            _receive(eb, 1)
+            assert eb.last_arrival is not None
+            if time.time() - eb.last_arrival >= 0.04:
+                break
+        for batch in ([b"lone"], [b"g" * 700] * 8):  # one datagram, one GRO batch
+            before = time.time()
+            ea.send_batch(("198.18.8.2", eb.port), batch)
+            after = time.time()
+            time.sleep(0.5)
+            got, _ = _receive(eb, len(batch))
+            assert got == batch
+            assert eb.last_arrival is not None
+            # (a loaded machine may deliver it a little after the send returned)
+            assert before - 0.01 <= eb.last_arrival <= after + 0.25, (before, after)
+            assert time.time() - eb.last_arrival >= 0.25
+
+
+@pytest.mark.netns
+@root
 def test_fallback_without_gso_and_unreachable(pair: tuple[Netns, str, str]) -> None:
     _, a, b = pair
     with entered(a):

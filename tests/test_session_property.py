@@ -41,6 +41,8 @@ def assert_bounded(t: SessionTable) -> None:
     for p in peers.values():
         assert 0 <= p.backoff <= len(_BACKOFF)
         assert len(p.queue) <= MAX_QUEUED
+        assert len(p.queued_at) == len(p.queue)  # one arrival time per payload
+        assert list(p.queued_at) == sorted(p.queued_at)
         # In INITIATION_SENT a peer either has its retry timer or waits for a token.
         waiting = p.waiting_since is not None
         assert waiting == (t._waiting.get(p.name) is p)

@@ -32,6 +32,7 @@ from lanspan.session import (
     INITIATION_BURST_EXTRA,
     INITIATIONS_PER_SECOND,
     INITIATIONS_PER_SECOND_SLOW,
+    QUEUE_MAX_AGE,
     SessionTable,
     Transmit,
 )
@@ -363,21 +364,105 @@ def test_timed_rekeys_are_spread_not_a_wave() -> None:
     """Sessions that came up together rekey over REKEY_SPREAD seconds, all before
     REKEY_AFTER_TIME (100 agents' sessions came up within a minute, and their
     rekeys in the next loaded the machine they shared)."""
-    from lanspan.session import REKEY_AFTER_TIME, REKEY_SPREAD
+    from lanspan.session import REKEY_AFTER_TIME, REKEY_DEFER, REKEY_SPREAD
 
     m = Mesh([f"n{i}" for i in range(12)], delay=0.005)
     assert m.run_until(
         lambda: all(m.established(a, b) for a in m.names for b in m.names if a != b), 10.0
     )
-    rekey_at = sorted(
-        kp.rekey_at
+    timed = [
+        kp
         for t in m.tables.values()
         for p in t._peers.values()
         for kp in ([p.current] if p.current is not None else [])
         if kp.initiator
-    )
+    ]
+    # (an end that initiated at the same time as its peer waits for the peer's rekey)
+    assert all(kp.rekey_at == kp.created + REKEY_AFTER_TIME + REKEY_DEFER
+               for kp in timed if kp.rekey_at > kp.created + REKEY_AFTER_TIME)  # fmt: skip
+    rekey_at = sorted(kp.rekey_at for kp in timed if kp.rekey_at <= kp.created + REKEY_AFTER_TIME)
     ups = m.now
-    assert len(rekey_at) >= 66  # 66 pairs, at least one initiator each
+    assert len(rekey_at) >= 66  # 66 pairs, at least one timed initiator each
     assert all(ups - 10 + REKEY_AFTER_TIME - REKEY_SPREAD <= r <= ups + REKEY_AFTER_TIME
                for r in rekey_at)  # fmt: skip
     assert rekey_at[-1] - rekey_at[0] > REKEY_SPREAD / 2  # spread, not all at once
+
+
+def test_payloads_queued_too_long_are_not_sent_when_the_session_comes_up() -> None:
+    """Issue 10, cold start of 100 agents: each session that came up after minutes
+    flushed its full queue of a guest's old floods and probes. Only what was queued
+    within QUEUE_MAX_AGE leaves; the rest is counted as session.queue_stale."""
+    a, b = _pair()
+    assert a.seal("b", b"old-1", 0.0) is None
+    assert a.seal("b", b"old-2", 0.5) is None
+    t = 0.5 + QUEUE_MAX_AGE + 0.5
+    assert a.seal("b", b"fresh", t) is None
+    assert a.drops["session.queue_stale"] == 2  # pushed out as the new one came
+    assert len(a._peers["b"].queue) == 1
+    init = [o for o in _sent(a, 1)][-1]
+    b.receive(init, SRC, t + 0.1)
+    (resp,) = _sent(b, 2)
+    a.receive(resp, SRC, t + QUEUE_MAX_AGE + 0.2)  # up, but "fresh" is stale by now too
+    assert a.status("b").established
+    assert a.drops["session.queue_stale"] == 3
+    out = [o.data for o in a.take_outputs() if isinstance(o, Transmit)]
+    got = [b.receive(d, SRC, t + 3.0) for d in out]
+    assert [d.payload for d in got if d is not None] == [b""]  # the keepalive alone
+    # Queued in time: sent.
+    assert a.seal("b", b"x", t + 3.0) is not None
+
+
+def test_a_queue_of_fresh_payloads_is_sent_whole() -> None:
+    a, b = _pair()
+    for i in range(5):
+        assert a.seal("b", b"p%d" % i, i * 0.1) is None
+    init = _sent(a, 1)[0]
+    b.receive(init, SRC, 0.5)
+    (resp,) = _sent(b, 2)
+    a.receive(resp, SRC, 0.6)
+    out = [o.data for o in a.take_outputs() if isinstance(o, Transmit)]
+    got = [b.receive(d, SRC, 0.7) for d in out]
+    assert [d.payload for d in got if d is not None] == [b"p%d" % i for i in range(5)]
+    assert a.drops["session.queue_stale"] == 0
+
+
+def test_a_pair_that_initiated_at_once_rekeys_from_one_end() -> None:
+    """Issue 10: at a cold start both ends of every pair initiate at once, each keeps
+    its own initiator keypair as current, and both rekeyed on time: twice the work of
+    the rekey wave. Only the end with the smaller public key rekeys on time now; the
+    other becomes the responder of that rekey. Every session stays up through three
+    rekey rounds."""
+    from lanspan.session import REJECT_AFTER_TIME, REKEY_AFTER_TIME
+
+    names = [f"n{i}" for i in range(8)]
+    # Every table initiates to every peer at 0; answers take 4 s (a loaded machine),
+    # so a rekey is pending long enough for the other end's rekey time to come too:
+    # both ends rekeyed 103 times in three rounds of 28 pairs before, 84 now (and
+    # 268 / 163 with answers taking 12 s).
+    m = Mesh(names, delay=2.0, probe_interval=5.0)
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+    assert m.run_until(lambda: all(m.established(a, b) for a, b in pairs), 60.0, step=0.5)
+    ups = m.now
+    both = 0
+    for a, b in pairs:
+        ka, kb = m.tables[a]._peers[b].current, m.tables[b]._peers[a].current
+        assert ka is not None and kb is not None
+        if ka.initiator and kb.initiator:
+            both += 1
+            first = a if m.tables[a].public_key < m.tables[b].public_key else b
+            other = b if first == a else a
+            kf = m.tables[first]._peers[other].current
+            ko = m.tables[other]._peers[first].current
+            assert kf is not None and ko is not None
+            assert kf.rekey_at <= kf.created + REKEY_AFTER_TIME
+            assert ko.rekey_at > ko.created + REKEY_AFTER_TIME
+            assert ko.rekey_at < ko.reject_at - 5 * 5.0  # room for its own retries
+    assert both >= len(pairs) // 2  # the cold start's usual case
+    m.tap.clear()
+    m.run(ups + 3.2 * REKEY_AFTER_TIME)
+    assert all(m.established(a, b) for a, b in pairs)
+    assert not [e for _, _, e in m.events if e.kind in ("down", "handshake_failed")]
+    inits = [(t, src) for t, src, _, data in m.tap if data[0] == 1]
+    # One initiation per pair and round (three rounds), not two.
+    assert len(inits) <= 3 * len(pairs) + 4, len(inits)
+    assert REJECT_AFTER_TIME > REKEY_AFTER_TIME

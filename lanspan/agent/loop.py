@@ -21,6 +21,7 @@ import selectors
 import signal
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +43,7 @@ from lanspan.errors import ConfigError
 from lanspan.logs import RateLimitedLog
 from lanspan.node.core import InternalError, NodeCore, TcpSegmentation, host_port_mac
 from lanspan.node.outputs import Send, Write
-from lanspan.node.status import KernelLocation, MacRow, NodeStatus, UdpStatus
+from lanspan.node.status import Counts, KernelLocation, MacRow, NodeStatus, UdpStatus
 
 log = logging.getLogger("lanspan.agent")
 
@@ -57,6 +58,32 @@ TIMER_RETRY = 0.05
 # before the first round of initiations has left (`_first_round`). Its rule is a
 # constant (this run's receiver-index prefix), so nothing moves it afterwards.
 KERNEL_FILTER_AFTER = 0.0
+# A datagram that waited in the UDP socket's receive buffer (the kernel's arrival
+# time, SO_TIMESTAMPNS) longer than these is dropped unread: counted as
+# agent.stale_handshake (an initiation, response or cookie reply: no X25519 spent on
+# it) or agent.stale_datagram (transport data). The 16 MiB buffer turns an
+# overloaded machine's backlog into delay instead of loss: 100 agents on 2 cores
+# restarted at once (issue 10) held up to 16 MB each, ~60 s of work, and answered
+# initiations their initiators had given up long before (they remember the last 3,
+# spaced ~0.25-10 s), so no session came up while the backlog lasted. Dropped at
+# the cost of a recvmsg, the backlog is cut and what is answered is fresh; the peers
+# retry what was lost. Data goes first (the bulk of a backlog: a guest's floods and
+# probes), so the queue stays within STALE_DATA_AFTER and a handshake behind it is
+# still answered. A datagram waits milliseconds on a machine that keeps up: nothing
+# is dropped then.
+STALE_DATA_AFTER = 1.0
+STALE_HANDSHAKE_AFTER = 2.0
+# The UDP socket gets one read per round as every data fd does, and while its last
+# batch had waited UDP_BEHIND or more (a backlog: the machine is overloaded) up to
+# UDP_CATCH_UP_READS more. A frame from a local port costs a send to every peer when
+# it floods (99 at 100 nodes) and a datagram one handling: taken one for one, a node
+# whose guest kept flooding (the lab's cold-start probers) read its socket at the
+# port's pace, fell behind and dropped its peers' handshakes as stale while the
+# nodes without guests came up (issue 10). Without a backlog nothing changes: a lone
+# frame on a port never waits behind more than one read of the socket.
+UDP_BEHIND = 0.1
+UDP_CATCH_UP_READS = 15
+_HANDSHAKE_TYPES = (b"\x01", b"\x02", b"\x03")  # initiation, response, cookie reply
 # Where a failure can be contained: each is a drop reason agent.internal_error_<where>.
 ENTRY_POINTS: tuple[InternalError, ...] = get_args(InternalError)
 
@@ -250,6 +277,9 @@ class Agent:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._drop_log = RateLimitedLog(log)
+        # The loop's own drops (stale datagrams), beside the node's in status and logs.
+        self.drops: Counter[str] = Counter()
+        self._udp_waited = 0.0  # how long the last UDP batch read had waited (s)
         self._drops_seen: dict[str, int] = {}
         self._drops_checked = 0.0
         self._timer_hold = 0.0  # no timer round before this (after one failed)
@@ -262,8 +292,16 @@ class Agent:
 
     # -- StatusSource for the control socket and metrics ------------------------
 
+    def drop_counts(self) -> Counter[str]:
+        """The node's drops and the loop's own (stale datagrams), by reason."""
+        drops = self.node.drop_counts()
+        drops.update(self.drops)
+        return drops
+
     def status(self) -> NodeStatus:
         status = self.node.status(time.monotonic())
+        if self.drops:
+            status = dataclasses.replace(status, drops=Counts.of(self.drop_counts()))
         gateways = self.services.status() if self.services.active() else None
         kf = self.kernel_filter.status() if self.kernel_filter is not None else None
         return self.kernel.annotate(
@@ -435,6 +473,15 @@ class Agent:
 
         return DataReader(once)
 
+    def _udp_turn(self) -> bool:
+        """The UDP socket's turn in a read round: one batch, more while behind."""
+        if not self._udp_once():
+            return False
+        for _ in range(UDP_CATCH_UP_READS):
+            if self._udp_waited < UDP_BEHIND or not self._udp_once():
+                break
+        return True
+
     def _udp_once(self) -> bool:
         """Read and handle one GRO batch (one sender); False when none waited."""
         node, udp = self.node, self.udp
@@ -442,6 +489,15 @@ class Agent:
         if got is None:
             return False
         datagrams, src = got
+        arrived = udp.last_arrival
+        self._udp_waited = waited = 0.0 if arrived is None else time.time() - arrived
+        if waited > STALE_DATA_AFTER:
+            if datagrams[0][:1] not in _HANDSHAKE_TYPES:
+                self.drops["agent.stale_datagram"] += len(datagrams)
+                return True
+            if waited > STALE_HANDSHAKE_AFTER:
+                self.drops["agent.stale_handshake"] += len(datagrams)
+                return True
         now = time.monotonic()
         try:
             if len(datagrams) == 1:
@@ -532,7 +588,7 @@ class Agent:
         then `close()`s, which removes what was created, quietly.
         """
         self.sel.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
-        self._watch(self.udp.fileno(), DataReader(self._udp_once))
+        self._watch(self.udp.fileno(), DataReader(self._udp_turn))
         if self.control is not None:
             self.control.register(self.sel)
         self._first_round()  # initiations leave now; the ports, services, filter come after
@@ -632,7 +688,7 @@ class Agent:
         if now - self._drops_checked < 1.0:
             return
         self._drops_checked = now
-        for reason, total in self.node.drop_counts().items():
+        for reason, total in self.drop_counts().items():
             new = total - self._drops_seen.get(reason, 0)
             if new > 0:
                 self._drops_seen[reason] = total

@@ -50,6 +50,12 @@ UDP_SEGMENT = 103
 UDP_GRO = 104
 SO_RCVBUFFORCE = 33
 SO_SNDBUFFORCE = 32
+# The kernel's arrival time of each datagram (CLOCK_REALTIME, struct timespec) as
+# ancillary data: how long it waited in the receive buffer (`recv_batch` sets
+# `last_arrival`). Python's socket module does not name them; the Linux values.
+SO_TIMESTAMPNS = 35
+SCM_TIMESTAMPNS = SO_TIMESTAMPNS
+_TIMESPEC = struct.Struct("=qq")
 
 MAX_GSO_SEGMENTS = 64
 MAX_GSO_BYTES = 65507  # largest IPv4 UDP payload; the kernel's limit per call
@@ -63,6 +69,7 @@ _IN_PKTINFO = struct.Struct("=i4s4s")  # ifindex, spec_dst, addr
 _IN6_PKTINFO = struct.Struct("=16si")  # addr, ifindex
 _CMSG_SPACE = (
     socket.CMSG_SPACE(4)
+    + socket.CMSG_SPACE(_TIMESPEC.size)
     + socket.CMSG_SPACE(_IN6_PKTINFO.size)
     + socket.CMSG_SPACE(_IN_PKTINFO.size)
 )
@@ -148,6 +155,9 @@ class UdpEndpoint:
         # authenticated remote -> local addresses it reached (latest last), LRU order
         self._reply_from: OrderedDict[Addr, list[str]] = OrderedDict()
         self._round: dict[Addr, str] = {}  # senders of this round, not authenticated
+        # The kernel's arrival time (time.time() clock) of the last batch recv_batch
+        # returned: SO_TIMESTAMPNS; None when it gave none.
+        self.last_arrival: float | None = None
         # remote -> (the kernel's default source towards it or None, when to look again)
         self._default_source: dict[Addr, tuple[str | None, float]] = {}
         # Asks the kernel for its route's source (connect() sends nothing). Made
@@ -194,6 +204,10 @@ class UdpEndpoint:
                 except OSError:
                     log.info("no packet info (level %d): replies use the default source", level)
             try:
+                sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            except OSError:
+                log.info("no receive timestamps: datagrams are never judged stale")
+            try:
                 sock.setsockopt(SOL_UDP, UDP_GRO, 1)
                 gro = True
             except OSError:
@@ -218,7 +232,10 @@ class UdpEndpoint:
         return self._sock.fileno()
 
     def recv_batch(self) -> tuple[list[bytes], Addr] | None:
-        """Datagrams from one sender (one GRO buffer split), or None when none wait."""
+        """Datagrams from one sender (one GRO buffer split), or None when none wait.
+
+        `last_arrival` is then the kernel's arrival time of the batch (wall clock,
+        `time.time()`), None when the kernel gave none."""
         while True:
             try:
                 data, anc, flags, addr = self._sock.recvmsg(RECV_SIZE, _CMSG_SPACE)
@@ -234,8 +251,12 @@ class UdpEndpoint:
             self.counters.last_error = f"recv: datagram truncated at {len(data)} bytes"
         seg = 0
         local = None
+        self.last_arrival = None
         for level, typ, cdata in anc:
-            if level == SOL_UDP and typ == UDP_GRO and len(cdata) >= 2:
+            if level == socket.SOL_SOCKET and typ == SCM_TIMESTAMPNS and len(cdata) >= 16:
+                sec, nsec = _TIMESPEC.unpack_from(cdata)
+                self.last_arrival = sec + nsec * 1e-9
+            elif level == SOL_UDP and typ == UDP_GRO and len(cdata) >= 2:
                 seg = _INT.unpack_from(cdata)[0] if len(cdata) >= 4 else _SEG.unpack(cdata)[0]
             elif level == socket.IPPROTO_IPV6 and typ == IPV6_PKTINFO and len(cdata) >= 16:
                 local = _unmap(socket.inet_ntop(socket.AF_INET6, cdata[:16]))

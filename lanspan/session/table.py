@@ -57,11 +57,13 @@ __all__ = [
     "INITIATION_BURST_EXTRA",
     "KEEPALIVE_TIMEOUT",
     "MAX_QUEUED",
+    "QUEUE_MAX_AGE",
     "REJECT_AFTER_MESSAGES",
     "REJECT_AFTER_TIME",
     "REKEY_AFTER_MESSAGES",
     "REKEY_AFTER_TIME",
     "REKEY_ATTEMPT_TIME",
+    "REKEY_DEFER",
     "REKEY_SPREAD",
     "REKEY_TIMEOUT",
     "REKEY_TIMEOUT_JITTER",
@@ -89,6 +91,15 @@ REKEY_TIMEOUT_JITTER = 1 / 3  # up to 333 ms added to each retry
 # lower, and of two sides that both initiated, one usually goes first (its new
 # keypair then makes the other one the responder, which does not rekey on time).
 REKEY_SPREAD = 20.0
+# Both sides of a pair initiated at once (every pair of a cold start does): each then
+# holds its own initiator keypair as current, and both would rekey on time, twice
+# the work of the rekey wave (issue 10: 100 agents restarted at once). The side with
+# the greater public key waits REKEY_DEFER more: the other side's rekey makes it the
+# responder of the new keypair before then (and it never rekeys on time again); if
+# that rekey has not come through by then, it rekeys itself, still REJECT_AFTER_TIME
+# - REKEY_AFTER_TIME - REKEY_DEFER (30 s, six REKEY_TIMEOUT retries) before its keys
+# expire.
+REKEY_DEFER = 30.0
 # With no session (cold start, a peer that went away), lanspan wants the peer back
 # within a second or two of the moment it can be reached, forever: the retry timer
 # runs out after 0.25, 0.5, 1 s, then every RETRY_MAX + [0, RETRY_MAX_JITTER) s for
@@ -160,6 +171,14 @@ _HEARD_RECENTLY = 2 * REKEY_TIMEOUT  # "heard from lately" when tokens are share
 # keypair is replaced before REJECT_AFTER_TIME even if it never sends.
 _REKEY_ON_RECEIVE_AGE = REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT
 MAX_QUEUED = 1024  # payloads held per peer while a handshake runs
+# ... and for at most this long: older ones are dropped (session.queue_stale) when
+# the session comes up, or as new ones arrive. A guest's ARP, ping or SYN retries
+# within a second or two, so an older payload is one its sender has sent again; a
+# cold start of 100 agents (issue 10) took minutes per session, every guest's
+# floods and probes queued towards each of 99 peers, and each session that came up
+# flushed its full MAX_QUEUED of them (~2 million datagrams for the whole lab),
+# work for nothing that kept the other sessions from coming up.
+QUEUE_MAX_AGE = 2.0
 _LOAD_WINDOW = 1.0  # seconds over which initiations are counted
 # "Under load" (cookies first) by default: more fresh initiations in _LOAD_WINDOW
 # than _LOAD_BASE + _LOAD_PER_PEER x peers. An honest peer sends at most ~3 in
@@ -374,6 +393,7 @@ class _Peer:
         "psk",
         "public",
         "queue",
+        "queued_at",
         "retry_at",
         "retry_soon_until",
         "rx_bytes",
@@ -421,6 +441,7 @@ class _Peer:
         self.nexts: list[_Keypair] = []
         self.last_timestamp = bytes(TAI64N_LEN)
         self.queue: collections.deque[bytes] = collections.deque()
+        self.queued_at: collections.deque[float] = collections.deque()  # one per payload
         self.keepalive_at: float | None = None  # passive keepalive due
         self.new_handshake_at: float | None = None  # sent data, no answer by then
         self.last_sent: float | None = None
@@ -574,7 +595,7 @@ class SessionTable:
         p = self._peers[peer]
         kp = p.current
         if kp is None or now >= kp.reject_at or kp.send_counter >= REJECT_AFTER_MESSAGES:
-            self._enqueue(p, payload)
+            self._enqueue(p, payload, now)
             self._hs(p, HsInput.WANT_HANDSHAKE, now)
             return None
         n = kp.send_counter
@@ -607,7 +628,7 @@ class SessionTable:
         count = len(payloads)
         if kp is None or now >= kp.reject_at or kp.send_counter + count > REJECT_AFTER_MESSAGES:
             for payload in payloads:
-                self._enqueue(p, payload)
+                self._enqueue(p, payload, now)
             self._hs(p, HsInput.WANT_HANDSHAKE, now)
             return None
         n = kp.send_counter
@@ -628,19 +649,38 @@ class SessionTable:
             self._hs(p, HsInput.WANT_HANDSHAKE, now)
         return out
 
-    def _enqueue(self, p: _Peer, payload: bytes) -> None:
+    def _enqueue(self, p: _Peer, payload: bytes, now: float) -> None:
+        self._drop_stale(p, now)
         if len(p.queue) >= MAX_QUEUED:
             p.queue.popleft()
+            p.queued_at.popleft()
             self.drops["session.queue_full"] += 1
         p.queue.append(payload)
+        p.queued_at.append(now)
+
+    def _drop_stale(self, p: _Peer, now: float) -> None:
+        """Drop the payloads queued more than QUEUE_MAX_AGE ago (oldest first)."""
+        queue, times, limit = p.queue, p.queued_at, now - QUEUE_MAX_AGE
+        while times and times[0] < limit:
+            times.popleft()
+            queue.popleft()
+            self.drops["session.queue_stale"] += 1
+
+    def _clear_queue(self, p: _Peer) -> int:
+        """Empty `p`'s queue; how many payloads it held."""
+        n = len(p.queue)
+        p.queue.clear()
+        p.queued_at.clear()
+        return n
 
     def _flush(self, p: _Peer, now: float, *, keepalive_if_empty: bool) -> None:
+        self._drop_stale(p, now)
         if not p.queue:
             if keepalive_if_empty:
                 self._send_keepalive(p, now)
             return
         queued = list(p.queue)
-        p.queue.clear()
+        self._clear_queue(p)
         sealed = self.seal_many(p.name, queued, now)
         if sealed is not None:
             self._outbox.extend(Transmit(p.name, data) for data in sealed)
@@ -896,8 +936,7 @@ class SessionTable:
             assert completed is not None and to is not None and to in p.pendings
             self._confirm(p, completed, to.local_index, remote_index, now)
         elif action is HsAction.FAIL_AND_RETRY:
-            self.drops["session.handshake_failed"] += len(p.queue)
-            p.queue.clear()
+            self.drops["session.handshake_failed"] += self._clear_queue(p)
             if not p.failed_reported:  # once per outage, not every REKEY_ATTEMPT_TIME
                 p.failed_reported = True
                 self._outbox.append(
@@ -954,8 +993,8 @@ class SessionTable:
     def _priority(self, p: _Peer, now: float) -> tuple[int, float]:
         if p.hurry:
             rank = 0  # a sign of life
-        elif p.queue:
-            rank = 1  # payloads wait for this session
+        elif p.queued_at and now - p.queued_at[-1] <= QUEUE_MAX_AGE:
+            rank = 1  # payloads wait for this session (not only stale ones)
         elif now - p.last_heard < _HEARD_RECENTLY:
             rank = 2  # alive, just slow to answer
         else:
@@ -1021,6 +1060,10 @@ class SessionTable:
         self, p: _Peer, done: HandshakeState, index: int, remote_index: int, now: float
     ) -> None:
         self._clear_pending(p)  # the response to one answers them all
+        if p.nexts and self.public_key > p.public:
+            early = -REKEY_DEFER  # both initiated: the peer rekeys this pair (REKEY_DEFER)
+        else:
+            early = REKEY_SPREAD * int.from_bytes(self._random_bytes(2), "little") / 65536
         kp = _Keypair(
             p,
             self._cipher,
@@ -1029,7 +1072,7 @@ class SessionTable:
             local_index=index,
             remote_index=remote_index,
             now=now,
-            rekey_early=REKEY_SPREAD * int.from_bytes(self._random_bytes(2), "little") / 65536,
+            rekey_early=early,
         )
         self._keypairs[index] = kp
         for old in p.previous:
@@ -1075,8 +1118,7 @@ class SessionTable:
         for kp in p.keypairs():
             self._free(kp)
         p.previous, p.current, p.nexts = [], None, []
-        self.drops["session.peer_removed"] += len(p.queue)
-        p.queue.clear()
+        self.drops["session.peer_removed"] += self._clear_queue(p)
         del self._peers[p.name]
         del self._by_public[p.public]
         self._peers_changed()
