@@ -689,6 +689,7 @@ def cold_start(run: LabRun, plan: Plan, fault: Fault, log: Log) -> dict[str, Any
         recovered=in_time and back is not None,
         cold_start_ms=cold_ms,
         within_ms=fault.within_ms,
+        started_at=round(t_start, 3),  # epoch s: lines the figures up with the agents' logs
         first_answer_ms=round((first_probe - t_start) * 1000, 1) if first_probe else None,
         start_spread_ms=round((t_end - t_start) * 1000, 1),
         pairs=n_pairs,
