@@ -343,7 +343,7 @@ def test_prober_rearmed_reports_first_replies_afresh() -> None:
 
 def test_heal_within_is_a_fault_field() -> None:
     lab = load_lab(ROOT / "examples" / "long-outage.toml")
-    (f,) = lab.fault
+    (f,) = [f for f in lab.fault if f.kind == "cut-uplink"]
     assert f.duration == 300.0 and f.heal_within == 2.0
 
 
@@ -367,3 +367,114 @@ def test_a_late_pair_says_how_late() -> None:
     times, late = watch.wait(since, 2.0, linger=0.5)
     assert times == {"g1 -> A": 500.0, "g1 -> B": 2500.0}
     assert late == ["g1 -> B (b) after 2500 ms", "g1 -> C (c) silent for 2.5 s"]
+
+
+def _plan(path: Path) -> Any:
+    lab = load_lab(path)
+    return expand(lab, "p", _keys([n.name for n in lab.node]))
+
+
+def test_segment_pairs_skip_guests_that_get_their_address_by_dhcp() -> None:
+    """examples/gateways.toml has a DHCP guest (no address in the plan): it raised
+    StopIteration; now it is neither a source nor a target, the others all are."""
+    from lanspan.lab.checks import segment_pairs
+
+    plan = _plan(ROOT / "examples" / "gateways.toml")
+    dhcp = [g.name for g in plan.guests if any(not i.addresses for i in g.interfaces)]
+    assert dhcp, "the example no longer has a DHCP guest"
+    wanted, names = segment_pairs(plan)
+    assert not set(dhcp) & set(wanted) and not set(dhcp) & set(names.values())
+    addressed = [g for g in plan.guests if g.name not in dhcp]
+    for g in addressed:
+        for i in g.interfaces:
+            peers = [h for h in addressed if h is not g and (j := h.on(i.segment)) and j.addresses]
+            assert {names[(g.name, a)] for a in wanted.get(g.name, [])} >= {h.name for h in peers}
+
+
+def test_cold_start_bound_is_a_fault_field() -> None:
+    lab = load_lab(ROOT / "examples" / "three-datacenters.toml")
+    (cold,) = [f for f in lab.fault if f.kind == "cold-start"]
+    assert cold.within_ms == 2000.0
+    text = SHARED + '\n[[fault]]\nname = "c"\nkind = "cold-start"\nwithin_ms = 500\n'
+    assert [f.within_ms for f in parse_lab(tomllib.loads(text), "mem").fault] == [500.0]  # type: ignore[attr-defined]
+    bad = SHARED + '\n[[fault]]\nname = "k"\nkind = "kill-agent"\nnode = "n1"\nwithin_ms = 500\n'
+    assert any("`within_ms` is for cold-start faults" in p for p in _problems(bad))
+
+
+class _ColdPairs:
+    """Every target answers `after` s after the agents were started."""
+
+    after = 0.0
+    started: float = 0.0
+
+    def __init__(self, ns: str, targets: list[str]) -> None:
+        self.targets = list(targets)
+        self.first: dict[str, float] = {}
+
+    def wait_started(self, timeout: float) -> None:
+        pass
+
+    def done(self) -> bool:
+        self.first = {a: _ColdPairs.started + _ColdPairs.after for a in self.targets}
+        return True
+
+    def stop(self) -> None:
+        pass
+
+
+class _ColdProbe:
+    def __init__(self, ns: str, target: str, source: str) -> None:
+        self.proc = type("P", (), {"poll": staticmethod(lambda: 0)})()
+        self.answered = {1: _ColdPairs.started + _ColdPairs.after}
+
+    def mark(self, what: str) -> None:
+        pass
+
+    def wait_answering(self, n: int, since: float, timeout: float) -> float:
+        return _ColdPairs.started + _ColdPairs.after
+
+    def stop(self) -> Any:
+        return type("R", (), {"outage_ms": 0.0, "counts": staticmethod(lambda: {})})()
+
+
+class _ColdRun:
+    def __init__(self) -> None:
+        self.started: list[str] = []
+
+    def state(self) -> Any:
+        return type("S", (), {"agents": {}})()
+
+    def start_agent(self, node: str, plan: object, state: object) -> int:
+        _ColdPairs.started = time.time() if not self.started else _ColdPairs.started
+        self.started.append(node)
+        return 0
+
+    def wait_sessions(self, plan: object, timeout: float) -> dict[str, list[str]]:
+        return {}
+
+
+@pytest.mark.parametrize(("after", "passed"), [(0.4, True), (2.5, False)])
+def test_a_slow_cold_start_is_judged_failed(
+    monkeypatch: pytest.MonkeyPatch, after: float, passed: bool
+) -> None:
+    """Every pair answered, but 2.5 s after the start: over the 2000 ms bound, failed
+    (it used to pass whatever the time); 0.4 s: in time."""
+    from lanspan.lab import checks
+
+    plan = _plan(ROOT / "examples" / "three-datacenters.toml")
+    lab = load_lab(ROOT / "examples" / "three-datacenters.toml")
+    (fault,) = [f for f in lab.fault if f.kind == "cold-start"]
+    monkeypatch.setattr(checks, "AllPairs", _ColdPairs)
+    monkeypatch.setattr(checks, "Probe", _ColdProbe)
+    monkeypatch.setattr(checks, "_kill", lambda run, state, node: None)
+    monkeypatch.setattr(_ColdPairs, "after", after)
+    run = _ColdRun()
+    r = checks.cold_start(run, plan, fault, lambda m: None)  # type: ignore[arg-type]
+    assert run.started == [n.name for n in plan.nodes]
+    assert r["within_ms"] == 2000.0 and r["pairs_answered"] == r["pairs"] > 0
+    assert r["cold_start_ms"] == pytest.approx(after * 1000, abs=1)
+    assert r["recovered"] is passed
+    assert ("over the bound of 2000 ms" in r["detail"]) is not passed
+    table = checks.table({"checks": [], "faults": [r], "passed": passed})
+    assert ("  NO " in table.splitlines()[3]) is not passed
+    assert table.endswith("PASSED") is passed

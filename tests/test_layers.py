@@ -96,7 +96,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "lanspan.agent",
         "lanspan.lab",
     ),
-    "lanspan.__main__": ("lanspan.cli",),
+    # the entry: click's group, or straight to the agent's click-free start (issue 10)
+    "lanspan.__main__": ("lanspan.cli", "lanspan.agent"),
 }
 
 # Sans-IO: the pure layers import none of these (lazily neither).

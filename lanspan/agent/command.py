@@ -1,27 +1,21 @@
-"""`lanspan agent`: run this server's part of the mesh in the foreground."""
+"""`lanspan agent`: run this server's part of the mesh in the foreground.
+
+The click command is the agent's documented interface (`lanspan agent --help`,
+its error messages); the work is `lanspan.agent.start.run`, which imports no
+click. `python -m lanspan agent ...` and the `lanspan` script take a
+click-free path (`lanspan.agent.start.parse`) when the arguments are plain
+and valid, and come here for anything else (help, a mistake to explain).
+"""
 
 from __future__ import annotations
 
-import base64
-import logging
-import os
-import sys
 from pathlib import Path
-from typing import cast
 
 import click
 
-from lanspan.config import load_network
-from lanspan.config.keys import load_private_key, public_key
-from lanspan.errors import ConfigError
-from lanspan.logs import setup_logging
+from lanspan.agent.start import LOG_FORMATS, LOG_LEVELS, TCP_SEGMENTATION, metrics_address, run
 
-log = logging.getLogger("lanspan.agent")
-
-
-def fail(message: str) -> None:
-    click.echo(f"lanspan: {message}", err=True)
-    sys.exit(1)
+__all__ = ["agent", "metrics_address"]
 
 
 @click.command()
@@ -76,7 +70,7 @@ def fail(message: str) -> None:
     "--tcp-segmentation",
     default="loss",
     show_default=True,
-    type=click.Choice(["loss", "always", "never"]),
+    type=click.Choice(TCP_SEGMENTATION),
     help="Send TCP superframes as their TCP segments, one per datagram (a lost datagram "
     "then costs one segment, not the whole superframe): to peers whose path lost probes "
     "lately, to every peer, or never.",
@@ -85,11 +79,9 @@ def fail(message: str) -> None:
     "--log-level",
     default="info",
     show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"]),
+    type=click.Choice(LOG_LEVELS),
 )
-@click.option(
-    "--log-format", default="text", show_default=True, type=click.Choice(["text", "json"])
-)
+@click.option("--log-format", default="text", show_default=True, type=click.Choice(LOG_FORMATS))
 def agent(
     network_file: Path,
     node: str,
@@ -110,60 +102,16 @@ def agent(
     SIGINT stop it and remove every device it created; SIGHUP (or
     `lanspan reload`) re-reads the network file and applies the differences.
     """
-    setup_logging(log_level, "json" if log_format == "json" else "text")
-    if os.geteuid() != 0:
-        fail(
-            "the agent needs root (or CAP_NET_ADMIN and CAP_NET_RAW) to create TAP devices "
-            "and attach interfaces; run it with sudo or as the lanspan@ systemd service"
-        )
-    try:
-        network = load_network(network_file)
-        private = load_private_key(key_file)
-    except ConfigError as e:
-        fail(str(e))  # one line: "FILE: problem; problem"
-        return
-    names = [n.name for n in network.nodes]
-    if node not in names:
-        fail(f"{network_file}: no node named {node!r}; nodes are: {', '.join(names)}")
-    me = network.node(node)
-    mine = public_key(private)
-    if mine != me.public_key:
-        fail(
-            f"{key_file}: its public key {base64.b64encode(mine).decode()} is not node "
-            f"{node!r}'s public_key {base64.b64encode(me.public_key).decode()} in {network_file}"
-        )
-    if any(p.create for p in me.ports) and not Path("/dev/net/tun").exists():
-        fail("/dev/net/tun is missing: load the tun module (modprobe tun) to create TAP ports")
-    from lanspan.agent.loop import Agent, AgentOptions, AgentSetupError
-    from lanspan.node.core import TcpSegmentation
-
-    opts = AgentOptions(
+    run(
         network_file=network_file,
         node=node,
-        private_key=private,
-        control=control or Path("/run/lanspan") / f"{network.name}.sock",
-        metrics=metrics_address(metrics),
+        key_file=key_file,
+        control=control,
+        metrics=metrics,
         run_dir=run_dir,
         state_dir=state_dir,
-        kernel_filter=not no_kernel_filter,
-        tcp_segmentation=cast(TcpSegmentation, tcp_segmentation),
+        no_kernel_filter=no_kernel_filter,
+        tcp_segmentation=tcp_segmentation,
+        log_level=log_level,
+        log_format=log_format,
     )
-    if opts.control is not None:
-        try:
-            opts.control.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-        except OSError as e:
-            fail(f"cannot create the control socket's directory {opts.control.parent}: {e}")
-    try:
-        agent_ = Agent(opts, network)
-        code = agent_.run()
-    except AgentSetupError as e:
-        fail(str(e))
-        return
-    sys.exit(code)
-
-
-def metrics_address(value: str | None) -> str | None:
-    """`--metrics :PORT` means loopback; any other address is taken as given."""
-    if value is not None and value.startswith(":"):
-        return f"127.0.0.1{value}"
-    return value

@@ -17,7 +17,6 @@ checks that the two agree on whatever `fast_validate` accepts.
 from __future__ import annotations
 
 import datetime
-import difflib
 import json
 import math
 import re
@@ -368,6 +367,8 @@ def label(kind: str, index: int, item: object, taken: dict[str, str] | None = No
 
 def suggest(value: str, choices: list[str]) -> str:
     """' — did you mean "x"?' for a close match, else the known choices."""
+    import difflib  # only a mistake needs it: not imported by a valid file's agent
+
     close = difflib.get_close_matches(value, choices, n=1, cutoff=0.6)
     if close:
         return f' — did you mean "{close[0]}"?'

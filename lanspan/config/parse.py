@@ -16,7 +16,6 @@ together in one `ConfigError(source, problems)`.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import re
 import tomllib
@@ -623,6 +622,8 @@ class _Checker:
                 self.err(f'{where}: missing required field "kind" (access, trunk or host)')
                 continue
             if kind not in RAW_PORTS:
+                import difflib  # a mistake only
+
                 close = difflib.get_close_matches(str(kind), list(RAW_PORTS), n=1)
                 fix = f'did you mean "{close[0]}"?' if close else 'use "access", "trunk" or "host"'
                 self.err(f"{where} kind: {show(kind)} is not a port kind — {fix}")

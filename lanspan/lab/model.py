@@ -265,6 +265,10 @@ class Fault(_Model):
     # kill-gateway: seconds the probe keeps running after the old master is back (second window)
     settle: float = Field(default=3.0, gt=0, le=60)
     max_outage_ms: float = Field(default=1000.0, gt=0)  # kill-gateway: the target
+    # cold-start: every guest pair of every segment must answer within this many ms of
+    # the first agent started, or the fault fails (the pairs are still waited for, up to
+    # `recovery_timeout`, so that a slow start says how slow)
+    within_ms: float = Field(default=2000.0, gt=0, le=300_000)
 
     @model_validator(mode="after")
     def _shape(self) -> Fault:
@@ -286,6 +290,8 @@ class Fault(_Model):
         gw_only = {"segment", "settle", "max_outage_ms"} & self.model_fields_set
         if gw_only and self.kind != "kill-gateway":
             raise ValueError(f"`{'`, `'.join(sorted(gw_only))}` are for kill-gateway faults")
+        if "within_ms" in self.model_fields_set and self.kind != "cold-start":
+            raise ValueError("`within_ms` is for cold-start faults")
         if self.kind == "kill-agent" and self.node is None:
             raise ValueError("a kill-agent fault needs `node`")
         if self.kind == "impair" and self.impair.empty:
