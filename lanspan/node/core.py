@@ -299,12 +299,14 @@ class NodeCore:
         fwd = self._switch.from_port(port, frame, now)
         if fwd is None:
             return
-        # every header first, then the writes: a fan-out is never cut half-way
-        outs = [
-            (p, hdr if plain else _shift(hdr, len(out) - len(frame)), out) for p, out in fwd.ports
-        ]
-        for out_port, out_hdr, out in outs:
-            self._write(out_port, out_hdr, out)
+        if fwd.ports:
+            # every header first, then the writes: a fan-out is never cut half-way
+            outs = [
+                (p, hdr if plain else _shift(hdr, len(out) - len(frame)), out)
+                for p, out in fwd.ports
+            ]
+            for out_port, out_hdr, out in outs:
+                self._write(out_port, out_hdr, out)
         if not fwd.peers:
             return
         built: dict[tuple[int, bool], list[bytes]] = {}
