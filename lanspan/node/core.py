@@ -52,6 +52,7 @@ __all__ = ["NodeCore", "TcpSegmentation", "endpoint_addr", "host_port_mac"]
 
 ZERO_VNET = bytes(vnet.VNET_HDR_LEN)
 _WHOLE_OFFLOAD = payload.FLAG_I | payload.FLAG_O  # a whole frame behind a vnet header
+_CONTROL_OR_FRAGMENT = payload.FLAG_C | payload.FLAG_F
 # Where the agent contains a failure (drop reason agent.internal_error_<where>).
 # When TCP superframes to a peer travel as their segments (`NodeCore._split_for`).
 TcpSegmentation = Literal["loss", "always", "never"]
@@ -304,12 +305,14 @@ class NodeCore:
         fwd = self._switch.from_port(port, frame, now)
         if fwd is None:
             return
-        # every header first, then the writes: a fan-out is never cut half-way
-        outs = [
-            (p, hdr if plain else _shift(hdr, len(out) - len(frame)), out) for p, out in fwd.ports
-        ]
-        for out_port, out_hdr, out in outs:
-            self._write(out_port, out_hdr, out)
+        if fwd.ports:
+            # every header first, then the writes: a fan-out is never cut half-way
+            outs = [
+                (p, hdr if plain else _shift(hdr, len(out) - len(frame)), out)
+                for p, out in fwd.ports
+            ]
+            for out_port, out_hdr, out in outs:
+                self._write(out_port, out_hdr, out)
         if not fwd.peers:
             return
         built: dict[tuple[int, bool], list[bytes]] = {}
@@ -323,7 +326,11 @@ class NodeCore:
             tr.tx_frames += 1
             tr.tx_bytes += len(fwd.frame)
             if unicast:
-                self._busy(peer, now)
+                until = self._busy_until.get(peer)
+                if until is not None and until > now:  # already busy: only extend it
+                    self._busy_until[peer] = now + BUSY_WINDOW
+                else:
+                    self._busy(peer, now)
             dest = self._paths[peer].destination()
             relayed_ = isinstance(dest, Relay)
             limit = self._max_relayed_plaintext if relayed_ else self._max_plaintext
@@ -555,14 +562,13 @@ class NodeCore:
             return
         if not got.payload:
             return  # keepalive
-        self._payload_from(got, now, relayed_)
-
-    def _payload_from(self, got: Delivered, now: float, relayed_: bool) -> None:
-        """The payload of an authenticated datagram: control, fragment or frame."""
         try:
             p = payload.parse_untrusted(got.payload)
         except BadPacket as e:
             self._drops[e.reason] += 1
+            return
+        if not p.flags & _CONTROL_OR_FRAGMENT:  # a whole frame, the common case
+            self._frame_payload(got.peer, p, now)
             return
         self._parsed_from(got, p, now, relayed_)
 
@@ -585,7 +591,7 @@ class NodeCore:
     def _frame_payload(self, peer: str, p: payload.Payload, now: float) -> None:
         """A whole frame payload from `peer` (reassembled if it came in fragments)."""
         try:
-            if p.has_offload:
+            if p.flags & payload.FLAG_O:  # p.has_offload, without a property call
                 hdr, frame = p.body[: vnet.VNET_HDR_LEN], p.body[vnet.VNET_HDR_LEN :]
                 vnet.validate_untrusted(vnet.parse_untrusted(hdr), len(frame))
             else:
@@ -597,7 +603,11 @@ class NodeCore:
         tr.rx_frames += 1
         tr.rx_bytes += len(frame)
         if frame and not frame[0] & 1:  # unicast (see frame_from_port)
-            self._busy(peer, now)
+            until = self._busy_until.get(peer)
+            if until is not None and until > now:  # already busy: only extend it
+                self._busy_until[peer] = now + BUSY_WINDOW
+            else:
+                self._busy(peer, now)
         fwd = self._switch.from_peer(peer, p.vni, frame, now)
         if fwd is None:
             return

@@ -279,6 +279,10 @@ class PeerPaths:
 
     def seen(self, src: Target, now: float) -> None:
         """An authenticated datagram arrived from `src`."""
+        a = self.active
+        if a is not None and a.target == src:  # the common case: from the active path
+            a.last_seen = now
+            return
         p = self.find(src)
         if p is None and isinstance(src, Relay):
             # Relay paths come from REACH offers only; a datagram relayed by a node that

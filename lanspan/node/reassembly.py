@@ -106,6 +106,8 @@ class Reassembler:
             del self._pending[peer], self._bytes[peer]
 
     def next_timer(self) -> float | None:
+        if not self._pending:
+            return None  # every wake asks: nothing pending costs one test
         starts = [e.started for mine in self._pending.values() for e in mine.values()]
         return min(starts) + self.timeout if starts else None
 

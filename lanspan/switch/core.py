@@ -109,6 +109,7 @@ DEFAULT_FLAP_MOVES = 3  # moves within the window beyond which a MAC is flapping
 DEFAULT_FLAP_WINDOW = 10.0  # seconds
 DEFAULT_FLAP_HOLD = 10.0  # seconds a flapping MAC stays where it is
 MAX_PENDING_EVENTS = 1024  # events beyond this, not yet taken, are counted and dropped
+MAX_HOT = 4096  # fast-path answers kept; the cache is emptied when it is full
 _ZERO_MAC = b"\x00" * 6
 _LOCAL: Final = "local"  # static pin: this node, any local port
 
@@ -217,6 +218,28 @@ class _Peer:
 class _Learned:
     where: Location
     seen: float
+
+
+@dataclass(slots=True)
+class _HotOut:
+    """A fast-path answer for a frame from a local port (see `Switch._hot_out`)."""
+
+    gen: int
+    key: tuple[int, bytes]  # the source's learned entry, refreshed on every use
+    src: _Learned
+    vni: int
+    peers: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class _HotIn:
+    """A fast-path answer for a frame from a peer (see `Switch._hot_in`)."""
+
+    gen: int
+    key: tuple[int, bytes]
+    src: _Learned
+    port: str
+    vid: int | None  # the tag pushed on the way out, if the port wants one
 
 
 @dataclass(slots=True)
@@ -348,12 +371,30 @@ class Switch:
         self._table: OrderedDict[tuple[int, bytes], _Learned] = OrderedDict()
         self._by_where: dict[Location, set[tuple[int, bytes]]] = collections.defaultdict(set)
         self._moves: dict[tuple[int, bytes], _Moves] = {}
+        # The fast path: answers of the rules above for a lone unicast frame, by
+        # (port or peer, VNI, the frame's first 14 bytes: dst, src, EtherType).
+        # Each holds the generation it was computed in; every change that could
+        # alter an answer (a MAC learned, moved, forgotten or aged, a peer up or
+        # down) bumps `_gen`, so a stale answer is never used. Structure
+        # (ports, segments, static entries) only changes with a new Switch.
+        self._gen = 0
+        self._hot_out: dict[tuple[str, bytes], _HotOut] = {}
+        self._hot_in: dict[tuple[str, int, bytes], _HotIn] = {}
 
     # ------------------------------------------------------------------ input
 
     def from_port(self, port: str, frame: bytes, now: float) -> Forward | None:
         """A frame read from local port `port` (802.1Q-tagged on trunks)."""
         self._now = now
+        hot = self._hot_out.get((port, frame[:14]))
+        if hot is not None:
+            self._expire(now)
+            if hot.gen == self._gen:  # what the rules below would answer, and do
+                e = hot.src
+                e.seen = now
+                self._table.move_to_end(hot.key)
+                self.counters["unicast"] += 1
+                return Forward(hot.vni, frame, (), hot.peers)
         p = self._ports.get(port)
         if p is None:
             self.drops["switch.unknown_port"] += 1
@@ -401,7 +442,10 @@ class Switch:
                 if where == p.where:
                     self.drops["switch.same_port"] += 1
                     return None
-                return self._unicast(seg, mesh, inner_tagged, where)
+                fwd = self._unicast(seg, mesh, inner_tagged, where)
+                if fwd is not None and fwd.peers and vid is None:
+                    self._remember_out(port, frame, seg.vni, h.src, p.where, fwd.peers)
+                return fwd
         # flood: broadcast, multicast, unknown unicast
         if not p.bucket.take(now):
             self.drops["switch.flood_rate"] += 1
@@ -425,6 +469,16 @@ class Switch:
     def from_peer(self, peer: str, vni: int, frame: bytes, now: float) -> Forward | None:
         """A frame peer `peer` sent in segment `vni`; delivered to local ports only."""
         self._now = now
+        hot = self._hot_in.get((peer, vni, frame[:14]))
+        if hot is not None:
+            self._expire(now)
+            if hot.gen == self._gen:  # what the rules below would answer, and do
+                e = hot.src
+                e.seen = now
+                self._table.move_to_end(hot.key)
+                self.counters["unicast"] += 1
+                out = frame if hot.vid is None else push_tag(frame, hot.vid)
+                return Forward(vni, frame, ((hot.port, out),), ())
         pr = self._peers.get(peer)
         if pr is None:
             self.drops["switch.unknown_peer"] += 1
@@ -459,7 +513,10 @@ class Switch:
                 if isinstance(where, PeerLocation):
                     self.drops["switch.split_horizon"] += 1
                     return None
-                return self._unicast(seg, frame, inner_tagged, where)
+                fwd = self._unicast(seg, frame, inner_tagged, where)
+                if fwd is not None and h.vlan is None:  # (a short tagged frame must not hit)
+                    self._remember_in(peer, vni, frame, h.src, pr.where, where, seg)
+                return fwd
         ports = self._egress(seg, frame, inner_tagged, None)
         if not ports:
             self.counters["no_destination"] += 1
@@ -472,6 +529,7 @@ class Switch:
     def set_peer_up(self, peer: str, up: bool) -> None:
         """Peers that are down are not flooded to; MACs learned behind one are flushed."""
         pr = self._peers[peer]  # KeyError: not a peer of this node (our caller's bug)
+        self._gen += 1
         if pr.up != up:
             pr.up = up
             self._refresh_flood_peers()
@@ -521,6 +579,47 @@ class Switch:
             del self._moves[k]
 
     # ------------------------------------------------------------- internals
+
+    def _remember_out(
+        self,
+        port: str,
+        frame: bytes,
+        vni: int,
+        src: bytes,
+        where: Location,
+        peers: tuple[str, ...],
+    ) -> None:
+        """Keep the answer for frames like `frame` from `port`: unicast to `peers`."""
+        key = (vni, src)
+        e = self._table.get(key)
+        if e is None or e.where != where or key in self._pins:
+            return  # a static source: the rules above stay in charge
+        hot = self._hot_out
+        if len(hot) >= MAX_HOT:
+            hot.clear()
+        hot[port, frame[:14]] = _HotOut(self._gen, key, e, vni, peers)
+
+    def _remember_in(
+        self,
+        peer: str,
+        vni: int,
+        frame: bytes,
+        src: bytes,
+        where: Location,
+        dst: Location,
+        seg: _Seg,
+    ) -> None:
+        """Keep the answer for frames like `frame` from `peer` in `vni`: to port `dst`."""
+        key = (vni, src)
+        e = self._table.get(key)
+        if e is None or e.where != where or key in self._pins:
+            return
+        assert isinstance(dst, PortLocation)
+        vid = next(v for name, v in seg.ports if name == dst.port)
+        hot = self._hot_in
+        if len(hot) >= MAX_HOT:
+            hot.clear()
+        hot[peer, vni, frame[:14]] = _HotIn(self._gen, key, e, dst.port, vid)
 
     def _refresh_flood_peers(self) -> None:
         for vni, s in self._segs.items():
@@ -615,6 +714,7 @@ class Switch:
                     f"{where} holds {len(mine)} learned MACs (limit {limit}); new ones dropped",
                 )  # fmt: skip
             return False
+        self._gen += 1
         if e is None:
             table[key] = _Learned(where, now)
             self.counters["learned"] += 1
@@ -675,6 +775,7 @@ class Switch:
             owner.limit_reported = False
 
     def _forget(self, key: tuple[int, bytes]) -> None:
+        self._gen += 1
         e = self._table.pop(key)
         self._unindex(key, e.where)
         self._moves.pop(key, None)
