@@ -430,8 +430,7 @@ class NodeCore:
         sessions' outputs are drained once; what each datagram carries is
         handled as `datagram` would. True when any authenticated.
         """
-        receive = self._sessions.receive
-        got = [d for d in (receive(data, src, now) for data in batch) if d is not None]
+        got = self._sessions.receive_many(batch, src, now)
         seen: set[str] = set()
         run = self._run
         # whole frames with a vnet header, from one peer and segment, in a row: TCP

