@@ -966,7 +966,7 @@ class NodeCore:
         reach = sorted(self._direct_reach().items())
         listed = [control.reach_entry(n, rtt) for n, rtt in reach if n != peer]
         body = payload.build_control(control.build_reach_entries(listed))
-        sealed = self._sessions.seal_many(peer, [body], now)
+        sealed = self._sessions.seal_many(peer, [body], now, no_answer=True)  # as all REACH
         self._emit(peer, self._paths[peer].destination(), sealed, now)
 
     def _relay_usable(self, relay: str) -> bool:
