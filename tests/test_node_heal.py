@@ -128,7 +128,8 @@ def _big_network(n: int) -> tuple[Network, dict[str, bytes]]:
     return parse_network("\n".join(text), "big.toml"), keys
 
 
-def _reach_cost(n: int) -> tuple[int, int, float]:
+def _up_pair(n: int) -> tuple[NodeCore, NodeCore, list[float], dict[str, Addr]]:
+    """n1 and its relay n2 of an n-node network, session up; the others never answer."""
     network, keys = _big_network(n)
     rng = random.Random(n)
     now = [100.0]
@@ -149,6 +150,11 @@ def _reach_cost(n: int) -> tuple[int, int, float]:
                     for d in out.batch:
                         other.datagram(d, addr[src], now[0])
     assert me._sessions.status("n2").established and me._relay_usable("n2")
+    return me, relay, now, addr
+
+
+def _reach_cost(n: int) -> tuple[int, int, float]:
+    me, relay, now, addr = _up_pair(n)
 
     def reach(names: list[str]) -> float:
         body = payload.build_control(
@@ -175,6 +181,38 @@ def test_reach_handling_touches_only_what_changed() -> None:
         assert first == n - 2  # the first offer names every other peer: each is new
         assert per_change == 1  # then one peer comes and goes: one peer touched
         assert took < 0.010, f"{n} nodes: {took * 1000:.1f} ms for a one-peer REACH change"
+
+
+def test_a_reach_too_long_for_a_datagram_goes_in_parts_applied_whole() -> None:
+    """A relay of 300 peers: its offer (~3 KB, more than 255 entries) went out as one
+    datagram over the MTU (IP fragments, which providers and NATs drop) and, past
+    255 peers, not at all (ValueError). Now in parts that each fit the underlay MTU,
+    applied only once all have arrived."""
+    me, relay, now, addr = _up_pair(300)
+    names = [f"n{i}" for i in range(3, 301)]
+
+    def offer(drop: int | None) -> list[bytes]:
+        relay._reach_gen += 1
+        relay._send_reach("n1", [control.reach_entry(x, 700) for x in names], now[0])
+        sent = [
+            d
+            for out in relay.take_outputs()
+            if isinstance(out, Send) and out.target == addr["n1"]
+            for d in out.batch
+        ]
+        for i, d in enumerate(sent):
+            if i != drop:
+                me.datagram(d, addr["n2"], now[0])
+        return sent
+
+    before = dict(me._reach.offers.get("n2", ({}, 0.0))[0])
+    sent = offer(drop=1)  # one part lost: the offer is not applied half
+    assert len(sent) >= 2
+    assert all(len(d) + 28 <= 1500 for d in sent)
+    assert me._reach.offers.get("n2", ({}, 0.0))[0] == before
+    offer(drop=None)
+    assert me._reach.offers["n2"][0] == dict.fromkeys(names, 700)
+    assert set(me._reach.candidates) >= set(names)
 
 
 # -- sign of life restarts handshakes --------------------------------------------

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lanspan.errors import BadPacket
+from lanspan.node.relays import ReachParts
 from lanspan.wire import control, payload
 
 FRAME = bytes(range(256)) * 6
@@ -154,3 +155,65 @@ def test_truncated_and_extended_planes_only_raise_badpacket(cut: int, extra: byt
         except BadPacket:
             continue
         assert data == good and got == PLANES
+
+
+_NAMES = st.text("abcdefghij-0123456789", min_size=1, max_size=40)
+
+
+@given(
+    st.lists(st.tuples(_NAMES, st.integers(0, 2**32 - 1)), max_size=700),
+    st.integers(300, 1500),
+    st.integers(0, 1000),
+)
+def test_reach_messages_fit_the_budget_and_rebuild_the_offer(
+    peers: list[tuple[str, int]], budget: int, gen: int
+) -> None:
+    """One REACH when it fits, else REACH_PARTs each within `budget`, which put
+    back together (in any order, one lost then resent) give the offer as listed."""
+    msgs = control.build_reach_messages([control.reach_entry(*p) for p in peers], gen, budget)
+    assert all(len(m) <= budget for m in msgs)
+    parsed = [control.parse_untrusted(m) for m in msgs]
+    if len(parsed) == 1 and isinstance(parsed[0], control.Reach):
+        assert list(parsed[0].peers) == peers
+        assert len(peers) <= 255
+        return
+    parts = [m for m in parsed if isinstance(m, control.ReachPart)]
+    assert len(parts) == len(parsed) >= 2
+    assert {(p.gen, p.total) for p in parts} == {(gen & 0xFF, len(parts))}
+    table = ReachParts(limit=len(peers))
+    got = [table.add("r", p) for p in reversed(parts[1:])]
+    assert got == [None] * (len(parts) - 1)
+    assert table.add("r", parts[0]) == tuple(peers)
+
+
+def test_reach_parts_start_over_on_a_new_generation_and_stay_bounded() -> None:
+    one = [control.ReachPart(1, i, 3, (("a", i),)) for i in range(3)]
+    two = [control.ReachPart(2, i, 3, (("b", i),)) for i in range(3)]
+    table = ReachParts(limit=4)
+    assert table.add("r", one[0]) is None
+    assert table.add("r", two[1]) is None  # generation 2: part 0 of 1 is dropped
+    assert table.add("r", one[1]) is None  # back to 1: starts over again
+    assert table.add("r", one[2]) is None  # still missing part 0 of generation 1
+    assert table.add("r", one[0]) == (("a", 0), ("a", 1), ("a", 2))
+    table.forget("r")
+    big = control.ReachPart(3, 0, 2, tuple((f"p{i}", 0) for i in range(5)))
+    with pytest.raises(BadPacket) as e:  # more peers than the limit: dropped, forgotten
+        table.add("r", big)
+    assert e.value.reason == "control.reach_parts_too_many"
+    assert table.add("r", control.ReachPart(3, 1, 2, (("x", 0),))) is None
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"\x07\x00\x00\x01", "control.short"),  # header cut
+        (b"\x07\x00\x02\x02\x00", "control.bad_reach_part"),  # part 2 of 2
+        (b"\x07\x00\x00\x00\x00", "control.bad_reach_part"),  # of 0 parts
+        (b"\x07\x00\x00\x01\x01\x01a", "control.short"),  # no rtt
+        (b"\x07\x00\x00\x01\x00\x00", "control.bad_length"),  # bytes after the list
+    ],
+)
+def test_bad_reach_parts_name_their_reason(data: bytes, reason: str) -> None:
+    with pytest.raises(BadPacket) as e:
+        control.parse_untrusted(data)
+    assert e.value.reason == reason

@@ -30,6 +30,7 @@ from lanspan.node.relays import (
     REACH_FIRST_GAP,
     REACH_INTERVAL,
     ReachGossip,
+    ReachParts,
     ReachTable,
     relay_request,
     relayed,
@@ -166,6 +167,8 @@ class NodeCore:
         self._fast_since: dict[str, float] = {}
         self._gossip_at = now
         self._told_at: dict[str, float] = {}  # peer -> our offer sent to it alone (_tell_reach)
+        self._reach_parts = ReachParts(limit=_reach_limit(len(network.nodes)))
+        self._reach_gen = 0  # told apart by receivers of REACH_PARTs (wraps at 256)
         # Data plane per segment, told to the other members of this node's site
         # (PLANES, lanspan/wire/control.py) until each has it; what each said last.
         self._planes: tuple[tuple[str, str], ...] = ()
@@ -180,6 +183,7 @@ class NodeCore:
 
     def _add_peer(self, node: Node, now: float) -> None:
         self._peers[node.name] = node
+        self._reach_parts.limit = _reach_limit(len(self._peers) + 1)
         self._paths[node.name] = PeerPaths([endpoint_addr(e) for e in node.endpoints], self.timers)
         self._traffic[node.name] = _Traffic()
         keepalive = self.timers.keepalive if not node.endpoints or not self._me.endpoints else None
@@ -192,6 +196,7 @@ class NodeCore:
         self._sessions.remove_peer(name)
         self._drain_sessions(now)
         self._reassembly.forget(name)
+        self._reach_parts.forget(name)
         changed = self._reach.forget(name)
         self._reach.candidates.pop(name, None)
         del self._peers[name], self._paths[name], self._traffic[name]
@@ -644,10 +649,17 @@ class NodeCore:
         elif isinstance(msg, control.Planes):
             self._heard_planes(peer, msg, now)
         else:
+            listed = msg.peers
+            if isinstance(msg, control.ReachPart):
+                whole = self._reach_parts.add(peer, msg)
+                if whole is None:  # more parts to come: the last whole offer stands
+                    self._sessions.no_answer_owed(peer, now)
+                    return
+                listed = whole
             # Keyed by our own name strings, not the parsed copies: 66 relays' offers
             # of 98 peers each held ~6 500 strings of their own (issue 10, RSS).
             peers, offered = self._peers, {}
-            for n, rtt in msg.peers:
+            for n, rtt in listed:
                 node = peers.get(n)
                 if node is not None and n != peer:
                     offered[node.name] = rtt
@@ -780,6 +792,7 @@ class NodeCore:
             self._planes_acked.discard(ev.peer)  # told again once it is back
             self._switch.set_peer_up(ev.peer, False)
             self._reassembly.forget(ev.peer)
+            self._reach_parts.forget(ev.peer)
             self._choose_relays(self._reach.forget(ev.peer), now)
 
     def _path_events(self, peer: str, now: float) -> None:
@@ -943,11 +956,20 @@ class NodeCore:
             return
         # Each entry encoded once; each peer's REACH is all of them but its own.
         entries = [(n, control.reach_entry(n, rtt)) for n, rtt in sorted(reach.items())]
+        self._reach_gen += 1
         for peer in self._up:
-            listed = [e for n, e in entries if n != peer]
-            body = payload.build_control(control.build_reach_entries(listed))
-            sealed = self._sessions.seal_many(peer, [body], now, no_answer=True)
-            self._emit(peer, self._paths[peer].destination(), sealed, now)
+            self._send_reach(peer, [e for n, e in entries if n != peer], now)
+
+    def _send_reach(self, peer: str, listed: list[bytes], now: float) -> None:
+        """Our offer to `peer`: one REACH, or REACH_PARTs when it does not fit one
+        datagram (no answer is owed for any of them)."""
+        budget = self._max_plaintext - payload.HEADER_LEN
+        bodies = [
+            payload.build_control(m)
+            for m in control.build_reach_messages(listed, self._reach_gen, budget)
+        ]
+        sealed = self._sessions.seal_many(peer, bodies, now, no_answer=True)
+        self._emit(peer, self._paths[peer].destination(), sealed, now)
 
     def _tell_reach(self, peer: str, now: float) -> None:
         """A session with `peer` came up (a first start, a restart, a rekey): it gets
@@ -964,10 +986,8 @@ class NodeCore:
             return
         self._told_at[peer] = now
         reach = sorted(self._direct_reach().items())
-        listed = [control.reach_entry(n, rtt) for n, rtt in reach if n != peer]
-        body = payload.build_control(control.build_reach_entries(listed))
-        sealed = self._sessions.seal_many(peer, [body], now, no_answer=True)  # as all REACH
-        self._emit(peer, self._paths[peer].destination(), sealed, now)
+        self._reach_gen += 1
+        self._send_reach(peer, [control.reach_entry(n, rtt) for n, rtt in reach if n != peer], now)
 
     def _relay_usable(self, relay: str) -> bool:
         return relay in self._up and self._peers[relay].relay and self._hop(relay) is not None
@@ -1138,6 +1158,12 @@ def _shift(hdr: bytes, delta: int) -> bytes:
 
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 3)
+
+
+def _reach_limit(nodes: int) -> int:
+    """Entries one relay's REACH_PARTs may name: its network file may be newer than
+    ours (nodes we do not know yet are named, then ignored), never unbounded."""
+    return 2 * nodes + 255
 
 
 def _path_log(peer: str, pe: PathEvent) -> Log:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import deque
 
+from lanspan.errors import BadPacket
 from lanspan.wire import control, payload
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "REACH_INTERVAL",
     "REACH_REFRESH",
     "ReachGossip",
+    "ReachParts",
     "ReachTable",
     "relay_request",
     "relayed",
@@ -94,6 +96,38 @@ class ReachGossip:
         self._ever |= new
         self.sent, self.sent_at = reach, now
         return True
+
+
+class ReachParts:
+    """REACH_PARTs put back together: per relay, the parts of its newest generation.
+
+    A relay's offer is applied only whole, so a lost part leaves the last whole offer
+    in place until the next one. Bounded whatever a member sends: one generation per
+    relay, at most 255 parts, and no more entries than `limit` (the network's size).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._parts: dict[str, tuple[int, int, dict[int, tuple[tuple[str, int], ...]]]] = {}
+
+    def add(self, relay: str, part: control.ReachPart) -> tuple[tuple[str, int], ...] | None:
+        """The whole offer once `part` completes it, else None. Raises BadPacket for an
+        offer naming more peers than there are (its parts are then forgotten)."""
+        held = self._parts.get(relay)
+        if held is None or held[0] != part.gen or held[1] != part.total:
+            held = self._parts[relay] = (part.gen, part.total, {})
+        got = held[2]
+        got[part.index] = part.peers
+        if sum(map(len, got.values())) > self.limit:
+            del self._parts[relay]
+            raise BadPacket("control.reach_parts_too_many", f"over {self.limit} peers")
+        if len(got) < part.total:
+            return None
+        del self._parts[relay]
+        return tuple(e for i in range(part.total) for e in got[i])
+
+    def forget(self, relay: str) -> None:
+        self._parts.pop(relay, None)
 
 
 class ReachTable:

@@ -25,6 +25,14 @@ the sessions with the relay, so only members can use a relay.
 
 The peers the sender reaches over a direct path, with their RTT.
 
+    REACH_PART (7): type, gen (u8), index (u8), total (u8), count (u8), then
+                    count x (name len u8, name, rtt µs u32 BE)
+
+One part of a REACH too long for one datagram (a relay of ~90 peers or more,
+or more than 255): the receiver applies the offer only once it holds parts
+0..total-1 of one `gen`, so a lost part never shrinks what it knows; a new
+`gen` from the same sender starts over.
+
     PLANES (6): type, flags (u8), count (u8), then count x
                 (name len u8, segment name utf8, plane u8)
 
@@ -50,6 +58,7 @@ RELAY = 3
 RELAYED = 4
 REACH = 5
 PLANES = 6
+REACH_PART = 7
 
 PLANE_USERSPACE = 0
 PLANE_KERNEL = 1
@@ -81,13 +90,22 @@ class Reach:
 
 
 @dataclass(frozen=True, slots=True)
+class ReachPart:
+    gen: int
+    index: int
+    total: int
+    peers: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Planes:
     ack: bool  # the sender has the receiver's planes (no answer wanted)
     segments: tuple[tuple[str, str], ...]  # (segment, "userspace" | "kernel")
 
 
-Message = Probe | Relay | Reach | Planes
+Message = Probe | Relay | Reach | ReachPart | Planes
 _RTT = struct.Struct("!I")
+_PART = struct.Struct("!BBBBB")
 
 
 def _name(name: str) -> bytes:
@@ -116,6 +134,29 @@ def build_reach_entries(entries: list[bytes]) -> bytes:
 
 def build_reach(r: Reach) -> bytes:
     return build_reach_entries([reach_entry(name, rtt) for name, rtt in r.peers])
+
+
+def build_reach_messages(entries: list[bytes], gen: int, budget: int) -> list[bytes]:
+    """The REACH of `entries` as messages of at most `budget` bytes each: one REACH
+    when it fits, else REACH_PARTs of generation `gen` (which the sender changes from
+    one offer to the next). An offer in one datagram over the underlay MTU would
+    travel as IP fragments, which some providers and NATs drop."""
+    if len(entries) <= 255 and 2 + sum(map(len, entries)) <= budget:
+        return [build_reach_entries(entries)]
+    parts: list[list[bytes]] = [[]]
+    size = _PART.size
+    for e in entries:
+        if len(parts[-1]) == 255 or (parts[-1] and size + len(e) > budget):
+            parts.append([])
+            size = _PART.size
+        parts[-1].append(e)
+        size += len(e)
+    if len(parts) > 255:
+        raise ValueError(f"{len(entries)} peers need {len(parts)} REACH parts: at most 255")
+    return [
+        _PART.pack(REACH_PART, gen & 0xFF, i, len(parts), len(part)) + b"".join(part)
+        for i, part in enumerate(parts)
+    ]
 
 
 def _take_name(data: bytes, at: int) -> tuple[str, int]:
@@ -164,6 +205,19 @@ def _parse_planes(data: bytes) -> Planes:
     return Planes(bool(data[1] & _ACK), tuple(segments))
 
 
+def _reach_list(data: bytes, at: int, count: int) -> tuple[tuple[str, int], ...]:
+    peers = []
+    for _ in range(count):
+        name, at = _take_name(data, at)
+        if at + 4 > len(data):
+            raise BadPacket("control.short", "reach rtt")
+        peers.append((name, _RTT.unpack_from(data, at)[0]))
+        at += 4
+    if at != len(data):
+        raise BadPacket("control.bad_length", "bytes after reach list")
+    return tuple(peers)
+
+
 def build_probe(p: Probe) -> bytes:
     return _PROBE.pack(PROBE_ACK if p.ack else PROBE, p.path, p.seq, p.stamp)
 
@@ -185,17 +239,14 @@ def parse_untrusted(data: bytes) -> Message:
     if kind == REACH:
         if len(data) < 2:
             raise BadPacket("control.short", "reach count")
-        peers = []
-        at = 2
-        for _ in range(data[1]):
-            name, at = _take_name(data, at)
-            if at + 4 > len(data):
-                raise BadPacket("control.short", "reach rtt")
-            peers.append((name, _RTT.unpack_from(data, at)[0]))
-            at += 4
-        if at != len(data):
-            raise BadPacket("control.bad_length", "bytes after reach list")
-        return Reach(tuple(peers))
+        return Reach(_reach_list(data, 2, data[1]))
+    if kind == REACH_PART:
+        if len(data) < _PART.size:
+            raise BadPacket("control.short", "reach part header")
+        _, gen, index, total, count = _PART.unpack_from(data)
+        if index >= total:
+            raise BadPacket("control.bad_reach_part", f"part {index} of {total}")
+        return ReachPart(gen, index, total, _reach_list(data, _PART.size, count))
     if kind == PLANES:
         return _parse_planes(data)
     raise BadPacket("control.unknown_type", str(kind))
