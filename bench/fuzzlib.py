@@ -816,8 +816,15 @@ def bound_violations(core: NodeCore) -> list[str]:
     limiter = getattr(st, "_limiter", None)
     if limiter is not None and len(limiter) > ratelimit.MAX_SOURCES:
         bad.append(f"session: {len(limiter)} rate-limited sources, cap {ratelimit.MAX_SOURCES}")
-    if len(getattr(st, "_keypairs", {})) > 3 * max(1, len(core._peers)):
-        bad.append(f"session: {len(st._keypairs)} keypairs for {len(core._peers)} peers")
+    # Each peer holds its current keypair, its previous ones and the ones it offered
+    # as responder (a handshake both ends began at once makes those its previous):
+    # at most 1 + 2 x _MAX_NEXT; the index map holds nothing else.
+    held = {kp.local_index for p in getattr(st, "_peers", {}).values() for kp in p.keypairs()}
+    if set(getattr(st, "_keypairs", {})) - held:
+        bad.append(f"session: {len(set(st._keypairs) - held)} keypairs no peer holds")
+    for name, p in getattr(st, "_peers", {}).items():
+        if len(p.keypairs()) > 1 + 2 * session_table._MAX_NEXT:
+            bad.append(f"session: {len(p.keypairs())} keypairs for {name}")
     if len(core._reach.offers) > len(core._peers):
         bad.append("reach: entries for nodes that are not peers")
     return bad

@@ -145,9 +145,19 @@ def test_state_over_its_cap_is_caught() -> None:
     core._paths["nb"].paths += [
         fuzzlib.node_paths.Path((f"198.18.9.{i}", 1), configured=False) for i in range(5)
     ]
+    # a keypair left in the index map after its peer let it go (a leak), and one peer
+    # holding more than current + previous + offered ones (1 + 2 x _MAX_NEXT)
+    st = core._sessions
+    held = next(kp for p in st._peers.values() for kp in p.keypairs())
+    st._keypairs[0xDEAD] = held
+    peer = st._peers["nb"]
+    peer.nexts = [held] * 3
+    peer.previous = [held] * 4
     bad = fuzzlib.bound_violations(core)
     assert any(b.startswith("macs: 9 MACs behind port:pa, cap 8") for b in bad), bad
     assert any(b.startswith("paths: 5 learned paths to nb") for b in bad), bad
+    assert "session: 1 keypairs no peer holds" in bad, bad
+    assert any(b.startswith("session: 8 keypairs for nb") for b in bad), bad
 
 
 def test_a_run_is_deterministic_for_a_seed() -> None:
