@@ -302,7 +302,7 @@ class NodeCore:
             except BadPacket as e:
                 self._drops[e.reason] += 1
                 return
-        fwd = self._switch.from_port(port, frame, now)
+        fwd = self._switch.from_port(port, frame, now, plain)
         if fwd is None:
             return
         if fwd.ports:
@@ -344,6 +344,22 @@ class NodeCore:
                 )
             self._seal_and_send(peer, payloads, now)
         self._drain_sessions(now)
+
+    def _send_held(self, peer: str, now: float) -> None:
+        """The floods `peer` missed while it was down (the switch held them: a guest's
+        ARP sent while the session came up), sent now that it is up."""
+        held = self._switch.take_held(peer, now)
+        if not held:
+            return
+        relayed_ = isinstance(self._paths[peer].destination(), Relay)
+        limit = self._max_relayed_plaintext if relayed_ else self._max_plaintext
+        tr = self._traffic[peer]
+        payloads: list[bytes] = []
+        for vni, frame in held:
+            tr.tx_frames += 1
+            tr.tx_bytes += len(frame)
+            payloads += self._payloads(vni, frame, ZERO_VNET, frame, limit)
+        self._seal_and_send(peer, payloads, now)
 
     def _watch_retransmits(self, peer: str, hdr: bytes, frame: bytes, now: float) -> None:
         """A local TCP sender resending bytes it sent `peer` before saw a loss: the
@@ -773,6 +789,7 @@ class NodeCore:
             if ev.peer not in self._up:
                 self._up.add(ev.peer)
                 self._switch.set_peer_up(ev.peer, True)
+                self._send_held(ev.peer, now)
                 self._schedule(ev.peer, now)  # probe its paths now: whole again
             self._tell_reach(ev.peer, now)
         elif ev.kind == "down" and ev.peer in self._up:
