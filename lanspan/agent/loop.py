@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import get_args
 
 from lanspan import __version__
+from lanspan.agent.early import EarlyPorts
 from lanspan.agent.kernel_plane import KernelPlane
 from lanspan.agent.nftables import FilterSpec, KernelFilter, remove_leftover
 from lanspan.agent.services import GatewayServices, ServiceError
@@ -207,8 +208,13 @@ class Agent:
     ports. Both raise AgentSetupError, after releasing what they took.
     """
 
-    def __init__(self, opts: AgentOptions, network: Network) -> None:
+    def __init__(
+        self, opts: AgentOptions, network: Network, early: EarlyPorts | None = None
+    ) -> None:
         self.opts = opts
+        # Interfaces attached before the set-up (`lanspan.agent.early`): taken by the
+        # ports that name them, the rest closed once the ports are open.
+        self._early = early if early is not None else EarlyPorts()
         self.sel = selectors.DefaultSelector()
         # The data fds alone, polled between read rounds without the selector's
         # per-event Python (`_read_rounds`); fd -> its reader's `once`.
@@ -393,16 +399,30 @@ class Agent:
     # -- set-up and tear-down --------------------------------------------------
 
     def open_ports(self) -> None:
-        for port in self.network.node(self.opts.node).ports:
-            self.add_port(port, announce=False)
+        try:
+            for port in self.network.node(self.opts.node).ports:
+                self.add_port(port, announce=False)
+        finally:
+            for device in self._early.close():  # a kernel-plane port's, or a stale file's
+                log.debug("interface %s attached early, not a userspace port: closed", device)
 
     def add_port(self, port: Port, announce: bool = True) -> None:
         """Open `port`; OSError names the port and its device (errno kept)."""
-        dev = self.kernel.port(port.name) or open_port(self.network, self.opts.node, port)
+        dev = (
+            self.kernel.port(port.name)
+            or self._early_port(port)
+            or open_port(self.network, self.opts.node, port)
+        )
         self.ports[port.name] = dev
         self._watch(dev.fileno(), self._port_reader(port.name, dev))
         if announce:
             log.info("port %s (%s) on %s", port.name, port.kind, dev.device)
+
+    def _early_port(self, port: Port) -> FramePort | None:
+        """The socket `lanspan.agent.early` attached to the interface `port` names."""
+        if isinstance(port, HostPort) or port.create:
+            return None
+        return self._early.take(port.device, port.name)
 
     def remove_port(self, name: str, announce: bool = True) -> None:
         dev = self.ports.pop(name)
@@ -414,6 +434,7 @@ class Agent:
     def close(self) -> None:
         """Release everything; quiet when the agent never started (its error says why)."""
         self.services.stop()
+        self._early.close()
         for name in list(self.ports):
             self.remove_port(name, announce=self._started)
         self.kernel.close()
