@@ -639,9 +639,11 @@ class Agent:
             kind = self.network.node(self.opts.node).port(name).kind
             log.info("port %s (%s) on %s", name, kind, dev.device)
         me = self.network.node(self.opts.node)
+        # The process's CPU so far (interpreter, imports, set-up): what a cold start of
+        # many agents on few cores waits for (issue 10); `bench/cold_start` reads it.
         log.info(
             "agent %s up (lanspan %s): network %s, udp port %d (gso %s, gro %s), "
-            "%d peer(s), cipher %s",
+            "%d peer(s), cipher %s, start-up cpu %.0f ms",
             me.name,
             __version__,
             self.network.name,
@@ -650,6 +652,7 @@ class Agent:
             self.udp.gro,
             self.node.peer_count(),
             self.network.cipher,
+            time.process_time() * 1000,
         )
 
     def _kernel_filter_spec(self) -> FilterSpec:
