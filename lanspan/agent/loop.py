@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import get_args
+from typing import TYPE_CHECKING, get_args
 
 from lanspan import __version__
 from lanspan.agent.early import EarlyPorts
@@ -34,7 +34,6 @@ from lanspan.agent.nftables import FilterSpec, KernelFilter, remove_leftover
 from lanspan.agent.services import GatewayServices, ServiceError
 from lanspan.config import load_network
 from lanspan.config.model import HostPort, Network, Port
-from lanspan.control.metrics import MetricsServer
 from lanspan.control.server import ControlError, ControlServer
 from lanspan.dataplane.packet import PacketPort
 from lanspan.dataplane.ports import FramePort
@@ -44,7 +43,10 @@ from lanspan.errors import ConfigError
 from lanspan.logs import RateLimitedLog
 from lanspan.node.core import InternalError, NodeCore, TcpSegmentation, host_port_mac
 from lanspan.node.outputs import Send, Write
-from lanspan.node.status import Counts, KernelLocation, MacRow, NodeStatus, UdpStatus
+
+if TYPE_CHECKING:
+    from lanspan.control.metrics import MetricsServer
+    from lanspan.node.status import MacRow, NodeStatus
 
 log = logging.getLogger("lanspan.agent")
 
@@ -305,6 +307,9 @@ class Agent:
         return drops
 
     def status(self) -> NodeStatus:
+        # imported when asked: the status types cost an agent's start (issue 10)
+        from lanspan.node.status import Counts, UdpStatus
+
         status = self.node.status(time.monotonic())
         if self.drops:
             status = dataclasses.replace(status, drops=Counts.of(self.drop_counts()))
@@ -320,6 +325,8 @@ class Agent:
         )
 
     def macs(self, segment: str | None) -> list[MacRow]:
+        from lanspan.node.status import KernelLocation, MacRow
+
         rows = self.node.mac_rows(segment, time.monotonic())
         for seg, m in self.kernel.macs(segment):
             remote = None if m.remote is None else str(m.remote)
@@ -614,6 +621,8 @@ class Agent:
             self.control.register(self.sel)
         self._first_round()  # initiations leave now; the ports, services, filter come after
         if self.opts.metrics is not None:
+            from lanspan.control.metrics import MetricsServer  # only with --metrics
+
             try:
                 self.metrics = MetricsServer(self.opts.metrics, self)
             except ValueError as e:

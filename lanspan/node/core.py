@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from ipaddress import IPv6Address
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from lanspan.addr import Addr, Relay, Target, format_target
 from lanspan.config.model import Endpoint, Network, Node, Timers
@@ -35,18 +35,12 @@ from lanspan.node.relays import (
     relayed,
 )
 from lanspan.node.reload import check_reload, plan_reload
-from lanspan.node.status import (
-    Counts,
-    MacRow,
-    NodeStatus,
-    PathStatus,
-    PeerStatus,
-    PortStatus,
-    SegmentStatus,
-)
 from lanspan.session import Delivered, SessionEvent, SessionTable, Transmit
 from lanspan.switch import Switch, host_port_mac
 from lanspan.wire import control, payload, tcpseg, vnet
+
+if TYPE_CHECKING:  # built only when asked (`status`, `mac_rows`): not at an agent's start
+    from lanspan.node.status import MacRow, NodeStatus, PeerStatus, PortStatus
 
 __all__ = ["NodeCore", "TcpSegmentation", "endpoint_addr", "host_port_mac"]
 
@@ -1068,12 +1062,16 @@ class NodeCore:
 
     def mac_rows(self, segment: str | None, now: float) -> list[MacRow]:
         """MAC table rows (static and learned), all segments when `segment` is None."""
+        from lanspan.node.status import MacRow
+
         return [
             MacRow(e.segment, e.vlan, e.mac, e.where, e.static, round(e.age, 1))
             for e in self._switch.mac_table(segment, now)
         ]
 
     def status(self, now: float) -> NodeStatus:
+        from lanspan.node.status import Counts, NodeStatus, SegmentStatus
+
         macs = Counter(e.segment for e in self._switch.mac_table())
         return NodeStatus(
             node=self._me.name,
@@ -1093,6 +1091,8 @@ class NodeCore:
         )
 
     def _port_status(self, name: str) -> PortStatus:
+        from lanspan.node.status import PortStatus
+
         p = self._me.port(name)
         if p.kind == "trunk":
             segs = tuple(self._network.segment_by_vlan(v).name for v in p.vlans)
@@ -1111,6 +1111,8 @@ class NodeCore:
         )
 
     def _peer_status(self, name: str, now: float) -> PeerStatus:
+        from lanspan.node.status import PathStatus, PeerStatus
+
         st = self._sessions.status(name)
         paths = self._paths[name]
         active = paths.active
