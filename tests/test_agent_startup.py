@@ -115,7 +115,7 @@ def test_the_up_line_says_the_start_up_cpu(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """What a cold start of many agents waits for, in every agent's log (bench/cold_start)."""
-    keys, udp, network = _two_nodes(tmp_path)
+    keys, _udp, network = _two_nodes(tmp_path)
     monkeypatch.setattr(loop, "open_port", lambda net, node, port: PairPort(port.name))
     monkeypatch.setattr(loop.time, "process_time", lambda: 0.1234)
     agent = Agent(
