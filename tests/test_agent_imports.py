@@ -27,6 +27,11 @@ NOT_IN_AN_AGENT = (
     "pytest",
     "click",  # the agent's entry (lanspan.agent.start) has no click: tests/test_agent_entry.py
     "difflib",  # only a mistake in the file needs its suggestions
+    # the typed status and its JSON form: built when a control or metrics client asks
+    # (their dataclasses, ~5 ms of CPU, at every agent's start: issue 10, cold start)
+    "lanspan.node.status",
+    "lanspan.control.document",
+    "lanspan.control.metrics",  # only with --metrics
 )
 
 _PROBE = """

@@ -109,3 +109,22 @@ def test_the_filter_comes_after_the_first_handshakes_with_their_indexes(
         assert len(fake.scripts()) == scripts  # nothing moves the rule afterwards
     finally:
         agent.close()
+
+
+def test_the_up_line_says_the_start_up_cpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What a cold start of many agents waits for, in every agent's log (bench/cold_start)."""
+    keys, _udp, network = _two_nodes(tmp_path)
+    monkeypatch.setattr(loop, "open_port", lambda net, node, port: PairPort(port.name))
+    monkeypatch.setattr(loop.time, "process_time", lambda: 0.1234)
+    agent = Agent(
+        AgentOptions(network_file=tmp_path / "net.toml", node="n1", private_key=keys["n1"]), network
+    )
+    try:
+        with caplog.at_level("INFO", logger="lanspan.agent"):
+            agent.start()
+        up = [r.getMessage() for r in caplog.records if " up (lanspan " in r.getMessage()]
+        assert len(up) == 1 and up[0].endswith(", start-up cpu 123 ms")
+    finally:
+        agent.close()

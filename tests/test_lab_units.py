@@ -6,6 +6,7 @@ import base64
 import ipaddress
 import os
 import struct
+import sys
 import xml.dom.minidom
 from pathlib import Path
 from typing import Any
@@ -203,3 +204,26 @@ def test_probe_window_statistics() -> None:
     )
     assert window(r, 0, 500) == {"loss_pct": 0.0, "rtt_ms_median": 1.0}
     assert window(r, 500, 1000) == {"loss_pct": 20.0, "rtt_ms_median": 30.0}
+
+
+def test_the_lab_byte_compiles_lanspan_before_it_starts_agents(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With PYTHONDONTWRITEBYTECODE (or an edited tree) every agent would compile the
+    stale modules at each start: CPU an installed agent never spends (issue 10)."""
+    import importlib.util
+
+    from lanspan.lab import runner
+
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "mod.py").write_text("X = 1\n")
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    cached = Path(importlib.util.cache_from_source(str(pkg / "mod.py")))
+    assert not cached.exists()
+    assert runner.compile_package(pkg)
+    assert cached.exists()
+    src = Path(runner.__file__).read_text()
+    build = src[src.index("    def _build(") : src.index("    def _validate_network(")]
+    assert build.index("compile_package()") < build.index("self.start_agent(")

@@ -166,6 +166,25 @@ def test_broadcast_then_learned_unicast_cross_two_nodes() -> None:
     assert peer["paths"][0]["state"] == "up" and peer["rtt_ms"] is not None
 
 
+def test_a_broadcast_sent_before_the_session_is_up_arrives_with_it() -> None:
+    """A guest's ARP request while the session comes up (a cold start) is not lost
+    until the guest's kernel repeats it a second later: held, sent once it is up."""
+    net = Net(2, Link(random.Random(1)))
+    arp = frame(BCAST, MAC1, ethertype=0x0806)
+    net.nodes["n1"].frame_from_port("pa", plain(arp), net.now)  # no session yet
+    offload = vnet.build(vnet.VnetHeader(vnet.NEEDS_CSUM, vnet.GSO_NONE, 0, 0, 34, 6))
+    udp = frame(BCAST, MAC1, ethertype=0x0800)
+    net.nodes["n1"].frame_from_port("pa", offload + udp, net.now)  # offload metadata: not held
+    while not (net.up("n1", "n2") and net.up("n2", "n1")):
+        net.step()
+        assert net.now < 101.0
+    net.run(0.05)
+    assert net.take_written("n2") == [("pa", plain(arp))]  # once, and only the plain one
+    net.run(2.0)
+    assert net.take_written("n2") == []
+    assert net.nodes["n1"]._switch.counters["flood_held_sent"] == 1
+
+
 def test_gso_superframe_is_fragmented_and_rebuilt_with_its_offload_header() -> None:
     net = Net(2, Link(random.Random(2), reorder=0.3))
     net.run(1.0)

@@ -17,6 +17,8 @@ from lanspan.config.model import (
     TrunkPort,
 )
 from lanspan.switch import (
+    FLOOD_HOLD,
+    FLOOD_HOLD_MAX,
     Forward,
     MacEntry,
     PeerLocation,
@@ -355,6 +357,54 @@ def test_peers_start_down_and_are_not_flooded_to() -> None:
     assert Switch(network(), "me", peers_up=True).from_port("vm1", eth(BROADCAST, A), 1.0) == (
         Forward(LAN, eth(BROADCAST, A), fwd.ports, ("p1", "p2"))
     )
+
+
+def test_a_flood_a_down_peer_missed_is_handed_to_it_once_as_it_comes_up() -> None:
+    sw = Switch(network(), "me")
+    sw.set_peer_up("p2", True)
+    arp = eth(BROADCAST, A, payload=b"who-has")
+    fwd = sw.from_port("vm1", arp, 1.0, hold=True)  # p1 (lan) is down: held for it
+    assert fwd is not None and fwd.peers == ("p2",)
+    api = eth(MCAST, B, payload=b"api")
+    fwd = sw.from_port("vm2", api, 1.1, hold=True)  # api: p1 and p3, both down
+    assert fwd is not None and fwd.peers == ()
+    assert sw.take_held("p1", 1.2) == []  # still down: nothing
+    sw.set_peer_up("p1", True)
+    assert sw.take_held("p1", 1.2) == [(LAN, arp), (API, api)]
+    assert sw.take_held("p1", 1.3) == []  # once
+    assert sw.take_held("p2", 1.3) == []  # p2 had it when it was flooded
+    sw.set_peer_up("p3", True)
+    assert sw.take_held("p3", 1.3) == [(API, api)]  # p3 does not carry lan
+    assert sw.counters["flood_held"] == 2 and sw.counters["flood_held_sent"] == 3
+    with pytest.raises(KeyError):
+        sw.take_held("stranger", 1.3)
+
+
+def test_held_floods_are_broadcast_or_multicast_from_ports_only_and_expire() -> None:
+    sw = Switch(network(), "me")
+    sw.from_port("vm1", eth(B, A), 1.0, hold=True)  # unknown unicast: flooded, not held
+    sw.from_port("vm1", eth(BROADCAST, A, payload=b"offload"), 1.0)  # hold not asked
+    sw.from_peer("p2", LAN, eth(BROADCAST, C), 1.0)  # from a peer: never to other peers
+    late = eth(BROADCAST, A, payload=b"late")
+    sw.from_port("vm1", late, 1.0 + FLOOD_HOLD / 2, hold=True)
+    sw.set_peer_up("p1", True)
+    assert sw.take_held("p1", 1.0 + FLOOD_HOLD) == [(LAN, late)]
+    sw.from_port("vm1", eth(BROADCAST, A, payload=b"old"), 10.0, hold=True)
+    sw.set_peer_up("p2", True)
+    assert sw.take_held("p2", 10.0 + FLOOD_HOLD + 0.01) == []  # older than FLOOD_HOLD
+
+
+def test_held_floods_are_bounded_per_segment() -> None:
+    sw = Switch(network(), "me")
+    sw.set_peer_up("p1", True)
+    t = 1.0
+    for i in range(FLOOD_HOLD_MAX + 10):  # within the port's flood rate and FLOOD_HOLD
+        t = 1.0 + i * FLOOD_HOLD / (2 * FLOOD_HOLD_MAX)
+        sw.from_port("vm1", eth(BROADCAST, A, payload=i.to_bytes(4, "big")), t, hold=True)
+    sw.set_peer_up("p2", True)
+    got = sw.take_held("p2", t)
+    assert len(got) == FLOOD_HOLD_MAX  # the newest: the oldest went first
+    assert got[0] == (LAN, eth(BROADCAST, A, payload=(10).to_bytes(4, "big")))
 
 
 def test_peer_down_flushes_its_macs() -> None:

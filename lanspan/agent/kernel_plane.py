@@ -43,7 +43,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from ipaddress import ip_address
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from lanspan.config.model import (
     AccessPort,
@@ -67,7 +67,9 @@ from lanspan.dataplane.kernel import (
 )
 from lanspan.dataplane.kernel_probe import KernelCapabilities, probe
 from lanspan.dataplane.tap import TapPort
-from lanspan.node.status import NodeStatus, PeerSegment
+
+if TYPE_CHECKING:
+    from lanspan.node.status import NodeStatus
 
 __all__ = ["KernelPlane", "PlaneChoice", "choose_planes", "core_view", "site_members"]
 
@@ -512,6 +514,9 @@ class KernelPlane:
 
     def annotate(self, status: NodeStatus) -> NodeStatus:
         """`status` with the plane of each segment, and per peer the plane of each shared one."""
+        # imported when asked: the status types cost an agent's start (issue 10)
+        from lanspan.node.status import PeerSegment
+
         segs = tuple(
             replace(s, plane=c.plane, plane_reason=c.reason)
             if (c := self.choices.get(s.name)) is not None

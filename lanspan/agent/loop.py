@@ -25,15 +25,15 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import get_args
+from typing import TYPE_CHECKING, get_args
 
 from lanspan import __version__
+from lanspan.agent.early import EarlyPorts
 from lanspan.agent.kernel_plane import KernelPlane
 from lanspan.agent.nftables import FilterSpec, KernelFilter, remove_leftover
 from lanspan.agent.services import GatewayServices, ServiceError
 from lanspan.config import load_network
 from lanspan.config.model import HostPort, Network, Port
-from lanspan.control.metrics import MetricsServer
 from lanspan.control.server import ControlError, ControlServer
 from lanspan.dataplane.packet import PacketPort
 from lanspan.dataplane.ports import FramePort
@@ -43,7 +43,10 @@ from lanspan.errors import ConfigError
 from lanspan.logs import RateLimitedLog
 from lanspan.node.core import InternalError, NodeCore, TcpSegmentation, host_port_mac
 from lanspan.node.outputs import Send, Write
-from lanspan.node.status import Counts, KernelLocation, MacRow, NodeStatus, UdpStatus
+
+if TYPE_CHECKING:
+    from lanspan.control.metrics import MetricsServer
+    from lanspan.node.status import MacRow, NodeStatus
 
 log = logging.getLogger("lanspan.agent")
 
@@ -207,8 +210,13 @@ class Agent:
     ports. Both raise AgentSetupError, after releasing what they took.
     """
 
-    def __init__(self, opts: AgentOptions, network: Network) -> None:
+    def __init__(
+        self, opts: AgentOptions, network: Network, early: EarlyPorts | None = None
+    ) -> None:
         self.opts = opts
+        # Interfaces attached before the set-up (`lanspan.agent.early`): taken by the
+        # ports that name them, the rest closed once the ports are open.
+        self._early = early if early is not None else EarlyPorts()
         self.sel = selectors.DefaultSelector()
         # The data fds alone, polled between read rounds without the selector's
         # per-event Python (`_read_rounds`); fd -> its reader's `once`.
@@ -299,6 +307,9 @@ class Agent:
         return drops
 
     def status(self) -> NodeStatus:
+        # imported when asked: the status types cost an agent's start (issue 10)
+        from lanspan.node.status import Counts, UdpStatus
+
         status = self.node.status(time.monotonic())
         if self.drops:
             status = dataclasses.replace(status, drops=Counts.of(self.drop_counts()))
@@ -314,6 +325,8 @@ class Agent:
         )
 
     def macs(self, segment: str | None) -> list[MacRow]:
+        from lanspan.node.status import KernelLocation, MacRow
+
         rows = self.node.mac_rows(segment, time.monotonic())
         for seg, m in self.kernel.macs(segment):
             remote = None if m.remote is None else str(m.remote)
@@ -393,16 +406,30 @@ class Agent:
     # -- set-up and tear-down --------------------------------------------------
 
     def open_ports(self) -> None:
-        for port in self.network.node(self.opts.node).ports:
-            self.add_port(port, announce=False)
+        try:
+            for port in self.network.node(self.opts.node).ports:
+                self.add_port(port, announce=False)
+        finally:
+            for device in self._early.close():  # a kernel-plane port's, or a stale file's
+                log.debug("interface %s attached early, not a userspace port: closed", device)
 
     def add_port(self, port: Port, announce: bool = True) -> None:
         """Open `port`; OSError names the port and its device (errno kept)."""
-        dev = self.kernel.port(port.name) or open_port(self.network, self.opts.node, port)
+        dev = (
+            self.kernel.port(port.name)
+            or self._early_port(port)
+            or open_port(self.network, self.opts.node, port)
+        )
         self.ports[port.name] = dev
         self._watch(dev.fileno(), self._port_reader(port.name, dev))
         if announce:
             log.info("port %s (%s) on %s", port.name, port.kind, dev.device)
+
+    def _early_port(self, port: Port) -> FramePort | None:
+        """The socket `lanspan.agent.early` attached to the interface `port` names."""
+        if isinstance(port, HostPort) or port.create:
+            return None
+        return self._early.take(port.device, port.name)
 
     def remove_port(self, name: str, announce: bool = True) -> None:
         dev = self.ports.pop(name)
@@ -414,6 +441,7 @@ class Agent:
     def close(self) -> None:
         """Release everything; quiet when the agent never started (its error says why)."""
         self.services.stop()
+        self._early.close()
         for name in list(self.ports):
             self.remove_port(name, announce=self._started)
         self.kernel.close()
@@ -593,6 +621,8 @@ class Agent:
             self.control.register(self.sel)
         self._first_round()  # initiations leave now; the ports, services, filter come after
         if self.opts.metrics is not None:
+            from lanspan.control.metrics import MetricsServer  # only with --metrics
+
             try:
                 self.metrics = MetricsServer(self.opts.metrics, self)
             except ValueError as e:
@@ -618,9 +648,11 @@ class Agent:
             kind = self.network.node(self.opts.node).port(name).kind
             log.info("port %s (%s) on %s", name, kind, dev.device)
         me = self.network.node(self.opts.node)
+        # The process's CPU so far (interpreter, imports, set-up): what a cold start of
+        # many agents on few cores waits for (issue 10); `bench/cold_start` reads it.
         log.info(
             "agent %s up (lanspan %s): network %s, udp port %d (gso %s, gro %s), "
-            "%d peer(s), cipher %s",
+            "%d peer(s), cipher %s, start-up cpu %.0f ms",
             me.name,
             __version__,
             self.network.name,
@@ -629,6 +661,7 @@ class Agent:
             self.udp.gro,
             self.node.peer_count(),
             self.network.cipher,
+            time.process_time() * 1000,
         )
 
     def _kernel_filter_spec(self) -> FilterSpec:

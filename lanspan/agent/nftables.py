@@ -50,8 +50,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Network, IPv6Network
+from typing import TYPE_CHECKING
 
-from lanspan.node.status import Counts, KernelFilterStatus
 from lanspan.wire.messages import (
     COOKIE_REPLY_LEN,
     INITIATION_LEN,
@@ -62,6 +62,9 @@ from lanspan.wire.messages import (
     TYPE_RESPONSE,
     TYPE_TRANSPORT,
 )
+
+if TYPE_CHECKING:
+    from lanspan.node.status import KernelFilterStatus
 
 __all__ = [
     "DROP_REASONS",
@@ -393,6 +396,9 @@ class KernelFilter:
     def status(self) -> KernelFilterStatus | None:
         """The table's drop counters as last read from the kernel; a read is started
         when the last one is COUNTERS_EVERY old (one at a time, never waited for)."""
+        # imported when asked: the status types cost an agent's start (issue 10)
+        from lanspan.node.status import Counts, KernelFilterStatus
+
         if not self.active:
             return None
         now = self._clock()

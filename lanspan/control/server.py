@@ -31,11 +31,12 @@ import socket
 import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePath
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from lanspan.control._conn import Conn, Listener
-from lanspan.control.document import to_json
-from lanspan.node.status import MacRow, NodeStatus
+
+if TYPE_CHECKING:
+    from lanspan.node.status import MacRow, NodeStatus
 
 __all__ = [
     "IDLE_TIMEOUT",
@@ -108,11 +109,16 @@ def handle_request(
         if op == "ping":
             return {"ok": True, "result": "pong"}
         if op == "status":
+            # imported when asked: the status types cost an agent's start (issue 10)
+            from lanspan.control.document import to_json
+
             return {"ok": True, "result": to_json(source.status())}
         if op == "macs":
             segment = req.get("segment")
             if segment is not None and not isinstance(segment, str):
                 return _error('malformed request: "segment" must be a string or null')
+            from lanspan.control.document import to_json
+
             return {"ok": True, "result": to_json(source.macs(segment))}
         return {"ok": True, "result": source.reload()}
     except Exception as e:

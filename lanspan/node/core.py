@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from ipaddress import IPv6Address
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from lanspan.addr import Addr, Relay, Target, format_target
 from lanspan.config.model import Endpoint, Network, Node, Timers
@@ -36,18 +36,12 @@ from lanspan.node.relays import (
     relayed,
 )
 from lanspan.node.reload import check_reload, plan_reload
-from lanspan.node.status import (
-    Counts,
-    MacRow,
-    NodeStatus,
-    PathStatus,
-    PeerStatus,
-    PortStatus,
-    SegmentStatus,
-)
 from lanspan.session import Delivered, SessionEvent, SessionTable, Transmit
 from lanspan.switch import Switch, host_port_mac
 from lanspan.wire import control, payload, tcpseg, vnet
+
+if TYPE_CHECKING:  # built only when asked (`status`, `mac_rows`): not at an agent's start
+    from lanspan.node.status import MacRow, NodeStatus, PeerStatus, PortStatus
 
 __all__ = ["NodeCore", "TcpSegmentation", "endpoint_addr", "host_port_mac"]
 
@@ -307,7 +301,7 @@ class NodeCore:
             except BadPacket as e:
                 self._drops[e.reason] += 1
                 return
-        fwd = self._switch.from_port(port, frame, now)
+        fwd = self._switch.from_port(port, frame, now, plain)
         if fwd is None:
             return
         if fwd.ports:
@@ -349,6 +343,22 @@ class NodeCore:
                 )
             self._seal_and_send(peer, payloads, now)
         self._drain_sessions(now)
+
+    def _send_held(self, peer: str, now: float) -> None:
+        """The floods `peer` missed while it was down (the switch held them: a guest's
+        ARP sent while the session came up), sent now that it is up."""
+        held = self._switch.take_held(peer, now)
+        if not held:
+            return
+        relayed_ = isinstance(self._paths[peer].destination(), Relay)
+        limit = self._max_relayed_plaintext if relayed_ else self._max_plaintext
+        tr = self._traffic[peer]
+        payloads: list[bytes] = []
+        for vni, frame in held:
+            tr.tx_frames += 1
+            tr.tx_bytes += len(frame)
+            payloads += self._payloads(vni, frame, ZERO_VNET, frame, limit)
+        self._seal_and_send(peer, payloads, now)
 
     def _watch_retransmits(self, peer: str, hdr: bytes, frame: bytes, now: float) -> None:
         """A local TCP sender resending bytes it sent `peer` before saw a loss: the
@@ -785,6 +795,7 @@ class NodeCore:
             if ev.peer not in self._up:
                 self._up.add(ev.peer)
                 self._switch.set_peer_up(ev.peer, True)
+                self._send_held(ev.peer, now)
                 self._schedule(ev.peer, now)  # probe its paths now: whole again
             self._tell_reach(ev.peer, now)
         elif ev.kind == "down" and ev.peer in self._up:
@@ -1071,12 +1082,16 @@ class NodeCore:
 
     def mac_rows(self, segment: str | None, now: float) -> list[MacRow]:
         """MAC table rows (static and learned), all segments when `segment` is None."""
+        from lanspan.node.status import MacRow
+
         return [
             MacRow(e.segment, e.vlan, e.mac, e.where, e.static, round(e.age, 1))
             for e in self._switch.mac_table(segment, now)
         ]
 
     def status(self, now: float) -> NodeStatus:
+        from lanspan.node.status import Counts, NodeStatus, SegmentStatus
+
         macs = Counter(e.segment for e in self._switch.mac_table())
         return NodeStatus(
             node=self._me.name,
@@ -1096,6 +1111,8 @@ class NodeCore:
         )
 
     def _port_status(self, name: str) -> PortStatus:
+        from lanspan.node.status import PortStatus
+
         p = self._me.port(name)
         if p.kind == "trunk":
             segs = tuple(self._network.segment_by_vlan(v).name for v in p.vlans)
@@ -1114,6 +1131,8 @@ class NodeCore:
         )
 
     def _peer_status(self, name: str, now: float) -> PeerStatus:
+        from lanspan.node.status import PathStatus, PeerStatus
+
         st = self._sessions.status(name)
         paths = self._paths[name]
         active = paths.active

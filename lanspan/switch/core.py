@@ -57,6 +57,14 @@ Peers: every peer starts down (never flooded to, nor sent unicast: a static
 MAC behind a down peer is dropped as `switch.peer_down`); frames from a peer are
 accepted in any state; a peer set down loses every MAC learned behind it.
 
+Held floods: a broadcast or multicast frame from a local port (`from_port(...,
+hold=True)`) that some peers of its segment missed because they were down is
+kept for FLOOD_HOLD seconds (at most FLOOD_HOLD_MAX per segment, the oldest
+go first); a peer that comes up gets those it missed (`take_held`), once. At a
+cold start or after an outage a guest's ARP request sent while the session was
+coming up then arrives with the session, instead of the guest's retry a second
+later (its kernel's `retrans_time_ms`; issue 10).
+
 Egress tagging: a trunk port gets the frame tagged with the segment's VLAN,
 except on its native VLAN where it leaves untagged, as on access and host
 ports. A mesh frame that itself starts with a VLAN tag (the inner tag of a
@@ -71,7 +79,9 @@ mac_limit, peer_mac_limit, mac_held, same_port, same_peer, split_horizon, peer_d
 flood_rate, inner_tag_on_untagged_port (per skipped output, not per frame);
 plus the `ethernet.*` reasons of a header that does not parse.
 Counters (`Switch.counters`): learned, aged, flushed, mac_moves, mac_flaps,
-unicast, flooded, no_destination (accepted, nowhere to go), events_dropped.
+unicast, flooded, no_destination (accepted, nowhere to go), events_dropped,
+flood_held (floods kept for peers that were down), flood_held_sent (held floods
+handed to a peer that came up).
 A storm (flood rate limit engaged on a port) is reported once, and ends when
 the port's bucket has refilled.
 """
@@ -94,6 +104,8 @@ __all__ = [
     "DEFAULT_FLAP_HOLD",
     "DEFAULT_FLAP_MOVES",
     "DEFAULT_FLAP_WINDOW",
+    "FLOOD_HOLD",
+    "FLOOD_HOLD_MAX",
     "Forward",
     "Location",
     "MacEntry",
@@ -110,6 +122,11 @@ DEFAULT_FLAP_WINDOW = 10.0  # seconds
 DEFAULT_FLAP_HOLD = 10.0  # seconds a flapping MAC stays where it is
 MAX_PENDING_EVENTS = 1024  # events beyond this, not yet taken, are counted and dropped
 MAX_HOT = 4096  # fast-path answers kept; the cache is emptied when it is full
+# Held floods (see the module docstring): a guest's kernel repeats an unanswered ARP
+# or neighbour solicitation every second, so what is older than that has been sent
+# again; the margin covers a retry that is late by a loop round or two.
+FLOOD_HOLD = 1.5
+FLOOD_HOLD_MAX = 256  # per segment
 _ZERO_MAC = b"\x00" * 6
 _LOCAL: Final = "local"  # static pin: this node, any local port
 
@@ -176,6 +193,16 @@ class SwitchEvent:
     segment: str
     mac: str
     detail: str
+
+
+@dataclass(slots=True)
+class _Held:
+    """A flood some of the segment's peers missed (down), kept for them (FLOOD_HOLD)."""
+
+    at: float
+    frame: bytes  # untagged, as it travels in the mesh
+    reached: tuple[str, ...]  # the peers it was flooded to
+    given: set[str] | None = None  # peers it was handed to as they came up
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,6 +394,9 @@ class Switch:
 
         self._flood_peers: dict[int, tuple[str, ...]] = {}
         self._refresh_flood_peers()
+        self._held: dict[int, deque[_Held]] = {
+            vni: deque(maxlen=FLOOD_HOLD_MAX) for vni in self._segs
+        }
         # dynamic entries in least-recently-seen order (ageing pops from the front)
         self._table: OrderedDict[tuple[int, bytes], _Learned] = OrderedDict()
         self._by_where: dict[Location, set[tuple[int, bytes]]] = collections.defaultdict(set)
@@ -383,8 +413,13 @@ class Switch:
 
     # ------------------------------------------------------------------ input
 
-    def from_port(self, port: str, frame: bytes, now: float) -> Forward | None:
-        """A frame read from local port `port` (802.1Q-tagged on trunks)."""
+    def from_port(self, port: str, frame: bytes, now: float, hold: bool = False) -> Forward | None:
+        """A frame read from local port `port` (802.1Q-tagged on trunks).
+
+        `hold`: a broadcast or multicast flood that peers of the segment miss
+        (down) is kept for them (`take_held`); the node asks it for frames it can
+        send again as they are (no offload metadata).
+        """
         self._now = now
         hot = self._hot_out.get((port, frame[:14]))
         if hot is not None:
@@ -460,6 +495,8 @@ class Switch:
             p.storm = False  # the bucket refilled: the storm is over
         ports = self._egress(seg, mesh, inner_tagged, p.name)
         peers = self._flood_peers[seg.vni]
+        if hold and dst[0] & 1 and len(peers) < len(seg.peers):
+            self._hold(seg.vni, mesh, peers, now)
         if not ports and not peers:
             self.counters["no_destination"] += 1
             return None
@@ -523,6 +560,33 @@ class Switch:
             return None
         self.counters["flooded"] += 1
         return Forward(vni, frame, ports, ())
+
+    def _hold(self, vni: int, frame: bytes, reached: tuple[str, ...], now: float) -> None:
+        held = self._held[vni]
+        _expire_held(held, now)
+        held.append(_Held(now, frame, reached))  # full: the oldest goes (maxlen)
+        self.counters["flood_held"] += 1
+
+    def take_held(self, peer: str, now: float) -> list[tuple[int, bytes]]:
+        """(vni, mesh frame) of the held floods `peer` missed, oldest first per segment:
+        for a peer that just came up (`set_peer_up`), each handed to it once."""
+        pr = self._peers[peer]  # KeyError: not a peer of this node (our caller's bug)
+        if not pr.up:
+            return []
+        out: list[tuple[int, bytes]] = []
+        for vni, held in self._held.items():
+            if vni not in pr.vnis or not held:
+                continue
+            _expire_held(held, now)
+            for h in held:
+                if peer in h.reached or (h.given is not None and peer in h.given):
+                    continue
+                if h.given is None:
+                    h.given = set()
+                h.given.add(peer)
+                out.append((vni, h.frame))
+        self.counters["flood_held_sent"] += len(out)
+        return out
 
     # ------------------------------------------------------------ management
 
@@ -820,3 +884,9 @@ def _segment_by_vlan(network: Network, vid: int) -> str | None:
         return network.segment_by_vlan(vid).name
     except KeyError:
         return None
+
+
+def _expire_held(held: deque[_Held], now: float) -> None:
+    limit = now - FLOOD_HOLD
+    while held and held[0].at < limit:
+        held.popleft()
