@@ -73,7 +73,9 @@ __all__ = ["agent", "metrics_address"]
     type=click.Choice(TCP_SEGMENTATION),
     help="Send TCP superframes as their TCP segments, one per datagram (a lost datagram "
     "then costs one segment, not the whole superframe): to peers whose path lost probes "
-    "lately, to every peer, or never.",
+    "lately, to every peer, or never; parity: never, but to peers showing loss, send "
+    "fragmented superframes with an XOR parity per group of fragments (one lost datagram "
+    "per group is rebuilt).",
 )
 @click.option(
     "--log-level",

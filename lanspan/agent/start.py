@@ -35,7 +35,7 @@ __all__ = [
 
 log = logging.getLogger("lanspan.agent")
 
-TCP_SEGMENTATION = ("loss", "always", "never")
+TCP_SEGMENTATION = ("loss", "always", "never", "parity")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 
