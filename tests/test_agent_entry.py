@@ -46,6 +46,7 @@ def test_plain_valid_options_parse() -> None:
         "state_dir": None,
         "no_kernel_filter": True,
         "tcp_segmentation": "loss",
+        "parity_group": "3",
         "log_level": "debug",
         "log_format": "text",
     }

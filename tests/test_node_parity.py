@@ -15,7 +15,7 @@ from lanspan.wire import payload
 
 
 def test_without_loss_no_parity_is_sent() -> None:
-    a, b = pair("parity")
+    a, b = pair("parity", 11)
     data, _ = tcp_superframe()
     batch = sent(a, data)
     assert len(batch) == 45
@@ -25,7 +25,7 @@ def test_without_loss_no_parity_is_sent() -> None:
 
 
 def test_with_loss_parity_follows_in_one_more_gso_send() -> None:
-    a, b = pair("parity")
+    a, b = pair("parity", 11)
     lossy(a, "n2")
     data, _ = tcp_superframe()
     batch = sent(a, data)
@@ -41,7 +41,7 @@ def test_with_loss_parity_follows_in_one_more_gso_send() -> None:
 
 
 def test_one_lost_datagram_per_group_is_rebuilt() -> None:
-    a, b = pair("parity")
+    a, b = pair("parity", 11)
     lossy(a, "n2")
     data, _ = tcp_superframe()
     batch = sent(a, data)
@@ -54,7 +54,7 @@ def test_one_lost_datagram_per_group_is_rebuilt() -> None:
 
 
 def test_a_lost_parity_costs_nothing() -> None:
-    a, b = pair("parity")
+    a, b = pair("parity", 11)
     lossy(a, "n2")
     data, _ = tcp_superframe()
     batch = sent(a, data)
@@ -63,7 +63,7 @@ def test_a_lost_parity_costs_nothing() -> None:
 
 
 def test_two_lost_in_one_group_drop_the_superframe_and_count_it() -> None:
-    a, b = pair("parity")
+    a, b = pair("parity", 11)
     lossy(a, "n2")
     data, _ = tcp_superframe()
     batch = sent(a, data)
@@ -73,8 +73,15 @@ def test_two_lost_in_one_group_drop_the_superframe_and_count_it() -> None:
     assert b.drop_counts()["reassembly.unrecoverable"] == 1
 
 
+def test_the_default_group_is_three_fragments() -> None:
+    a, _ = pair("parity")
+    lossy(a, "n2")
+    data, _ = tcp_superframe()
+    assert len(sent(a, data)) == 45 + 15
+
+
 def test_crafted_parity_is_dropped_and_counted_never_raised() -> None:
-    a, b = pair("parity")
+    a, b = pair("parity", 11)
     lossy(a, "n2")
     data, _ = tcp_superframe()
     batch = sent(a, data)

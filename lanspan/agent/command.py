@@ -13,7 +13,14 @@ from pathlib import Path
 
 import click
 
-from lanspan.agent.start import LOG_FORMATS, LOG_LEVELS, TCP_SEGMENTATION, metrics_address, run
+from lanspan.agent.start import (
+    LOG_FORMATS,
+    LOG_LEVELS,
+    PARITY_GROUPS,
+    TCP_SEGMENTATION,
+    metrics_address,
+    run,
+)
 
 __all__ = ["agent", "metrics_address"]
 
@@ -78,6 +85,16 @@ __all__ = ["agent", "metrics_address"]
     "per group is rebuilt).",
 )
 @click.option(
+    "--parity-group",
+    default="3",
+    show_default=True,
+    type=click.Choice(PARITY_GROUPS),
+    metavar="N",
+    help="With --tcp-segmentation parity: one parity per N fragments (1..16; interleaved "
+    "groups, each rebuilds one lost datagram; smaller N: more datagrams, fewer "
+    "superframes lost).",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -94,6 +111,7 @@ def agent(
     state_dir: Path | None,
     no_kernel_filter: bool,
     tcp_segmentation: str,
+    parity_group: str,
     log_level: str,
     log_format: str,
 ) -> None:
@@ -114,6 +132,7 @@ def agent(
         state_dir=state_dir,
         no_kernel_filter=no_kernel_filter,
         tcp_segmentation=tcp_segmentation,
+        parity_group=parity_group,
         log_level=log_level,
         log_format=log_format,
     )

@@ -48,7 +48,7 @@ from lanspan.session import Delivered, SessionEvent, SessionTable, Transmit
 from lanspan.switch import Switch, host_port_mac
 from lanspan.wire import control, parity, payload, tcpseg, vnet
 
-__all__ = ["NodeCore", "TcpSegmentation", "endpoint_addr", "host_port_mac"]
+__all__ = ["PARITY_GROUP", "NodeCore", "TcpSegmentation", "endpoint_addr", "host_port_mac"]
 
 ZERO_VNET = bytes(vnet.VNET_HDR_LEN)
 _WHOLE_OFFLOAD = payload.FLAG_I | payload.FLAG_O  # a whole frame behind a vnet header
@@ -61,7 +61,7 @@ TcpSegmentation = Literal["loss", "always", "never", "parity"]
 # What `_split_for` decides for a superframe: fragments, TCP segments, fragments
 # followed by their parity (one per PARITY_GROUP fragments, interleaved).
 _FRAGMENTS, _SEGMENTS, _PARITY = 0, 1, 2
-PARITY_GROUP = 11
+PARITY_GROUP = 3
 InternalError = Literal["datagram", "frame", "timer", "control", "reload", "output", "read"]
 # UDP payload above IP + UDP headers, and what a transport message adds.
 _IP_UDP_OVERHEAD = {4: 28, 6: 48}
