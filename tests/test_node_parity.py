@@ -4,13 +4,17 @@ per group is rebuilt, the superframe written whole; without loss nothing changes
 
 from __future__ import annotations
 
+import os
 import struct
+import time
 
+from agent_inproc import network_toml
 from test_node_batch import ADDR, NOW, pair, writes
 from test_node_tcpseg import lossy, sent, tcp_superframe
 
+from lanspan.config import generate_private_key, parse_network
 from lanspan.dataplane.udp import chunks
-from lanspan.node.core import NodeCore
+from lanspan.node.core import PARITY_GROUP, NodeCore
 from lanspan.wire import payload
 
 
@@ -73,11 +77,15 @@ def test_two_lost_in_one_group_drop_the_superframe_and_count_it() -> None:
     assert b.drop_counts()["reassembly.unrecoverable"] == 1
 
 
-def test_the_default_group_is_three_fragments() -> None:
-    a, _ = pair("parity")
+def test_by_default_a_lossy_peer_gets_one_parity_per_five_fragments() -> None:
+    keys = {"n1": generate_private_key(), "n2": generate_private_key()}
+    net = parse_network(network_toml(keys, {n: a[1] for n, a in ADDR.items()}), "t.toml")
+    core = NodeCore(net, "n1", keys["n1"], random_bytes=os.urandom, wall_time=time.time, now=0.0)
+    assert core._tcp_segmentation == "parity" and core._parity_group == 5
+    a, _ = pair("parity", PARITY_GROUP)
     lossy(a, "n2")
     data, _ = tcp_superframe()
-    assert len(sent(a, data)) == 45 + 15
+    assert len(sent(a, data)) == 45 + 9
 
 
 def test_crafted_parity_is_dropped_and_counted_never_raised() -> None:

@@ -75,18 +75,18 @@ __all__ = ["agent", "metrics_address"]
 )
 @click.option(
     "--tcp-segmentation",
-    default="loss",
+    default="parity",
     show_default=True,
     type=click.Choice(TCP_SEGMENTATION),
-    help="Send TCP superframes as their TCP segments, one per datagram (a lost datagram "
-    "then costs one segment, not the whole superframe): to peers whose path lost probes "
-    "lately, to every peer, or never; parity: never, but to peers showing loss, send "
-    "fragmented superframes with an XOR parity per group of fragments (one lost datagram "
-    "per group is rebuilt).",
+    help="How superframes travel to peers showing loss (a probe lost, a local TCP sender "
+    "retransmitting): parity: as fragments followed by an XOR parity per group of "
+    "fragments (one lost datagram per group is rebuilt); loss: TCP superframes as their "
+    "TCP segments, one per datagram; always / never: as segments / as fragments whatever "
+    "the loss.",
 )
 @click.option(
     "--parity-group",
-    default="3",
+    default="5",
     show_default=True,
     type=click.Choice(PARITY_GROUPS),
     metavar="N",

@@ -104,7 +104,7 @@ class AgentOptions:
     run_dir: Path | None = None  # gateway services' files; None: /run/lanspan/<network>
     state_dir: Path | None = None  # DHCP lease files; None: the file's or /var/lib/lanspan/<net>
     kernel_filter: bool = False  # nftables filter on the UDP port (`lanspan agent` turns it on)
-    tcp_segmentation: TcpSegmentation = "loss"  # NodeCore: when TCP superframes go as segments
+    tcp_segmentation: TcpSegmentation = "parity"  # NodeCore: how superframes cross loss
     parity_group: int = PARITY_GROUP  # NodeCore: fragments per parity ("parity" mode)
 
 

@@ -51,8 +51,8 @@ OPTIONS: dict[str, tuple[str, bool, bool, tuple[str, ...] | None, object]] = {
     "--run-dir": ("run_dir", True, False, None, None),
     "--state-dir": ("state_dir", True, False, None, None),
     "--no-kernel-filter": ("no_kernel_filter", False, False, None, False),
-    "--tcp-segmentation": ("tcp_segmentation", True, False, TCP_SEGMENTATION, "loss"),
-    "--parity-group": ("parity_group", True, False, PARITY_GROUPS, "3"),
+    "--tcp-segmentation": ("tcp_segmentation", True, False, TCP_SEGMENTATION, "parity"),
+    "--parity-group": ("parity_group", True, False, PARITY_GROUPS, "5"),
     "--log-level": ("log_level", True, False, LOG_LEVELS, "info"),
     "--log-format": ("log_format", True, False, LOG_FORMATS, "text"),
 }

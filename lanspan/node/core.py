@@ -54,14 +54,15 @@ ZERO_VNET = bytes(vnet.VNET_HDR_LEN)
 _WHOLE_OFFLOAD = payload.FLAG_I | payload.FLAG_O  # a whole frame behind a vnet header
 _CONTROL_OR_FRAGMENT = payload.FLAG_C | payload.FLAG_F
 # Where the agent contains a failure (drop reason agent.internal_error_<where>).
-# How superframes to a peer travel (`NodeCore._split_for`): "loss" as TCP segments
-# while the peer shows loss, "always" / "never" as segments or fragments whatever
-# the loss, "parity" as fragments and, while the peer shows loss, parity fragments.
+# How superframes to a peer travel (`NodeCore._split_for`): "parity" (the default) as
+# fragments and, while the peer shows loss, parity payloads after them; "loss" as TCP
+# segments while the peer shows loss; "always" / "never" as segments / fragments
+# whatever the loss. bench/README.md has the figures that chose the default.
 TcpSegmentation = Literal["loss", "always", "never", "parity"]
 # What `_split_for` decides for a superframe: fragments, TCP segments, fragments
 # followed by their parity (one per PARITY_GROUP fragments, interleaved).
 _FRAGMENTS, _SEGMENTS, _PARITY = 0, 1, 2
-PARITY_GROUP = 3
+PARITY_GROUP = 5
 InternalError = Literal["datagram", "frame", "timer", "control", "reload", "output", "read"]
 # UDP payload above IP + UDP headers, and what a transport message adds.
 _IP_UDP_OVERHEAD = {4: 28, 6: 48}
@@ -124,7 +125,7 @@ class NodeCore:
         now: float,
         underlay_mtu: int = 1500,
         index_prefix: int | None = None,
-        tcp_segmentation: TcpSegmentation = "loss",
+        tcp_segmentation: TcpSegmentation = "parity",
         parity_group: int = PARITY_GROUP,
     ) -> None:
         self._network = network
