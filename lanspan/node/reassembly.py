@@ -150,17 +150,18 @@ class Reassembler:
         self._done.append(Reassembled(peer, Payload(flags, entry.vni, body)))
 
     def _add_parity(self, peer: str, p: Payload, now: float) -> None:
-        groups, last_len, xor = parity_header(p)
-        flags = p.flags & ~FLAG_P
-        mine = self._pending.setdefault(peer, {})
-        entry = mine.get(p.frag_id)
+        mine = self._pending.get(peer)
+        entry = None if mine is None else mine.get(p.frag_id)
         if entry is None:
             newest = self._newest.get(peer)
             if newest is not None and (newest - p.frag_id) & 0xFFFF < 0x8000:
                 self.parity_unneeded += 1  # whole already (or given up): nothing to repair
-                if not mine:
-                    del self._pending[peer]
                 return
+        groups, last_len, xor = parity_header(p)
+        flags = p.flags & ~FLAG_P
+        if mine is None:
+            mine = self._pending[peer] = {}
+        if entry is None:
             if len(mine) >= self.max_pending:
                 self._evict_oldest(peer, mine)
             entry = _Pending(flags, p.vni, [None] * p.frag_count, now, p.frag_count)
