@@ -14,8 +14,8 @@ from test_node_tcpseg import lossy, sent, tcp_superframe
 
 from lanspan.config import generate_private_key, parse_network
 from lanspan.dataplane.udp import chunks
-from lanspan.node.core import PARITY_GROUP, NodeCore
-from lanspan.wire import payload
+from lanspan.node.core import _PARITY, PARITY_GROUP, ZERO_VNET, NodeCore
+from lanspan.wire import payload, vnet
 
 
 def test_without_loss_no_parity_is_sent() -> None:
@@ -115,3 +115,14 @@ def test_crafted_parity_is_dropped_and_counted_never_raised() -> None:
 def reassembly_drops(core: NodeCore) -> dict[str, int]:
     drops = core.drop_counts().items()
     return {k: v for k, v in drops if k.startswith(("reassembly.", "payload."))}
+
+
+def test_a_superframe_that_parity_would_push_past_the_fragment_cap_goes_without() -> None:
+    a, _ = pair("parity", 5)
+    lossy(a, "n2")
+    chunk = a._max_plaintext - payload.HEADER_LEN - payload.FRAG_HEADER_LEN
+    body = bytes(64 * chunk - 10)  # 64 fragments; 4 bytes shorter each, it would be 65
+    frame = body[: len(body) - vnet.VNET_HDR_LEN]
+    out = a._payloads(10, frame, ZERO_VNET, frame, a._max_plaintext, _PARITY)
+    assert len(out) == 64
+    assert not any(payload.parse_untrusted(p).is_parity for p in out)

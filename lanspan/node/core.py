@@ -417,15 +417,15 @@ class NodeCore:
                 return [payload.build_frame(vni, f, seg_hdr) for f in segs.frames]
         self._counters["fragmented"] += 1
         self._frag_id = (self._frag_id + 1) & 0xFFFF
-        if how != _PARITY:
-            return payload.build_fragments(vni, body, mesh_hdr is not None, self._frag_id, limit)
-        # fragments 4 bytes shorter, so that a parity payload (its header is 4 bytes
-        # longer) is as long as they are: the parities go in one UDP GSO send
-        offload = mesh_hdr is not None
+        # with parity: fragments 4 bytes shorter, so that a parity payload (its header
+        # is 4 bytes longer) is as long as they are: the parities go in one UDP GSO send
         frag_limit = limit - payload.PARITY_HEADER_LEN
+        chunk = frag_limit - payload.HEADER_LEN - payload.FRAG_HEADER_LEN
+        if how != _PARITY or -(-len(body) // chunk) > payload.MAX_FRAGMENTS:
+            return payload.build_fragments(vni, body, mesh_hdr is not None, self._frag_id, limit)
+        offload = mesh_hdr is not None
         frags = payload.build_fragments(vni, body, offload, self._frag_id, frag_limit)
         count = len(frags)
-        chunk = frag_limit - payload.HEADER_LEN - payload.FRAG_HEADER_LEN
         groups = parity.groups_for(count, self._parity_group)
         last = len(body) - (count - 1) * chunk
         frags += payload.build_parities(
