@@ -59,7 +59,7 @@ from lanspan.errors import BadPacket
 from lanspan.node import paths as node_paths
 from lanspan.node import relays as node_relays
 from lanspan.node.core import NodeCore, host_port_mac
-from lanspan.wire import control, ethernet, messages, payload, vnet
+from lanspan.wire import control, ethernet, messages, parity, payload, vnet
 
 __all__ = [
     "TARGETS",
@@ -348,6 +348,7 @@ def _payload_corpus() -> list[bytes]:
         payload.build_control(control.build_probe(control.Probe(False, 0, 1, 2))),
     ]
     out += payload.build_fragments(10, body, False, 9, 120)[:2]
+    out += payload.build_parities(10, True, 9, 3, 40, parity.xors(body, 104, 2))
     return out
 
 
@@ -355,6 +356,10 @@ def _check_payload(data: bytes, out: object) -> None:
     assert isinstance(out, payload.Payload)
     if out.is_fragment and not 0 <= out.frag_index < out.frag_count <= payload.MAX_FRAGMENTS:
         raise Oracle("range: fragment index outside its count")
+    if out.is_parity:
+        groups, last, xor = payload.parity_header(out)
+        if not (out.frag_index < groups <= out.frag_count and 1 <= last <= len(xor)):
+            raise Oracle("range: parity group or last length outside its bounds")
     if not 0 <= out.vni < 2**24:
         raise Oracle("range: VNI outside 24 bits")
 
@@ -1102,7 +1107,14 @@ class _Fixture:
         count = -(-len(body) // chunk)
         if count > payload.MAX_FRAGMENTS:
             chunk = -(-len(body) // payload.MAX_FRAGMENTS)
-        frags = payload.build_fragments(vni, body, bool(offload), r.u16(), chunk + 12)
+        fid = r.u16()
+        frags = payload.build_fragments(vni, body, bool(offload), fid, chunk + 12)
+        groups = r.u8() % 4  # 0: no parity; else with parity, as a lossy peer gets them
+        if groups and len(frags) > 1:
+            groups = min(groups, len(frags))
+            last = len(body) - (len(frags) - 1) * chunk
+            xs = parity.xors(body, chunk, groups)
+            frags += payload.build_parities(vni, bool(offload), fid, len(frags), last, xs)
         if tamper == 1:
             del frags[which % len(frags)]
         elif tamper == 2:
@@ -1223,8 +1235,13 @@ def gen_plaintext(rng: random.Random) -> bytes:
         out = payload.build_frame(vni, gen_frame(rng), gen_vnet(rng))
     elif r < 0.55:
         count = rng.choice((1, 2, 3, 64, 65, 0, 255))
-        out = payload.header(payload.FLAG_I | payload.FLAG_F | rng.choice((0, payload.FLAG_O)), vni)
+        par = rng.choice((0, 0, payload.FLAG_P))
+        flags = payload.FLAG_I | payload.FLAG_F | par | rng.choice((0, payload.FLAG_O))
+        out = payload.header(flags, vni)
         out += struct.pack("!HBB", rng.randrange(4), rng.randrange(max(1, count + 1)), count)
+        if par:  # groups, version, last length
+            out += struct.pack("!BBH", rng.choice((1, 2, count, 0)), rng.choice((0, 0, 1)),
+                               rng.randrange(300))  # fmt: skip
         out += rng.randbytes(rng.randrange(200))
     elif r < 0.7:
         out = payload.build_control(

@@ -45,7 +45,8 @@ def test_plain_valid_options_parse() -> None:
         "run_dir": None,
         "state_dir": None,
         "no_kernel_filter": True,
-        "tcp_segmentation": "loss",
+        "tcp_segmentation": "parity",
+        "parity_group": "5",
         "log_level": "debug",
         "log_format": "text",
     }

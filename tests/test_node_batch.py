@@ -8,7 +8,7 @@ import time
 from agent_inproc import network_toml
 
 from lanspan.config import generate_private_key, parse_network
-from lanspan.node.core import NodeCore
+from lanspan.node.core import PARITY_GROUP, NodeCore, TcpSegmentation
 from lanspan.node.outputs import Send, Write
 from lanspan.wire import vnet
 
@@ -18,11 +18,22 @@ ADDR = {"n1": ("127.0.0.1", 40001), "n2": ("127.0.0.1", 40002)}
 NOW = 10.0
 
 
-def pair() -> tuple[NodeCore, NodeCore]:
+def pair(
+    tcp_segmentation: TcpSegmentation = "loss", parity_group: int = PARITY_GROUP
+) -> tuple[NodeCore, NodeCore]:
     keys = {"n1": generate_private_key(), "n2": generate_private_key()}
     net = parse_network(network_toml(keys, {n: a[1] for n, a in ADDR.items()}), "t.toml")
     a, b = (
-        NodeCore(net, n, keys[n], random_bytes=os.urandom, wall_time=time.time, now=0.0)
+        NodeCore(
+            net,
+            n,
+            keys[n],
+            random_bytes=os.urandom,
+            wall_time=time.time,
+            now=0.0,
+            tcp_segmentation=tcp_segmentation,
+            parity_group=parity_group,
+        )
         for n in ("n1", "n2")
     )
     nodes = {"n1": a, "n2": b}

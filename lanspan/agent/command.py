@@ -13,7 +13,14 @@ from pathlib import Path
 
 import click
 
-from lanspan.agent.start import LOG_FORMATS, LOG_LEVELS, TCP_SEGMENTATION, metrics_address, run
+from lanspan.agent.start import (
+    LOG_FORMATS,
+    LOG_LEVELS,
+    PARITY_GROUPS,
+    TCP_SEGMENTATION,
+    metrics_address,
+    run,
+)
 
 __all__ = ["agent", "metrics_address"]
 
@@ -68,12 +75,24 @@ __all__ = ["agent", "metrics_address"]
 )
 @click.option(
     "--tcp-segmentation",
-    default="loss",
+    default="parity",
     show_default=True,
     type=click.Choice(TCP_SEGMENTATION),
-    help="Send TCP superframes as their TCP segments, one per datagram (a lost datagram "
-    "then costs one segment, not the whole superframe): to peers whose path lost probes "
-    "lately, to every peer, or never.",
+    help="How superframes travel to peers showing loss (a probe lost, a local TCP sender "
+    "retransmitting): parity: as fragments followed by an XOR parity per group of "
+    "fragments (one lost datagram per group is rebuilt); loss: TCP superframes as their "
+    "TCP segments, one per datagram; always / never: as segments / as fragments whatever "
+    "the loss.",
+)
+@click.option(
+    "--parity-group",
+    default="5",
+    show_default=True,
+    type=click.Choice(PARITY_GROUPS),
+    metavar="N",
+    help="With --tcp-segmentation parity: one parity per N fragments (1..16; interleaved "
+    "groups, each rebuilds one lost datagram; smaller N: more datagrams, fewer "
+    "superframes lost).",
 )
 @click.option(
     "--log-level",
@@ -92,6 +111,7 @@ def agent(
     state_dir: Path | None,
     no_kernel_filter: bool,
     tcp_segmentation: str,
+    parity_group: str,
     log_level: str,
     log_format: str,
 ) -> None:
@@ -112,6 +132,7 @@ def agent(
         state_dir=state_dir,
         no_kernel_filter=no_kernel_filter,
         tcp_segmentation=tcp_segmentation,
+        parity_group=parity_group,
         log_level=log_level,
         log_format=log_format,
     )

@@ -41,7 +41,13 @@ from lanspan.dataplane.tap import TapPort
 from lanspan.dataplane.udp import UdpEndpoint
 from lanspan.errors import ConfigError
 from lanspan.logs import RateLimitedLog
-from lanspan.node.core import InternalError, NodeCore, TcpSegmentation, host_port_mac
+from lanspan.node.core import (
+    PARITY_GROUP,
+    InternalError,
+    NodeCore,
+    TcpSegmentation,
+    host_port_mac,
+)
 from lanspan.node.outputs import Send, Write
 
 if TYPE_CHECKING:
@@ -101,7 +107,8 @@ class AgentOptions:
     run_dir: Path | None = None  # gateway services' files; None: /run/lanspan/<network>
     state_dir: Path | None = None  # DHCP lease files; None: the file's or /var/lib/lanspan/<net>
     kernel_filter: bool = False  # nftables filter on the UDP port (`lanspan agent` turns it on)
-    tcp_segmentation: TcpSegmentation = "loss"  # NodeCore: when TCP superframes go as segments
+    tcp_segmentation: TcpSegmentation = "parity"  # NodeCore: how superframes cross loss
+    parity_group: int = PARITY_GROUP  # NodeCore: fragments per parity ("parity" mode)
 
 
 class DataReader:
@@ -276,6 +283,7 @@ class Agent:
             now=time.monotonic(),
             index_prefix=self.index_prefix,
             tcp_segmentation=opts.tcp_segmentation,
+            parity_group=opts.parity_group,
         )
         self.node.set_planes(self.kernel.advertised())  # told to the site's other members
         self._real_network = real  # the file as written (the filter needs the real ports)

@@ -40,7 +40,9 @@ __all__ = [
 
 log = logging.getLogger("lanspan.agent")
 
-TCP_SEGMENTATION = ("loss", "always", "never")
+TCP_SEGMENTATION = ("loss", "always", "never", "parity")
+# --parity-group: fragments per XOR parity with --tcp-segmentation parity
+PARITY_GROUPS = tuple(str(k) for k in range(1, 17))
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 
@@ -54,7 +56,8 @@ OPTIONS: dict[str, tuple[str, bool, bool, tuple[str, ...] | None, object]] = {
     "--run-dir": ("run_dir", True, False, None, None),
     "--state-dir": ("state_dir", True, False, None, None),
     "--no-kernel-filter": ("no_kernel_filter", False, False, None, False),
-    "--tcp-segmentation": ("tcp_segmentation", True, False, TCP_SEGMENTATION, "loss"),
+    "--tcp-segmentation": ("tcp_segmentation", True, False, TCP_SEGMENTATION, "parity"),
+    "--parity-group": ("parity_group", True, False, PARITY_GROUPS, "5"),
     "--log-level": ("log_level", True, False, LOG_LEVELS, "info"),
     "--log-format": ("log_format", True, False, LOG_FORMATS, "text"),
 }
@@ -113,6 +116,7 @@ def run(
     state_dir: Path | None,
     no_kernel_filter: bool,
     tcp_segmentation: str,
+    parity_group: str,
     log_level: str,
     log_format: str,
 ) -> None:
@@ -182,6 +186,7 @@ def _run(
         state_dir=state_dir,
         kernel_filter=not no_kernel_filter,
         tcp_segmentation=cast(TcpSegmentation, tcp_segmentation),
+        parity_group=int(parity_group),
     )
     if opts.control is not None:
         try:

@@ -38,19 +38,26 @@ from lanspan.node.relays import (
 from lanspan.node.reload import check_reload, plan_reload
 from lanspan.session import Delivered, SessionEvent, SessionTable, Transmit
 from lanspan.switch import Switch, host_port_mac
-from lanspan.wire import control, payload, tcpseg, vnet
+from lanspan.wire import control, parity, payload, tcpseg, vnet
 
 if TYPE_CHECKING:  # built only when asked (`status`, `mac_rows`): not at an agent's start
     from lanspan.node.status import MacRow, NodeStatus, PeerStatus, PortStatus
 
-__all__ = ["NodeCore", "TcpSegmentation", "endpoint_addr", "host_port_mac"]
+__all__ = ["PARITY_GROUP", "NodeCore", "TcpSegmentation", "endpoint_addr", "host_port_mac"]
 
 ZERO_VNET = bytes(vnet.VNET_HDR_LEN)
 _WHOLE_OFFLOAD = payload.FLAG_I | payload.FLAG_O  # a whole frame behind a vnet header
 _CONTROL_OR_FRAGMENT = payload.FLAG_C | payload.FLAG_F
 # Where the agent contains a failure (drop reason agent.internal_error_<where>).
-# When TCP superframes to a peer travel as their segments (`NodeCore._split_for`).
-TcpSegmentation = Literal["loss", "always", "never"]
+# How superframes to a peer travel (`NodeCore._split_for`): "parity" (the default) as
+# fragments and, while the peer shows loss, parity payloads after them; "loss" as TCP
+# segments while the peer shows loss; "always" / "never" as segments / fragments
+# whatever the loss. bench/README.md has the figures that chose the default.
+TcpSegmentation = Literal["loss", "always", "never", "parity"]
+# What `_split_for` decides for a superframe: fragments, TCP segments, fragments
+# followed by their parity (one per PARITY_GROUP fragments, interleaved).
+_FRAGMENTS, _SEGMENTS, _PARITY = 0, 1, 2
+PARITY_GROUP = 5
 InternalError = Literal["datagram", "frame", "timer", "control", "reload", "output", "read"]
 # UDP payload above IP + UDP headers, and what a transport message adds.
 _IP_UDP_OVERHEAD = {4: 28, 6: 48}
@@ -113,7 +120,8 @@ class NodeCore:
         now: float,
         underlay_mtu: int = 1500,
         index_prefix: int | None = None,
-        tcp_segmentation: TcpSegmentation = "loss",
+        tcp_segmentation: TcpSegmentation = "parity",
+        parity_group: int = PARITY_GROUP,
     ) -> None:
         self._network = network
         self._me: Node = network.node(name)
@@ -128,6 +136,8 @@ class NodeCore:
         self._switch = Switch(network, name)
         self._reassembly = Reassembler()
         self._tcp_segmentation = tcp_segmentation
+        self._watch_loss = tcp_segmentation in ("loss", "parity")
+        self._parity_group = parity_group
         self._lossy_until: dict[str, float] = {}  # peer -> segments until then ("loss")
         self._tcp_sent: dict[tuple[str, bytes], int] = {}  # (peer, TCP ports) -> next seq
         # Fragments of one superframe, in order, from the last GRO batches (`datagrams`):
@@ -314,8 +324,8 @@ class NodeCore:
                 self._write(out_port, out_hdr, out)
         if not fwd.peers:
             return
-        built: dict[tuple[int, bool], list[bytes]] = {}
-        mode_loss = self._tcp_segmentation == "loss" and not plain
+        built: dict[tuple[int, int], list[bytes]] = {}
+        mode_loss = self._watch_loss and not plain
         # Only unicast makes a peer busy (fast probing): a broadcast or multicast
         # (ARP, ND, MLD) reaches every peer of the segment and would probe them all
         # fast for BUSY_WINDOW; the unicast that follows an ARP does it for the one.
@@ -335,11 +345,11 @@ class NodeCore:
             limit = self._max_relayed_plaintext if relayed_ else self._max_plaintext
             if mode_loss:
                 self._watch_retransmits(peer, hdr, frame, now)
-            split = self._split_for(peer, now)
-            payloads = built.get((limit, split))
+            how = self._split_for(peer, now)
+            payloads = built.get((limit, how))
             if payloads is None:
-                payloads = built[limit, split] = self._payloads(
-                    fwd.vni, fwd.frame, hdr, frame, limit, split
+                payloads = built[limit, how] = self._payloads(
+                    fwd.vni, fwd.frame, hdr, frame, limit, how
                 )
             self._seal_and_send(peer, payloads, now)
         self._drain_sessions(now)
@@ -378,38 +388,41 @@ class NodeCore:
         elif (top - end) & 0xFFFFFFFF < 0x80000000 and size:
             self._lossy_until[peer] = now + LOSSY_HOLD
 
-    def _split_for(self, peer: str, now: float) -> bool:
-        """Whether TCP superframes to `peer` travel as their TCP segments (one lost
-        datagram then costs one segment, not a whole superframe)."""
+    def _split_for(self, peer: str, now: float) -> int:
+        """How superframes to `peer` travel: as fragments, as their TCP segments (one
+        lost datagram then costs one segment, not a whole superframe), or as fragments
+        with parity (one lost datagram per group is rebuilt)."""
         mode = self._tcp_segmentation
         if mode == "never":
-            return False
+            return _FRAGMENTS
         if mode == "always":
-            return True
+            return _SEGMENTS
+        lossy = _SEGMENTS if mode == "loss" else _PARITY
         active = self._paths[peer].active
         if active is not None and active.loss > 0.0:
             self._lossy_until[peer] = now + LOSSY_HOLD
-            return True
+            return lossy
         until = self._lossy_until.get(peer)
         if until is None:
-            return False
+            return _FRAGMENTS
         if until > now:
-            return True
+            return lossy
         del self._lossy_until[peer]
-        return False
+        return _FRAGMENTS
 
     def _payloads(
-        self, vni: int, out: bytes, hdr: bytes, frame: bytes, limit: int, split: bool = False
+        self, vni: int, out: bytes, hdr: bytes, frame: bytes, limit: int, how: int = _FRAGMENTS
     ) -> list[bytes]:
         """Payloads carrying `out` (the mesh form of `frame`), fragmented to fit `limit`;
-        with `split`, a TCP superframe as one payload per TCP segment."""
+        `how` _SEGMENTS: a TCP superframe as one payload per TCP segment; _PARITY: the
+        fragments followed by their parity payloads."""
         if hdr == ZERO_VNET and len(out) + payload.HEADER_LEN <= limit:
             return [payload.build_frame(vni, out)]
         mesh_hdr = None if hdr == ZERO_VNET else _shift(hdr, len(out) - len(frame))
         body = out if mesh_hdr is None else mesh_hdr + out
         if len(body) + payload.HEADER_LEN <= limit:
             return [payload.build_frame(vni, out, mesh_hdr)]
-        if split and mesh_hdr is not None:
+        if how == _SEGMENTS and mesh_hdr is not None:
             segs = tcpseg.segment(
                 vnet.parse_untrusted(mesh_hdr), out, limit - payload.HEADER_LEN - vnet.VNET_HDR_LEN
             )
@@ -419,7 +432,22 @@ class NodeCore:
                 return [payload.build_frame(vni, f, seg_hdr) for f in segs.frames]
         self._counters["fragmented"] += 1
         self._frag_id = (self._frag_id + 1) & 0xFFFF
-        return payload.build_fragments(vni, body, mesh_hdr is not None, self._frag_id, limit)
+        # with parity: fragments 4 bytes shorter, so that a parity payload (its header
+        # is 4 bytes longer) is as long as they are: the parities go in one UDP GSO send
+        frag_limit = limit - payload.PARITY_HEADER_LEN
+        chunk = frag_limit - payload.HEADER_LEN - payload.FRAG_HEADER_LEN
+        if how != _PARITY or -(-len(body) // chunk) > payload.MAX_FRAGMENTS:
+            return payload.build_fragments(vni, body, mesh_hdr is not None, self._frag_id, limit)
+        offload = mesh_hdr is not None
+        frags = payload.build_fragments(vni, body, offload, self._frag_id, frag_limit)
+        count = len(frags)
+        groups = parity.groups_for(count, self._parity_group)
+        last = len(body) - (count - 1) * chunk
+        frags += payload.build_parities(
+            vni, offload, self._frag_id, count, last, parity.xors(body, chunk, groups)
+        )
+        self._counters["parity_sent"] += groups
+        return frags
 
     def datagram(self, data: bytes, src: Addr, now: float) -> bool:
         """A datagram from the UDP socket; anything bad is dropped and counted.
@@ -528,7 +556,11 @@ class NodeCore:
         """Whether fragment `p` is the next one of the superframe `run` holds (or
         starts one that nothing buffered in the reassembler shares an id with)."""
         if not run:
-            return p.frag_index == 0 and not self._reassembly.has_pending(d.peer, p.frag_id)
+            return (
+                p.frag_index == 0
+                and not p.flags & payload.FLAG_P
+                and not self._reassembly.has_pending(d.peer, p.frag_id)
+            )
         d0, p0 = run[0]
         return (
             d.peer == d0.peer
@@ -549,6 +581,7 @@ class NodeCore:
         if len(body) > payload.MAX_BODY:
             self._drops["reassembly.too_big"] += 1
             return
+        self._reassembly.completed(d.peer, p0.frag_id)  # its parity, if any, is not needed
         self._frame_payload(d.peer, payload.Payload(p0.flags & ~payload.FLAG_F, p0.vni, body), now)
 
     def _broken_run(self, now: float) -> None:
@@ -1107,7 +1140,9 @@ class NodeCore:
             ports=tuple(self._port_status(p.name) for p in self._me.ports),
             peers=tuple(self._peer_status(name, now) for name in self._peers),
             drops=Counts.of(self.drop_counts()),
-            counters=Counts.of(self._counters + self._switch.counters),
+            counters=Counts.of(
+                self._counters + self._switch.counters + self._reassembly.counters()
+            ),
         )
 
     def _port_status(self, name: str) -> PortStatus:
