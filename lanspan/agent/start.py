@@ -134,7 +134,7 @@ def run(
     early = open_early(network_file, node)
     try:
         _run(early, network_file, node, key_file, control, metrics, run_dir, state_dir,
-             no_kernel_filter, tcp_segmentation)  # fmt: skip
+             no_kernel_filter, tcp_segmentation, parity_group)  # fmt: skip
     finally:
         early.close()  # what no port took (or everything, when the agent did not start)
 
@@ -150,6 +150,7 @@ def _run(
     state_dir: Path | None,
     no_kernel_filter: bool,
     tcp_segmentation: str,
+    parity_group: str,
 ) -> None:
     from lanspan.config import load_network
     from lanspan.config.keys import load_private_key, public_key
