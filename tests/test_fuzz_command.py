@@ -124,10 +124,10 @@ def test_a_planted_tagged_frame_on_an_access_port_is_caught(
 def test_a_planted_exception_in_the_core_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     real = Switch.from_port
 
-    def buggy(self: Switch, port: str, frame: bytes, now: float) -> object:
+    def buggy(self: Switch, port: str, frame: bytes, now: float, hold: bool = False) -> object:
         if len(frame) % 7 == 3:
             raise KeyError("planted")
-        return real(self, port, frame, now)
+        return real(self, port, frame, now, hold)
 
     monkeypatch.setattr(Switch, "from_port", buggy)
     report = fuzzlib.run(200, 1, targets=[_node_target()])

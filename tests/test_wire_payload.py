@@ -199,7 +199,7 @@ def test_reach_parts_start_over_on_a_new_generation_and_stay_bounded() -> None:
     big = control.ReachPart(3, 0, 2, tuple((f"p{i}", 0) for i in range(5)))
     with pytest.raises(BadPacket) as e:  # more peers than the limit: dropped, forgotten
         table.add("r", big)
-    assert e.value.reason == "control.reach_parts_too_many"
+    assert e.value.reason == "relay.reach_parts_too_many"
     assert table.add("r", control.ReachPart(3, 1, 2, (("x", 0),))) is None
 
 

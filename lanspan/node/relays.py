@@ -120,7 +120,7 @@ class ReachParts:
         got[part.index] = part.peers
         if sum(map(len, got.values())) > self.limit:
             del self._parts[relay]
-            raise BadPacket("control.reach_parts_too_many", f"over {self.limit} peers")
+            raise BadPacket("relay.reach_parts_too_many", f"over {self.limit} peers")
         if len(got) < part.total:
             return None
         del self._parts[relay]
