@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import ast
 import pathlib
+from dataclasses import replace
+from ipaddress import ip_interface
 
 import pytest
 
 from lanspan.config.model import (
     AccessPort,
+    Gateway,
     HostPort,
     Network,
     Node,
     Segment,
+    Site,
     StaticMac,
     TrunkPort,
 )
@@ -68,11 +72,25 @@ def network(ageing: float = 300.0) -> Network:
         ),
         nodes=(
             me,
-            node("p1", ("lan", "api"), (AccessPort("a", "lan", "a", True, mac_limit=2),)),
+            # every peer with a port in each segment it carries (floods go only where
+            # they can be delivered); p1's api port adds nothing to its MAC bound
             node(
-                "p2", ("lan", "admin", "dmz"), (HostPort("lan0", "lan", "lan0", mac=P2_HOST_MAC),)
+                "p1",
+                ("lan", "api"),
+                (
+                    AccessPort("a", "lan", "a", True, mac_limit=2),
+                    AccessPort("b", "api", "b", True, mac_limit=0),
+                ),
             ),
-            node("p3", ("api",)),
+            node(
+                "p2",
+                ("lan", "admin", "dmz"),
+                (
+                    HostPort("lan0", "lan", "lan0", mac=P2_HOST_MAC),
+                    TrunkPort("t", "eth1", False, (12, 13)),
+                ),
+            ),
+            node("p3", ("api",), (AccessPort("c", "api", "c", True),)),
         ),
         static_macs=(
             StaticMac("lan", STATIC_LOCAL, "me", "vm1"),
@@ -726,3 +744,26 @@ def test_unknown_destinations_are_bounded() -> None:
         fwd = sw.from_port("vm1", eth(dst, A), 1.0 + i / 1000)  # within the flood rate
         assert fwd is not None and fwd.peers == ("p1", "p2")
         assert len(sw._unknown) <= MAX_UNKNOWN
+
+
+def test_no_flood_to_a_peer_with_nowhere_to_put_it() -> None:
+    """A peer hands mesh frames to its own ports only: a node without a port (or a
+    gateway address) in the segment gets no floods, unless its site is trusted (its
+    kernel plane may bridge the segment to the site's members)."""
+    base = network()
+    bare = node("p4", ("lan",))
+    gw = node("p5", ("lan",))
+    trusted = Node("p6", "dc", b"\x00" * 32, (), ("lan",), ())
+    net = replace(
+        base,
+        nodes=(*base.nodes, bare, gw, trusted),
+        sites=(Site("dc", trusted=True),),
+        gateways=(Gateway("lan", (ip_interface("198.18.10.1/24"),), ("p5",), True),),
+    )
+    sw = Switch(net, "me", peers_up=True)
+    fwd = sw.from_port("vm1", eth(BROADCAST, A), 1.0)
+    assert fwd is not None and set(fwd.peers) == {"p1", "p2", "p5", "p6"}
+    fwd = sw.from_port("vm1", eth(B, A), 1.0)  # unknown unicast alike
+    assert fwd is not None and set(fwd.peers) == {"p1", "p2", "p5", "p6"}
+    # what it sends is still taken (it may have learned MACs by then)
+    assert sw.from_peer("p4", LAN, eth(A, C), 1.1) is not None
