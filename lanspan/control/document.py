@@ -8,8 +8,7 @@ those documents (which is also all a client receives).
 from __future__ import annotations
 
 import dataclasses
-import operator
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from lanspan.node.status import Counts, KernelLocation, MacRow, NodeStatus
 from lanspan.switch import PeerLocation, PortLocation
@@ -23,18 +22,9 @@ _OPTIONAL = frozenset({"udp", "gateways", "kernel_filter"})
 
 # Values returned as they are, without looking further (the common case: checked first).
 _SCALARS = frozenset({str, int, float, bool, type(None)})
-# Per dataclass type met so far: its field names and a getter of all their values at
-# once (dataclasses.fields() is slow for a 100-peer status: ~500 objects, and one
-# attrgetter call per object is a third of a getattr per field); Counts and locations
-# are never in it (rendered their own way).
-_FIELDS: dict[type, tuple[tuple[str, ...], Callable[[object], tuple[object, ...]]]] = {}
-
-
-def _getter(names: tuple[str, ...]) -> Callable[[object], tuple[object, ...]]:
-    if len(names) == 1:  # attrgetter of one name returns the value, not a tuple
-        one = operator.attrgetter(names[0])
-        return lambda v: (one(v),)
-    return operator.attrgetter(*names)
+# Field names per dataclass type met so far (dataclasses.fields() is slow for a 100-peer
+# status: ~500 objects); Counts and locations are never in it (rendered their own way).
+_FIELDS: dict[type, tuple[str, ...]] = {}
 
 
 def to_json(value: object) -> object:
@@ -44,11 +34,11 @@ def to_json(value: object) -> object:
     what JSON lacks).
     """
     cls = type(value)
-    known = _FIELDS.get(cls)
-    if known is not None:
-        names, values = known
+    names = _FIELDS.get(cls)
+    if names is not None:
         out: dict[str, object] = {}
-        for name, v in zip(names, values(value), strict=True):
+        for name in names:
+            v = getattr(value, name)
             if type(v) in _SCALARS:
                 if v is None and name in _OPTIONAL:
                     continue
@@ -63,8 +53,7 @@ def to_json(value: object) -> object:
     if isinstance(value, PortLocation | PeerLocation | KernelLocation):
         return str(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        names = tuple(f.name for f in dataclasses.fields(value))
-        _FIELDS[cls] = (names, _getter(names))
+        _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(value))
         return to_json(value)
     if isinstance(value, tuple | list):
         return [v if type(v) in _SCALARS else to_json(v) for v in value]

@@ -72,7 +72,6 @@ _TRANSPORT_OVERHEAD = 32
 # IDLE_PROBES_PER_SECOND for the node (issue 10: 100 agents x 99 peers every 4 s
 # took both cores of the machine they shared).
 BUSY_WINDOW = 5.0
-MAX_TARGET_TEXTS = 4096  # status texts remembered (keys, endpoints); emptied when full
 IDLE_PROBE_INTERVAL = 4.0
 IDLE_PROBES_PER_SECOND = 10.0
 IDLE_QUIET = 1.3
@@ -143,9 +142,6 @@ class NodeCore:
         self._drops: Counter[str] = Counter()
         self._counters: Counter[str] = Counter()
         self._peers: dict[str, Node] = {}
-        # The status's texts of peers' keys and of targets, made once (`_peer_status`).
-        self._key_texts: dict[bytes, str] = {}
-        self._target_texts: dict[Target, str] = {}
         self._paths: dict[str, PeerPaths] = {}
         self._traffic: dict[str, _Traffic] = {}
         self._port_traffic: dict[str, _Traffic] = {p.name: _Traffic() for p in self._me.ports}
@@ -1097,16 +1093,6 @@ class NodeCore:
             tx_bytes=t.tx_bytes,
         )
 
-    def _target_text(self, target: Target) -> str:
-        """`format_target`, remembered (a status at 99 peers formats ~400 of them)."""
-        texts = self._target_texts
-        text = texts.get(target)
-        if text is None:
-            if len(texts) >= MAX_TARGET_TEXTS:  # learned endpoints come and go
-                texts.clear()
-            text = texts[target] = format_target(target)
-        return text
-
     def _peer_status(self, name: str, now: float) -> PeerStatus:
         st = self._sessions.status(name)
         paths = self._paths[name]
@@ -1115,18 +1101,11 @@ class NodeCore:
         state: Literal["up", "handshaking", "down"] = (
             "up" if st.established else ("handshaking" if paths.paths else "down")
         )
-        raw = self._peers[name].public_key
-        key = self._key_texts.get(raw)
-        if key is None:
-            if len(self._key_texts) >= MAX_TARGET_TEXTS:  # keys changed by many reloads
-                self._key_texts.clear()
-            key = self._key_texts[raw] = base64.b64encode(raw).decode()
-        fmt = self._target_text
         return PeerStatus(
             name=name,
-            public_key=key,
+            public_key=base64.b64encode(self._peers[name].public_key).decode(),
             session=state,
-            endpoint=fmt(active.target) if active else None,
+            endpoint=format_target(active.target) if active else None,
             via=active.relay if active else None,
             last_handshake_age=(
                 round(now - st.last_handshake, 3) if st.last_handshake is not None else None
@@ -1139,7 +1118,7 @@ class NodeCore:
             tx_frames=t.tx_frames,
             paths=tuple(
                 PathStatus(
-                    endpoint=fmt(p.target),
+                    endpoint=format_target(p.target),
                     state="up" if p.up else "down",
                     rtt_ms=_ms(p.rtt),
                     loss=round(p.loss, 3),
