@@ -401,8 +401,9 @@ class KernelFilter:
             self._reading = False
 
     def status(self) -> KernelFilterStatus | None:
-        """The table's drop counters as last read from the kernel; a read is started
-        when the last one is COUNTERS_EVERY old (one at a time, never waited for)."""
+        """The table's drop counters as last read from the kernel, read again when
+        the last read is COUNTERS_EVERY old: in-process (`read`, at once) or, without
+        it, by an nft process through `spawn` (one at a time, never waited for)."""
         if not self.active:
             return None
         now = self._clock()
