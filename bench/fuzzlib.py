@@ -252,6 +252,35 @@ class ParserTarget(Target):
             self._check(data, out)
 
 
+# -- the kernel filter's counter dump (netlink) ----------------------------
+
+_NFT_SEQ = 7  # the sequence number of the captured dump (tests/data/nft_counters_dump.bin)
+
+
+def _nft_counters_corpus() -> list[bytes]:
+    from lanspan.agent import nft_counters
+
+    dump = Path(__file__).resolve().parent.parent / "tests" / "data" / "nft_counters_dump.bin"
+    error = struct.pack("=IHHII", 36, 2, 0, _NFT_SEQ, 0) + struct.pack("=i", -1) + bytes(16)
+    return [nft_counters.request("lanspan_x_1", _NFT_SEQ), error] + (
+        [dump.read_bytes()] if dump.exists() else []
+    )
+
+
+def _nft_counters(data: bytes) -> None:
+    """What the kernel answers a counter dump with: only BadReply (its own error type:
+    the agent falls back to nft on it), counters as non-negative ints."""
+    from lanspan.agent import nft_counters
+
+    out: dict[str, int] = {}
+    try:
+        nft_counters.parse_counters_untrusted(data, _NFT_SEQ, out)
+    except nft_counters.BadReply:
+        return
+    if not all(isinstance(k, str) and isinstance(v, int) and v >= 0 for k, v in out.items()):
+        raise Oracle(f"nft_counters: counters {out!r}")
+
+
 # -- wire samples -----------------------------------------------------------
 
 _R = random.Random(20240601)  # corpus samples: fixed, independent of the run's seed
@@ -1547,6 +1576,8 @@ def _targets() -> list[Target]:
                          "consume_response_untrusted",), "response"),
         _HandshakeTarget("parse.cookie_reply", ("lanspan.session.cookie."
                          "CookieJar.consume_reply_untrusted",), "cookie"),
+        ParserTarget("parse.nft_counters", ("lanspan.agent.nft_counters.parse_counters_untrusted",),
+                     _nft_counters, _nft_counters_corpus),
         NodeTarget("node.unauthenticated", (OP_UNAUTH, OP_FRAME), (9, 1)),
         NodeTarget("node.sealed", (OP_SEALED, OP_SUPER, OP_RELAY, OP_FRAME), (6, 2, 2, 1)),
         NodeTarget("node.frames", (OP_FRAME, OP_TIMER), (12, 1)),

@@ -57,6 +57,12 @@ def pair(
         if isinstance(out, Send):
             b.datagrams(list(out.batch), ADDR["n1"], NOW)
     b.take_outputs()
+    # and n1 n2's (its frames to MAC2 are unicast, not unknown unicast held back)
+    b.frame_from_port("g", vnet.ZERO_HEADER + b"\xff" * 6 + MAC2 + b"\x88\xb5" + bytes(46), NOW)
+    for out in b.take_outputs():
+        if isinstance(out, Send):
+            a.datagrams(list(out.batch), ADDR["n2"], NOW)
+    a.take_outputs()
     return a, b
 
 

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import ast
 import pathlib
+from dataclasses import replace
+from ipaddress import ip_interface
 
 import pytest
 
 from lanspan.config.model import (
     AccessPort,
+    Gateway,
     HostPort,
     Network,
     Node,
     Segment,
+    Site,
     StaticMac,
     TrunkPort,
 )
@@ -70,11 +74,25 @@ def network(ageing: float = 300.0) -> Network:
         ),
         nodes=(
             me,
-            node("p1", ("lan", "api"), (AccessPort("a", "lan", "a", True, mac_limit=2),)),
+            # every peer with a port in each segment it carries (floods go only where
+            # they can be delivered); p1's api port adds nothing to its MAC bound
             node(
-                "p2", ("lan", "admin", "dmz"), (HostPort("lan0", "lan", "lan0", mac=P2_HOST_MAC),)
+                "p1",
+                ("lan", "api"),
+                (
+                    AccessPort("a", "lan", "a", True, mac_limit=2),
+                    AccessPort("b", "api", "b", True, mac_limit=0),
+                ),
             ),
-            node("p3", ("api",)),
+            node(
+                "p2",
+                ("lan", "admin", "dmz"),
+                (
+                    HostPort("lan0", "lan", "lan0", mac=P2_HOST_MAC),
+                    TrunkPort("t", "eth1", False, (12, 13)),
+                ),
+            ),
+            node("p3", ("api",), (AccessPort("c", "api", "c", True),)),
         ),
         static_macs=(
             StaticMac("lan", STATIC_LOCAL, "me", "vm1"),
@@ -355,7 +373,7 @@ def test_peers_start_down_and_are_not_flooded_to() -> None:
     fwd = sw.from_port("vm1", eth(BROADCAST, A), 1.0)
     assert fwd is not None and fwd.peers == ("p2",)
     assert Switch(network(), "me", peers_up=True).from_port("vm1", eth(BROADCAST, A), 1.0) == (
-        Forward(LAN, eth(BROADCAST, A), fwd.ports, ("p1", "p2"))
+        Forward(LAN, eth(BROADCAST, A), fwd.ports, ("p1", "p2"), True)
     )
 
 
@@ -714,3 +732,88 @@ def test_frames_from_down_peer_learned_and_flushed_again() -> None:
 
 def test_mac_table_unknown_segment_is_empty() -> None:
     assert switch().mac_table("nope") == []
+
+
+# ------------------------------------------------------------ unknown unicast
+
+
+def test_unknown_unicast_reaches_the_peers_once_a_second_per_destination() -> None:
+    """A local sender's frames to a MAC nobody taught us (a guest whose kernel still
+    knows a MAC the restarted agents forgot: issue 10's cold start) reach every peer
+    once a second, not each of them: the local ports still get every one."""
+    sw = switch()
+    sent = {"p1": 0, "p2": 0}  # p3 does not carry lan
+    local = 0
+    for i in range(100):  # 50 a second for 2 s
+        fwd = sw.from_port("vm1", eth(B, A), 1.0 + i * 0.02)
+        assert fwd is not None and fwd.flooded
+        local += len(fwd.ports)
+        for p in fwd.peers:
+            sent[p] += 1
+    assert sent == {"p1": 2, "p2": 2}
+    assert local == 300  # vm3, trunk1, lan0: every frame
+    assert sw.drops["switch.unknown_unicast"] == 98
+    # another destination has its own second
+    fwd = sw.from_port("vm1", eth(C, A), 2.5)
+    assert fwd is not None and fwd.peers == ("p1", "p2")
+    # broadcast is not held back
+    for _ in range(3):
+        fwd = sw.from_port("vm1", eth(BROADCAST, A), 2.5)
+        assert fwd is not None and fwd.peers == ("p1", "p2")
+
+
+def test_a_peer_that_comes_up_gets_the_next_unknown_unicast_at_once() -> None:
+    sw = switch(up=("p1",))
+    fwd = sw.from_port("vm1", eth(B, A), 1.0)
+    assert fwd is not None and fwd.peers == ("p1",)
+    fwd = sw.from_port("vm1", eth(B, A), 1.1)
+    assert fwd is not None and fwd.peers == ()
+    sw.set_peer_up("p2", True)
+    fwd = sw.from_port("vm1", eth(B, A), 1.2)
+    assert fwd is not None and fwd.peers == ("p2",)
+    fwd = sw.from_port("vm1", eth(B, A), 1.3)
+    assert fwd is not None and fwd.peers == ()
+    fwd = sw.from_port("vm1", eth(B, A), 2.0)  # its second is over: every peer again
+    assert fwd is not None and fwd.peers == ("p1", "p2")
+
+
+def test_a_learned_destination_is_unicast_at_once() -> None:
+    sw = switch()
+    assert sw.from_port("vm1", eth(B, A), 1.0) is not None
+    assert sw.from_peer("p2", LAN, eth(A, B), 1.01) is not None  # the answer teaches B
+    fwd = sw.from_port("vm1", eth(B, A), 1.02)
+    assert fwd is not None and fwd.peers == ("p2",) and not fwd.flooded
+
+
+def test_unknown_destinations_are_bounded() -> None:
+    from lanspan.switch.core import MAX_UNKNOWN
+
+    sw = switch()
+    for i in range(3 * MAX_UNKNOWN):
+        dst = bytes([2, 1]) + i.to_bytes(4, "big")
+        fwd = sw.from_port("vm1", eth(dst, A), 1.0 + i / 1000)  # within the flood rate
+        assert fwd is not None and fwd.peers == ("p1", "p2")
+        assert len(sw._unknown) <= MAX_UNKNOWN
+
+
+def test_no_flood_to_a_peer_with_nowhere_to_put_it() -> None:
+    """A peer hands mesh frames to its own ports only: a node without a port (or a
+    gateway address) in the segment gets no floods, unless its site is trusted (its
+    kernel plane may bridge the segment to the site's members)."""
+    base = network()
+    bare = node("p4", ("lan",))
+    gw = node("p5", ("lan",))
+    trusted = Node("p6", "dc", b"\x00" * 32, (), ("lan",), ())
+    net = replace(
+        base,
+        nodes=(*base.nodes, bare, gw, trusted),
+        sites=(Site("dc", trusted=True),),
+        gateways=(Gateway("lan", (ip_interface("198.18.10.1/24"),), ("p5",), True),),
+    )
+    sw = Switch(net, "me", peers_up=True)
+    fwd = sw.from_port("vm1", eth(BROADCAST, A), 1.0)
+    assert fwd is not None and set(fwd.peers) == {"p1", "p2", "p5", "p6"}
+    fwd = sw.from_port("vm1", eth(B, A), 1.0)  # unknown unicast alike
+    assert fwd is not None and set(fwd.peers) == {"p1", "p2", "p5", "p6"}
+    # what it sends is still taken (it may have learned MACs by then)
+    assert sw.from_peer("p4", LAN, eth(A, C), 1.1) is not None

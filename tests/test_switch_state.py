@@ -43,6 +43,7 @@ from lanspan.config.model import (
     TrunkPort,
 )
 from lanspan.switch import Forward, Switch
+from lanspan.switch.core import UNKNOWN_UNICAST_INTERVAL
 from lanspan.wire.ethernet import BROADCAST, TAG_TPIDS, build, parse_untrusted, pop_tag, push_tag
 
 UNICAST = [bytes([2, 0, 0, 0, 0, i]) for i in range(1, 6)]
@@ -79,6 +80,7 @@ AFTER_LEARNING = {
     "switch.split_horizon",
     "switch.flood_rate",
     "switch.peer_down",
+    "switch.unknown_unicast",
 }
 ALL_REASONS = BEFORE_LEARNING | AFTER_LEARNING | {"switch.inner_tag_on_untagged_port"}
 
@@ -128,7 +130,11 @@ def networks(draw: st.DrawFn) -> Network:
     nodes = [Node("me", "x", b"\x00" * 32, (), tuple(mine), tuple(ports))]
     for i in range(draw(st.integers(2, 3))):
         carried = draw(every | st.lists(st.sampled_from(names), unique=True))
-        peer_ports = (AccessPort("a", names[0], "a", True, mac_limit=draw(st.integers(1, 3))),)
+        # a port in each segment it carries: floods go only where they can be delivered
+        peer_ports = (
+            AccessPort("a", names[0], "a", True, mac_limit=draw(st.integers(1, 3))),
+            *(AccessPort(f"x{j}", c, f"x{j}", True, mac_limit=0) for j, c in enumerate(carried)),
+        )
         nodes.append(Node(f"p{i}", "y", b"\x00" * 32, (), tuple(carried), peer_ports))
     statics: list[StaticMac] = []
     for mac in draw(st.lists(st.sampled_from(UNICAST[2:]), unique=True, max_size=2)):
@@ -169,6 +175,7 @@ class SwitchMachine(RuleBasedStateMachine):
         self.sw = Switch(net, "me", flap_moves=2, flap_window=5.0)
         self.now = 0.0
         self.up = {n.name: False for n in net.nodes if n.name != "me"}
+        self.unknown_at: dict[tuple[int, bytes], float] = {}  # unknown unicast flooded to all
         self.learned = {}
         self.ports = {p.name: p for p in self.me.ports}
         self.statics: dict[tuple[int, bytes], str] = {}
@@ -346,6 +353,15 @@ class SwitchMachine(RuleBasedStateMachine):
                 assert dests == [loc], "a learned unicast goes to exactly one place"
             return
         ports, peers = self.expected_flood(vni, None if from_peer else ingress, inner_tagged)
+        unknown = not from_peer and not dst[0] & 1 and "switch.flood_rate" not in delta
+        if unknown and peers:
+            # unknown unicast: every peer once a second per destination, some in between
+            last = self.unknown_at.get((vni, dst))
+            if last is None or self.now - last >= UNKNOWN_UNICAST_INTERVAL:
+                self.unknown_at[(vni, dst)] = self.now
+            else:
+                peers = set(fwd.peers) if fwd is not None else set()
+                assert peers <= self.expected_flood(vni, ingress, inner_tagged)[1]
         if fwd is None:
             assert "switch.flood_rate" in delta or (not ports and not peers), delta
             return

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, get_args
 from lanspan import __version__
 from lanspan.agent.early import EarlyPorts
 from lanspan.agent.kernel_plane import KernelPlane
+from lanspan.agent.nft_counters import read_counters
 from lanspan.agent.nftables import FilterSpec, KernelFilter, remove_leftover
 from lanspan.agent.services import GatewayServices, ServiceError
 from lanspan.config import load_network
@@ -687,7 +688,7 @@ class Agent:
         self._filter_at = None
         try:
             spec = self._kernel_filter_spec()
-            self.kernel_filter = KernelFilter.start(spec)
+            self.kernel_filter = KernelFilter.start(spec, read=read_counters)
         except Exception as e:
             self._contain("timer", e)
 

@@ -52,6 +52,7 @@ from dataclasses import dataclass, replace
 from ipaddress import IPv4Network, IPv6Network
 from typing import TYPE_CHECKING
 
+from lanspan.agent.nft_counters import BadReply
 from lanspan.wire.messages import (
     COOKIE_REPLY_LEN,
     INITIATION_LEN,
@@ -68,6 +69,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DROP_REASONS",
+    "CounterRead",
     "FilterSpec",
     "KernelFilter",
     "Runner",
@@ -103,6 +105,8 @@ UDP_HEADER = 8
 Runner = Callable[[list[str], str | None], tuple[int, str, str]]
 # Runs a job away from the agent loop (tests run it at once).
 Spawn = Callable[[Callable[[], None]], None]
+# A table name -> packets by counter name, read in-process (raises OSError or BadReply).
+CounterRead = Callable[[str], dict[str, int]]
 
 
 def _in_thread(job: Callable[[], None]) -> None:
@@ -300,12 +304,14 @@ class KernelFilter:
         runner: Runner,
         clock: Callable[[], float],
         spawn: Spawn,
+        read: CounterRead | None = None,
     ) -> None:
         self.spec = spec
         self._nft = nft
         self._run = runner
         self._clock = clock
         self._spawn = spawn
+        self._read = read
         self._counters: dict[str, int] = {}
         self._read_at: float | None = None
         self._reading = False
@@ -319,11 +325,15 @@ class KernelFilter:
         which: Callable[[str], str | None] = shutil.which,
         clock: Callable[[], float] = time.monotonic,
         spawn: Spawn | None = None,
+        read: CounterRead | None = None,
     ) -> KernelFilter | None:
         """Probe what nft can express (`nft -c`), remove a leftover table, install.
 
-        `spawn` runs the counter reads (default: a daemon thread each, so that a
-        status request never waits for an nft process).
+        `read` reads the table's counters in-process (the agent: over netlink,
+        `nft_counters.read_counters`, well under a millisecond); without one, or
+        once it failed, `nft -j list counters` runs through `spawn` (default: a
+        daemon thread each, so that a status request never waits for an nft
+        process).
         """
         nft = which("nft")
         if nft is None:
@@ -377,7 +387,7 @@ class KernelFilter:
             ", ".join(chosen.features()),
             f"; left out: {', '.join(left_out)}" if left_out else "",
         )
-        return cls(chosen, nft, runner, clock, spawn or _in_thread)
+        return cls(chosen, nft, runner, clock, spawn or _in_thread, read)
 
     @property
     def table(self) -> str:
@@ -394,8 +404,9 @@ class KernelFilter:
             self._reading = False
 
     def status(self) -> KernelFilterStatus | None:
-        """The table's drop counters as last read from the kernel; a read is started
-        when the last one is COUNTERS_EVERY old (one at a time, never waited for)."""
+        """The table's drop counters as last read from the kernel, read again when
+        the last read is COUNTERS_EVERY old: in-process (`read`, at once) or, without
+        it, by an nft process through `spawn` (one at a time, never waited for)."""
         # imported when asked: the status types cost an agent's start (issue 10)
         from lanspan.node.status import Counts, KernelFilterStatus
 
@@ -404,8 +415,20 @@ class KernelFilter:
         now = self._clock()
         if not self._reading and (self._read_at is None or now - self._read_at >= COUNTERS_EVERY):
             self._read_at = now
-            self._reading = True
-            self._spawn(self._read_counters)
+            if self._read is not None:
+                try:
+                    self._counters = self._read(self.table)
+                except (OSError, BadReply) as e:
+                    log.warning(
+                        "kernel filter: cannot read the counters of inet %s over netlink (%s);"
+                        " reading them with nft from now on",
+                        self.table,
+                        e,
+                    )
+                    self._read = None
+            if self._read is None:
+                self._reading = True
+                self._spawn(self._read_counters)
         drops = {r: self._counters.get(name, 0) for name, r in DROP_REASONS.items()}
         prefix = self.spec.receiver_prefix
         return KernelFilterStatus(

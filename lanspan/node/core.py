@@ -326,10 +326,10 @@ class NodeCore:
             return
         built: dict[tuple[int, int], list[bytes]] = {}
         mode_loss = self._watch_loss and not plain
-        # Only unicast makes a peer busy (fast probing): a broadcast or multicast
-        # (ARP, ND, MLD) reaches every peer of the segment and would probe them all
+        # Only unicast makes a peer busy (fast probing): a flood (ARP, ND, MLD,
+        # unknown unicast) reaches every peer of the segment and would probe them all
         # fast for BUSY_WINDOW; the unicast that follows an ARP does it for the one.
-        unicast = not frame[0] & 1
+        unicast = not fwd.flooded
         for peer in fwd.peers:
             tr = self._traffic[peer]
             tr.tx_frames += 1
@@ -649,15 +649,15 @@ class NodeCore:
         tr = self._traffic[peer]
         tr.rx_frames += 1
         tr.rx_bytes += len(frame)
-        if frame and not frame[0] & 1:  # unicast (see frame_from_port)
+        fwd = self._switch.from_peer(peer, p.vni, frame, now)
+        if fwd is None:
+            return
+        if not fwd.flooded:  # unicast to a guest here (see frame_from_port)
             until = self._busy_until.get(peer)
             if until is not None and until > now:  # already busy: only extend it
                 self._busy_until[peer] = now + BUSY_WINDOW
             else:
                 self._busy(peer, now)
-        fwd = self._switch.from_peer(peer, p.vni, frame, now)
-        if fwd is None:
-            return
         plain = hdr == ZERO_VNET
         # every header first, then the writes: a fan-out is never cut half-way
         outs = [

@@ -43,8 +43,12 @@ Rules, in the order they are applied to a frame from a local port:
 4. Forwarding: unicast to a known MAC goes to exactly that port or peer
    (`switch.same_port` if that is where it came from); anything else (broadcast,
    multicast, unknown unicast) is flooded to the segment's other local ports
-   and to the peers that carry the segment and are up, within the ingress
-   port's flood rate (`switch.flood_rate`).
+   and to the peers that carry the segment, are up and have somewhere to put it
+   (a port in the segment, one of its gateway addresses, or a trusted site: a
+   peer never passes a mesh frame on to another peer), within the ingress
+   port's flood rate (`switch.flood_rate`). Unknown unicast reaches the peers at
+   most once a second per destination MAC, and at once the peers that came up
+   since (`switch.unknown_unicast` for the rest; the local ports get every frame).
 
 Frames from peers: the peer must exist (`switch.unknown_peer`), the VNI must be a
 segment (`switch.unknown_vni`) this node carries (`switch.segment_not_allowed`) and the
@@ -76,7 +80,8 @@ Drop reasons (`Switch.drops`), each `switch.<name>` (docs/drops.md): unknown_por
 unknown_peer, unknown_vni, vlan_not_allowed, segment_not_allowed,
 peer_segment_not_allowed, tagged_on_access, bad_src_mac, static_mac_violation,
 mac_limit, peer_mac_limit, mac_held, same_port, same_peer, split_horizon, peer_down,
-flood_rate, inner_tag_on_untagged_port (per skipped output, not per frame);
+flood_rate, unknown_unicast, inner_tag_on_untagged_port (per skipped output, not per
+frame);
 plus the `ethernet.*` reasons of a header that does not parse.
 Counters (`Switch.counters`): learned, aged, flushed, mac_moves, mac_flaps,
 unicast, flooded, no_destination (accepted, nowhere to go), events_dropped,
@@ -95,7 +100,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final, Literal
 
-from lanspan.config.model import HostPort, Network, TrunkPort
+from lanspan.config.model import HostPort, Network, Node, TrunkPort
 from lanspan.errors import BadPacket
 from lanspan.switch.bucket import TokenBucket, flood_burst
 from lanspan.wire.ethernet import TAG_TPIDS, format_mac, parse_untrusted, pop_tag, push_tag
@@ -127,6 +132,10 @@ MAX_HOT = 4096  # fast-path answers kept; the cache is emptied when it is full
 # again; the margin covers a retry that is late by a loop round or two.
 FLOOD_HOLD = 1.5
 FLOOD_HOLD_MAX = 256  # per segment
+# Unknown unicast from a local port reaches every peer at most once per this many
+# seconds per destination MAC (and at once every peer that came up since).
+UNKNOWN_UNICAST_INTERVAL = 1.0
+MAX_UNKNOWN = 4096  # destinations remembered for that; emptied when full
 _ZERO_MAC = b"\x00" * 6
 _LOCAL: Final = "local"  # static pin: this node, any local port
 
@@ -162,6 +171,7 @@ class Forward:
     frame: bytes  # untagged frame as it travels in the mesh
     ports: tuple[tuple[str, bytes], ...]  # local port name -> exact bytes to write
     peers: tuple[str, ...]  # peer node names to send (vni, frame) to
+    flooded: bool = False  # a flood (broadcast, multicast, unknown unicast), not a unicast
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +249,8 @@ class _Peer:
     mac_limit: int
     up: bool
     limit_reported: bool = False
+    up_seq: int = 0  # `Switch._up_seq` when it last came up
+    sinks: frozenset[int] = frozenset()  # segments where a flood has somewhere to go there
 
 
 @dataclass(slots=True)
@@ -325,7 +337,10 @@ class Switch:
             # A full mesh: a peer only sources MACs from its own ports, which it
             # bounds by their limits. Twice that absorbs ageing skew between ends.
             bound = 2 * max(1, sum(p.mac_limit for p in n.ports))
-            self._peers[n.name] = _Peer(n.name, PeerLocation(n.name), shared, bound, peers_up)
+            self._peers[n.name] = _Peer(
+                n.name, PeerLocation(n.name), shared, bound, peers_up,
+                sinks=shared & _flood_sinks(network, n),
+            )  # fmt: skip
 
         # segments this node carries, with their local ports and peers
         self._segs: dict[int, _Seg] = {}
@@ -393,10 +408,15 @@ class Switch:
                     self._static[key] = port_at
 
         self._flood_peers: dict[int, tuple[str, ...]] = {}
+        self._sink_peers: dict[int, tuple[str, ...]] = {}  # up or down (held floods)
         self._refresh_flood_peers()
         self._held: dict[int, deque[_Held]] = {
             vni: deque(maxlen=FLOOD_HOLD_MAX) for vni in self._segs
         }
+        # Unknown unicast destinations: (vni, dst) -> (when flooded to every peer, the
+        # `_up_seq` then); `_up_seq` counts peers coming up.
+        self._unknown: dict[tuple[int, bytes], tuple[float, int]] = {}
+        self._up_seq = 0
         # dynamic entries in least-recently-seen order (ageing pops from the front)
         self._table: OrderedDict[tuple[int, bytes], _Learned] = OrderedDict()
         self._by_where: dict[Location, set[tuple[int, bytes]]] = collections.defaultdict(set)
@@ -495,13 +515,47 @@ class Switch:
             p.storm = False  # the bucket refilled: the storm is over
         ports = self._egress(seg, mesh, inner_tagged, p.name)
         peers = self._flood_peers[seg.vni]
-        if hold and dst[0] & 1 and len(peers) < len(seg.peers):
+        if hold and dst[0] & 1 and len(peers) < len(self._sink_peers[seg.vni]):
             self._hold(seg.vni, mesh, peers, now)
+        if peers and not dst[0] & 1:
+            peers = self._unknown_unicast_peers(seg.vni, dst, peers, now)
         if not ports and not peers:
             self.counters["no_destination"] += 1
             return None
         self.counters["flooded"] += 1
-        return Forward(seg.vni, mesh, ports, peers)
+        return Forward(seg.vni, mesh, ports, peers, True)
+
+    def _unknown_unicast_peers(
+        self, vni: int, dst: bytes, peers: tuple[str, ...], now: float
+    ) -> tuple[str, ...]:
+        """The peers a unicast frame to `dst`, a MAC nobody has taught us, goes to.
+
+        Every peer, at most once per UNKNOWN_UNICAST_INTERVAL per destination; in
+        between only the peers that came up since (they have not had one yet): the
+        frame that reached the peer behind `dst` brings the answer that teaches us
+        where it is. Until then a local sender's every frame went to every peer,
+        each sealed and sent there and opened and written to the guests behind it,
+        who drop it: after a cold start of 100 nodes on 2 cores, the lab's probers
+        (50 pings a second to each of ~10 guests whose MACs their kernels still knew)
+        made each guest node flood ~500 frames a second to up to 99 peers, and the
+        mesh did not converge (issue 10). The rest count as switch.unknown_unicast.
+        """
+        key = (vni, dst)
+        last = self._unknown.get(key)
+        if last is None or now - last[0] >= UNKNOWN_UNICAST_INTERVAL or now < last[0]:
+            if last is None and len(self._unknown) >= MAX_UNKNOWN:
+                self._unknown.clear()
+            self._unknown[key] = (now, self._up_seq)
+            return peers
+        at, seq = last
+        if seq == self._up_seq:
+            self.drops["switch.unknown_unicast"] += 1
+            return ()
+        self._unknown[key] = (at, self._up_seq)
+        fresh = tuple(p for p in peers if self._peers[p].up_seq > seq)
+        if len(fresh) < len(peers):
+            self.drops["switch.unknown_unicast"] += 1
+        return fresh
 
     def from_peer(self, peer: str, vni: int, frame: bytes, now: float) -> Forward | None:
         """A frame peer `peer` sent in segment `vni`; delivered to local ports only."""
@@ -559,7 +613,7 @@ class Switch:
             self.counters["no_destination"] += 1
             return None
         self.counters["flooded"] += 1
-        return Forward(vni, frame, ports, ())
+        return Forward(vni, frame, ports, (), True)
 
     def _hold(self, vni: int, frame: bytes, reached: tuple[str, ...], now: float) -> None:
         held = self._held[vni]
@@ -575,7 +629,7 @@ class Switch:
             return []
         out: list[tuple[int, bytes]] = []
         for vni, held in self._held.items():
-            if vni not in pr.vnis or not held:
+            if vni not in pr.sinks or not held:
                 continue
             _expire_held(held, now)
             for h in held:
@@ -596,6 +650,9 @@ class Switch:
         self._gen += 1
         if pr.up != up:
             pr.up = up
+            if up:
+                self._up_seq += 1
+                pr.up_seq = self._up_seq
             self._refresh_flood_peers()
         if not up:  # also when already down: frames from a down peer are learned
             for key in list(self._by_where.get(pr.where, ())):
@@ -687,7 +744,8 @@ class Switch:
 
     def _refresh_flood_peers(self) -> None:
         for vni, s in self._segs.items():
-            self._flood_peers[vni] = tuple(p for p in s.peers if self._peers[p].up)
+            sinks = self._sink_peers[vni] = tuple(p for p in s.peers if vni in self._peers[p].sinks)
+            self._flood_peers[vni] = tuple(p for p in sinks if self._peers[p].up)
 
     def _lookup(self, vni: int, mac: bytes) -> Location | None:
         key = (vni, mac)
@@ -871,6 +929,34 @@ def host_port_mac(node: str, port: HostPort) -> bytes:
     digest = bytearray(hashlib.blake2s(f"{node}/{port.segment}".encode(), digest_size=6).digest())
     digest[0] = (digest[0] & 0xFC) | 0x02
     return bytes(digest)
+
+
+def _flood_sinks(network: Network, n: Node) -> frozenset[int]:
+    """The segments (VNIs) in which node `n` can deliver a flood: it has a port carrying
+    the segment, holds one of its gateway or floating addresses, or sits in a trusted
+    site (where its kernel plane may bridge the segment to the site's other members).
+
+    A peer delivers what it gets from the mesh to its own ports only (split horizon),
+    so a flood sent to a node with none in the segment is sealed, sent, opened and
+    dropped for nothing: in the 100-node lab 20 nodes have guests, and every guest's
+    ARP and unknown unicast went to all 99 peers (issue 10's cold start).
+    """
+    vnis = {s.name: s.vni for s in network.segments}
+    by_vlan = {s.vlan: s.vni for s in network.segments}
+    if network.site(n.site).trusted:
+        return frozenset(vnis[s] for s in n.segments if s in vnis)
+    out: set[int] = set()
+    for p in n.ports:
+        if isinstance(p, TrunkPort):
+            out.update(by_vlan[v] for v in _trunk_vids(p) if v in by_vlan)
+        elif p.segment in vnis:
+            out.add(vnis[p.segment])
+    held = [(g.segment, g.nodes) for g in network.gateways]
+    held += [(f.segment, f.nodes) for f in network.floating if f.segment is not None]
+    for segment, nodes in held:
+        if n.name in nodes and segment in vnis:
+            out.add(vnis[segment])
+    return frozenset(out)
 
 
 def _trunk_vids(port: TrunkPort) -> tuple[int, ...]:
