@@ -227,3 +227,14 @@ def test_the_lab_byte_compiles_lanspan_before_it_starts_agents(
     src = Path(runner.__file__).read_text()
     build = src[src.index("    def _build(") : src.index("    def _validate_network(")]
     assert build.index("compile_package()") < build.index("self.start_agent(")
+
+
+def test_all_pairs_probers_share_a_bounded_echo_rate() -> None:
+    """Every pair at 50 Hz up to PAIRS_RATE echoes a second in all, then slower: 198
+    pairs at 100 nodes sent ~10 000 a second through the agents they measured."""
+    from lanspan.lab.probe import PAIRS_INTERVAL, PAIRS_RATE, pairs_interval
+
+    assert pairs_interval(1) == pairs_interval(26) == PAIRS_INTERVAL
+    for pairs in (40, 198, 1000):
+        assert pairs / pairs_interval(pairs) <= PAIRS_RATE + 1e-6
+    assert pairs_interval(198) < 0.2  # still several echoes a second per pair

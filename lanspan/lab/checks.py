@@ -22,7 +22,7 @@ from lanspan.lab import impair, netns
 from lanspan.lab.flood import run_flood
 from lanspan.lab.kernel_checks import trusted_sites
 from lanspan.lab.model import Fault
-from lanspan.lab.probe import AllPairs, Probe, measured
+from lanspan.lab.probe import AllPairs, Probe, measured, pairs_interval
 from lanspan.lab.runner import LabRun
 from lanspan.lab.state import State, alive_as, reap
 from lanspan.lab.topology import GuestPlan, Plan
@@ -583,8 +583,9 @@ class HealWatch:
 
     def __init__(self, plan: Plan) -> None:
         wanted, self.names = segment_pairs(plan)
+        every = pairs_interval(sum(len(set(a)) for a in wanted.values()))
         self.probers = [
-            (g, AllPairs(plan.guest(g).ns, addrs)) for g, addrs in wanted.items() if addrs
+            (g, AllPairs(plan.guest(g).ns, addrs, every)) for g, addrs in wanted.items() if addrs
         ]
         self.pairs = sum(len(ap.targets) for _, ap in self.probers)
         for _, ap in self.probers:
@@ -651,7 +652,8 @@ def cold_start(run: LabRun, plan: Plan, fault: Fault, log: Log) -> dict[str, Any
         _kill(run, state, node.name)
     wanted, names = segment_pairs(plan)
     sources = [g for g, addrs in wanted.items() if addrs]
-    all_pairs = [AllPairs(plan.guest(g).ns, wanted[g]) for g in sources]
+    every = pairs_interval(sum(len(set(wanted[g])) for g in sources))
+    all_pairs = [AllPairs(plan.guest(g).ns, wanted[g], every) for g in sources]
     probe = Probe(src.ns, _v4(dst, seg), source=src.name)
     t_start = 0.0
     try:
