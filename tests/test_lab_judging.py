@@ -407,7 +407,7 @@ class _ColdPairs:
     after = 0.0
     started: float = 0.0
 
-    def __init__(self, ns: str, targets: list[str]) -> None:
+    def __init__(self, ns: str, targets: list[str], interval: float = 0.02) -> None:
         self.targets = list(targets)
         self.first: dict[str, float] = {}
 
