@@ -181,3 +181,60 @@ def test_a_socket_that_fell_behind_gets_more_reads_per_round(
         calls = b.udp.counters.rx_calls
         b._read_rounds([b._readers[b.udp.fileno()]])
         assert b.udp.counters.rx_calls - calls == 40  # behind: caught up in 3 rounds
+
+
+def test_housekeeping_runs_when_due_not_per_wake(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Frames crossing in many wakes within HOUSEKEEPING seconds run the gateway
+    services' poll (and the rest of the housekeeping) once, not once per wake; once
+    HOUSEKEEPING has passed, the next wake runs it again."""
+    with agent_pair(tmp_path, monkeypatch) as pair:
+        pair.forwards("n1", "n2", b"warm1")
+        pair.forwards("n2", "n1", b"warm2")
+        a = pair.agents["n1"]
+        polls: list[float] = []
+        real_poll = a.services.poll
+
+        def counted(now: float) -> None:
+            polls.append(now)
+            real_poll(now)
+
+        monkeypatch.setattr(a.services, "poll", counted)
+        a.step(0)
+        polls.clear()
+        start = time.monotonic()
+        wakes = 0
+        while time.monotonic() - start < loop_mod.HOUSEKEEPING / 2:
+            pair.ports["n1"].inject(frame(1, b"x", dst=MAC2))
+            a.step(0.5)
+            wakes += 1
+        assert wakes >= 5
+        assert len(polls) <= 1, (len(polls), wakes)
+        time.sleep(loop_mod.HOUSEKEEPING)
+        pair.ports["n1"].inject(frame(1, b"y", dst=MAC2))
+        a.step(0.5)
+        assert polls and polls[-1] >= start + loop_mod.HOUSEKEEPING
+
+
+def test_an_idle_control_client_is_still_closed_when_due(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop wakes for a control client's idle timeout (housekeeping when due), with
+    no traffic to wake it otherwise."""
+    with agent_pair(tmp_path, monkeypatch, control=True) as pair:
+        a = pair.agents["n1"]
+        assert a.control is not None
+        monkeypatch.setattr(a.control, "_idle_timeout", 0.3)
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(str(tmp_path / "n1.sock"))
+        try:
+            start = time.monotonic()
+            closed = False
+            while time.monotonic() - start < 3.0 and not closed:
+                a.step(1.0)
+                closed = _readable(client.fileno()) and client.recv(1) == b""
+            assert closed, "the idle client was not closed"
+            assert time.monotonic() - start < 0.3 + loop_mod.HOUSEKEEPING + 0.5
+        finally:
+            client.close()
