@@ -238,3 +238,38 @@ def test_an_idle_control_client_is_still_closed_when_due(
             assert time.monotonic() - start < 0.3 + loop_mod.HOUSEKEEPING + 0.5
         finally:
             client.close()
+
+
+def test_a_send_to_an_authenticated_peer_follows_where_it_reached_us(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The source of a send to an authenticated peer is kept (`_send_to`: no route
+    look-up per send) and follows the peer as soon as it reaches another address."""
+    server = UdpEndpoint.bind(0, "0.0.0.0")
+    client = UdpEndpoint.bind(0, "127.0.0.1")
+    with server, client:
+        peer = ("127.0.0.1", client.port)
+
+        def reached(local: str) -> None:
+            client.send_batch((local, server.port), [b"probe"])
+            got = _recv(server)
+            assert got is not None and got[1] == peer
+            server.authenticated(peer)
+            server.end_round()
+
+        def answered_from() -> str:
+            server.send_batch(peer, [b"answer"])
+            got = _recv(client)
+            assert got is not None
+            return got[1][0]
+
+        reached("127.0.0.2")
+        assert answered_from() == "127.0.0.2"
+        looked_up: list[object] = []
+        real = server._kernel_source
+        monkeypatch.setattr(server, "_kernel_source", lambda a: looked_up.append(a) or real(a))
+        assert answered_from() == "127.0.0.2"
+        assert looked_up == [], "the second send looked the route up again"
+        reached("127.0.0.3")  # the peer's datagrams now reach another address
+        assert answered_from() == "127.0.0.3"
+        assert server.counters.tx_errors == 0

@@ -160,6 +160,11 @@ class UdpEndpoint:
         self.last_arrival: float | None = None
         # remote -> (the kernel's default source towards it or None, when to look again)
         self._default_source: dict[Addr, tuple[str | None, float]] = {}
+        # authenticated remote -> (its sockaddr, the pktinfo to send with, valid until):
+        # what `_sockaddr` and `_pktinfo` answer, kept while `_default_source` keeps its
+        # answer; dropped whenever `_reply_from` changes for that remote (`authenticated`,
+        # `_forget`), so a send costs a lookup, not four calls.
+        self._send_to: dict[Addr, tuple[tuple[str, int], list[tuple[int, int, bytes]], float]] = {}
         # Asks the kernel for its route's source (connect() sends nothing). Made
         # here, with the socket: in the same network namespace.
         self._route_probe = socket.socket(sock.family, socket.SOCK_DGRAM)
@@ -286,9 +291,11 @@ class UdpEndpoint:
         locals_ = table.get(src)
         if locals_ is None:
             table[src] = [local]
+            self._send_to.pop(src, None)
             if len(table) > MAX_REPLY_FROM:
                 gone, _ = table.popitem(last=False)
                 self._default_source.pop(gone, None)
+                self._send_to.pop(gone, None)
         else:
             table.move_to_end(src)
             if locals_[-1] != local:
@@ -296,6 +303,7 @@ class UdpEndpoint:
                     locals_.remove(local)
                 locals_.append(local)
                 del locals_[:-MAX_LOCALS]
+                self._send_to.pop(src, None)
 
     def end_round(self) -> None:
         """The round's replies are sent: forget the senders that did not authenticate."""
@@ -344,15 +352,35 @@ class UdpEndpoint:
         self._reply_from.pop(addr, None)
         self._round.pop(addr, None)
         self._default_source.pop(addr, None)
+        self._send_to.pop(addr, None)
+
+    def _route(self, addr: Addr) -> tuple[tuple[str, int], list[tuple[int, int, bytes]]] | None:
+        """`_sockaddr` and `_pktinfo` for `addr`, kept for an authenticated remote (see
+        `_send_to`); None: no address family for it."""
+        sa = self._sockaddr(addr)
+        if sa is None:
+            return None
+        pktinfo = self._pktinfo(addr)
+        if addr in self._reply_from:
+            cached = self._default_source.get(addr)
+            if cached is not None:  # _pktinfo asked the kernel's route: valid as long
+                if len(self._send_to) >= MAX_REPLY_FROM:
+                    self._send_to.clear()  # bounded; refilled as needed
+                self._send_to[addr] = (sa, pktinfo, cached[1])
+        return sa, pktinfo
 
     def send_batch(self, addr: Addr, datagrams: Sequence[bytes]) -> None:
         """Send datagrams to `addr`, segmentation-offloaded when possible; never raises."""
         if not datagrams:
             return
-        sa = self._sockaddr(addr)
-        if sa is None:
-            return
-        pktinfo = self._pktinfo(addr)
+        hit = self._send_to.get(addr)
+        if hit is not None and time.monotonic() < hit[2]:
+            sa, pktinfo = hit[0], hit[1]
+        else:
+            route = self._route(addr)
+            if route is None:
+                return
+            sa, pktinfo = route
         if len(datagrams) == 1:  # a lone datagram (a ping, an ACK): no run to find
             self._sendto(datagrams[0], sa, pktinfo, addr)
             return
