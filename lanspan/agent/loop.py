@@ -758,7 +758,14 @@ class Agent:
         """
         node = self.node
         # once per round: what the reads schedule for "now" runs next round (timeout 0)
-        node_due = deadline = self._timer_due()
+        try:  # _timer_due(), inlined: asked every wake
+            node_due = node.next_timer()
+            if node_due < self._timer_hold:
+                node_due = self._timer_hold
+        except Exception as e:
+            self._timer_hold = node_due = time.monotonic() + TIMER_RETRY
+            self._contain("timer", e)
+        deadline = node_due
         if self._house_wake < deadline:
             deadline = self._house_wake
         timeout = deadline - time.monotonic()
