@@ -273,3 +273,22 @@ def test_a_send_to_an_authenticated_peer_follows_where_it_reached_us(
         reached("127.0.0.3")  # the peer's datagrams now reach another address
         assert answered_from() == "127.0.0.3"
         assert server.counters.tx_errors == 0
+
+
+def test_the_names_of_senders_are_kept_bounded_and_right(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`recv_batch` keeps each sender's printed address (`_names`); past MAX_NAMES
+    it starts over, and every datagram still names its own sender."""
+    monkeypatch.setattr(udp_mod, "MAX_NAMES", 2)
+    server = UdpEndpoint.bind(0)  # "::": IPv4 senders as mapped addresses, where there is IPv6
+    with server:
+        for round_ in range(2):
+            for host in ("127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"):
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+                    tx.bind((host, 0))
+                    tx.sendto(b"hi", ("127.0.0.5", server.port))
+                    got = _recv(server)
+                    assert got is not None and got[1] == (host, tx.getsockname()[1]), round_
+                    assert server.reply_from(got[1]) == "127.0.0.5"
+                assert len(server._names) <= 2

@@ -80,6 +80,9 @@ MAX_REPLY_FROM = 4096
 MAX_ROUND_SOURCES = 1024
 # Local addresses remembered per remote (a node has a few endpoints, not more).
 MAX_LOCALS = 4
+# Addresses `recv_batch` keeps the printed form of (senders' hosts, packed local
+# addresses): cleared when full, so a flood of spoofed sources costs a refill, not memory.
+MAX_NAMES = 4096
 # How long the kernel's default source towards a remote is trusted before it is
 # looked up again (a route change, an uplink going dark, shows within this).
 DEFAULT_SOURCE_TTL = 2.0
@@ -164,6 +167,7 @@ class UdpEndpoint:
         # what `_sockaddr` and `_pktinfo` answer, kept while `_default_source` keeps its
         # answer; dropped whenever `_reply_from` changes for that remote (`authenticated`,
         # `_forget`), so a send costs a lookup, not four calls.
+        self._names: dict[str | bytes, str] = {}  # see _name
         self._send_to: dict[Addr, tuple[tuple[str, int], list[tuple[int, int, bytes]], float]] = {}
         # Asks the kernel for its route's source (connect() sends nothing). Made
         # here, with the socket: in the same network namespace.
@@ -264,10 +268,16 @@ class UdpEndpoint:
             elif level == SOL_UDP and typ == UDP_GRO and len(cdata) >= 2:
                 seg = _INT.unpack_from(cdata)[0] if len(cdata) >= 4 else _SEG.unpack(cdata)[0]
             elif level == socket.IPPROTO_IPV6 and typ == IPV6_PKTINFO and len(cdata) >= 16:
-                local = _unmap(socket.inet_ntop(socket.AF_INET6, cdata[:16]))
+                raw = cdata[:16]
+                local = self._names.get(raw)
+                if local is None:
+                    local = self._name(raw, _unmap(socket.inet_ntop(socket.AF_INET6, raw)))
             elif level == socket.IPPROTO_IP and typ == IP_PKTINFO and len(cdata) >= 12:
                 local = socket.inet_ntop(socket.AF_INET, cdata[8:12])
-        src = (_unmap(addr[0]), addr[1])
+        host = self._names.get(addr[0])
+        if host is None:
+            host = self._name(addr[0], _unmap(addr[0]))
+        src = (host, addr[1])
         if local is not None and (src in self._round or len(self._round) < MAX_ROUND_SOURCES):
             self._round[src] = local
         n = len(data)
@@ -281,6 +291,14 @@ class UdpEndpoint:
         c.rx_datagrams += len(datagrams)
         c.rx_bytes += n
         return datagrams, src
+
+    def _name(self, key: str | bytes, name: str) -> str:
+        """Remember `name` for `key` (a packed local address or a sender's host as the
+        socket gave it): `recv_batch` names each address once, not per datagram."""
+        if len(self._names) >= MAX_NAMES:
+            self._names.clear()  # bounded; refilled as needed
+        self._names[key] = name
+        return name
 
     def authenticated(self, src: Addr) -> None:
         """A datagram from `src` of this round authenticated: remember where it came in."""
