@@ -6,7 +6,11 @@ time and the Python calls (sys.setprofile, every call and C call counted) of
 n1's frame out (frame read -> datagram sent) and of n2's datagram in
 (datagram read -> frame written) are measured, one frame at a time.
 
-    .venv/bin/python bench/hop_cost.py [--frames 1000] [--pause 0.0002]
+    .venv/bin/python bench/hop_cost.py [--frames 1000] [--pause 0.0002] [--control]
+
+--control gives each agent its control socket, as `lanspan agent --control` (and
+bench/throughput) runs it. A pause of 15 ms (`--pause 0.015`) lets the CPU go idle
+between frames, as bench/throughput's pings 10 ms apart do: each hop then runs cold.
 
 Prints p50/p90 µs for each hop and the calls per hop. Run it under the lock.
 """
@@ -37,9 +41,13 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=1000)
     ap.add_argument("--pause", type=float, default=0.0002)
+    ap.add_argument("--control", action="store_true", help="agents with a control socket")
     args = ap.parse_args()
     mp = pytest.MonkeyPatch()
-    with tempfile.TemporaryDirectory() as tmp, agent_pair(Path(tmp), mp) as pair:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        agent_pair(Path(tmp), mp, control=args.control) as pair,
+    ):
         a1, a2 = pair.agents["n1"], pair.agents["n2"]
         p1, p2 = pair.ports["n1"], pair.ports["n2"]
         pair.forwards("n1", "n2", b"warm-1")

@@ -181,3 +181,114 @@ def test_a_socket_that_fell_behind_gets_more_reads_per_round(
         calls = b.udp.counters.rx_calls
         b._read_rounds([b._readers[b.udp.fileno()]])
         assert b.udp.counters.rx_calls - calls == 40  # behind: caught up in 3 rounds
+
+
+def test_housekeeping_runs_when_due_not_per_wake(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Frames crossing in many wakes within HOUSEKEEPING seconds run the gateway
+    services' poll (and the rest of the housekeeping) once, not once per wake; once
+    HOUSEKEEPING has passed, the next wake runs it again."""
+    with agent_pair(tmp_path, monkeypatch) as pair:
+        pair.forwards("n1", "n2", b"warm1")
+        pair.forwards("n2", "n1", b"warm2")
+        a = pair.agents["n1"]
+        polls: list[float] = []
+        real_poll = a.services.poll
+
+        def counted(now: float) -> None:
+            polls.append(now)
+            real_poll(now)
+
+        monkeypatch.setattr(a.services, "poll", counted)
+        a.step(0)
+        polls.clear()
+        start = time.monotonic()
+        wakes = 0
+        while time.monotonic() - start < loop_mod.HOUSEKEEPING / 2:
+            pair.ports["n1"].inject(frame(1, b"x", dst=MAC2))
+            a.step(0.5)
+            wakes += 1
+        assert wakes >= 5
+        assert len(polls) <= 1, (len(polls), wakes)
+        time.sleep(loop_mod.HOUSEKEEPING)
+        pair.ports["n1"].inject(frame(1, b"y", dst=MAC2))
+        a.step(0.5)
+        assert polls and polls[-1] >= start + loop_mod.HOUSEKEEPING
+
+
+def test_an_idle_control_client_is_still_closed_when_due(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop wakes for a control client's idle timeout (housekeeping when due), with
+    no traffic to wake it otherwise."""
+    with agent_pair(tmp_path, monkeypatch, control=True) as pair:
+        a = pair.agents["n1"]
+        assert a.control is not None
+        monkeypatch.setattr(a.control, "_idle_timeout", 0.3)
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(str(tmp_path / "n1.sock"))
+        try:
+            start = time.monotonic()
+            closed = False
+            while time.monotonic() - start < 3.0 and not closed:
+                a.step(1.0)
+                closed = _readable(client.fileno()) and client.recv(1) == b""
+            assert closed, "the idle client was not closed"
+            assert time.monotonic() - start < 0.3 + loop_mod.HOUSEKEEPING + 0.5
+        finally:
+            client.close()
+
+
+def test_a_send_to_an_authenticated_peer_follows_where_it_reached_us(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The source of a send to an authenticated peer is kept (`_send_to`: no route
+    look-up per send) and follows the peer as soon as it reaches another address."""
+    server = UdpEndpoint.bind(0, "0.0.0.0")
+    client = UdpEndpoint.bind(0, "127.0.0.1")
+    with server, client:
+        peer = ("127.0.0.1", client.port)
+
+        def reached(local: str) -> None:
+            client.send_batch((local, server.port), [b"probe"])
+            got = _recv(server)
+            assert got is not None and got[1] == peer
+            server.authenticated(peer)
+            server.end_round()
+
+        def answered_from() -> str:
+            server.send_batch(peer, [b"answer"])
+            got = _recv(client)
+            assert got is not None
+            return got[1][0]
+
+        reached("127.0.0.2")
+        assert answered_from() == "127.0.0.2"
+        looked_up: list[object] = []
+        real = server._kernel_source
+        monkeypatch.setattr(server, "_kernel_source", lambda a: looked_up.append(a) or real(a))
+        assert answered_from() == "127.0.0.2"
+        assert looked_up == [], "the second send looked the route up again"
+        reached("127.0.0.3")  # the peer's datagrams now reach another address
+        assert answered_from() == "127.0.0.3"
+        assert server.counters.tx_errors == 0
+
+
+def test_the_names_of_senders_are_kept_bounded_and_right(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`recv_batch` keeps each sender's printed address (`_names`); past MAX_NAMES
+    it starts over, and every datagram still names its own sender."""
+    monkeypatch.setattr(udp_mod, "MAX_NAMES", 2)
+    server = UdpEndpoint.bind(0)  # "::": IPv4 senders as mapped addresses, where there is IPv6
+    with server:
+        for round_ in range(2):
+            for host in ("127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"):
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+                    tx.bind((host, 0))
+                    tx.sendto(b"hi", ("127.0.0.5", server.port))
+                    got = _recv(server)
+                    assert got is not None and got[1] == (host, tx.getsockname()[1]), round_
+                    assert server.reply_from(got[1]) == "127.0.0.5"
+                assert len(server._names) <= 2

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import pathlib
+import random
+from collections.abc import Callable
 from dataclasses import replace
 from ipaddress import ip_interface
 
@@ -536,6 +538,39 @@ def test_ageing_without_timer_call() -> None:
     assert fwd is not None and len(fwd.ports) == 3  # flooded: A aged exactly at 10
     assert sw.counters["aged"] == 1
     assert sw.counters["mac_moves"] == 0
+
+
+def test_a_frame_asks_for_ageing_only_when_an_entry_may_be_due() -> None:
+    """`_expire_at` (a lower bound of the oldest entry's expiry) skips the ageing pass
+    of a frame only when it would have aged nothing: fed the same random frames and
+    time, a switch that runs the pass on every frame ages, answers and counts alike."""
+    rng = random.Random(5)
+    macs = [A, B, C, bytes.fromhex("020000000e05")]
+    for _ in range(40):
+        guarded, always = switch(ageing=3.0), switch(ageing=3.0)
+        real = always._expire
+
+        def every_frame(
+            now: float, real: Callable[[float], None] = real, sw: Switch = always
+        ) -> None:
+            real(now)
+            sw._expire_at = -1.0  # ask again on the next frame
+
+        always._expire = every_frame  # type: ignore[method-assign]
+        always._expire_at = -1.0
+        now = 0.0
+        for _ in range(200):
+            now += rng.choice([0.01, 0.3, 1.0, 2.9, 3.0, 4.0])
+            f = eth(rng.choice([*macs, BROADCAST]), rng.choice(macs))
+            if rng.random() < 0.5:
+                port = rng.choice(["vm1", "vm2", "vm3"])
+                assert guarded.from_port(port, f, now) == always.from_port(port, f, now)
+            else:
+                peer = rng.choice(["p1", "p2"])
+                assert guarded.from_peer(peer, LAN, f, now) == always.from_peer(peer, LAN, f, now)
+            assert guarded.counters == always.counters
+            assert guarded.mac_table(now=now) == always.mac_table(now=now)
+            assert guarded.next_timer() == always.next_timer()
 
 
 # -------------------------------------------------------------- moves, flaps

@@ -64,6 +64,10 @@ log = logging.getLogger("lanspan.agent")
 READ_ROUNDS = 8
 # After a timer round failed, the next one waits this long (no busy loop on a stuck timer).
 TIMER_RETRY = 0.05
+# The loop's housekeeping (gateway services' children, idle control clients, the drop
+# log) runs when one of them is due and otherwise at most this often, never per wake.
+HOUSEKEEPING = 0.25
+_INF = float("inf")
 # The kernel filter is installed this long after the start, in the loop: never
 # before the first round of initiations has left (`_first_round`). Its rule is a
 # constant (this run's receiver-index prefix), so nothing moves it afterwards.
@@ -300,6 +304,9 @@ class Agent:
         self._drops_seen: dict[str, int] = {}
         self._drops_checked = 0.0
         self._timer_hold = 0.0  # no timer round before this (after one failed)
+        self._servers: tuple[ControlServer | MetricsServer, ...] = ()  # set in start()
+        self._house_at = 0.0  # housekeeping runs once the loop wakes at or after this
+        self._house_wake = 0.0  # the loop wakes for housekeeping at this (inf: never)
         self.services = GatewayServices(
             network,
             opts.node,
@@ -639,6 +646,7 @@ class Agent:
             except OSError as e:
                 raise AgentSetupError(e.strerror or str(e)) from e
             self.metrics.register(self.sel)
+        self._servers = tuple(s for s in (self.control, self.metrics) if s is not None)
         try:
             self.open_ports()
         except OSError as e:
@@ -746,58 +754,105 @@ class Agent:
             self._contain("timer", e)
             return self._timer_hold
 
+    def _house_due(self) -> float:
+        """When housekeeping must run (a control or metrics client to close, the kernel
+        filter to install); inf: only when the loop wakes anyway (`HOUSEKEEPING`)."""
+        due = _INF
+        for server in self._servers:
+            at = server.next_timer()
+            if at is not None and at < due:
+                due = at
+        if self._filter_at is not None and self._filter_at < due:
+            due = self._filter_at
+        return due
+
+    def _housekeeping(self, now: float) -> None:
+        """What is not per packet: the kernel filter, the gateway services' children,
+        idle control clients, the drop log. Run when due (`_house_due`) and otherwise
+        at most every HOUSEKEEPING seconds of a loop that wakes anyway, never per
+        wake: work between a packet's send and the loop's sleep delays the process
+        that send woke (the peer agent, the guest) when both share a CPU."""
+        if self._filter_at is not None and self._filter_at <= now:
+            self._install_kernel_filter()
+        try:
+            self.services.poll(now)  # children that died: restarted (with backoff)
+        except Exception as e:
+            self._contain("timer", e)
+        for server in self._servers:
+            try:
+                server.handle_timer(now)  # idle clients
+            except Exception as e:
+                self._contain("control", e)
+        try:
+            if now - self._drops_checked >= 1.0:
+                self._log_drops(now)
+        except Exception as e:
+            self._contain("output", e)
+        self._house_at = min(now + HOUSEKEEPING, self._house_due())
+        self._house_wake = self._house_due()
+
     def step(self, max_wait: float | None = None) -> None:
-        """One round: wait for I/O or the timer, handle what is ready, carry out the outputs."""
-        node, sel = self.node, self.sel
+        """One round: wait for I/O or the timer, handle what is ready, carry out the outputs.
+
+        Per wake only the node's timer deadline is asked; the rest (`_housekeeping`)
+        runs when due. Data reads send their outputs at once (`_send_now`), so the
+        round's own flush runs only after a timer round or another handler.
+        """
+        node = self.node
         # once per round: what the reads schedule for "now" runs next round (timeout 0)
-        node_due = deadline = self._timer_due()
-        servers = [s for s in (self.control, self.metrics) if s is not None]
-        for server in servers:
-            due = server.next_timer()
-            if due is not None:
-                deadline = min(deadline, due)
-        if self._filter_at is not None:
-            deadline = min(deadline, self._filter_at)
-        timeout = max(0.0, deadline - time.monotonic())
-        if max_wait is not None:
-            timeout = min(timeout, max_wait)
+        try:  # _timer_due(), inlined: asked every wake
+            node_due = node.next_timer()
+            if node_due < self._timer_hold:
+                node_due = self._timer_hold
+        except Exception as e:
+            self._timer_hold = node_due = time.monotonic() + TIMER_RETRY
+            self._contain("timer", e)
+        deadline = node_due
+        if self._house_wake < deadline:
+            deadline = self._house_wake
+        timeout = deadline - time.monotonic()
+        if timeout < 0.0:
+            timeout = 0.0
+        if max_wait is not None and max_wait < timeout:
+            timeout = max_wait
         ready: list[Callable[[], bool]] = []
-        for key, mask in sel.select(timeout):
+        other = False
+        for key, mask in self.sel.select(timeout):
             handler = key.data
             if type(handler) is DataReader:
                 ready.append(handler.once)
                 continue
+            other = True
             try:
                 handler(mask)
             except Exception as e:  # the readers contain each event; this is the read itself
                 self._contain("read", e)
+        if other:  # a client came or went, a request was answered: its timer moved
+            due = self._house_due()
+            self._house_wake = due
+            if due < self._house_at:
+                self._house_at = due
         if ready:
             self._read_rounds(ready)
+            self.udp.end_round()
         now = time.monotonic()
         if node_due <= now:
+            other = True
             try:
                 node.handle_timer(now)
             except Exception as e:
                 self._timer_hold = now + TIMER_RETRY
                 self._contain("timer", e)
-        if self._filter_at is not None and self._filter_at <= now:
-            self._install_kernel_filter()
-        try:
-            self.services.poll(now)  # gateway state changes, health checks
-        except Exception as e:
-            self._contain("timer", e)
-        for server in servers:
-            try:
-                server.handle_timer(now)  # idle clients
-            except Exception as e:
-                self._contain("control", e)
+        if self._house_at <= now:
+            other = True
+            self._housekeeping(now)
         if self._reload_requested:
+            other = True
             self._reload_requested = False
             self.reload()
-        try:
-            self._flush()
-            if now - self._drops_checked >= 1.0:  # (the test, inlined: every wake asks)
-                self._log_drops(now)
-        except Exception as e:
-            self._contain("output", e)
-        self.udp.end_round()
+        if other:
+            try:
+                self._flush()
+            except Exception as e:
+                self._contain("output", e)
+            self.udp.end_round()

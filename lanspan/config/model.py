@@ -318,6 +318,7 @@ class Network:
         for g in self.gateways:
             out += [n for n in g.nodes if n not in out]
         return tuple(out)
+
     # -- kernel data plane (trusted sites) --
     sites: tuple[Site, ...] = ()  # declared [[site]] tables
     vteps: tuple[Vtep, ...] = ()  # [[node]] tables with vtep = true (never in `nodes`)

@@ -80,6 +80,9 @@ MAX_REPLY_FROM = 4096
 MAX_ROUND_SOURCES = 1024
 # Local addresses remembered per remote (a node has a few endpoints, not more).
 MAX_LOCALS = 4
+# Addresses `recv_batch` keeps the printed form of (senders' hosts, packed local
+# addresses): cleared when full, so a flood of spoofed sources costs a refill, not memory.
+MAX_NAMES = 4096
 # How long the kernel's default source towards a remote is trusted before it is
 # looked up again (a route change, an uplink going dark, shows within this).
 DEFAULT_SOURCE_TTL = 2.0
@@ -160,6 +163,12 @@ class UdpEndpoint:
         self.last_arrival: float | None = None
         # remote -> (the kernel's default source towards it or None, when to look again)
         self._default_source: dict[Addr, tuple[str | None, float]] = {}
+        # authenticated remote -> (its sockaddr, the pktinfo to send with, valid until):
+        # what `_sockaddr` and `_pktinfo` answer, kept while `_default_source` keeps its
+        # answer; dropped whenever `_reply_from` changes for that remote (`authenticated`,
+        # `_forget`), so a send costs a lookup, not four calls.
+        self._names: dict[str | bytes, str] = {}  # see _name
+        self._send_to: dict[Addr, tuple[tuple[str, int], list[tuple[int, int, bytes]], float]] = {}
         # Asks the kernel for its route's source (connect() sends nothing). Made
         # here, with the socket: in the same network namespace.
         self._route_probe = socket.socket(sock.family, socket.SOCK_DGRAM)
@@ -259,10 +268,16 @@ class UdpEndpoint:
             elif level == SOL_UDP and typ == UDP_GRO and len(cdata) >= 2:
                 seg = _INT.unpack_from(cdata)[0] if len(cdata) >= 4 else _SEG.unpack(cdata)[0]
             elif level == socket.IPPROTO_IPV6 and typ == IPV6_PKTINFO and len(cdata) >= 16:
-                local = _unmap(socket.inet_ntop(socket.AF_INET6, cdata[:16]))
+                raw = cdata[:16]
+                local = self._names.get(raw)
+                if local is None:
+                    local = self._name(raw, _unmap(socket.inet_ntop(socket.AF_INET6, raw)))
             elif level == socket.IPPROTO_IP and typ == IP_PKTINFO and len(cdata) >= 12:
                 local = socket.inet_ntop(socket.AF_INET, cdata[8:12])
-        src = (_unmap(addr[0]), addr[1])
+        host = self._names.get(addr[0])
+        if host is None:
+            host = self._name(addr[0], _unmap(addr[0]))
+        src = (host, addr[1])
         if local is not None and (src in self._round or len(self._round) < MAX_ROUND_SOURCES):
             self._round[src] = local
         n = len(data)
@@ -277,6 +292,14 @@ class UdpEndpoint:
         c.rx_bytes += n
         return datagrams, src
 
+    def _name(self, key: str | bytes, name: str) -> str:
+        """Remember `name` for `key` (a packed local address or a sender's host as the
+        socket gave it): `recv_batch` names each address once, not per datagram."""
+        if len(self._names) >= MAX_NAMES:
+            self._names.clear()  # bounded; refilled as needed
+        self._names[key] = name
+        return name
+
     def authenticated(self, src: Addr) -> None:
         """A datagram from `src` of this round authenticated: remember where it came in."""
         local = self._round.get(src)
@@ -286,9 +309,11 @@ class UdpEndpoint:
         locals_ = table.get(src)
         if locals_ is None:
             table[src] = [local]
+            self._send_to.pop(src, None)
             if len(table) > MAX_REPLY_FROM:
                 gone, _ = table.popitem(last=False)
                 self._default_source.pop(gone, None)
+                self._send_to.pop(gone, None)
         else:
             table.move_to_end(src)
             if locals_[-1] != local:
@@ -296,6 +321,7 @@ class UdpEndpoint:
                     locals_.remove(local)
                 locals_.append(local)
                 del locals_[:-MAX_LOCALS]
+                self._send_to.pop(src, None)
 
     def end_round(self) -> None:
         """The round's replies are sent: forget the senders that did not authenticate."""
@@ -344,15 +370,35 @@ class UdpEndpoint:
         self._reply_from.pop(addr, None)
         self._round.pop(addr, None)
         self._default_source.pop(addr, None)
+        self._send_to.pop(addr, None)
+
+    def _route(self, addr: Addr) -> tuple[tuple[str, int], list[tuple[int, int, bytes]]] | None:
+        """`_sockaddr` and `_pktinfo` for `addr`, kept for an authenticated remote (see
+        `_send_to`); None: no address family for it."""
+        sa = self._sockaddr(addr)
+        if sa is None:
+            return None
+        pktinfo = self._pktinfo(addr)
+        if addr in self._reply_from:
+            cached = self._default_source.get(addr)
+            if cached is not None:  # _pktinfo asked the kernel's route: valid as long
+                if len(self._send_to) >= MAX_REPLY_FROM:
+                    self._send_to.clear()  # bounded; refilled as needed
+                self._send_to[addr] = (sa, pktinfo, cached[1])
+        return sa, pktinfo
 
     def send_batch(self, addr: Addr, datagrams: Sequence[bytes]) -> None:
         """Send datagrams to `addr`, segmentation-offloaded when possible; never raises."""
         if not datagrams:
             return
-        sa = self._sockaddr(addr)
-        if sa is None:
-            return
-        pktinfo = self._pktinfo(addr)
+        hit = self._send_to.get(addr)
+        if hit is not None and time.monotonic() < hit[2]:
+            sa, pktinfo = hit[0], hit[1]
+        else:
+            route = self._route(addr)
+            if route is None:
+                return
+            sa, pktinfo = route
         if len(datagrams) == 1:  # a lone datagram (a ping, an ACK): no run to find
             self._sendto(datagrams[0], sa, pktinfo, addr)
             return

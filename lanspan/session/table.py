@@ -1205,9 +1205,13 @@ class SessionTable:
         for deadline in (p.retry_at, p.keepalive_at, p.new_handshake_at):
             if deadline is not None and deadline < best:
                 best = deadline
-        for kp in p.keypairs():
-            if kp.reject_at < best:
-                best = kp.reject_at
+        current = p.current  # p.keypairs(), without building the list (once per wake)
+        if current is not None and current.reject_at < best:
+            best = current.reject_at
+        for kps in (p.previous, p.nexts):
+            for kp in kps:
+                if kp.reject_at < best:
+                    best = kp.reject_at
         if p.persistent_keepalive is not None:
             due = self._clock if p.last_sent is None else p.last_sent + p.persistent_keepalive
             best = min(best, due)

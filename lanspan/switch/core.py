@@ -419,6 +419,9 @@ class Switch:
         self._up_seq = 0
         # dynamic entries in least-recently-seen order (ageing pops from the front)
         self._table: OrderedDict[tuple[int, bytes], _Learned] = OrderedDict()
+        # No learned entry ages out before this (a lower bound of the oldest's expiry:
+        # a refresh only moves it later), so a frame calls `_expire` only when one may.
+        self._expire_at = float("inf")
         self._by_where: dict[Location, set[tuple[int, bytes]]] = collections.defaultdict(set)
         self._moves: dict[tuple[int, bytes], _Moves] = {}
         # The fast path: answers of the rules above for a lone unicast frame, by
@@ -443,7 +446,8 @@ class Switch:
         self._now = now
         hot = self._hot_out.get((port, frame[:14]))
         if hot is not None:
-            self._expire(now)
+            if now >= self._expire_at:
+                self._expire(now)
             if hot.gen == self._gen:  # what the rules below would answer, and do
                 e = hot.src
                 e.seen = now
@@ -486,7 +490,8 @@ class Switch:
         mesh = frame if vid is None else pop_tag(frame)
         inner_tagged = h.ethertype in TAG_TPIDS
 
-        self._expire(now)
+        if now >= self._expire_at:
+            self._expire(now)
         if not self._learn(seg, h.src, p.where, now, p.mac_limit, p):
             return None
 
@@ -562,7 +567,8 @@ class Switch:
         self._now = now
         hot = self._hot_in.get((peer, vni, frame[:14]))
         if hot is not None:
-            self._expire(now)
+            if now >= self._expire_at:
+                self._expire(now)
             if hot.gen == self._gen:  # what the rules below would answer, and do
                 e = hot.src
                 e.seen = now
@@ -590,7 +596,8 @@ class Switch:
             return None
         inner_tagged = h.vlan is not None or h.ethertype in TAG_TPIDS
 
-        self._expire(now)
+        if now >= self._expire_at:
+            self._expire(now)
         if not self._learn(seg, h.src, pr.where, now, pr.mac_limit, pr):
             return None
 
@@ -839,6 +846,8 @@ class Switch:
         self._gen += 1
         if e is None:
             table[key] = _Learned(where, now)
+            if now + self.ageing < self._expire_at:
+                self._expire_at = now + self.ageing
             self.counters["learned"] += 1
         else:
             old = e.where
@@ -908,9 +917,11 @@ class Switch:
         while table:
             key, e = next(iter(table.items()))
             if e.seen + ageing > now:
+                self._expire_at = e.seen + ageing
                 return
             self._forget(key)
             self.counters["aged"] += 1
+        self._expire_at = float("inf")
 
     def _event(self, kind: SwitchEventKind, segment: str, mac: bytes | str, detail: str) -> None:
         if len(self._events) >= MAX_PENDING_EVENTS:
