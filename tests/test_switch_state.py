@@ -43,7 +43,7 @@ from lanspan.config.model import (
     TrunkPort,
 )
 from lanspan.switch import Forward, Switch
-from lanspan.switch.core import UNKNOWN_UNICAST_INTERVAL
+from lanspan.switch.core import UNKNOWN_UNICAST_INTERVAL, UNKNOWN_UNICAST_WINDOW
 from lanspan.wire.ethernet import BROADCAST, TAG_TPIDS, build, parse_untrusted, pop_tag, push_tag
 
 UNICAST = [bytes([2, 0, 0, 0, 0, i]) for i in range(1, 6)]
@@ -175,7 +175,8 @@ class SwitchMachine(RuleBasedStateMachine):
         self.sw = Switch(net, "me", flap_moves=2, flap_window=5.0)
         self.now = 0.0
         self.up = {n.name: False for n in net.nodes if n.name != "me"}
-        self.unknown_at: dict[tuple[int, bytes], float] = {}  # unknown unicast flooded to all
+        # unknown unicast: (vni, dst) -> (flooded to all, unknown since)
+        self.unknown_at: dict[tuple[int, bytes], tuple[float, float]] = {}
         self.learned = {}
         self.ports = {p.name: p for p in self.me.ports}
         self.statics: dict[tuple[int, bytes], str] = {}
@@ -255,6 +256,7 @@ class SwitchMachine(RuleBasedStateMachine):
             assert pin == where
             return
         self.learned[(vni, src)] = Learned(where, self.now)
+        self.unknown_at.pop((vni, src), None)  # known: a later loss starts a new window
 
     def check_outputs(
         self, fwd: Forward, vni: int, ingress: str, from_peer: bool, inner_tagged: bool
@@ -357,8 +359,13 @@ class SwitchMachine(RuleBasedStateMachine):
         if unknown and peers:
             # unknown unicast: every peer once a second per destination, some in between
             last = self.unknown_at.get((vni, dst))
-            if last is None or self.now - last >= UNKNOWN_UNICAST_INTERVAL:
-                self.unknown_at[(vni, dst)] = self.now
+            if last is None:
+                self.unknown_at[(vni, dst)] = (self.now, self.now)
+            elif (
+                self.now - last[1] < UNKNOWN_UNICAST_WINDOW
+                or self.now - last[0] >= UNKNOWN_UNICAST_INTERVAL
+            ):
+                self.unknown_at[(vni, dst)] = (self.now, last[1])
             else:
                 peers = set(fwd.peers) if fwd is not None else set()
                 assert peers <= self.expected_flood(vni, ingress, inner_tagged)[1]

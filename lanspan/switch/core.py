@@ -46,9 +46,11 @@ Rules, in the order they are applied to a frame from a local port:
    and to the peers that carry the segment, are up and have somewhere to put it
    (a port in the segment, one of its gateway addresses, or a trusted site: a
    peer never passes a mesh frame on to another peer), within the ingress
-   port's flood rate (`switch.flood_rate`). Unknown unicast reaches the peers at
-   most once a second per destination MAC, and at once the peers that came up
-   since (`switch.unknown_unicast` for the rest; the local ports get every frame).
+   port's flood rate (`switch.flood_rate`). Unknown unicast reaches the peers
+   with every frame for UNKNOWN_UNICAST_WINDOW after its destination is first
+   unknown, then at most once a second per destination MAC, and at once the peers
+   that came up since (`switch.unknown_unicast` for the rest; the local ports get
+   every frame).
 
 Frames from peers: the peer must exist (`switch.unknown_peer`), the VNI must be a
 segment (`switch.unknown_vni`) this node carries (`switch.segment_not_allowed`) and the
@@ -135,6 +137,10 @@ FLOOD_HOLD_MAX = 256  # per segment
 # Unknown unicast from a local port reaches every peer at most once per this many
 # seconds per destination MAC (and at once every peer that came up since).
 UNKNOWN_UNICAST_INTERVAL = 1.0
+# ... except in the first this many seconds a destination is unknown: every frame then
+# (the answer to the first is on its way; after a reload rebuilt the tables a ping's
+# answer took 60 ms, and the frames behind it were lost).
+UNKNOWN_UNICAST_WINDOW = 0.25
 MAX_UNKNOWN = 4096  # destinations remembered for that; emptied when full
 _ZERO_MAC = b"\x00" * 6
 _LOCAL: Final = "local"  # static pin: this node, any local port
@@ -414,8 +420,8 @@ class Switch:
             vni: deque(maxlen=FLOOD_HOLD_MAX) for vni in self._segs
         }
         # Unknown unicast destinations: (vni, dst) -> (when flooded to every peer, the
-        # `_up_seq` then); `_up_seq` counts peers coming up.
-        self._unknown: dict[tuple[int, bytes], tuple[float, int]] = {}
+        # `_up_seq` then, since when unknown); `_up_seq` counts peers coming up.
+        self._unknown: dict[tuple[int, bytes], tuple[float, int, float]] = {}
         self._up_seq = 0
         # dynamic entries in least-recently-seen order (ageing pops from the front)
         self._table: OrderedDict[tuple[int, bytes], _Learned] = OrderedDict()
@@ -535,7 +541,8 @@ class Switch:
     ) -> tuple[str, ...]:
         """The peers a unicast frame to `dst`, a MAC nobody has taught us, goes to.
 
-        Every peer, at most once per UNKNOWN_UNICAST_INTERVAL per destination; in
+        Every peer with every frame for UNKNOWN_UNICAST_WINDOW after `dst` is first
+        unknown, then at most once per UNKNOWN_UNICAST_INTERVAL per destination; in
         between only the peers that came up since (they have not had one yet): the
         frame that reached the peer behind `dst` brings the answer that teaches us
         where it is. Until then a local sender's every frame went to every peer,
@@ -547,16 +554,19 @@ class Switch:
         """
         key = (vni, dst)
         last = self._unknown.get(key)
-        if last is None or now - last[0] >= UNKNOWN_UNICAST_INTERVAL or now < last[0]:
+        if last is None or now < last[2]:
             if last is None and len(self._unknown) >= MAX_UNKNOWN:
                 self._unknown.clear()
-            self._unknown[key] = (now, self._up_seq)
+            self._unknown[key] = (now, self._up_seq, now)
             return peers
-        at, seq = last
+        at, seq, since = last
+        if now - since < UNKNOWN_UNICAST_WINDOW or now - at >= UNKNOWN_UNICAST_INTERVAL:
+            self._unknown[key] = (now, self._up_seq, since)
+            return peers
         if seq == self._up_seq:
             self.drops["switch.unknown_unicast"] += 1
             return ()
-        self._unknown[key] = (at, self._up_seq)
+        self._unknown[key] = (at, self._up_seq, since)
         fresh = tuple(p for p in peers if self._peers[p].up_seq > seq)
         if len(fresh) < len(peers):
             self.drops["switch.unknown_unicast"] += 1
@@ -846,6 +856,7 @@ class Switch:
         self._gen += 1
         if e is None:
             table[key] = _Learned(where, now)
+            self._unknown.pop(key, None)  # known now: a later loss of it starts afresh
             if now + self.ageing < self._expire_at:
                 self._expire_at = now + self.ageing
             self.counters["learned"] += 1
