@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, cast
 from lanspan.logs import setup_logging
 
 if TYPE_CHECKING:
-    from lanspan.agent.early import EarlyPorts
+    from lanspan.config.model import Network
 
 __all__ = [
     "LOG_FORMATS",
@@ -133,25 +133,40 @@ def run(
 
     early = open_early(network_file, node)
     try:
-        _run(early, network_file, node, key_file, control, metrics, run_dir, state_dir,
-             no_kernel_filter, tcp_segmentation, parity_group)  # fmt: skip
+        network, private = _load(network_file, node, key_file)
+        from lanspan.agent.loop import Agent, AgentOptions, AgentSetupError
+        from lanspan.node.core import TcpSegmentation
+
+        opts = AgentOptions(
+            network_file=network_file,
+            node=node,
+            private_key=private,
+            control=control or Path("/run/lanspan") / f"{network.name}.sock",
+            metrics=metrics_address(metrics),
+            run_dir=run_dir,
+            state_dir=state_dir,
+            kernel_filter=not no_kernel_filter,
+            tcp_segmentation=cast(TcpSegmentation, tcp_segmentation),
+            parity_group=int(parity_group),
+        )
+        if opts.control is not None:
+            try:
+                opts.control.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+            except OSError as e:
+                fail(f"cannot create the control socket's directory {opts.control.parent}: {e}")
+        try:
+            code = Agent(opts, network, early=early).run()
+        except AgentSetupError as e:
+            fail(str(e))
+            return
     finally:
         early.close()  # what no port took (or everything, when the agent did not start)
+    sys.exit(code)
 
 
-def _run(
-    early: EarlyPorts,
-    network_file: Path,
-    node: str,
-    key_file: Path,
-    control: Path | None,
-    metrics: str | None,
-    run_dir: Path | None,
-    state_dir: Path | None,
-    no_kernel_filter: bool,
-    tcp_segmentation: str,
-    parity_group: str,
-) -> None:
+def _load(network_file: Path, node: str, key_file: Path) -> tuple[Network, bytes]:
+    """The validated network file and the node's private key; exit 1 with one line if
+    either is wrong or they do not belong together."""
     from lanspan.config import load_network
     from lanspan.config.keys import load_private_key, public_key
     from lanspan.errors import ConfigError
@@ -161,7 +176,7 @@ def _run(
         private = load_private_key(key_file)
     except ConfigError as e:
         fail(str(e))  # one line: "FILE: problem; problem"
-        return
+        raise  # not reached: fail exits
     names = [n.name for n in network.nodes]
     if node not in names:
         fail(f"{network_file}: no node named {node!r}; nodes are: {', '.join(names)}")
@@ -174,33 +189,7 @@ def _run(
         )
     if any(p.create for p in me.ports) and not Path("/dev/net/tun").exists():
         fail("/dev/net/tun is missing: load the tun module (modprobe tun) to create TAP ports")
-    from lanspan.agent.loop import Agent, AgentOptions, AgentSetupError
-    from lanspan.node.core import TcpSegmentation
-
-    opts = AgentOptions(
-        network_file=network_file,
-        node=node,
-        private_key=private,
-        control=control or Path("/run/lanspan") / f"{network.name}.sock",
-        metrics=metrics_address(metrics),
-        run_dir=run_dir,
-        state_dir=state_dir,
-        kernel_filter=not no_kernel_filter,
-        tcp_segmentation=cast(TcpSegmentation, tcp_segmentation),
-        parity_group=int(parity_group),
-    )
-    if opts.control is not None:
-        try:
-            opts.control.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-        except OSError as e:
-            fail(f"cannot create the control socket's directory {opts.control.parent}: {e}")
-    try:
-        agent_ = Agent(opts, network, early=early)
-        code = agent_.run()
-    except AgentSetupError as e:
-        fail(str(e))
-        return
-    sys.exit(code)
+    return network, private
 
 
 def metrics_address(value: str | None) -> str | None:
