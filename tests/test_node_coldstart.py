@@ -23,7 +23,44 @@ def guest_mac(name: str) -> bytes:
     return bytes.fromhex("02000000") + int(name[1:]).to_bytes(2, "big")
 
 
-class ColdNet(Net):
+class NatNet(Net):
+    """Net whose NAT'd nodes receive only from addresses they sent to: `run_node`
+    runs one node's timers and takes its outputs, `deliver` hands the link's
+    datagrams to the nodes listening; `frame_through` says which guest frame
+    reached whom."""
+
+    nat: frozenset[str]
+    pinholes: set[tuple[Addr, Addr]]  # (inside, outside)
+
+    def frame_through(self, peer: str, name: str) -> None:
+        raise NotImplementedError
+
+    def run_node(self, name: str, node: NodeCore) -> None:
+        if node.next_timer() <= self.now:
+            node.handle_timer(self.now)
+        for out in node.take_outputs():
+            if isinstance(out, Send):
+                for d in out.batch:
+                    if name in self.nat:
+                        self.pinholes.add((self.addr[name], out.target))
+                    self.link.send(self.addr[name], out.target, d)
+            elif isinstance(out, Write):
+                src = out.data[vnet.VNET_HDR_LEN + 6 : vnet.VNET_HDR_LEN + 12]
+                self.frame_through(f"n{int.from_bytes(src[4:], 'big')}", name)
+            elif isinstance(out, Log):
+                self.logged[name].append(out)
+
+    def deliver(self, listening: dict[str, NodeCore]) -> None:
+        for src, dst, data in self.link.take():
+            target = self.by_addr.get(dst)
+            if target is None or target not in listening:
+                continue  # nobody listening
+            if target in self.nat and (dst, src) not in self.pinholes:
+                continue  # the NAT lets in only replies
+            listening[target].datagram(data, src, self.now)
+
+
+class ColdNet(NatNet):
     """Net whose nodes start at given times; a node behind NAT receives only from
     addresses it sent to; a node that has not started receives nothing."""
 
@@ -49,27 +86,11 @@ class ColdNet(Net):
         for name, node in self.started.items():
             if tick:
                 node.frame_from_port("pa", plain(frame(BCAST, guest_mac(name))), self.now)
-            if node.next_timer() <= self.now:
-                node.handle_timer(self.now)
-            for out in node.take_outputs():
-                if isinstance(out, Send):
-                    for d in out.batch:
-                        if name in self.nat:
-                            self.pinholes.add((self.addr[name], out.target))
-                        self.link.send(self.addr[name], out.target, d)
-                elif isinstance(out, Write):
-                    src = out.data[vnet.VNET_HDR_LEN + 6 : vnet.VNET_HDR_LEN + 12]
-                    peer = f"n{int.from_bytes(src[4:], 'big')}"
-                    self.first.setdefault((peer, name), self.now)
-                elif isinstance(out, Log):
-                    self.logged[name].append(out)
-        for src, dst, data in self.link.take():
-            target = self.by_addr.get(dst)
-            if target is None or target not in self.started:
-                continue  # nobody listening yet
-            if target in self.nat and (dst, src) not in self.pinholes:
-                continue  # the NAT lets in only replies
-            self.started[target].datagram(data, src, self.now)
+            self.run_node(name, node)
+        self.deliver(self.started)  # a node that has not started hears nothing
+
+    def frame_through(self, peer: str, name: str) -> None:
+        self.first.setdefault((peer, name), self.now)
 
 
 def cold(seed: int, n: int = 13, nat: frozenset[str] = frozenset(f"n{i}" for i in range(8, 14))

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import random
 
+from test_node_coldstart import NatNet
 from test_node_twocore import Link, Net, frame, plain
 
 from lanspan.addr import Addr
 from lanspan.node.core import NodeCore
-from lanspan.node.outputs import Log, Send, Write
 from lanspan.node.relays import REACH_FLAP_LIMIT, relay_request
-from lanspan.wire import vnet
 
 PING_EVERY = 0.1  # each guest sends to every other guest this often (the heal probers)
 HUBS = ("n1", "n2", "n3")
@@ -26,7 +25,7 @@ def guest_mac(name: str) -> bytes:
     return bytes.fromhex("02000000") + int(name[1:]).to_bytes(2, "big")
 
 
-class RestartNet(Net):
+class RestartNet(NatNet):
     """Net with NAT'd nodes (they receive only from addresses they sent to), guests
     pinging every other guest, and nodes that can be stopped (deaf and mute) and
     started again as fresh cores."""
@@ -67,26 +66,11 @@ class RestartNet(Net):
                     if other != name:
                         f = frame(guest_mac(other), guest_mac(name))
                         node.frame_from_port("pa", plain(f), self.now)
-            if node.next_timer() <= self.now:
-                node.handle_timer(self.now)
-            for out in node.take_outputs():
-                if isinstance(out, Send):
-                    for d in out.batch:
-                        if name in self.nat:
-                            self.pinholes.add((self.addr[name], out.target))
-                        self.link.send(self.addr[name], out.target, d)
-                elif isinstance(out, Write):
-                    src = out.data[vnet.VNET_HDR_LEN + 6 : vnet.VNET_HDR_LEN + 12]
-                    self.heard[(f"n{int.from_bytes(src[4:], 'big')}", name)] = self.now
-                elif isinstance(out, Log):
-                    self.logged[name].append(out)
-        for src, dst, data in self.link.take():
-            target = self.by_addr.get(dst)
-            if target is None or target not in live:
-                continue  # nobody listening
-            if target in self.nat and (dst, src) not in self.pinholes:
-                continue  # the NAT lets in only replies
-            live[target].datagram(data, src, self.now)
+            self.run_node(name, node)
+        self.deliver(live)  # a stopped node hears nothing
+
+    def frame_through(self, peer: str, name: str) -> None:
+        self.heard[(peer, name)] = self.now
 
     def answered_since(self, since: float) -> list[tuple[str, str]]:
         """Pairs (a, b) whose guests answered each other (both ways) after `since`."""
