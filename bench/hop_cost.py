@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -70,36 +71,34 @@ def main() -> int:
             if event == "call" or event == "c_call":
                 calls[counting[0]] += 1
 
+        def step(agent: Any, which: str, profiled: bool) -> float:
+            """One step of `agent`, in µs; its Python calls counted under `which` when
+            `profiled` (then the time is not a sample: the profiler slows it)."""
+            t0 = time.perf_counter_ns()
+            if profiled:
+                counting[0] = which
+                sys.setprofile(prof)
+            agent.step(0.0)
+            if profiled:
+                sys.setprofile(None)
+            return (time.perf_counter_ns() - t0) / 1000
+
         udp2 = a2.udp.fileno() if hasattr(a2.udp, "fileno") else None
         for i in range(args.frames):
             prof_on = i % 10 == 0
             p1.inject(frame(1, b"x%d" % i, MAC2))
             select.select([a1_fd(a1)], [], [], 1.0)
-            t0 = time.perf_counter_ns()
-            if prof_on:
-                counting[0] = "out"
-                sys.setprofile(prof)
-            a1.step(0.0)
-            if prof_on:
-                sys.setprofile(None)
-            t1 = time.perf_counter_ns()
+            took_out = step(a1, "out", prof_on)
             if udp2 is not None:
                 select.select([udp2], [], [], 1.0)
-            t2 = time.perf_counter_ns()
-            if prof_on:
-                counting[0] = "in"
-                sys.setprofile(prof)
-            a2.step(0.0)
-            if prof_on:
-                sys.setprofile(None)
-            t3 = time.perf_counter_ns()
+            took_in = step(a2, "in", prof_on)
             got = p2.received()
             if not got:
                 a2.step(0.01)
                 got = p2.received()
             if not prof_on:
-                out_us.append((t1 - t0) / 1000)
-                in_us.append((t3 - t2) / 1000)
+                out_us.append(took_out)
+                in_us.append(took_in)
             if args.pause:
                 time.sleep(args.pause)
         samples = args.frames // 10
