@@ -37,7 +37,7 @@ from lanspan.node.relays import (
 )
 from lanspan.node.reload import check_reload, plan_reload
 from lanspan.session import Delivered, SessionEvent, SessionTable, Transmit
-from lanspan.switch import Switch, host_port_mac
+from lanspan.switch import Forward, Switch, host_port_mac
 from lanspan.wire import control, parity, payload, tcpseg, vnet
 
 if TYPE_CHECKING:  # built only when asked (`status`, `mac_rows`): not at an agent's start
@@ -48,6 +48,8 @@ __all__ = ["PARITY_GROUP", "NodeCore", "TcpSegmentation", "endpoint_addr", "host
 ZERO_VNET = bytes(vnet.VNET_HDR_LEN)
 _WHOLE_OFFLOAD = payload.FLAG_I | payload.FLAG_O  # a whole frame behind a vnet header
 _CONTROL_OR_FRAGMENT = payload.FLAG_C | payload.FLAG_F
+# A payload `datagram_to_port` may write at once: a whole frame without offload metadata.
+_FAST_IN_FLAGS = _CONTROL_OR_FRAGMENT | payload.FLAG_O
 # Where the agent contains a failure (drop reason agent.internal_error_<where>).
 # How superframes to a peer travel (`NodeCore._split_for`): "parity" (the default) as
 # fragments and, while the peer shows loss, parity payloads after them; "loss" as TCP
@@ -297,12 +299,33 @@ class NodeCore:
 
     def frame_from_port(self, port: str, data: bytes, now: float) -> None:
         """A frame read from a local port: 10-byte vnet header, then the frame."""
+        one = self.frame_to_peer(port, data, now)
+        if one is not None:
+            self._out.append(Send(one[0], [one[1]]))
+
+    def frame_to_peer(self, port: str, data: bytes, now: float) -> tuple[Addr, bytes] | None:
+        """`frame_from_port`, with the common case short: the adapter's fast path.
+
+        When all the frame made is one datagram to one address (a plain unicast the
+        switch answers from its hot cache, to a peer with a current keypair and a
+        direct path, that fits one datagram, with nothing else to send), that
+        datagram comes back as (address, datagram), for the caller to send at once
+        (no `Send`, no `take_outputs`); every counter, timer and drop is as through
+        `frame_from_port`. Otherwise None: the outputs wait in `take_outputs`.
+        """
         hdr, frame = data[: vnet.VNET_HDR_LEN], data[vnet.VNET_HDR_LEN :]
         t = self._port_traffic.get(port)
         if t is not None:
             t.rx_frames += 1
             t.rx_bytes += len(frame)
         plain = hdr == ZERO_VNET
+        if plain and not self._out:
+            hot = self._switch.hot_out(port, frame, now)
+            if hot is not None and len(hot[1]) == 1:
+                return self._unicast_out(hot[0], hot[1][0], frame, now)
+            if hot is not None:
+                self._forward_out(Forward(hot[0], frame, (), hot[1]), hdr, frame, True, now)
+                return None
         if not plain:
             # The kernel's header, but checked as a peer's would be: every later use
             # (a tag pushed or popped, the mesh form) must be able to shift it.
@@ -310,10 +333,45 @@ class NodeCore:
                 vnet.validate_untrusted(vnet.parse_untrusted(hdr), len(frame))
             except BadPacket as e:
                 self._drops[e.reason] += 1
-                return
+                return None
         fwd = self._switch.from_port(port, frame, now, plain)
-        if fwd is None:
-            return
+        if fwd is not None:
+            self._forward_out(fwd, hdr, frame, plain, now)
+        return None
+
+    def _unicast_out(
+        self, vni: int, peer: str, frame: bytes, now: float
+    ) -> tuple[Addr, bytes] | None:
+        """`_forward_out` of a plain unicast `frame` to one `peer`, the switch's hot answer
+        (`frame_to_peer`): the one datagram when that is all it makes."""
+        tr = self._traffic[peer]
+        tr.tx_frames += 1
+        tr.tx_bytes += len(frame)
+        until = self._busy_until.get(peer)
+        if until is not None and until > now:  # already busy: only extend it
+            self._busy_until[peer] = now + BUSY_WINDOW
+        else:
+            self._busy(peer, now)
+        dest = self._paths[peer].destination()
+        relayed_ = isinstance(dest, Relay)
+        limit = self._max_relayed_plaintext if relayed_ else self._max_plaintext
+        how = self._split_for(peer, now)
+        sessions = self._sessions
+        if isinstance(dest, Relay) or dest is None or len(frame) + payload.HEADER_LEN > limit:
+            payloads = self._payloads(vni, frame, ZERO_VNET, frame, limit, how)
+            self._seal_and_send(peer, payloads, now)
+            self._drain_sessions(now)
+            return None
+        sealed = sessions.seal_many(peer, [payload.build_frame(vni, frame)], now)
+        if sealed is not None and not self._out and not sessions.has_outputs():
+            return dest, sealed[0]
+        if sealed is not None:
+            self._emit(peer, dest, sealed, now)
+        self._drain_sessions(now)
+        return None
+
+    def _forward_out(self, fwd: Forward, hdr: bytes, frame: bytes, plain: bool, now: float) -> None:
+        """Carry out the switch's answer `fwd` for a frame from a local port."""
         if fwd.ports:
             # every header first, then the writes: a fan-out is never cut half-way
             outs = [
@@ -462,6 +520,60 @@ class NodeCore:
             self._drain_sessions(now)
             return False
         self._delivered(got, now)
+        self._drain_sessions(now)
+        return True
+
+    def datagram_to_port(self, data: bytes, src: Addr, now: float) -> tuple[str, bytes] | bool:
+        """`datagram`, with the common case short: the adapter's fast path.
+
+        When all the datagram made is one frame for one local port (a whole plain
+        frame payload from a peer, which the switch answers from its hot cache,
+        with nothing else to send), that write comes back as (port, vnet header +
+        frame), for the caller to write at once (no `Write`, no `take_outputs`); it
+        authenticated. Every counter, timer and drop is as through `datagram`.
+        Otherwise what `datagram` returns (authenticated or not), the outputs
+        waiting in `take_outputs`.
+        """
+        sessions = self._sessions
+        if self._run or self._out or sessions.has_outputs():
+            return self.datagram(data, src, now)
+        got = sessions.receive(data, src, now)
+        if got is None:
+            self._drain_sessions(now)
+            return False
+        body = got.payload
+        if not self._peer_seen(got, now) or not body:  # not a peer's, or a keepalive
+            self._drain_sessions(now)
+            return True
+        try:
+            p = payload.parse_untrusted(body)
+        except BadPacket as e:
+            self._drops[e.reason] += 1
+            self._drain_sessions(now)
+            return True
+        peer = got.peer
+        if not p.flags & _FAST_IN_FLAGS and not self._out and not sessions.has_outputs():
+            frame = p.body
+            hot = self._switch.hot_in(peer, p.vni, frame, now)
+            if hot is not None:  # `_frame_payload` of a hot unicast, and `_write`
+                tr = self._traffic[peer]
+                tr.rx_frames += 1
+                tr.rx_bytes += len(frame)
+                until = self._busy_until.get(peer)
+                if until is not None and until > now:  # already busy: only extend it
+                    self._busy_until[peer] = now + BUSY_WINDOW
+                else:
+                    self._busy(peer, now)
+                port, out = hot
+                t = self._port_traffic.get(port)
+                if t is not None:
+                    t.tx_frames += 1
+                    t.tx_bytes += len(out)
+                return port, ZERO_VNET + out
+        if not p.flags & _CONTROL_OR_FRAGMENT:
+            self._frame_payload(peer, p, now)
+        else:
+            self._parsed_from(got, p, now, False)
         self._drain_sessions(now)
         return True
 

@@ -1367,6 +1367,10 @@ class SessionTable:
         out, self._outbox = self._outbox, []
         return out
 
+    def has_outputs(self) -> bool:
+        """Whether `take_outputs` has anything (the node's fast path asks)."""
+        return bool(self._outbox)
+
     def status(self, peer: str) -> PeerStatus:
         p = self._peer(peer)
         return PeerStatus(

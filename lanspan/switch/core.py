@@ -442,6 +442,31 @@ class Switch:
 
     # ------------------------------------------------------------------ input
 
+    def hot_out(self, port: str, frame: bytes, now: float) -> tuple[int, tuple[str, ...]] | None:
+        """`from_port`'s answer from its hot cache, as (vni, peers), when that answer is
+        all `from_port` would do (the entry current, no ageing due); None, and nothing
+        done, otherwise: the caller then asks `from_port`. The node's fast path."""
+        hot = self._hot_out.get((port, frame[:14]))
+        if hot is None or now >= self._expire_at or hot.gen != self._gen:
+            return None
+        self._now = now
+        hot.src.seen = now
+        self._table.move_to_end(hot.key)
+        self.counters["unicast"] += 1
+        return hot.vni, hot.peers
+
+    def hot_in(self, peer: str, vni: int, frame: bytes, now: float) -> tuple[str, bytes] | None:
+        """`from_peer`'s answer from its hot cache, as (port, bytes to write), likewise
+        (None, and nothing done: ask `from_peer`)."""
+        hot = self._hot_in.get((peer, vni, frame[:14]))
+        if hot is None or now >= self._expire_at or hot.gen != self._gen:
+            return None
+        self._now = now
+        hot.src.seen = now
+        self._table.move_to_end(hot.key)
+        self.counters["unicast"] += 1
+        return hot.port, frame if hot.vid is None else push_tag(frame, hot.vid)
+
     def from_port(self, port: str, frame: bytes, now: float, hold: bool = False) -> Forward | None:
         """A frame read from local port `port` (802.1Q-tagged on trunks).
 
