@@ -165,3 +165,30 @@ def test_a_hot_unicast_is_one_datagram_out_and_one_write_in() -> None:
     assert a.take_outputs() == []
     assert b.datagram_to_port(one[1], ADDR["n1"], now) == ("g", data)
     assert b.take_outputs() == []
+
+
+def test_a_packet_that_moves_no_deadline_leaves_no_timer_to_recompute() -> None:
+    """A seal or receive marks its peer's timers touched (recomputed at the next wake)
+    only when the peer's deadline moves: the second of two frames out moves none (the
+    "no answer" deadline is armed, no keepalive is due), nor does the second in."""
+    world = World(True, 3)
+    run(world, 3, 0, lambda now: None)
+    a, b = world.nodes["n1"], world.nodes["n2"]
+    rng = random.Random(2)
+    now = 10.0
+    for _ in range(3):
+        world.frame("n1", ether(MAC["n2"], MAC["n1"], 60, rng), now)
+        world.frame("n2", ether(MAC["n1"], MAC["n2"], 60, rng), now)
+    sent = []
+    for _ in range(2):
+        a.next_timer()  # the wake before the read: touched peers recomputed
+        one = a.frame_to_peer("g", ether(MAC["n2"], MAC["n1"], 60, rng), now)
+        assert one is not None
+        sent.append(one[1])
+    assert not a._sessions._touched
+    for d in sent:
+        b.next_timer()
+        assert isinstance(b.datagram_to_port(d, ADDR["n1"], now), tuple)
+    assert not b._sessions._touched
+    for node in (a, b):
+        assert node._sessions.next_timer() == node._sessions._scan_next_timer()

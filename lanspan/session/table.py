@@ -641,10 +641,16 @@ class SessionTable:
         p.tx_bytes += sum(map(len, out))
         p.tx_messages += count
         p.last_sent = now
-        self._touched.add(p.name)
-        p.keepalive_at = None
+        # The peer's deadline (`_peer_deadline`) moves only if one of its inputs does:
+        # a passive keepalive no longer due, the "no answer" deadline armed, or the
+        # persistent keepalive (it counts from last_sent). Otherwise the heap is right
+        # as it is and the next wake has nothing to recompute.
+        if p.keepalive_at is not None or p.persistent_keepalive is not None:
+            self._touched.add(p.name)
+            p.keepalive_at = None
         if count and not no_answer and p.new_handshake_at is None:
             p.new_handshake_at = now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT
+            self._touched.add(p.name)
         if (now >= kp.rekey_at or n + count > REKEY_AFTER_MESSAGES) and p.state is HsState.IDLE:
             self._hs(p, HsInput.WANT_HANDSHAKE, now)
         return out
@@ -722,10 +728,13 @@ class SessionTable:
                 p.rx_bytes += len(datagram)
                 p.rx_messages += 1
                 p.last_received = p.last_heard = now
-                p.new_handshake_at = None
-                self._touched.add(p.name)
+                # touched only when the deadline moves (see seal_many)
+                if p.new_handshake_at is not None:
+                    p.new_handshake_at = None
+                    self._touched.add(p.name)
                 if payload and p.keepalive_at is None:
                     p.keepalive_at = now + KEEPALIVE_TIMEOUT
+                    self._touched.add(p.name)
                 if kp is not p.current:
                     self._received_on_other(p, kp, now)
                 elif now >= kp.rekey_on_receive_at and p.state is HsState.IDLE:
@@ -774,6 +783,7 @@ class SessionTable:
                     p = kp.peer
                     if payload and p.keepalive_at is None:
                         p.keepalive_at = now + KEEPALIVE_TIMEOUT
+                        self._touched.add(p.name)
                     out.append(Delivered(p.name, payload, src))
                     continue
             if rx_messages and kp is not None:
