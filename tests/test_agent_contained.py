@@ -94,11 +94,10 @@ def test_failure_in_the_loop_is_contained(
         reason = f"agent.internal_error_{where}"
         assert pair.drops("n2").get(reason, 0) == 0
         if where == "datagram":
-            monkeypatch.setattr(victim.node, "datagram", failing(2, victim.node.datagram))
+            node = victim.node  # the agent's entry points (each with its fast path)
+            monkeypatch.setattr(node, "datagram_to_port", failing(2, node.datagram_to_port))
         elif where == "frame":
-            monkeypatch.setattr(
-                victim.node, "frame_from_port", failing(2, victim.node.frame_from_port)
-            )
+            monkeypatch.setattr(victim.node, "frame_to_peer", failing(2, victim.node.frame_to_peer))
         elif where == "timer":
             monkeypatch.setattr(victim.node, "handle_timer", failing(2, victim.node.handle_timer))
         elif where == "output":

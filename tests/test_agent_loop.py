@@ -292,3 +292,61 @@ def test_the_names_of_senders_are_kept_bounded_and_right(
                     assert got is not None and got[1] == (host, tx.getsockname()[1]), round_
                     assert server.reply_from(got[1]) == "127.0.0.5"
                 assert len(server._names) <= 2
+
+
+def test_a_lone_unicast_takes_the_fast_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hot unicast frame out and its datagram in: the node's fast paths (no output
+    list); a control client still gets its answer."""
+    with agent_pair(tmp_path, monkeypatch, control=True) as pair:
+        pair.forwards("n1", "n2", b"warm1")
+        pair.forwards("n2", "n1", b"warm2")
+        a, b = pair.agents["n1"], pair.agents["n2"]
+        for _ in range(3):  # both guest MACs learned, the switches' hot caches filled
+            pair.ports["n1"].inject(frame(1, b"u", MAC2))
+            pair.ports["n2"].inject(frame(2, b"u", MAC1))
+            for _ in range(10):
+                a.step(0.002)
+                b.step(0.002)
+        pair.ports["n1"].received(), pair.ports["n2"].received()
+        asked: list[float] = []
+        fast: list[str] = []
+        for agent in (a, b):
+            select_ = agent.sel.select
+
+            def counted(timeout: float | None = None, select_: object = select_) -> object:
+                asked.append(0.0 if timeout is None else timeout)
+                return select_(timeout)  # type: ignore[operator]
+
+            monkeypatch.setattr(agent.sel, "select", counted)
+        monkeypatch.setattr(a.node, "take_outputs", _never(a.node.take_outputs, fast, "out"))
+        monkeypatch.setattr(b.node, "take_outputs", _never(b.node.take_outputs, fast, "in"))
+        for _ in range(3):  # nothing in flight (probes) before the frame
+            a.step(0)
+            b.step(0)
+        asked.clear(), fast.clear()
+        pair.ports["n1"].inject(frame(1, b"lone", dst=MAC2))
+        a.step(0.5)
+        assert _readable(b.udp.fileno())
+        b.step(0.5)
+        assert any(b"lone" in f for f in pair.ports["n2"].received())
+        assert fast == []
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(str(tmp_path / "n1.sock"))
+        try:
+            client.sendall(b'{"op": "status"}\n')
+            start = time.monotonic()
+            while not _readable(client.fileno()) and time.monotonic() - start < 3.0:
+                a.step(0.1)
+            assert _readable(client.fileno()) and asked, "the control socket is served"
+        finally:
+            client.close()
+
+
+def _never(take: object, calls: list[str], name: str) -> object:
+    def taken() -> object:
+        calls.append(name)
+        return take()  # type: ignore[operator]
+
+    return taken

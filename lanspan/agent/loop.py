@@ -502,16 +502,23 @@ class Agent:
         self._contain("control", exc)
 
     def _port_reader(self, name: str, dev: FramePort) -> DataReader:
-        node = self.node
+        node, udp = self.node, self.udp
 
         def once() -> bool:
             data = dev.read()
             if data is None:
                 return False
             try:
-                node.frame_from_port(name, data, time.monotonic())
+                one = node.frame_to_peer(name, data, time.monotonic())
             except Exception as e:
+                one = None
                 self._contain("frame", e)
+            if one is not None:  # the fast path: one datagram, nothing else to carry out
+                try:
+                    udp.send_one(one[0], one[1])
+                except Exception as e:
+                    self._contain("output", e)
+                return True
             self._send_now()
             return True
 
@@ -543,17 +550,29 @@ class Agent:
                 self.drops["agent.stale_handshake"] += len(datagrams)
                 return True
         now = time.monotonic()
+        done: tuple[str, bytes] | bool
         try:
             if len(datagrams) == 1:
-                authenticated = node.datagram(datagrams[0], src, now)
+                done = node.datagram_to_port(datagrams[0], src, now)
             else:  # a GRO batch: one pass (a failure drops the rest of the batch)
-                authenticated = node.datagrams(datagrams, src, now)
+                done = node.datagrams(datagrams, src, now)
         except Exception as e:
-            authenticated = False
+            done = False
             self._contain("datagram", e)
-        if authenticated:
-            udp.authenticated(src)
-        self._send_now()
+        if done is False:
+            self._send_now()
+            return True
+        udp.authenticated(src)
+        if done is True:
+            self._send_now()
+            return True
+        # the fast path: one frame for one port, nothing else to carry out
+        dev = self.ports.get(done[0])
+        if dev is not None:
+            try:
+                dev.write(done[1])
+            except Exception as e:
+                self._contain("output", e)
         return True
 
     def _read_rounds(self, ready: list[Callable[[], bool]]) -> None:

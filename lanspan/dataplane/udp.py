@@ -438,6 +438,15 @@ class UdpEndpoint:
             c.tx_datagrams += len(run)
             c.tx_bytes += sum(map(len, run))
 
+    def send_one(self, addr: Addr, datagram: bytes) -> None:
+        """`send_batch(addr, [datagram])`, shorter for an authenticated peer whose
+        route is kept (`_send_to`): the agent's fast path; never raises."""
+        hit = self._send_to.get(addr)
+        if hit is None or time.monotonic() >= hit[2]:
+            self.send_batch(addr, [datagram])
+            return
+        self._sendto(datagram, hit[0], hit[1], addr)
+
     def _sockaddr(self, addr: Addr) -> tuple[str, int] | None:
         host, port = addr
         if self._v6:
