@@ -119,18 +119,12 @@ class AgentOptions:
 class DataReader:
     """A data-path fd on the selector (a port, the UDP socket): `once()` reads and
     handles one frame or GRO batch and says whether there was one. The loop takes
-    them in turn (`Agent._read_rounds`); called as a plain selector callback, it
-    reads for READ_ROUNDS reads at most."""
+    them in turn (`Agent._read_rounds`), straight from the wake's epoll events."""
 
     __slots__ = ("once",)
 
     def __init__(self, once: Callable[[], bool]) -> None:
         self.once = once
-
-    def __call__(self, mask: int) -> None:
-        for _ in range(READ_ROUNDS):
-            if not self.once():
-                return
 
 
 class AgentSetupError(Exception):
@@ -233,6 +227,13 @@ class Agent:
         # The data fds alone, polled between read rounds without the selector's
         # per-event Python (`_read_rounds`); fd -> its reader's `once`.
         self._data_poll = select.epoll()
+        # What a wake waits on: the data fds and the selector's own epoll fd (readable
+        # when a control, signal or service fd is). A wake with only data ready runs
+        # the readers straight from its events, without the selector's Python per
+        # event; the selector is asked (timeout 0) only when one of its fds is ready.
+        self._wait_poll = select.epoll()
+        self._sel_fd = self.sel.fileno()
+        self._wait_poll.register(self._sel_fd, select.EPOLLIN)
         self._readers: dict[int, Callable[[], bool]] = {}
         self.ports: dict[str, FramePort] = {}
         self.running = True
@@ -244,8 +245,7 @@ class Agent:
             try:
                 self.control = ControlServer(opts.control, self, on_error=self._control_failed)
             except ControlError as e:
-                self._data_poll.close()
-                self.sel.close()
+                self._close_polls()
                 raise AgentSetupError(str(e)) from e
         me = network.node(opts.node)
         port = me.listen_port or network.port
@@ -254,8 +254,7 @@ class Agent:
         except OSError as e:
             if self.control is not None:
                 self.control.close()
-            self._data_poll.close()
-            self.sel.close()
+            self._close_polls()
             hint = (
                 f"; another program (or agent) has UDP port {port}: stop it or set listen_port"
                 if e.errno == errno.EADDRINUSE
@@ -271,8 +270,7 @@ class Agent:
             self.udp.close()
             if self.control is not None:
                 self.control.close()
-            self._data_poll.close()
-            self.sel.close()
+            self._close_polls()
             raise
         real = network
         network = self.kernel.core_view(network)
@@ -471,19 +469,23 @@ class Agent:
         self.udp.close()
         self._wake_r.close()
         self._wake_w.close()
+        self._close_polls()
+
+    def _close_polls(self) -> None:
+        self._wait_poll.close()
         self._data_poll.close()
         self.sel.close()
 
     # -- the loop --------------------------------------------------------------
 
     def _watch(self, fd: int, reader: DataReader) -> None:
-        self.sel.register(fd, selectors.EVENT_READ, reader)
         self._data_poll.register(fd, select.EPOLLIN)
+        self._wait_poll.register(fd, select.EPOLLIN)
         self._readers[fd] = reader.once
 
     def _unwatch(self, fd: int) -> None:
-        self.sel.unregister(fd)
         self._data_poll.unregister(fd)
+        self._wait_poll.unregister(fd)
         del self._readers[fd]
 
     def _contain(self, where: InternalError, exc: Exception) -> None:
@@ -836,16 +838,18 @@ class Agent:
             timeout = max_wait
         ready: list[Callable[[], bool]] = []
         other = False
-        for key, mask in self.sel.select(timeout):
-            handler = key.data
-            if type(handler) is DataReader:
-                ready.append(handler.once)
+        readers = self._readers
+        for fd, _ in self._wait_poll.poll(timeout):
+            once = readers.get(fd)
+            if once is not None:
+                ready.append(once)
                 continue
-            other = True
-            try:
-                handler(mask)
-            except Exception as e:  # the readers contain each event; this is the read itself
-                self._contain("read", e)
+            for key, mask in self.sel.select(0):  # fd is the selector's: what is ready there
+                other = True
+                try:
+                    key.data(mask)
+                except Exception as e:  # the handlers contain each event; this is the read
+                    self._contain("read", e)
         if other:  # a client came or went, a request was answered: its timer moved
             due = self._house_due()
             self._house_wake = due
