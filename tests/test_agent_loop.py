@@ -294,6 +294,31 @@ def test_the_names_of_senders_are_kept_bounded_and_right(
                 assert len(server._names) <= 2
 
 
+def test_a_known_sender_and_local_address_are_not_printed_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The second datagram from a sender to the same local address calls no
+    inet_ntop (IPv4 and IPv6 packet info alike): both names are kept (`_names`)."""
+    server = UdpEndpoint.bind(0)
+    printed: list[bytes] = []
+    ntop = socket.inet_ntop
+
+    def counted(family: int, packed: bytes) -> str:
+        printed.append(packed)
+        return ntop(family, packed)
+
+    with server, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        tx.bind(("127.0.0.1", 0))
+        tx.sendto(b"one", ("127.0.0.5", server.port))
+        assert _recv(server) is not None
+        monkeypatch.setattr(socket, "inet_ntop", counted)
+        tx.sendto(b"two", ("127.0.0.5", server.port))
+        got = _recv(server)
+        assert got is not None and got[1] == ("127.0.0.1", tx.getsockname()[1])
+        assert server.reply_from(got[1]) == "127.0.0.5"
+        assert printed == []
+
+
 def test_a_lone_unicast_takes_the_fast_paths_and_no_selector(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

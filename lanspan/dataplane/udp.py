@@ -273,7 +273,10 @@ class UdpEndpoint:
                 if local is None:
                     local = self._name(raw, _unmap(socket.inet_ntop(socket.AF_INET6, raw)))
             elif level == socket.IPPROTO_IP and typ == IP_PKTINFO and len(cdata) >= 12:
-                local = socket.inet_ntop(socket.AF_INET, cdata[8:12])
+                raw = cdata[8:12]
+                local = self._names.get(raw)
+                if local is None:
+                    local = self._name(raw, socket.inet_ntop(socket.AF_INET, raw))
         host = self._names.get(addr[0])
         if host is None:
             host = self._name(addr[0], _unmap(addr[0]))
