@@ -362,11 +362,11 @@ class NodeCore:
             self._seal_and_send(peer, payloads, now)
             self._drain_sessions(now)
             return None
-        sealed = sessions.seal_many(peer, [payload.build_frame(vni, frame)], now)
+        sealed = sessions.seal(peer, payload.build_frame(vni, frame), now)  # seal_many of one
         if sealed is not None and not self._out and not sessions.has_outputs():
-            return dest, sealed[0]
+            return dest, sealed
         if sealed is not None:
-            self._emit(peer, dest, sealed, now)
+            self._emit(peer, dest, [sealed], now)
         self._drain_sessions(now)
         return None
 
@@ -457,7 +457,7 @@ class NodeCore:
             return _SEGMENTS
         lossy = _SEGMENTS if mode == "loss" else _PARITY
         active = self._paths[peer].active
-        if active is not None and active.loss > 0.0:
+        if active is not None and active.results.any_lost():  # active.loss > 0.0
             self._lossy_until[peer] = now + LOSSY_HOLD
             return lossy
         until = self._lossy_until.get(peer)

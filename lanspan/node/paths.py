@@ -76,6 +76,10 @@ class LossWindow:
     def __iter__(self) -> Iterator[bool]:
         return (not (self._lost >> back) & 1 for back in range(self._n - 1, -1, -1))
 
+    def any_lost(self) -> bool:
+        """Whether a result of the window is a loss (`Path.loss > 0`, in one call)."""
+        return self._lost != 0
+
     def count(self, value: bool) -> int:
         lost = self._lost.bit_count()
         return self._n - lost if value else lost

@@ -606,10 +606,12 @@ class SessionTable:
         p.tx_bytes += len(out)
         p.tx_messages += 1
         p.last_sent = now
-        self._touched.add(p.name)
-        p.keepalive_at = None
+        if p.keepalive_at is not None or p.persistent_keepalive is not None:  # see seal_many
+            self._touched.add(p.name)
+            p.keepalive_at = None
         if payload and p.new_handshake_at is None:
             p.new_handshake_at = now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT
+            self._touched.add(p.name)
         if (now >= kp.rekey_at or n >= REKEY_AFTER_MESSAGES) and p.state is HsState.IDLE:
             self._hs(p, HsInput.WANT_HANDSHAKE, now)
         return out
