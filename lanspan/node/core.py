@@ -347,11 +347,7 @@ class NodeCore:
         tr = self._traffic[peer]
         tr.tx_frames += 1
         tr.tx_bytes += len(frame)
-        until = self._busy_until.get(peer)
-        if until is not None and until > now:  # already busy: only extend it
-            self._busy_until[peer] = now + BUSY_WINDOW
-        else:
-            self._busy(peer, now)
+        self._busy(peer, now)
         dest = self._paths[peer].destination()
         relayed_ = isinstance(dest, Relay)
         limit = self._max_relayed_plaintext if relayed_ else self._max_plaintext
@@ -393,11 +389,7 @@ class NodeCore:
             tr.tx_frames += 1
             tr.tx_bytes += len(fwd.frame)
             if unicast:
-                until = self._busy_until.get(peer)
-                if until is not None and until > now:  # already busy: only extend it
-                    self._busy_until[peer] = now + BUSY_WINDOW
-                else:
-                    self._busy(peer, now)
+                self._busy(peer, now)
             dest = self._paths[peer].destination()
             relayed_ = isinstance(dest, Relay)
             limit = self._max_relayed_plaintext if relayed_ else self._max_plaintext
@@ -559,11 +551,7 @@ class NodeCore:
                 tr = self._traffic[peer]
                 tr.rx_frames += 1
                 tr.rx_bytes += len(frame)
-                until = self._busy_until.get(peer)
-                if until is not None and until > now:  # already busy: only extend it
-                    self._busy_until[peer] = now + BUSY_WINDOW
-                else:
-                    self._busy(peer, now)
+                self._busy(peer, now)
                 port, out = hot
                 t = self._port_traffic.get(port)
                 if t is not None:
@@ -765,11 +753,7 @@ class NodeCore:
         if fwd is None:
             return
         if not fwd.flooded:  # unicast to a guest here (see frame_from_port)
-            until = self._busy_until.get(peer)
-            if until is not None and until > now:  # already busy: only extend it
-                self._busy_until[peer] = now + BUSY_WINDOW
-            else:
-                self._busy(peer, now)
+            self._busy(peer, now)
         plain = hdr == ZERO_VNET
         # every header first, then the writes: a fan-out is never cut half-way
         outs = [

@@ -447,25 +447,28 @@ class Switch:
         all `from_port` would do (the entry current, no ageing due); None, and nothing
         done, otherwise: the caller then asks `from_port`. The node's fast path."""
         hot = self._hot_out.get((port, frame[:14]))
-        if hot is None or now >= self._expire_at or hot.gen != self._gen:
+        if hot is None or not self._hot_hit(hot, now):
             return None
-        self._now = now
-        hot.src.seen = now
-        self._table.move_to_end(hot.key)
-        self.counters["unicast"] += 1
         return hot.vni, hot.peers
 
     def hot_in(self, peer: str, vni: int, frame: bytes, now: float) -> tuple[str, bytes] | None:
         """`from_peer`'s answer from its hot cache, as (port, bytes to write), likewise
         (None, and nothing done: ask `from_peer`)."""
         hot = self._hot_in.get((peer, vni, frame[:14]))
-        if hot is None or now >= self._expire_at or hot.gen != self._gen:
+        if hot is None or not self._hot_hit(hot, now):
             return None
+        return hot.port, frame if hot.vid is None else push_tag(frame, hot.vid)
+
+    def _hot_hit(self, hot: _HotOut | _HotIn, now: float) -> bool:
+        """Whether `hot` is current with no ageing due; if so, used: as the full path would
+        (the source refreshed, the unicast counted)."""
+        if now >= self._expire_at or hot.gen != self._gen:
+            return False
         self._now = now
         hot.src.seen = now
         self._table.move_to_end(hot.key)
         self.counters["unicast"] += 1
-        return hot.port, frame if hot.vid is None else push_tag(frame, hot.vid)
+        return True
 
     def from_port(self, port: str, frame: bytes, now: float, hold: bool = False) -> Forward | None:
         """A frame read from local port `port` (802.1Q-tagged on trunks).
