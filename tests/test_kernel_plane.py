@@ -342,7 +342,7 @@ def test_status_says_the_plane_per_segment_and_per_peer() -> None:
         core_net, "gra-1", bytes(range(32)), random_bytes=rng.randbytes,
         wall_time=lambda: 0.0, now=0.0,
     )  # fmt: skip
-    st = plane.annotate(node.status(1.0))
+    st = plane.node_status(node, 1.0)
     segs = {s.name: s for s in st.segments}
     assert (segs["lan"].plane, segs["api"].plane, segs["dmz"].plane) == (
         "kernel", "userspace", "userspace",
@@ -417,7 +417,7 @@ def test_metrics_say_the_plane_per_segment_and_per_peer() -> None:
         plane.core_view(), "gra-1", bytes(range(32)), random_bytes=random.Random(1).randbytes,
         wall_time=lambda: 0.0, now=0.0,
     )  # fmt: skip
-    prom = render_prometheus(plane.annotate(node.status(1.0)))
+    prom = render_prometheus(plane.node_status(node, 1.0))
     assert 'lanspan_segment_plane{segment="lan",plane="kernel"} 1' in prom
     assert 'lanspan_segment_plane{segment="api",plane="userspace"} 1' in prom
     assert 'lanspan_peer_segment_plane{peer="gra-2",segment="lan",plane="kernel_vxlan"} 1' in prom
@@ -426,5 +426,5 @@ def test_metrics_say_the_plane_per_segment_and_per_peer() -> None:
     # a member that said userspace: mesh from then on
     plane.follow("peer_planes", {"peer": "gra-2", "planes": {"lan": "userspace"}})
     node.reconfigure(plane.core_view(), 2.0)
-    prom = render_prometheus(plane.annotate(node.status(2.0)))
+    prom = render_prometheus(plane.node_status(node, 2.0))
     assert 'lanspan_peer_segment_plane{peer="gra-2",segment="lan",plane="mesh"} 1' in prom

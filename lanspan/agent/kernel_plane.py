@@ -69,7 +69,8 @@ from lanspan.dataplane.kernel_probe import KernelCapabilities, probe
 from lanspan.dataplane.tap import TapPort
 
 if TYPE_CHECKING:
-    from lanspan.node.status import NodeStatus
+    from lanspan.node.core import NodeCore
+    from lanspan.node.status import NodeStatus, PeerSegment
 
 __all__ = ["KernelPlane", "PlaneChoice", "choose_planes", "core_view", "site_members"]
 
@@ -283,6 +284,7 @@ class KernelPlane:
         self.segments: dict[str, KernelSegment] = {}
         self._refused: set[tuple[str, IPAddress]] = set()
         self._at: dict[str, dict[str, IPAddress]] = {}  # segment -> site member -> VTEP now
+        self._rows: dict[tuple[tuple[str, IPAddress | None], ...], tuple[PeerSegment, ...]] = {}
         self._caps: KernelCapabilities | None = None
         self._failed: set[str] = set()  # segments whose kernel build failed: userspace
         # segment -> site members that said they carry it in userspace: over the mesh
@@ -512,32 +514,51 @@ class KernelPlane:
             log.warning("VXLAN to %s could not follow its path to %s: %s", peer, host, e)
             return False
 
-    def annotate(self, status: NodeStatus) -> NodeStatus:
-        """`status` with the plane of each segment, and per peer the plane of each shared one."""
-        # imported when asked: the status types cost an agent's start (issue 10)
-        from lanspan.node.status import PeerSegment
-
+    def node_status(self, core: NodeCore, now: float) -> NodeStatus:
+        """`core`'s status with the plane of each segment, and per peer the plane of each
+        segment shared with it."""
+        status = core.status(now, self._peer_segments())
+        if not self.choices:
+            return status
         segs = tuple(
             replace(s, plane=c.plane, plane_reason=c.reason)
             if (c := self.choices.get(s.name)) is not None
             else s
             for s in status.segments
         )
+        return replace(status, segments=segs)
+
+    def _peer_segments(self) -> Callable[[str], tuple[PeerSegment, ...]]:
+        """Per peer, (segment, plane[, VTEP]) of each segment shared with it; equal rows
+        are made once (every status has one per peer and segment, issue 10)."""
+        # imported when asked: the status types cost an agent's start (issue 10)
+        from lanspan.node.status import PeerSegment
+
         me = self.network.node(self.node)
         nodes = {n.name: n for n in self.network.nodes}
-        peers = []
-        for p in status.peers:
-            other = nodes.get(p.name)
-            shared = [s for s in me.segments if other is not None and s in other.segments]
-            rows = []
-            for s in shared:
-                vtep = self._at.get(s, {}).get(p.name)
-                if vtep is not None:
-                    rows.append(PeerSegment(s, "kernel_vxlan", str(vtep)))
-                else:
-                    rows.append(PeerSegment(s, "mesh"))
-            peers.append(replace(p, segments=tuple(rows)))
-        return replace(status, segments=segs, peers=tuple(peers))
+        memo = self._rows
+        if len(memo) > 4 * len(nodes):  # VTEPs that changed: keep the memo bounded
+            memo.clear()
+        at = self._at
+
+        def rows_of(peer: str) -> tuple[PeerSegment, ...]:
+            other = nodes.get(peer)
+            if other is None:
+                return ()
+            key = tuple(
+                (s, at[s].get(peer) if s in at else None)
+                for s in me.segments
+                if s in other.segments
+            )
+            rows = memo.get(key)
+            if rows is None:
+                rows = memo[key] = tuple(
+                    PeerSegment(s, "mesh") if v is None else PeerSegment(s, "kernel_vxlan", str(v))
+                    for s, v in key
+                )
+            return rows
+
+        return rows_of
 
     def macs(self, segment: str | None = None) -> list[tuple[str, KernelMac]]:
         """(segment, entry) for what the kernel bridges learned: local ports and site members.

@@ -324,18 +324,13 @@ class Agent:
         # imported when asked: the status types cost an agent's start (issue 10)
         from lanspan.node.status import Counts, UdpStatus
 
-        status = self.node.status(time.monotonic())
-        if self.drops:
-            status = dataclasses.replace(status, drops=Counts.of(self.drop_counts()))
-        gateways = self.services.status() if self.services.active() else None
-        kf = self.kernel_filter.status() if self.kernel_filter is not None else None
-        return self.kernel.annotate(
-            dataclasses.replace(
-                status,
-                udp=UdpStatus(self.udp.gso, self.udp.gro),
-                gateways=gateways,
-                kernel_filter=kf,
-            )
+        status = self.kernel.node_status(self.node, time.monotonic())
+        return dataclasses.replace(
+            status,
+            drops=Counts.of(self.drop_counts()) if self.drops else status.drops,
+            udp=UdpStatus(self.udp.gso, self.udp.gro),
+            gateways=self.services.status() if self.services.active() else None,
+            kernel_filter=self.kernel_filter.status() if self.kernel_filter is not None else None,
         )
 
     def macs(self, segment: str | None) -> list[MacRow]:

@@ -11,6 +11,7 @@ the core's state is private: the agent uses only the methods below.
 from __future__ import annotations
 
 import base64
+import functools
 import heapq
 import math
 from collections import Counter
@@ -41,7 +42,14 @@ from lanspan.switch import Forward, Switch, host_port_mac
 from lanspan.wire import control, parity, payload, tcpseg, vnet
 
 if TYPE_CHECKING:  # built only when asked (`status`, `mac_rows`): not at an agent's start
-    from lanspan.node.status import MacRow, NodeStatus, PeerStatus, PortStatus
+    from lanspan.node.status import (
+        MacRow,
+        NodeStatus,
+        PathStatus,
+        PeerSegment,
+        PeerStatus,
+        PortStatus,
+    )
 
 __all__ = ["PARITY_GROUP", "NodeCore", "TcpSegmentation", "endpoint_addr", "host_port_mac"]
 
@@ -1218,8 +1226,12 @@ class NodeCore:
             for e in self._switch.mac_table(segment, now)
         ]
 
-    def status(self, now: float) -> NodeStatus:
-        from lanspan.node.status import Counts, NodeStatus, SegmentStatus
+    def status(
+        self, now: float, segments_of: Callable[[str], tuple[PeerSegment, ...]] | None = None
+    ) -> NodeStatus:
+        """The node's status; `segments_of(peer)`, if given, fills each peer's `segments`
+        (the agent's data planes: the core does not know them)."""
+        from lanspan.node.status import Counts, NodeStatus, PathStatus, PeerStatus, SegmentStatus
 
         macs = Counter(e.segment for e in self._switch.mac_table())
         return NodeStatus(
@@ -1234,7 +1246,10 @@ class NodeCore:
                 if s.name in self._me.segments
             ),
             ports=tuple(self._port_status(p.name) for p in self._me.ports),
-            peers=tuple(self._peer_status(name, now) for name in self._peers),
+            peers=tuple(
+                self._peer_status(name, now, PeerStatus, PathStatus, segments_of)
+                for name in self._peers
+            ),
             drops=Counts.of(self.drop_counts()),
             counters=Counts.of(
                 self._counters + self._switch.counters + self._reassembly.counters()
@@ -1261,42 +1276,48 @@ class NodeCore:
             tx_bytes=t.tx_bytes,
         )
 
-    def _peer_status(self, name: str, now: float) -> PeerStatus:
-        from lanspan.node.status import PathStatus, PeerStatus
-
-        st = self._sessions.status(name)
+    def _peer_status(
+        self,
+        name: str,
+        now: float,
+        peer_status: type[PeerStatus],
+        path_status: type[PathStatus],
+        segments_of: Callable[[str], tuple[PeerSegment, ...]] | None,
+    ) -> PeerStatus:
+        # called for every peer of every status: positional arguments and cached text
+        # (a 99-peer status is built while 15 other control requests wait, issue 10)
+        established, last_handshake = self._sessions.handshake_state(name)
         paths = self._paths[name]
         active = paths.active
         t = self._traffic[name]
         state: Literal["up", "handshaking", "down"] = (
-            "up" if st.established else ("handshaking" if paths.paths else "down")
+            "up" if established else ("handshaking" if paths.paths else "down")
         )
-        return PeerStatus(
-            name=name,
-            public_key=base64.b64encode(self._peers[name].public_key).decode(),
-            session=state,
-            endpoint=format_target(active.target) if active else None,
-            via=active.relay if active else None,
-            last_handshake_age=(
-                round(now - st.last_handshake, 3) if st.last_handshake is not None else None
-            ),
-            rtt_ms=_ms(active.rtt) if active else None,
-            loss=round(active.loss, 3) if active else None,
-            rx_bytes=t.rx_bytes,
-            tx_bytes=t.tx_bytes,
-            rx_frames=t.rx_frames,
-            tx_frames=t.tx_frames,
-            paths=tuple(
-                PathStatus(
-                    endpoint=format_target(p.target),
-                    state="up" if p.up else "down",
-                    rtt_ms=_ms(p.rtt),
-                    loss=round(p.loss, 3),
-                    active=p is active,
-                    learned=not p.configured,
+        return peer_status(
+            name,
+            _key_text(self._peers[name].public_key),
+            state,
+            active.text if active else None,
+            active.relay if active else None,
+            round(now - last_handshake, 3) if last_handshake is not None else None,
+            _ms(active.rtt) if active else None,
+            round(active.results.loss(), 3) if active else None,
+            t.rx_bytes,
+            t.tx_bytes,
+            t.rx_frames,
+            t.tx_frames,
+            tuple(
+                path_status(
+                    p.text,
+                    "up" if p.up else "down",
+                    None if p.rtt is None else round(p.rtt * 1000, 3),
+                    round(p.results.loss(), 3),
+                    p is active,
+                    not p.configured,
                 )
                 for p in paths.paths
             ),
+            () if segments_of is None else segments_of(name),
         )
 
 
@@ -1304,6 +1325,11 @@ def _shift(hdr: bytes, delta: int) -> bytes:
     if delta == 0:
         return hdr
     return vnet.build(vnet.parse_untrusted(hdr).shifted(delta))
+
+
+@functools.lru_cache(maxsize=4096)
+def _key_text(key: bytes) -> str:
+    return base64.b64encode(key).decode()
 
 
 def _ms(seconds: float | None) -> float | None:

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from lanspan.addr import Addr, Relay, Target
+from lanspan.addr import Addr, Relay, Target, format_target
 from lanspan.config.model import Timers
 from lanspan.wire.control import Probe
 
@@ -84,6 +84,10 @@ class LossWindow:
         lost = self._lost.bit_count()
         return self._n - lost if value else lost
 
+    def loss(self) -> float:
+        """The fraction of the window lost (0.0 when empty), in one call."""
+        return self._lost.bit_count() / self._n if self._n else 0.0
+
     def __repr__(self) -> str:
         return f"LossWindow({list(self)})"
 
@@ -104,6 +108,10 @@ class Path:
     late: dict[int, float] = field(default_factory=dict)  # past the deadline, seq -> sent
     results: LossWindow = field(default_factory=LossWindow)
     added: float = 0.0  # when the path was added (learned paths expire from here)
+    text: str = field(init=False)  # `format_target(target)`: every status shows it
+
+    def __post_init__(self) -> None:
+        self.text = format_target(self.target)
 
     def alive_at(self) -> float | None:
         """The last sign of life: a probe ack or authenticated traffic from the path."""
@@ -120,7 +128,7 @@ class Path:
 
     @property
     def loss(self) -> float:
-        return self.results.count(False) / len(self.results) if self.results else 0.0
+        return self.results.loss()
 
 
 class PathEventKind(StrEnum):

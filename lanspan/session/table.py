@@ -1383,6 +1383,12 @@ class SessionTable:
         """Whether `take_outputs` has anything (the node's fast path asks)."""
         return bool(self._outbox)
 
+    def handshake_state(self, peer: str) -> tuple[bool, float | None]:
+        """(whether a session is established, when the last handshake completed): what
+        a node's status shows of `status`, without building it."""
+        p = self._peer(peer)
+        return p.current is not None, p.last_handshake
+
     def status(self, peer: str) -> PeerStatus:
         p = self._peer(peer)
         return PeerStatus(
