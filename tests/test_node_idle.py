@@ -15,7 +15,7 @@ from idlesim import EventNet
 from test_node_coldstart import ColdNet
 from test_node_twocore import Link, Net, block
 
-from lanspan.node.core import IDLE_PROBE_INTERVAL
+from lanspan.node.core import IDLE_GRID, IDLE_PROBE_INTERVAL
 from lanspan.session import SessionTable
 
 
@@ -229,3 +229,17 @@ def test_mostly_one_end_of_an_idle_pair_probes() -> None:
     net.run(window)
     per_pair_interval = exchanges / (n - 1) / (window / IDLE_PROBE_INTERVAL)
     assert per_pair_interval <= 0.75, per_pair_interval  # one end: ~0.6; both: ~1
+
+
+def test_each_node_probes_its_idle_peers_on_a_grid_of_its_own_phase() -> None:
+    # The monotonic clock is the machine's: on one shared grid every agent of a lab
+    # woke in the same instant (issue 10, 100 agents: 50-80 runnable at once).
+    net = EventNet(8)
+    net.run(40.0)  # past the first probes and BUSY_WINDOW: every peer idle
+    phases = []
+    for name, node in net.nodes.items():
+        assert len(node._probe_at) == 7, name
+        offsets = {round(due % IDLE_GRID, 6) % IDLE_GRID for due in node._probe_at.values()}
+        assert len(offsets) == 1, (name, offsets)  # one grid per node: shared timer rounds
+        phases.append(offsets.pop())
+    assert len(set(phases)) == len(phases), phases  # and no two nodes on the same one

@@ -90,7 +90,10 @@ IDLE_QUIET = 1.3
 IDLE_JITTER = 0.25  # fraction of the interval, either way
 # Idle probes are due on a grid of this many seconds (rounded up): the peers due in
 # one slot share one timer round, so 99 idle peers wake the agent ~4 times a second
-# for their probes instead of ~25 (fast probing of busy peers is not rounded).
+# for their probes instead of ~25 (fast probing of busy peers is not rounded). Each
+# node's grid has its own random phase: the monotonic clock is the machine's, and on
+# one grid 100 agents of a lab woke in the same instant 4 times a second (50-80
+# runnable at once on 2 cores; a control answer waited ~100 ms behind them, issue 10).
 IDLE_GRID = 0.25
 _NEVER = float("-inf")
 # With tcp_segmentation "loss", a peer whose active path lost a probe gets TCP
@@ -173,6 +176,7 @@ class NodeCore:
         self._gossip_state = ReachGossip()
         self._out: list[NodeOutput] = []
         self._random_bytes = random_bytes
+        self._grid_phase = int.from_bytes(random_bytes(2), "little") / 65536 * IDLE_GRID
         # Probes are scheduled per peer: a heap of (due, peer), entries that no longer
         # match _probe_at are stale and skipped. Nothing scans every peer when idle.
         self._probe_at: dict[str, float] = {}
@@ -1000,7 +1004,12 @@ class NodeCore:
 
     def _idle_due(self, now: float) -> float:
         """When an idle peer is probed next: an idle interval on, rounded up to IDLE_GRID."""
-        return math.ceil((now + self._idle_interval()) / IDLE_GRID) * IDLE_GRID
+        return self._on_grid(now + self._idle_interval())
+
+    def _on_grid(self, t: float) -> float:
+        """`t` rounded up to this node's IDLE_GRID."""
+        phase = self._grid_phase
+        return math.ceil((t - phase) / IDLE_GRID) * IDLE_GRID + phase
 
     def _schedule(self, peer: str, at: float) -> None:
         """Probe `peer` at `at`, or earlier if it already is."""
@@ -1040,7 +1049,7 @@ class NodeCore:
                 self._probe_peer(peer, now)
         if now >= self._gossip_at:
             # on the idle probes' grid: one timer round for both
-            self._gossip_at = math.ceil((now + REACH_INTERVAL) / IDLE_GRID) * IDLE_GRID
+            self._gossip_at = self._on_grid(now + REACH_INTERVAL)
             for relay in self._reach.expire(now):
                 self._sync_relay(relay, now)
             self._gossip(now)
