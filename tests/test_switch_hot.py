@@ -9,6 +9,7 @@ and the cache never carries a frame across segments.
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 import pytest
 from test_switch import API, LAN, STATIC_P1, A, B, C, eth, switch
@@ -70,6 +71,7 @@ def test_cached_and_uncached_agree_on_random_events() -> None:
             assert fast.drops == slow.drops
             assert fast.counters == slow.counters
             assert fast.mac_table(now=now) == slow.mac_table(now=now)
+            assert fast.mac_counts() == Counter(e.segment for e in fast.mac_table())
             assert fast.next_timer() == slow.next_timer()
     assert hits > 100  # the fast path was taken, not only filled
 

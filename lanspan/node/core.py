@@ -24,7 +24,7 @@ from lanspan.addr import Addr, Relay, Target, format_target
 from lanspan.config.model import Endpoint, Network, Node, Timers
 from lanspan.errors import BadPacket
 from lanspan.node.outputs import Log, NodeOutput, Send, Write
-from lanspan.node.paths import PathEvent, PathEventKind, PeerPaths
+from lanspan.node.paths import Path, PathEvent, PathEventKind, PeerPaths
 from lanspan.node.reassembly import Reassembler
 from lanspan.node.relays import (
     MAX_RELAYS,
@@ -1242,7 +1242,7 @@ class NodeCore:
         (the agent's data planes: the core does not know them)."""
         from lanspan.node.status import Counts, NodeStatus, PathStatus, PeerStatus, SegmentStatus
 
-        macs = Counter(e.segment for e in self._switch.mac_table())
+        macs = self._switch.mac_counts()
         return NodeStatus(
             node=self._me.name,
             network=self._network.name,
@@ -1315,19 +1315,29 @@ class NodeCore:
             t.tx_bytes,
             t.rx_frames,
             t.tx_frames,
-            tuple(
-                path_status(
-                    p.text,
-                    "up" if p.up else "down",
-                    None if p.rtt is None else round(p.rtt * 1000, 3),
-                    round(p.results.loss(), 3),
-                    p is active,
-                    not p.configured,
-                )
-                for p in paths.paths
-            ),
+            tuple(self._path_status(p, p is active, path_status) for p in paths.paths),
             () if segments_of is None else segments_of(name),
         )
+
+    @staticmethod
+    def _path_status(path: Path, active: bool, path_status: type[PathStatus]) -> PathStatus:
+        """`path`'s status, made again only when it changed (most paths of an idle peer,
+        its relay candidates above all, do not between two statuses)."""
+        key = (path.up, path.rtt, path.results.loss(), active)
+        shown = path.shown
+        if shown is not None and shown[0] == key:
+            return shown[1]
+        up, rtt, loss, _ = key
+        st = path_status(
+            path.text,
+            "up" if up else "down",
+            None if rtt is None else round(rtt * 1000, 3),
+            round(loss, 3),
+            active,
+            not path.configured,
+        )
+        path.shown = (key, st)
+        return st
 
 
 def _shift(hdr: bytes, delta: int) -> bytes:

@@ -20,10 +20,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from lanspan.addr import Addr, Relay, Target, format_target
 from lanspan.config.model import Timers
 from lanspan.wire.control import Probe
+
+if TYPE_CHECKING:  # built only when a status is asked
+    from lanspan.node.status import PathStatus
 
 MAX_LEARNED = 4
 LEARNED_EXPIRY = 60.0  # seconds without authenticated traffic before a learned path goes
@@ -108,7 +112,11 @@ class Path:
     late: dict[int, float] = field(default_factory=dict)  # past the deadline, seq -> sent
     results: LossWindow = field(default_factory=LossWindow)
     added: float = 0.0  # when the path was added (learned paths expire from here)
-    text: str = field(init=False)  # `format_target(target)`: every status shows it
+    text: str = field(init=False, repr=False)  # `format_target(target)`: every status shows it
+    # (what the status was made of, the PathStatus made): `NodeCore._path_status`
+    shown: tuple[tuple[bool, float | None, float, bool], PathStatus] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         self.text = format_target(self.target)

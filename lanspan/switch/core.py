@@ -97,7 +97,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final, Literal
@@ -719,6 +719,14 @@ class Switch:
                 rows.append(MacEntry(s.name, s.vlan, format_mac(mac), e.where, False, age))
         rows.sort(key=lambda r: (r.segment, r.mac))
         return rows
+
+    def mac_counts(self) -> Counter[str]:
+        """Entries per segment name, as many as `mac_table()` lists (without making them:
+        every status asks)."""
+        t, ageing = self._now, self.ageing
+        by_vni = Counter(vni for vni, _ in self._static)
+        by_vni.update(vni for (vni, _), e in self._table.items() if e.seen + ageing > t)
+        return Counter({self._segs[vni].name: n for vni, n in by_vni.items()})
 
     def take_outputs(self) -> list[SwitchEvent]:
         """Events since the last call, oldest first."""
