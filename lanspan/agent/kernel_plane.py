@@ -284,7 +284,11 @@ class KernelPlane:
         self.segments: dict[str, KernelSegment] = {}
         self._refused: set[tuple[str, IPAddress]] = set()
         self._at: dict[str, dict[str, IPAddress]] = {}  # segment -> site member -> VTEP now
-        self._rows: dict[tuple[tuple[str, IPAddress | None], ...], tuple[PeerSegment, ...]] = {}
+        # (network, VTEPs, rows per peer) `_peer_segments` last made
+        self._rows: (
+            tuple[Network, dict[str, dict[str, IPAddress]], dict[str, tuple[PeerSegment, ...]]]
+            | None
+        ) = None
         self._caps: KernelCapabilities | None = None
         self._failed: set[str] = set()  # segments whose kernel build failed: userspace
         # segment -> site members that said they carry it in userspace: over the mesh
@@ -529,36 +533,28 @@ class KernelPlane:
         return replace(status, segments=segs)
 
     def _peer_segments(self) -> Callable[[str], tuple[PeerSegment, ...]]:
-        """Per peer, (segment, plane[, VTEP]) of each segment shared with it; equal rows
-        are made once (every status has one per peer and segment, issue 10)."""
+        """Per peer, (segment, plane[, VTEP]) of each segment shared with it: made again
+        only when the network or a VTEP changed (every status asks, issue 10)."""
         # imported when asked: the status types cost an agent's start (issue 10)
         from lanspan.node.status import PeerSegment
 
-        me = self.network.node(self.node)
-        nodes = {n.name: n for n in self.network.nodes}
-        memo = self._rows
-        if len(memo) > 4 * len(nodes):  # VTEPs that changed: keep the memo bounded
-            memo.clear()
-        at = self._at
-
-        def rows_of(peer: str) -> tuple[PeerSegment, ...]:
-            other = nodes.get(peer)
-            if other is None:
-                return ()
-            key = tuple(
-                (s, at[s].get(peer) if s in at else None)
-                for s in me.segments
-                if s in other.segments
-            )
-            rows = memo.get(key)
-            if rows is None:
-                rows = memo[key] = tuple(
-                    PeerSegment(s, "mesh") if v is None else PeerSegment(s, "kernel_vxlan", str(v))
-                    for s, v in key
-                )
-            return rows
-
-        return rows_of
+        made = self._rows
+        if made is None or made[0] is not self.network or made[1] != self._at:
+            me = self.network.node(self.node)
+            rows: dict[str, tuple[PeerSegment, ...]] = {}
+            for other in self.network.nodes:
+                out = []
+                for s in me.segments:
+                    if s in other.segments:
+                        vtep = self._at.get(s, {}).get(other.name)
+                        out.append(
+                            PeerSegment(s, "mesh")
+                            if vtep is None
+                            else PeerSegment(s, "kernel_vxlan", str(vtep))
+                        )
+                rows[other.name] = tuple(out)
+            made = self._rows = (self.network, {k: dict(v) for k, v in self._at.items()}, rows)
+        return lambda peer: made[2].get(peer, ())
 
     def macs(self, segment: str | None = None) -> list[tuple[str, KernelMac]]:
         """(segment, entry) for what the kernel bridges learned: local ports and site members.
