@@ -215,3 +215,13 @@ def test_dumper_roundtrips_base() -> None:
     doc = tomllib.loads(BASE)
     assert tomllib.loads(dump(doc)) == doc
     assert isinstance(outcome(dump(doc)), Network)
+
+
+def test_a_port_kind_of_the_wrong_type_is_a_config_error() -> None:
+    # found by test_structural_mutations_of_valid_file: `kind = []` raised TypeError
+    for bad in ("[]", "{}", "3"):
+        text = BASE.replace('kind = "access"', f"kind = {bad}", 1)
+        assert text != BASE
+        got = outcome(text)
+        assert isinstance(got, ConfigError), got
+        assert "kind" in str(got) and "is not a port kind" in str(got), str(got)

@@ -621,7 +621,7 @@ class _Checker:
             if kind is None:
                 self.err(f'{where}: missing required field "kind" (access, trunk or host)')
                 continue
-            if kind not in RAW_PORTS:
+            if not isinstance(kind, str) or kind not in RAW_PORTS:  # [] or {}: unhashable
                 import difflib  # a mistake only
 
                 close = difflib.get_close_matches(str(kind), list(RAW_PORTS), n=1)
