@@ -243,3 +243,21 @@ def test_each_node_probes_its_idle_peers_on_a_grid_of_its_own_phase() -> None:
         assert len(offsets) == 1, (name, offsets)  # one grid per node: shared timer rounds
         phases.append(offsets.pop())
     assert len(set(phases)) == len(phases), phases  # and no two nodes on the same one
+
+
+def test_a_paths_status_follows_every_field_it_shows() -> None:
+    # NodeCore._path_status reuses a path's last PathStatus while nothing it shows changed
+    from lanspan.node.core import NodeCore
+    from lanspan.node.paths import Path
+    from lanspan.node.status import PathStatus
+
+    p = Path(("198.18.0.2", 51820), configured=False)
+    first = NodeCore._path_status(p, False, PathStatus)
+    assert first.learned and first.state == "down" and first.rtt_ms is None
+    assert NodeCore._path_status(p, False, PathStatus) is first  # unchanged: the same one
+    p.configured = True  # a reload lists the learned address (PeerPaths.reconfigure)
+    assert not NodeCore._path_status(p, False, PathStatus).learned
+    p.up, p.rtt = True, 0.0123
+    p.results.append(False)
+    shown = NodeCore._path_status(p, True, PathStatus)
+    assert (shown.state, shown.rtt_ms, shown.loss, shown.active) == ("up", 12.3, 1.0, True)

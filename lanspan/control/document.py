@@ -75,7 +75,7 @@ def status_encodable(status: NodeStatus) -> dict[str, object]:
 
     A `PeerStatus` holds only JSON scalars, strings and tuples of `PathStatus` and
     `PeerSegment`, which hold only those: written field by field they are what
-    `to_json` makes (tests/test_control_document.py checks it on random statuses).
+    `to_json` makes (tests/test_control_encode.py checks it on random statuses).
     """
     doc = status_json(dataclasses.replace(status, peers=()))
     doc["peers"] = status.peers  # in place: the key keeps its place in the document

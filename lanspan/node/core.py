@@ -1323,18 +1323,18 @@ class NodeCore:
     def _path_status(path: Path, active: bool, path_status: type[PathStatus]) -> PathStatus:
         """`path`'s status, made again only when it changed (most paths of an idle peer,
         its relay candidates above all, do not between two statuses)."""
-        key = (path.up, path.rtt, path.results.loss(), active)
+        key = (path.up, path.rtt, path.results.loss(), active, path.configured)
         shown = path.shown
         if shown is not None and shown[0] == key:
             return shown[1]
-        up, rtt, loss, _ = key
+        up, rtt, loss, _, configured = key
         st = path_status(
             path.text,
             "up" if up else "down",
             None if rtt is None else round(rtt * 1000, 3),
             round(loss, 3),
             active,
-            not path.configured,
+            not configured,
         )
         path.shown = (key, st)
         return st

@@ -114,7 +114,7 @@ class Path:
     added: float = 0.0  # when the path was added (learned paths expire from here)
     text: str = field(init=False, repr=False)  # `format_target(target)`: every status shows it
     # (what the status was made of, the PathStatus made): `NodeCore._path_status`
-    shown: tuple[tuple[bool, float | None, float, bool], PathStatus] | None = field(
+    shown: tuple[tuple[bool, float | None, float, bool, bool], PathStatus] | None = field(
         default=None, compare=False, repr=False
     )
 
