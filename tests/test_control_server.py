@@ -46,6 +46,9 @@ class FakeSource:
             raise RuntimeError("boom")
         return STATUS
 
+    def sessions(self) -> dict[str, str]:
+        return {"rbx-db1": "up", "bhs-app1": "handshaking"}
+
     def macs(self, segment: str | None) -> list[dict[str, object]]:
         return [m for m in MACS if segment is None or m["segment"] == segment]
 
@@ -146,6 +149,10 @@ def test_ping_status_macs_reload_round_trip(
 ) -> None:
     assert request(sock_path, "ping") == {"ok": True, "result": "pong"}
     assert request(sock_path, "status") == {"ok": True, "result": STATUS}
+    assert request(sock_path, "sessions") == {
+        "ok": True,
+        "result": {"rbx-db1": "up", "bhs-app1": "handshaking"},
+    }
     assert request(sock_path, "macs") == {"ok": True, "result": MACS}
     assert request(sock_path, "macs", segment="api") == {"ok": True, "result": [MACS[1]]}
     assert request(sock_path, "macs", segment=None)["result"] == MACS

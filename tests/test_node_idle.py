@@ -261,3 +261,16 @@ def test_a_paths_status_follows_every_field_it_shows() -> None:
     p.results.append(False)
     shown = NodeCore._path_status(p, True, PathStatus)
     assert (shown.state, shown.rtt_ms, shown.loss, shown.active) == ("up", 12.3, 1.0, True)
+
+
+def test_session_states_say_what_the_status_says() -> None:
+    # the `sessions` control op (a waiting lab's question) answers from session_states
+    net = Net(3, Link(random.Random(8), loss=0.3), nat=frozenset({"n3"}))
+    seen: set[str] = set()
+    for _ in range(40):
+        net.run(0.25)
+        for node in net.nodes.values():
+            shown = {p.name: p.session for p in node.status(net.now).peers}
+            assert node.session_states() == shown, net.now
+            seen.update(shown.values())
+    assert {"up", "handshaking"} <= seen, seen

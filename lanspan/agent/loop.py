@@ -22,7 +22,7 @@ import signal
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, get_args
@@ -332,6 +332,9 @@ class Agent:
             gateways=self.services.status() if self.services.active() else None,
             kernel_filter=self.kernel_filter.status() if self.kernel_filter is not None else None,
         )
+
+    def sessions(self) -> Mapping[str, str]:
+        return self.node.session_states()
 
     def macs(self, segment: str | None) -> list[MacRow]:
         from lanspan.node.status import KernelLocation, MacRow

@@ -4,10 +4,12 @@ One request per line, one response line per request, in order::
 
     -> {"op": "status"}
     <- {"ok": true, "result": {...the show document...}}
+    -> {"op": "sessions"}
+    <- {"ok": true, "result": {"b": "up", "c": "handshaking"}}
     -> {"op": "macs", "segment": "lan"}
     <- {"ok": true, "result": [{"segment": "lan", "mac": "52:54:00:12:34:56", ...}]}
     -> {"op": "nope"}
-    <- {"ok": false, "error": "unknown op 'nope'; expected one of macs, ping, reload, status"}
+    <- {"ok": false, "error": "unknown op 'nope'; expected one of macs, ping, ..."}
 
 Everything runs on the agent's selector and never blocks: sockets are
 non-blocking, per-client buffers are bounded, a client that sends an
@@ -30,7 +32,7 @@ import math
 import os
 import socket
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Protocol
 
@@ -52,7 +54,7 @@ __all__ = [
 
 log = logging.getLogger("lanspan.control")
 
-OPS = ("macs", "ping", "reload", "status")
+OPS = ("macs", "ping", "reload", "sessions", "status")
 MAX_REQUEST_BYTES = 64 * 1024  # one request line
 MAX_RESPONSE_BACKLOG = 64 * 1024 * 1024  # unread answers queued for one client
 MAX_CLIENTS = 32  # beyond this the longest idle client is dropped
@@ -64,6 +66,10 @@ class StatusSource(Protocol):
 
     def status(self) -> NodeStatus:
         """The typed status; its JSON form is the `show` document (docs/control-api.md)."""
+        ...
+
+    def sessions(self) -> Mapping[str, str]:
+        """Each peer's `session` as the status shows it ("up", "handshaking", "down")."""
         ...
 
     def macs(self, segment: str | None) -> Sequence[MacRow]:
@@ -118,6 +124,8 @@ def handle_request(
             if isinstance(status, NodeStatus):  # peers left to the encoder (see `_encode`)
                 return {"ok": True, "result": status_encodable(status)}
             return {"ok": True, "result": to_json(status)}
+        if op == "sessions":  # what a waiting lab or monitor asks: no paths, no counters
+            return {"ok": True, "result": dict(source.sessions())}
         if op == "macs":
             segment = req.get("segment")
             if segment is not None and not isinstance(segment, str):

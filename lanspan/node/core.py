@@ -1235,6 +1235,15 @@ class NodeCore:
             for e in self._switch.mac_table(segment, now)
         ]
 
+    def session_states(self) -> dict[str, Literal["up", "handshaking", "down"]]:
+        """Each peer's `session` as `status` shows it, without the rest: what a lab or a
+        monitor waiting for sessions asks, 100 agents at a time (issue 10)."""
+        established, paths = self._sessions.handshake_state, self._paths
+        return {
+            name: "up" if established(name)[0] else ("handshaking" if paths[name].paths else "down")
+            for name in self._peers
+        }
+
     def status(
         self, now: float, segments_of: Callable[[str], tuple[PeerSegment, ...]] | None = None
     ) -> NodeStatus:
@@ -1299,13 +1308,10 @@ class NodeCore:
         paths = self._paths[name]
         active = paths.active
         t = self._traffic[name]
-        state: Literal["up", "handshaking", "down"] = (
-            "up" if established else ("handshaking" if paths.paths else "down")
-        )
         return peer_status(
             name,
             _key_text(self._peers[name].public_key),
-            state,
+            "up" if established else ("handshaking" if paths.paths else "down"),
             active.text if active else None,
             active.relay if active else None,
             round(now - last_handshake, 3) if last_handshake is not None else None,
