@@ -79,6 +79,9 @@ class EventNet:
         if w is not None:
             w.cpu += time.process_time() - t0
         src = self.net.addr[name]
+        # What one round sends to one node arrives together (the agent sends it back
+        # to back) and is read in one wake-up of that node (`run`).
+        arrive: dict[str, float] = {}
         for out in outs:
             if isinstance(out, Send):
                 dst = self._by_addr.get(out.target)  # type: ignore[arg-type]
@@ -87,7 +90,9 @@ class EventNet:
                         w.sent += 1
                     if dst is not None:
                         self._seq += 1
-                        at = self.now + LATENCY + self.rng.random() * JITTER
+                        at = arrive.get(dst)
+                        if at is None:
+                            at = arrive[dst] = self.now + LATENCY + self.rng.random() * JITTER
                         heapq.heappush(self._events, (at, self._seq, dst, d, src))
         if self._due.get(name) != due:
             self._due[name] = due
@@ -113,6 +118,9 @@ class EventNet:
                 node, w = self.nodes[dst], self.watched.get(dst)
                 t0 = time.process_time() if w is not None else 0.0
                 node.datagram(data, src, self.now)
+                while events and events[0][0] == at and events[0][2] == dst:
+                    _, _, _, data, src = heapq.heappop(events)  # sent with it: same wake-up
+                    node.datagram(data, src, self.now)
                 due = self._due.get(dst, float("inf"))
                 if due <= self.now:  # the agent's round: the timer too, if it is due
                     node.handle_timer(self.now)

@@ -16,6 +16,8 @@ from test_node_coldstart import ColdNet
 from test_node_twocore import Link, Net, block
 
 from lanspan.node.core import IDLE_GRID, IDLE_PROBE_INTERVAL
+from lanspan.node.relays import REACH_REFRESH, REACH_REFRESH_LATE
+from lanspan.wire import control
 from lanspan.session import SessionTable
 
 
@@ -274,3 +276,43 @@ def test_session_states_say_what_the_status_says() -> None:
             assert node.session_states() == shown, net.now
             seen.update(shown.values())
     assert {"up", "handshaking"} <= seen, seen
+
+
+def test_reach_refreshes_ride_on_probes_and_keep_every_offer_fresh() -> None:
+    # Each relay's offer reaches each peer again every REACH_REFRESH, in a wake-up the
+    # peer has anyway (a probe or a probe's answer): 100 relays refreshing everyone at
+    # once were 3.4 wake-ups a second of an idle agent (issue 10).
+    n = 16
+    net = EventNet(n)
+    net.run(20.0)
+    assert all(net.up("n1", f"n{i}") for i in range(2, n + 1))
+    n1 = net.nodes["n1"]
+    kinds: dict[float, list[str]] = {}  # n1's wake-up (its clock) -> what it was handed
+    datagrams: dict[float, int] = {}  # n1's wake-up -> datagrams read in it
+    handle, read = n1._control, n1.datagram
+
+    def count(data: bytes, src: object, now: float) -> object:
+        datagrams[now] = datagrams.get(now, 0) + 1
+        return read(data, src, now)  # type: ignore[arg-type]
+
+    def spy(peer: str, body: bytes, src: object, now: float, relayed_: bool = False) -> None:
+        msg = control.parse_untrusted(body)
+        kind = "probe" if isinstance(msg, control.Probe) else type(msg).__name__.lower()
+        kinds.setdefault(now, []).append(kind)
+        handle(peer, body, src, now, relayed_)  # type: ignore[arg-type]
+
+    n1._control = spy  # type: ignore[method-assign]
+    n1.datagram = count  # type: ignore[method-assign, assignment]
+    w = net.watch("n1")
+    window = 3 * REACH_REFRESH
+    for _ in range(int(window)):
+        net.run(1.0)
+        for relay, (_, at) in n1._reach.offers.items():
+            assert net.now - at <= REACH_REFRESH_LATE + 1.0, (relay, net.now - at)
+    assert len(n1._reach.offers) == n - 1
+    reach = [now for now, k in kinds.items() if "reach" in k]
+    alone = [now for now in reach if datagrams[now] == kinds[now].count("reach")]
+    assert len(reach) >= 2 * (n - 1), len(reach)  # each relay's refresh, every 30 s
+    assert len(alone) <= 0.05 * len(reach), (len(alone), len(reach))
+    # and n1 wakes for no more than its probes and their answers
+    assert w.datagram_wakeups / window <= 1.5 * (n - 1) / IDLE_PROBE_INTERVAL

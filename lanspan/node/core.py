@@ -30,6 +30,8 @@ from lanspan.node.relays import (
     MAX_RELAYS,
     REACH_FIRST_GAP,
     REACH_INTERVAL,
+    REACH_REFRESH,
+    REACH_REFRESH_LATE,
     ReachGossip,
     ReachParts,
     ReachTable,
@@ -185,6 +187,7 @@ class NodeCore:
         self._fast_since: dict[str, float] = {}
         self._gossip_at = now
         self._told_at: dict[str, float] = {}  # peer -> our offer sent to it alone (_tell_reach)
+        self._refreshed_at: dict[str, float] = {}  # peer -> our whole offer last sent to it
         self._reach_parts = ReachParts(limit=_reach_limit(len(network.nodes)))
         self._reach_gen = 0  # told apart by receivers of REACH_PARTs (wraps at 256)
         # Data plane per segment, told to the other members of this node's site
@@ -225,6 +228,7 @@ class NodeCore:
         self._busy_until.pop(name, None)
         self._fast_since.pop(name, None)
         self._told_at.pop(name, None)
+        self._refreshed_at.pop(name, None)
         self._planes_acked.discard(name)
         self._planes_heard.pop(name, None)
         self._choose_relays(changed, now)
@@ -790,7 +794,8 @@ class NodeCore:
                 self._path_events(peer, now)
             else:
                 reply = payload.build_control(control.build_probe(replace(msg, ack=True)))
-                sealed = self._sessions.seal_many(peer, [reply], now, no_answer=True)
+                bodies = [reply, *self._ride_reach(peer, now)]
+                sealed = self._sessions.seal_many(peer, bodies, now, no_answer=True)
                 self._emit(peer, src, sealed, now)
         elif isinstance(msg, control.Relay):
             if msg.delivered:
@@ -1053,6 +1058,7 @@ class NodeCore:
             for relay in self._reach.expire(now):
                 self._sync_relay(relay, now)
             self._gossip(now)
+            self._late_refreshes(now)
         self._drain_sessions(now)
 
     def _probe_peer(self, peer: str, now: float) -> None:
@@ -1078,9 +1084,13 @@ class NodeCore:
                 busy and paths.direct_lossy(now)
             )
             quiet = None if busy else now - self._idle_base() * IDLE_QUIET
+            probed = False
             for target, probe in paths.probes(now, relays=relays, quiet_since=quiet):
                 body = payload.build_control(control.build_probe(probe))
                 self._emit(peer, target, self._sessions.seal_many(peer, [body], now), now)
+                probed = True
+            if probed:  # the peer wakes for the probe: our offer's refresh, if due, too
+                self._emit(peer, paths.destination(), self._seal_reach(peer, now), now)
             if self._site_member(peer):
                 self._send_planes(peer, now)
         self._schedule(peer, due)
@@ -1120,13 +1130,42 @@ class NodeCore:
     def _send_reach(self, peer: str, listed: list[bytes], now: float) -> None:
         """Our offer to `peer`: one REACH, or REACH_PARTs when it does not fit one
         datagram (no answer is owed for any of them)."""
+        bodies = self._reach_bodies(peer, listed, now)
+        sealed = self._sessions.seal_many(peer, bodies, now, no_answer=True)
+        self._emit(peer, self._paths[peer].destination(), sealed, now)
+
+    def _reach_bodies(self, peer: str, listed: list[bytes], now: float) -> list[bytes]:
+        """`listed` as REACH bodies for `peer`: its whole offer, so its refresh is done."""
+        self._refreshed_at[peer] = now
         budget = self._max_plaintext - payload.HEADER_LEN
-        bodies = [
+        return [
             payload.build_control(m)
             for m in control.build_reach_messages(listed, self._reach_gen, budget)
         ]
-        sealed = self._sessions.seal_many(peer, bodies, now, no_answer=True)
-        self._emit(peer, self._paths[peer].destination(), sealed, now)
+
+    def _ride_reach(self, peer: str, now: float) -> list[bytes]:
+        """Our whole offer for `peer` if its refresh is due (REACH_REFRESH), as bodies
+        to seal with what goes to `peer` anyway; [] otherwise."""
+        if not self._me.relay or now - self._refreshed_at.get(peer, _NEVER) < REACH_REFRESH:
+            return []
+        self._reach_gen += 1
+        reach = sorted(self._direct_reach().items())
+        listed = [control.reach_entry(n, rtt) for n, rtt in reach if n != peer]
+        return self._reach_bodies(peer, listed, now)
+
+    def _seal_reach(self, peer: str, now: float) -> list[bytes] | None:
+        bodies = self._ride_reach(peer, now)
+        return self._sessions.seal_many(peer, bodies, now, no_answer=True) if bodies else None
+
+    def _late_refreshes(self, now: float) -> None:
+        """The refresh of a peer no probe or answer went to since REACH_REFRESH_LATE
+        (one that probes us and answers none of our probes, say): sent alone."""
+        if not self._me.relay:
+            return
+        refreshed = self._refreshed_at
+        for peer in self._up:
+            if now - refreshed.get(peer, _NEVER) >= REACH_REFRESH_LATE:
+                self._emit(peer, self._paths[peer].destination(), self._seal_reach(peer, now), now)
 
     def _tell_reach(self, peer: str, now: float) -> None:
         """A session with `peer` came up (a first start, a restart, a rekey): it gets

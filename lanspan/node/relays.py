@@ -24,6 +24,7 @@ __all__ = [
     "REACH_FLAP_WINDOW",
     "REACH_INTERVAL",
     "REACH_REFRESH",
+    "REACH_REFRESH_LATE",
     "ReachGossip",
     "ReachParts",
     "ReachTable",
@@ -31,11 +32,16 @@ __all__ = [
     "relayed",
 ]
 
-# Reachability gossip: at most one REACH per interval (damping); when nothing
-# changed, only a refresh every REACH_REFRESH; what a relay said is forgotten
-# after REACH_EXPIRY (three refreshes missed), or at once when its session goes.
+# Reachability gossip: news goes to every peer, at most one REACH per interval
+# (damping). Besides, each peer gets a relay's whole offer again REACH_REFRESH after
+# it last did (what a lost REACH missed, RTTs), riding on a probe or a probe's answer
+# that goes to that peer anyway: the peer handles it in a wake it has anyway (100
+# relays refreshing everyone at once were 3.4 wake-ups a second per idle agent, issue
+# 10). Alone only past REACH_REFRESH_LATE. What a relay said is forgotten after
+# REACH_EXPIRY (refreshes missed), or at once when its session goes.
 REACH_INTERVAL = 1.0
 REACH_REFRESH = 30.0
+REACH_REFRESH_LATE = 1.5 * REACH_REFRESH
 REACH_EXPIRY = 3 * REACH_REFRESH + 5.0
 # First appearances go out at once, but at most one REACH per REACH_FIRST_GAP: at a
 # cold start a hub's 99 peers come up one by one, and a REACH (to every peer, each
@@ -59,8 +65,9 @@ def relayed(origin: str, inner: bytes) -> bytes:
 
 
 class ReachGossip:
-    """When our own offer goes out: at once when it grows (unless growth flaps), the
-    rest (losses, RTT changes) at most once per REACH_INTERVAL, and a refresh."""
+    """When our own offer goes out to every peer: at once when it grows (unless growth
+    flaps), losses at most once per REACH_INTERVAL. RTT changes alone wait for each
+    peer's refresh (`NodeCore._ride_reach`)."""
 
     def __init__(self) -> None:
         self.sent: dict[str, int] = {}
@@ -89,7 +96,7 @@ class ReachGossip:
             self.held_until = self.sent_at + REACH_FIRST_GAP  # news waits for the gap
             return False
         self.held_until = None
-        if reach.keys() == self.sent.keys() and since < REACH_REFRESH:
+        if reach.keys() == self.sent.keys():
             return False
         if urgent and not first:
             self._growth.append(now)
