@@ -16,9 +16,9 @@ from test_node_coldstart import ColdNet
 from test_node_twocore import Link, Net, block
 
 from lanspan.node.core import IDLE_GRID, IDLE_PROBE_INTERVAL
-from lanspan.node.relays import REACH_REFRESH, REACH_REFRESH_LATE
-from lanspan.wire import control
+from lanspan.node.relays import REACH_REFRESH_LATE
 from lanspan.session import SessionTable
+from lanspan.wire import control
 
 
 class CheckedNet(Net):
@@ -304,7 +304,7 @@ def test_reach_refreshes_ride_on_probes_and_keep_every_offer_fresh() -> None:
     n1._control = spy  # type: ignore[method-assign]
     n1.datagram = count  # type: ignore[method-assign, assignment]
     w = net.watch("n1")
-    window = 3 * REACH_REFRESH
+    window = 130.0  # past every session's first rekey (REKEY_AFTER_TIME)
     for _ in range(int(window)):
         net.run(1.0)
         for relay, (_, at) in n1._reach.offers.items():
@@ -313,6 +313,6 @@ def test_reach_refreshes_ride_on_probes_and_keep_every_offer_fresh() -> None:
     reach = [now for now, k in kinds.items() if "reach" in k]
     alone = [now for now in reach if datagrams[now] == kinds[now].count("reach")]
     assert len(reach) >= 2 * (n - 1), len(reach)  # each relay's refresh, every 30 s
-    assert len(alone) <= 0.05 * len(reach), (len(alone), len(reach))
+    assert len(alone) <= 1, (len(alone), len(reach))  # a rekey's too (4 of 68 when told alone)
     # and n1 wakes for no more than its probes and their answers
     assert w.datagram_wakeups / window <= 1.5 * (n - 1) / IDLE_PROBE_INTERVAL
