@@ -30,8 +30,8 @@ from lanspan.node.relays import (
     MAX_RELAYS,
     REACH_FIRST_GAP,
     REACH_INTERVAL,
-    REACH_REFRESH,
     REACH_REFRESH_LATE,
+    REACH_RIDE,
     ReachGossip,
     ReachParts,
     ReachTable,
@@ -949,7 +949,7 @@ class NodeCore:
                 # our offer rides on the answer to its next probe, which a restarted
                 # peer sends at once (its first "up"). Told alone at every rekey, 99
                 # peers every 120 s were 0.8 wake-ups a second of an idle agent.
-                self._refreshed_at[ev.peer] = now - REACH_REFRESH  # due (not yet late)
+                self._refreshed_at[ev.peer] = now - REACH_RIDE  # due (not yet late)
         elif ev.kind == "down" and ev.peer in self._up:
             self._up.discard(ev.peer)
             self._planes_acked.discard(ev.peer)  # told again once it is back
@@ -1150,9 +1150,9 @@ class NodeCore:
         ]
 
     def _ride_reach(self, peer: str, now: float) -> list[bytes]:
-        """Our whole offer for `peer` if its refresh is due (REACH_REFRESH), as bodies
-        to seal with what goes to `peer` anyway; [] otherwise."""
-        if not self._me.relay or now - self._refreshed_at.get(peer, _NEVER) < REACH_REFRESH:
+        """Our whole offer for `peer` if its refresh is due (REACH_RIDE), as bodies to
+        seal with what goes to `peer` anyway; [] otherwise."""
+        if not self._me.relay or now - self._refreshed_at.get(peer, _NEVER) < REACH_RIDE:
             return []
         self._reach_gen += 1
         reach = sorted(self._direct_reach().items())

@@ -25,6 +25,7 @@ __all__ = [
     "REACH_INTERVAL",
     "REACH_REFRESH",
     "REACH_REFRESH_LATE",
+    "REACH_RIDE",
     "ReachGossip",
     "ReachParts",
     "ReachTable",
@@ -33,14 +34,17 @@ __all__ = [
 ]
 
 # Reachability gossip: news goes to every peer, at most one REACH per interval
-# (damping). Besides, each peer gets a relay's whole offer again REACH_REFRESH after
-# it last did (what a lost REACH missed, RTTs), riding on a probe or a probe's answer
-# that goes to that peer anyway: the peer handles it in a wake it has anyway (100
-# relays refreshing everyone at once were 3.4 wake-ups a second per idle agent, issue
-# 10). Alone only past REACH_REFRESH_LATE. What a relay said is forgotten after
+# (damping). Besides, each peer gets a relay's whole offer again about every
+# REACH_REFRESH (what a lost REACH missed, RTTs): on the first probe or probe's answer
+# that goes to that peer REACH_RIDE after its last one, so the peer handles it in a
+# wake-up it has anyway (100 relays refreshing everyone at once were 3.4 wake-ups a
+# second per idle agent, issue 10). An idle pair exchanges a probe every 13-25 s at
+# 100 nodes (one end asks, IDLE_QUIET), so a ride comes before REACH_REFRESH_LATE,
+# past which the refresh goes alone. What a relay said is forgotten after
 # REACH_EXPIRY (refreshes missed), or at once when its session goes.
 REACH_INTERVAL = 1.0
 REACH_REFRESH = 30.0
+REACH_RIDE = REACH_REFRESH / 2
 REACH_REFRESH_LATE = 1.5 * REACH_REFRESH
 REACH_EXPIRY = 3 * REACH_REFRESH + 5.0
 # First appearances go out at once, but at most one REACH per REACH_FIRST_GAP: at a
