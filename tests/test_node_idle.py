@@ -15,7 +15,7 @@ from idlesim import EventNet
 from test_node_coldstart import ColdNet
 from test_node_twocore import Link, Net, block
 
-from lanspan.node.core import IDLE_GRID, IDLE_PROBE_INTERVAL
+from lanspan.node.core import IDLE_GRID, IDLE_GRID_SLOTS, IDLE_PROBE_INTERVAL
 from lanspan.node.relays import REACH_REFRESH_LATE
 from lanspan.session import SessionTable
 from lanspan.wire import control
@@ -126,6 +126,14 @@ def test_the_idle_interval_grows_with_the_peers_to_a_fixed_probe_budget() -> Non
     assert big._idle_base() == 120 / IDLE_PROBES_PER_SECOND  # 12 s: 10 probes a second
     gaps = [big._idle_interval() for _ in range(200)]
     assert min(gaps) > 0.74 * 12 and max(gaps) < 1.26 * 12  # jittered around it
+    # and its grid with it: one timer round per 0.75 s for the same probes, not per 0.25
+    assert node(10)._grid() == IDLE_GRID
+    assert big._grid() == 12 / IDLE_GRID_SLOTS
+    for t in (0.0, 3.3, 1234.5):
+        due = big._idle_due(t)
+        assert t + 0.74 * 12 < due < t + 1.26 * 12 + big._grid()
+        slot = (due - big._grid_phase * big._grid()) / big._grid()
+        assert abs(slot - round(slot)) < 1e-6, slot  # on the node's grid
 
 
 def test_a_reach_built_from_encoded_entries_is_the_same_message() -> None:

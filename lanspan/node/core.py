@@ -97,6 +97,10 @@ IDLE_JITTER = 0.25  # fraction of the interval, either way
 # one grid 100 agents of a lab woke in the same instant 4 times a second (50-80
 # runnable at once on 2 cores; a control answer waited ~100 ms behind them, issue 10).
 IDLE_GRID = 0.25
+# ... or a sixteenth of the idle interval if that is longer: at 100 nodes (a 9.9 s
+# interval) 0.62 s, and ~1.6 rounds a second instead of 4 for the same probes (each
+# round a wake-up: ~0.5 ms of CPU on a shared 2-core machine, issue 10).
+IDLE_GRID_SLOTS = 16
 _NEVER = float("-inf")
 # With tcp_segmentation "loss", a peer whose active path lost a probe gets TCP
 # segments for this long after the last loss seen: the probe window (20 probes)
@@ -178,7 +182,7 @@ class NodeCore:
         self._gossip_state = ReachGossip()
         self._out: list[NodeOutput] = []
         self._random_bytes = random_bytes
-        self._grid_phase = int.from_bytes(random_bytes(2), "little") / 65536 * IDLE_GRID
+        self._grid_phase = int.from_bytes(random_bytes(2), "little") / 65536  # of the grid
         # Probes are scheduled per peer: a heap of (due, peer), entries that no longer
         # match _probe_at are stale and skipped. Nothing scans every peer when idle.
         self._probe_at: dict[str, float] = {}
@@ -1014,13 +1018,18 @@ class NodeCore:
         return self._idle_base() * (1.0 + IDLE_JITTER * (2.0 * unit - 1.0))
 
     def _idle_due(self, now: float) -> float:
-        """When an idle peer is probed next: an idle interval on, rounded up to IDLE_GRID."""
+        """When an idle peer is probed next: an idle interval on, rounded up to the grid."""
         return self._on_grid(now + self._idle_interval())
 
+    def _grid(self) -> float:
+        """This node's idle grid: IDLE_GRID, or longer with many peers (IDLE_GRID_SLOTS)."""
+        return max(IDLE_GRID, self._idle_base() / IDLE_GRID_SLOTS)
+
     def _on_grid(self, t: float) -> float:
-        """`t` rounded up to this node's IDLE_GRID."""
-        phase = self._grid_phase
-        return math.ceil((t - phase) / IDLE_GRID) * IDLE_GRID + phase
+        """`t` rounded up to this node's grid (`_grid`, its own phase)."""
+        grid = self._grid()
+        phase = self._grid_phase * grid
+        return math.ceil((t - phase) / grid) * grid + phase
 
     def _schedule(self, peer: str, at: float) -> None:
         """Probe `peer` at `at`, or earlier if it already is."""
@@ -1078,7 +1087,7 @@ class NodeCore:
             due = self._idle_due(now)
             self._busy_until.pop(peer, None)
             self._fast_since.pop(peer, None)
-            longest = self._idle_base() * (1.0 + IDLE_JITTER) + IDLE_GRID  # between probes
+            longest = self._idle_base() * (1.0 + IDLE_JITTER) + self._grid()  # between probes
             slow = longest * self.timers.probe_multiplier
             paths.check(now, max(paths.dead_after, slow))
         self._path_events(peer, now)
