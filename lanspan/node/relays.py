@@ -39,13 +39,14 @@ __all__ = [
 # that goes to that peer REACH_RIDE after its last one, so the peer handles it in a
 # wake-up it has anyway (100 relays refreshing everyone at once were 3.4 wake-ups a
 # second per idle agent, issue 10). An idle pair exchanges a probe every 13-25 s at
-# 100 nodes (one end asks, IDLE_QUIET), so a ride comes before REACH_REFRESH_LATE,
-# past which the refresh goes alone. What a relay said is forgotten after
-# REACH_EXPIRY (refreshes missed), or at once when its session goes.
+# 100 nodes (one end asks, IDLE_QUIET), so a ride comes 23-48 s after the last one
+# (a REACH to each peer every ~32 s: with REACH_RIDE 15 s, every ~20 s, 1.5 times as
+# many) and before REACH_REFRESH_LATE, past which the refresh goes alone. What a
+# relay said is forgotten after REACH_EXPIRY, or at once when its session goes.
 REACH_INTERVAL = 1.0
 REACH_REFRESH = 30.0
-REACH_RIDE = REACH_REFRESH / 2
-REACH_REFRESH_LATE = 1.5 * REACH_REFRESH
+REACH_RIDE = 0.75 * REACH_REFRESH
+REACH_REFRESH_LATE = 2 * REACH_REFRESH
 REACH_EXPIRY = 3 * REACH_REFRESH + 5.0
 # First appearances go out at once, but at most one REACH per REACH_FIRST_GAP: at a
 # cold start a hub's 99 peers come up one by one, and a REACH (to every peer, each
