@@ -254,32 +254,27 @@ class LabRun:
             ]
         return out
 
-    def show(self, node: str, timeout: float = 5.0) -> dict[str, Any] | None:
-        """`node`'s status document, asked in-process; None if the agent does not answer."""
+    def _ask(self, node: str, op: str, timeout: float) -> dict[str, Any] | None:
+        """`node`'s agent's answer to `op` when it is an object; None if it does not answer."""
         sock = self.control(node)
         if not sock.exists():
             return None
         try:
-            response = request(sock, "status", timeout=timeout)
+            response = request(sock, op, timeout=timeout)
         except ControlUnavailable:
             return None
-        doc = response.get("result")
-        return doc if response.get("ok") and isinstance(doc, dict) else None
+        got = response.get("result")
+        return got if response.get("ok") and isinstance(got, dict) else None
+
+    def show(self, node: str, timeout: float = 5.0) -> dict[str, Any] | None:
+        """`node`'s status document, asked in-process; None if the agent does not answer."""
+        return self._ask(node, "status", timeout)
 
     def session_states(self, node: str, timeout: float = 5.0) -> dict[str, str] | None:
         """`node`'s peer -> session state (the `sessions` op: the status document's
         `session` fields, not the document); None if the agent does not answer."""
-        sock = self.control(node)
-        if not sock.exists():
-            return None
-        try:
-            response = request(sock, "sessions", timeout=timeout)
-        except ControlUnavailable:
-            return None
-        got = response.get("result")
-        if not response.get("ok") or not isinstance(got, dict):
-            return None
-        return {str(p): str(s) for p, s in got.items()}
+        got = self._ask(node, "sessions", timeout)
+        return None if got is None else {str(p): str(s) for p, s in got.items()}
 
     def sessions(self, plan: Plan) -> dict[str, dict[str, str]]:
         """node -> peer -> session state, every agent asked at once ({} when one does not
