@@ -1163,6 +1163,10 @@ class NodeCore:
         seal with what goes to `peer` anyway; [] otherwise."""
         if not self._me.relay or now - self._refreshed_at.get(peer, _NEVER) < REACH_RIDE:
             return []
+        return self._offer_bodies(peer, now)
+
+    def _offer_bodies(self, peer: str, now: float) -> list[bytes]:
+        """Our whole offer, as it stands, for `peer` alone (a new generation)."""
         self._reach_gen += 1
         reach = sorted(self._direct_reach().items())
         listed = [control.reach_entry(n, rtt) for n, rtt in reach if n != peer]
@@ -1196,9 +1200,8 @@ class NodeCore:
         if last is not None and now - last < REACH_FIRST_GAP:
             return
         self._told_at[peer] = now
-        reach = sorted(self._direct_reach().items())
-        self._reach_gen += 1
-        self._send_reach(peer, [control.reach_entry(n, rtt) for n, rtt in reach if n != peer], now)
+        sealed = self._sessions.seal_many(peer, self._offer_bodies(peer, now), now, no_answer=True)
+        self._emit(peer, self._paths[peer].destination(), sealed, now)
 
     def _relay_usable(self, relay: str) -> bool:
         return relay in self._up and self._peers[relay].relay and self._hop(relay) is not None
@@ -1293,10 +1296,7 @@ class NodeCore:
         """Each peer's `session` as `status` shows it, without the rest: what a lab or a
         monitor waiting for sessions asks, 100 agents at a time (issue 10)."""
         established, paths = self._sessions.handshake_state, self._paths
-        return {
-            name: "up" if established(name)[0] else ("handshaking" if paths[name].paths else "down")
-            for name in self._peers
-        }
+        return {name: _session_word(established(name)[0], paths[name]) for name in self._peers}
 
     def status(
         self, now: float, segments_of: Callable[[str], tuple[PeerSegment, ...]] | None = None
@@ -1365,7 +1365,7 @@ class NodeCore:
         return peer_status(
             name,
             _key_text(self._peers[name].public_key),
-            "up" if established else ("handshaking" if paths.paths else "down"),
+            _session_word(established, paths),
             active.text if active else None,
             active.relay if active else None,
             round(now - last_handshake, 3) if last_handshake is not None else None,
@@ -1407,6 +1407,11 @@ def _shift(hdr: bytes, delta: int) -> bytes:
 
 
 @functools.lru_cache(maxsize=4096)
+def _session_word(established: bool, paths: PeerPaths) -> Literal["up", "handshaking", "down"]:
+    """A peer's `session` in the status: handshaking while there is a path to try."""
+    return "up" if established else ("handshaking" if paths.paths else "down")
+
+
 def _key_text(key: bytes) -> str:
     return base64.b64encode(key).decode()
 
