@@ -217,3 +217,46 @@ def test_bad_reach_parts_name_their_reason(data: bytes, reason: str) -> None:
     with pytest.raises(BadPacket) as e:
         control.parse_untrusted(data)
     assert e.value.reason == reason
+
+
+def _reach_list_reference(data: bytes, at: int, count: int) -> tuple[tuple[str, int], ...]:
+    """A REACH list read entry by entry with `_take_name`: what `_reach_list` inlines."""
+    peers = []
+    for _ in range(count):
+        name, at = control._take_name(data, at)
+        if at + 4 > len(data):
+            raise BadPacket("control.short", "reach rtt")
+        peers.append((name, int.from_bytes(data[at : at + 4], "big")))
+        at += 4
+    if at != len(data):
+        raise BadPacket("control.bad_length", "bytes after reach list")
+    return tuple(peers)
+
+
+@given(
+    st.lists(st.tuples(st.text(min_size=1, max_size=12), st.integers(0, 2**32 - 1)), max_size=8),
+    st.binary(max_size=40),
+    st.integers(0, 12),
+    st.booleans(),
+)
+def test_a_reach_list_reads_as_entry_by_entry_whatever_the_bytes(
+    peers: list[tuple[str, int]], junk: bytes, extra: int, cut: bool
+) -> None:
+    """Valid entries, then junk (cut short, bad lengths, bad UTF-8): the inlined reader
+    gives the same entries or the same drop reason as the reference."""
+    body = b"".join(control.reach_entry(n, rtt) for n, rtt in peers if len(n.encode()) < 256)
+    body += junk
+    if cut and body:
+        body = body[: len(body) // 2]
+    data = bytes([control.REACH, 0]) + body
+    count = len(peers) + extra
+    want: object
+    try:
+        want = _reach_list_reference(data, 2, count)
+    except BadPacket as e:
+        want = e.reason
+    try:
+        got: object = control._reach_list(data, 2, count)
+    except BadPacket as e:
+        got = e.reason
+    assert got == want

@@ -1218,7 +1218,7 @@ class NodeCore:
             if paths is None:
                 continue
             cands = self._reach.candidates.get(peer, {})
-            relays = {r for r in paths.relays() if r in cands}
+            relays = paths.relays() & cands.keys()
             if len(relays) < MAX_RELAYS and len(cands) > len(relays):
                 offers = sorted(
                     (self._rtt_us(r) + rtt, r) for r, rtt in cands.items() if r not in relays
