@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from lanspan.addr import Target
 from lanspan.config.model import Timers
 from lanspan.node.paths import LATE_MAX, LATE_WINDOW, PeerPaths
 
@@ -16,8 +17,8 @@ def run(
     paths: PeerPaths,
     start: float,
     end: float,
-    dead: set[tuple[str, int]],
-    rtt: dict[tuple[str, int], float],
+    dead: set[Target],
+    rtt: dict[Target, float],
 ) -> float:
     """Probe every interval; answer probes on live paths after their RTT."""
     now = start
@@ -32,7 +33,7 @@ def run(
 
 def test_first_path_up_becomes_active_and_lowest_rtt_wins() -> None:
     p = PeerPaths([A, B], T)
-    assert p.destination() == A and p.candidates() == [A, B]
+    assert p.destination() == A and p.candidates(0.0) == [A, B]
     run(p, 0.0, 5.0, set(), {A: 0.010, B: 0.001})
     assert p.active is not None and p.active.target == B
     kinds = [e.kind for e in p.take_outputs()]
@@ -184,3 +185,30 @@ def test_relays_wait_until_the_direct_paths_had_their_chance() -> None:
     nat = PeerPaths([], T)  # a peer behind NAT: only relays (and learned paths) reach it
     nat.set_relays({"r1"})
     assert nat.direct_tried(0.0) and [t for t, _ in nat.probes(0.0)] == [Relay("r1")]
+
+
+def test_a_handshake_tries_the_direct_paths_before_the_relays() -> None:
+    """At a cold start of 100 nodes every initiation went through three relays too as
+    soon as their REACH came (a third of each node's datagrams, issue 10)."""
+    from lanspan.addr import Relay
+    from lanspan.node.paths import RELAY_HANDSHAKE_AFTER as AFTER
+    from lanspan.session.table import FIRST_RETRY
+
+    assert AFTER < FIRST_RETRY  # the first retry goes through the relays too
+    p = PeerPaths([A, B], T)
+    p.set_relays({"r1", "r2"})
+    everything = [A, B, Relay("r1"), Relay("r2")]
+    assert p.candidates(10.0) == [A, B]  # the first attempt: direct only
+    assert p.candidates(10.0 + AFTER / 2) == [A, B]
+    assert p.candidates(10.0 + AFTER) == everything  # the retries: through the relays too
+    now = run(p, 20.0, 25.0, {A, B, Relay("r1")}, {})  # only r2 answers: it alone
+    assert p.active is not None and p.candidates(now) == [Relay("r2")]
+    p.set_relays({"r1"})  # r2 was active: gone with its path, so direct first again
+    assert p.active is None
+    assert p.candidates(now) == [A, B]
+    assert p.candidates(now + AFTER) == [A, B, Relay("r1")]
+    nat = PeerPaths([], T)  # no direct path to wait for: the relays at once
+    nat.set_relays({"r1"})
+    assert nat.candidates(0.0) == [Relay("r1")]
+    plain = PeerPaths([A], T)  # no relays: the direct paths, whenever
+    assert plain.candidates(0.0) == plain.candidates(100.0) == [A]

@@ -931,7 +931,7 @@ class NodeCore:
                         peer = relayed_from[1]
                     self._emit(peer, action.to, [action.data], now)
                 elif action.peer is not None and action.peer in self._paths:
-                    targets = self._paths[action.peer].candidates()
+                    targets = self._paths[action.peer].candidates(now)
                     if not targets:
                         self._drops["node.no_endpoint"] += 1
                     for addr in targets:

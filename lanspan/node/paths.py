@@ -44,6 +44,9 @@ LATE_WINDOW = 60.0
 # reached directly, and probing three relays of each from the start quadrupled
 # the probe traffic of 100 agents (issue 10).
 RELAY_PROBE_AFTER = 1.0
+# With no active path, a peer's first handshake attempt goes over its direct paths
+# only; its retries (the first FIRST_RETRY, 0.25 s, later) through the relays too.
+RELAY_HANDSHAKE_AFTER = 0.2
 # A better path must beat the active one by this factor to take over.
 SWITCH_FACTOR = 0.7
 
@@ -160,6 +163,8 @@ class PeerPaths:
         self.active: Path | None = None
         # The relay paths in `paths`, by relaying node: only `set_relays` adds or removes one.
         self._relays: dict[str, Path] = {}
+        # Since when handshakes went out with no active path (`candidates`).
+        self._no_active_since: float | None = None
         self._seq = 0
         self._events: list[PathEvent] = []
 
@@ -224,11 +229,24 @@ class PeerPaths:
             return max(seen, key=lambda p: p.last_seen or 0.0).target
         return self.paths[0].target if self.paths else None
 
-    def candidates(self) -> list[Target]:
-        """Where a handshake goes when no path is known to work: all of them."""
+    def candidates(self, now: float) -> list[Target]:
+        """Where a handshake goes: the active path; with none, the direct paths, and the
+        relay paths too from RELAY_HANDSHAKE_AFTER on (at once if there are no direct
+        paths). At a cold start of 100 nodes every initiation also went through up to
+        three relays as soon as their REACH came: a third of each node's datagrams,
+        when nearly every pair reaches the other directly (issue 10)."""
         if self.active is not None:
+            self._no_active_since = None
             return [self.active.target]
-        return [p.target for p in self.paths]
+        direct = [p.target for p in self.paths if p.relay is None]
+        if not direct or len(direct) == len(self.paths):
+            return [p.target for p in self.paths]
+        since = self._no_active_since
+        if since is None:
+            since = self._no_active_since = now
+        if now >= since + RELAY_HANDSHAKE_AFTER:
+            return [p.target for p in self.paths]
+        return direct
 
     def direct_up(self) -> bool:
         return any(p.up and p.relay is None for p in self.paths)
