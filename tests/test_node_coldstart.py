@@ -5,6 +5,7 @@ of guests must get frames through within 2 s of the first start."""
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -13,7 +14,7 @@ from test_node_twocore import BCAST, Link, Net, frame, plain
 from lanspan.addr import Addr
 from lanspan.node.core import NodeCore
 from lanspan.node.outputs import Log, Send, Write
-from lanspan.node.relays import REACH_FIRST_GAP, REACH_FLAP_LIMIT, ReachGossip
+from lanspan.node.relays import REACH_FIRST_GAP, REACH_FLAP_LIMIT, ReachGossip, news_gap
 from lanspan.wire import vnet
 
 GUEST_EVERY = 0.1  # each guest broadcasts (an ARP request, say) this often
@@ -140,6 +141,33 @@ def test_a_hubs_first_reach_of_each_peer_goes_out_within_the_gap() -> None:
         sends += gossip.due(flapping, now)
         now += 0.05
     assert sends <= REACH_FLAP_LIMIT + 1
+
+
+def test_a_large_networks_news_waits_a_gap_that_grows_with_it() -> None:
+    """Each REACH of news goes to every peer: at 100 nodes a cold start's growth went out
+    ~4 times a second to 99 peers (issue 10). The gap keeps it near a second there;
+    small networks keep REACH_FIRST_GAP (cold start <= 2 s with NAT'd branches)."""
+    assert news_gap(12) == REACH_FIRST_GAP
+    gap = news_gap(99)
+    assert 0.9 <= gap <= 1.0
+    gossip = ReachGossip()
+    now, sent_at = 100.25259155107136, []  # awkward floats: the hold's end
+    reach: dict[str, int] = {}
+    for i in range(60):  # a new peer every 50 ms for 3 s
+        reach = {**reach, f"p{i}": 1000}
+        if gossip.due(reach, now, gap):
+            sent_at.append(now)
+        else:
+            held = gossip.held_until
+            assert held is not None and now < held <= sent_at[-1] + gap, i
+            if held - now < 0.05:  # the node looks again as the hold ends: news goes then
+                now = held
+                assert gossip.due(reach, now, gap), i
+                sent_at.append(now)
+        now += 0.05
+    gaps = [b - a for a, b in itertools.pairwise(sent_at)]
+    assert gaps and min(gaps) >= gap - 1e-9, gaps
+    assert len(sent_at) <= 3.0 / gap + 1, sent_at
 
 
 # -- the lab's healing.toml, as far as the fake net goes -------------------------------

@@ -52,6 +52,11 @@ REACH_EXPIRY = 3 * REACH_REFRESH + 5.0
 # cold start a hub's 99 peers come up one by one, and a REACH (to every peer, each
 # listing all) per appearance was ~10 000 messages per relay (issue 10).
 REACH_FIRST_GAP = 0.25
+# ... or longer in a large network: each REACH of news goes to every peer, so the gap
+# is what keeps a relay's news at about REACH_NEWS_PER_SECOND datagrams a second (at
+# 100 nodes a second: a cold start's growth went out ~4 times a second to 99 peers,
+# ~460 REACH per node in the first seconds of a simulated cold start, issue 10).
+REACH_NEWS_PER_SECOND = 100.0
 # More than this many immediate "newly reachable" REACHes in the window: back to the interval.
 REACH_FLAP_LIMIT = 3
 REACH_FLAP_WINDOW = 10.0
@@ -69,6 +74,11 @@ def relayed(origin: str, inner: bytes) -> bytes:
     return payload.build_control(control.build_relay(control.Relay(True, origin, inner)))
 
 
+def news_gap(peers: int) -> float:
+    """The least time between two REACHes of news to every one of `peers` peers."""
+    return max(REACH_FIRST_GAP, peers / REACH_NEWS_PER_SECOND)
+
+
 class ReachGossip:
     """When our own offer goes out to every peer: at once when it grows (unless growth
     flaps), losses at most once per REACH_INTERVAL. RTT changes alone wait for each
@@ -84,9 +94,11 @@ class ReachGossip:
         self._ever: set[str] = set()
         self.held_until: float | None = None  # news held back by REACH_FIRST_GAP, until
 
-    def due(self, reach: dict[str, int], now: float) -> bool:
-        """True when `reach` should be sent now; it is then recorded as sent."""
+    def due(self, reach: dict[str, int], now: float, gap: float = REACH_FIRST_GAP) -> bool:
+        """True when `reach` should be sent now; it is then recorded as sent. News waits
+        for `gap` after the last send (`news_gap`)."""
         since = now - self.sent_at
+        self.held_until = None  # set again below if news is held
         # Good news goes out at once (a peer newly reachable), unless growth itself
         # flaps; losses and RTT changes wait for the interval: one flapping link
         # cannot make a storm. RTT wiggles alone only ride on the refresh.
@@ -97,10 +109,9 @@ class ReachGossip:
         urgent = first or (bool(new) and len(self._growth) < REACH_FLAP_LIMIT)
         if not urgent and since < REACH_INTERVAL:
             return False
-        if urgent and since < REACH_FIRST_GAP:
-            self.held_until = self.sent_at + REACH_FIRST_GAP  # news waits for the gap
+        if urgent and now < self.sent_at + gap:  # as the hold ends: `since` may round below
+            self.held_until = self.sent_at + gap  # news waits for the gap
             return False
-        self.held_until = None
         if reach.keys() == self.sent.keys():
             return False
         if urgent and not first:
