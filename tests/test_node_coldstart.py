@@ -14,7 +14,14 @@ from test_node_twocore import BCAST, Link, Net, frame, plain
 from lanspan.addr import Addr
 from lanspan.node.core import NodeCore
 from lanspan.node.outputs import Log, Send, Write
-from lanspan.node.relays import REACH_FIRST_GAP, REACH_FLAP_LIMIT, ReachGossip, news_gap
+from lanspan.node.relays import (
+    REACH_FIRST_GAP,
+    REACH_FLAP_LIMIT,
+    REACH_INTERVAL,
+    ReachGossip,
+    change_interval,
+    news_gap,
+)
 from lanspan.wire import vnet
 
 GUEST_EVERY = 0.1  # each guest broadcasts (an ARP request, say) this often
@@ -155,19 +162,44 @@ def test_a_large_networks_news_waits_a_gap_that_grows_with_it() -> None:
     reach: dict[str, int] = {}
     for i in range(60):  # a new peer every 50 ms for 3 s
         reach = {**reach, f"p{i}": 1000}
-        if gossip.due(reach, now, gap):
+        if gossip.due(reach, now, 99):
             sent_at.append(now)
         else:
             held = gossip.held_until
             assert held is not None and now < held <= sent_at[-1] + gap, i
             if held - now < 0.05:  # the node looks again as the hold ends: news goes then
                 now = held
-                assert gossip.due(reach, now, gap), i
+                assert gossip.due(reach, now, 99), i
                 sent_at.append(now)
         now += 0.05
     gaps = [b - a for a, b in itertools.pairwise(sent_at)]
     assert gaps and min(gaps) >= gap - 1e-9, gaps
     assert len(sent_at) <= 3.0 / gap + 1, sent_at
+
+
+def test_a_large_networks_losses_wait_longer_than_its_comebacks() -> None:
+    """A flapping path made every relay tell all 99 peers once a second: on an
+    overloaded machine that kept the overload going (issue 10). Losses now wait
+    `change_interval` (~10 s at 100 nodes, REACH_INTERVAL in small networks);
+    comebacks within the flap budget still go after the news gap."""
+    assert change_interval(10) == REACH_INTERVAL
+    wait = change_interval(99)
+    assert 9.0 <= wait <= 10.0
+    gossip = ReachGossip()
+    full = {f"p{i}": 1000 for i in range(99)}
+    assert gossip.due(full, 0.0, 99)
+    now, sent = 0.0, [0.0]
+    while now < 60.0:  # p0 lost, back, lost...: one flapping path, every 0.5 s
+        now = round(now + 0.5, 6)
+        lost = int(now * 2) % 2 == 1
+        reach = {k: v for k, v in full.items() if k != "p0"} if lost else full
+        if gossip.due(reach, now, 99):
+            sent.append(now)
+    gaps = [b - a for a, b in itertools.pairwise(sent)]
+    # comebacks: at most REACH_FLAP_LIMIT per window at the news gap; the rest waits
+    assert min(gaps) >= news_gap(99) - 1e-9, gaps
+    assert len(sent) <= 1 + 60.0 / wait + REACH_FLAP_LIMIT * (60.0 / 10.0 + 1), sent
+    assert len(sent) >= 60.0 / wait - 1, sent  # the losses are still told
 
 
 # -- the lab's healing.toml, as far as the fake net goes -------------------------------

@@ -35,7 +35,6 @@ from lanspan.node.relays import (
     ReachGossip,
     ReachParts,
     ReachTable,
-    news_gap,
     relay_request,
     relayed,
 )
@@ -1132,7 +1131,7 @@ class NodeCore:
         if not self._me.relay:
             return
         reach = self._direct_reach()
-        if not self._gossip_state.due(reach, now, news_gap(len(self._up))):
+        if not self._gossip_state.due(reach, now, len(self._up)):
             held = self._gossip_state.held_until
             if held is not None:
                 self._gossip_at = min(self._gossip_at, held)

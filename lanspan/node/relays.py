@@ -57,6 +57,14 @@ REACH_FIRST_GAP = 0.25
 # 100 nodes a second: a cold start's growth went out ~4 times a second to 99 peers,
 # ~460 REACH per node in the first seconds of a simulated cold start, issue 10).
 REACH_NEWS_PER_SECOND = 100.0
+# Losses (and comebacks past the flap budget) wait REACH_INTERVAL, or longer in a large
+# network: about REACH_CHANGES_PER_SECOND datagrams a second per relay (10 s at 100
+# nodes). Each change went to all 99 peers once a second per relay: with paths
+# flapping on an overloaded machine (100 agents on 2 cores, a cold start with guests
+# pinging, issue 10) 66 relays sent each agent ~66 REACH a second, which kept the
+# overload going after the guests had stopped. A relay path that stops working is
+# seen by its probes meanwhile; comebacks within the flap budget still go at once.
+REACH_CHANGES_PER_SECOND = 10.0
 # More than this many immediate "newly reachable" REACHes in the window: back to the interval.
 REACH_FLAP_LIMIT = 3
 REACH_FLAP_WINDOW = 10.0
@@ -79,10 +87,15 @@ def news_gap(peers: int) -> float:
     return max(REACH_FIRST_GAP, peers / REACH_NEWS_PER_SECOND)
 
 
+def change_interval(peers: int) -> float:
+    """The least time between two REACHes of losses to every one of `peers` peers."""
+    return max(REACH_INTERVAL, peers / REACH_CHANGES_PER_SECOND)
+
+
 class ReachGossip:
     """When our own offer goes out to every peer: at once when it grows (unless growth
-    flaps), losses at most once per REACH_INTERVAL. RTT changes alone wait for each
-    peer's refresh (`NodeCore._ride_reach`)."""
+    flaps; at most once per `news_gap`), losses at most once per `change_interval`.
+    RTT changes alone wait for each peer's refresh (`NodeCore._ride_reach`)."""
 
     def __init__(self) -> None:
         self.sent: dict[str, int] = {}
@@ -94,10 +107,10 @@ class ReachGossip:
         self._ever: set[str] = set()
         self.held_until: float | None = None  # news held back by REACH_FIRST_GAP, until
 
-    def due(self, reach: dict[str, int], now: float, gap: float = REACH_FIRST_GAP) -> bool:
-        """True when `reach` should be sent now; it is then recorded as sent. News waits
-        for `gap` after the last send (`news_gap`)."""
-        since = now - self.sent_at
+    def due(self, reach: dict[str, int], now: float, peers: int = 0) -> bool:
+        """True when `reach` should be sent now (to `peers` peers); it is then recorded
+        as sent. News waits `news_gap` after the last send, losses `change_interval`."""
+        gap, interval = news_gap(peers), change_interval(peers)
         self.held_until = None  # set again below if news is held
         # Good news goes out at once (a peer newly reachable), unless growth itself
         # flaps; losses and RTT changes wait for the interval: one flapping link
@@ -107,7 +120,7 @@ class ReachGossip:
         while self._growth and now - self._growth[0] > REACH_FLAP_WINDOW:
             self._growth.popleft()
         urgent = first or (bool(new) and len(self._growth) < REACH_FLAP_LIMIT)
-        if not urgent and since < REACH_INTERVAL:
+        if not urgent and now < self.sent_at + interval:
             return False
         if urgent and now < self.sent_at + gap:  # as the hold ends: `since` may round below
             self.held_until = self.sent_at + gap  # news waits for the gap
