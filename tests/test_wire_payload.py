@@ -235,7 +235,7 @@ def _reach_list_reference(data: bytes, at: int, count: int) -> tuple[tuple[str, 
 
 @given(
     st.lists(st.tuples(st.text(min_size=1, max_size=12), st.integers(0, 2**32 - 1)), max_size=8),
-    st.binary(max_size=40),
+    st.one_of(st.binary(max_size=40), st.sampled_from([b"\x02\xff\xfe", b"\x01\x80\x00"])),
     st.integers(0, 12),
     st.booleans(),
 )

@@ -105,7 +105,7 @@ class ReachGossip:
         # is new once), so it goes out at once even at a cold start, when every peer
         # of a hub appears within a second; only a comeback uses the flap budget.
         self._ever: set[str] = set()
-        self.held_until: float | None = None  # news held back by REACH_FIRST_GAP, until
+        self.held_until: float | None = None  # news held back by the news gap, until
 
     def due(self, reach: dict[str, int], now: float, peers: int = 0) -> bool:
         """True when `reach` should be sent now (to `peers` peers); it is then recorded

@@ -218,12 +218,12 @@ def _reach_list(data: bytes, at: int, count: int) -> tuple[tuple[str, int], ...]
         end = at + 1 + n
         if n == 0 or end > size:
             raise BadPacket("control.bad_name", f"length {n}")
-        if end + 4 > size:
-            raise BadPacket("control.short", "reach rtt")
         try:
             name = data[at + 1 : end].decode()
         except UnicodeDecodeError:
             raise BadPacket("control.bad_name", "not utf-8") from None
+        if end + 4 > size:
+            raise BadPacket("control.short", "reach rtt")
         peers.append((name, rtt_at(data, end)[0]))
         at = end + 4
     if at != size:
