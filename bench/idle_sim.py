@@ -1,6 +1,7 @@
 """What an idle node costs, sans-IO: N nodes on a fake clock, woken as the agent wakes them.
 
-Every node gets its sessions up during a warm-up; then, for `--seconds`
+Every node gets its sessions up during a warm-up (a cold start of all of them at
+once: its CPU is printed); then, for `--seconds`
 simulated seconds, node n1 is watched: timer wake-ups, datagram wake-ups,
 datagrams sent, and the CPU (time.process_time) its NodeCore calls took, on
 this machine (other load on it counts: the load average is printed). With
@@ -43,10 +44,15 @@ def main() -> None:
     if args.relays is not None:
         no_relay = frozenset(f"n{i}" for i in range(args.relays + 1, args.nodes + 1))
     net = EventNet(args.nodes, no_relay=no_relay)
-    net.run(args.warmup)
+    up0 = time.process_time()
+    net.run(args.warmup)  # a cold start of every node at once
+    up_cpu = time.process_time() - up0
     peers = [f"n{i}" for i in range(2, args.nodes + 1)]
     missing = [p for p in peers if not net.up("n1", p)]
-    print(f"warm-up {args.warmup:g} s: {len(peers) - len(missing)}/{len(peers)} sessions up")
+    print(
+        f"warm-up {args.warmup:g} s: {len(peers) - len(missing)}/{len(peers)} sessions up;"
+        f" the cold start of all {args.nodes} nodes took {up_cpu:.1f} s of CPU (harness included)"
+    )
     w = net.watch("n1")
     prof = cProfile.Profile() if args.profile else None
     cpu0 = time.process_time()
