@@ -280,6 +280,43 @@ def test_blocked_direct_path_goes_through_a_relay_end_to_end() -> None:
     assert net.nodes["n2"]._sessions.drops["session.bad_auth"] == 0
 
 
+def test_an_overloaded_node_does_not_probe_the_relays_of_its_slow_busy_peers() -> None:
+    """100 agents on 2 cores, a cold start with guests pinging: every answer came late,
+    so every busy peer's three relays were probed five times a second too, and the
+    overload outlived the guests (issue 10). Timers handled OVERLOAD_LATE late: the
+    machine is slow, not the path; relays are probed again once it keeps up."""
+    from lanspan.node.core import OVERLOAD_HOLD, OVERLOAD_LATE
+
+    def relay_probes(overloaded: bool) -> tuple[int, int]:
+        net = Net(3, Link(random.Random(10)))
+        net.chatty.add("n1")
+        net.run(4.0)
+        relay = net.nodes["n2"]
+        before = relay._counters["relayed"]
+        # 2 s of a slow machine: everything handled in steps longer than the fast probe
+        # interval, so every answer is late (direct_lossy) and, overloaded, timers too
+        net.run(2.0, dt=OVERLOAD_LATE + 0.2 if overloaded else 0.35)
+        return relay._counters["relayed"] - before, net.nodes["n1"]._counters["overloaded"]
+
+    slow, episodes = relay_probes(overloaded=False)
+    assert slow >= 8 and episodes == 0  # late answers alone: the relays are probed
+    relayed, episodes = relay_probes(overloaded=True)
+    assert relayed <= 2 and episodes == 1  # at most the one probe there and back in flight
+    # Once it keeps up again, a cut still moves traffic to the relay within a second.
+    net = Net(3, Link(random.Random(10)))
+    net.chatty.add("n1")
+    net.run(4.0)
+    net.run(2.0, dt=OVERLOAD_LATE + 0.2)
+    net.run(OVERLOAD_HOLD + 1.0)
+    paths = net.nodes["n1"]._paths["n3"]
+    assert paths.active is not None and paths.active.relay is None
+    block(net, "n1", "n3")
+    cut = net.now
+    while paths.active is None or paths.active.relay is None or not paths.active.up:
+        net.step()
+        assert net.now - cut < 1.0, "no failover to the relay within 1 s"
+
+
 def test_a_node_that_says_no_does_not_relay() -> None:
     net = Net(3, Link(random.Random(9)), no_relay=frozenset({"n2"}))
     block(net, "n1", "n3")

@@ -86,6 +86,14 @@ _TRANSPORT_OVERHEAD = 32
 # IDLE_PROBES_PER_SECOND for the node (issue 10: 100 agents x 99 peers every 4 s
 # took both cores of the machine they shared).
 BUSY_WINDOW = 5.0
+# A probe timer handled this late means the machine, not a path, is slow: for
+# OVERLOAD_HOLD seconds a busy peer's late answer no longer gets its relays probed at
+# the fast rate (a relay probe costs four hops). On 100 agents sharing 2 cores, a cold
+# start with guests pinging kept every busy peer's three relays probed five times a
+# second; the overload outlived the guests' traffic (issue 10). Relays are still
+# probed once a peer has no direct path up.
+OVERLOAD_LATE = 0.5
+OVERLOAD_HOLD = 10.0
 IDLE_PROBE_INTERVAL = 4.0
 IDLE_PROBES_PER_SECOND = 10.0
 IDLE_QUIET = 1.3
@@ -188,6 +196,7 @@ class NodeCore:
         self._probe_at: dict[str, float] = {}
         self._probe_heap: list[tuple[float, str]] = []
         self._busy_until: dict[str, float] = {}
+        self._overloaded_until = _NEVER  # see OVERLOAD_LATE
         self._fast_since: dict[str, float] = {}
         self._gossip_at = now
         self._told_at: dict[str, float] = {}  # peer -> our offer sent to it alone (_tell_reach)
@@ -1066,6 +1075,10 @@ class NodeCore:
             at, peer = heapq.heappop(heap)
             if due.get(peer) == at:
                 del due[peer]
+                if now - at > OVERLOAD_LATE:
+                    if now >= self._overloaded_until:
+                        self._counters["overloaded"] += 1  # episodes
+                    self._overloaded_until = now + OVERLOAD_HOLD
                 self._probe_peer(peer, now)
         if now >= self._gossip_at:
             # on the idle probes' grid: one timer round for both
@@ -1094,9 +1107,9 @@ class NodeCore:
         if peer in self._up:
             # Relay paths only while they may be needed: no direct path up once the
             # direct ones had their chance, or a busy peer whose direct path shows
-            # trouble (so failover finds them up).
+            # trouble (so failover finds them up) while this node keeps up.
             relays = (not paths.direct_up() and paths.direct_tried(now)) or (
-                busy and paths.direct_lossy(now)
+                busy and now >= self._overloaded_until and paths.direct_lossy(now)
             )
             quiet = None if busy else now - self._idle_base() * IDLE_QUIET
             probed = False
