@@ -212,3 +212,17 @@ def test_a_handshake_tries_the_direct_paths_before_the_relays() -> None:
     assert nat.candidates(0.0) == [Relay("r1")]
     plain = PeerPaths([A], T)  # no relays: the direct paths, whenever
     assert plain.candidates(0.0) == plain.candidates(100.0) == [A]
+
+
+def test_a_peers_session_word_follows_its_paths() -> None:
+    """A peer with no path to try is "down"; once one appears (a relay offers it, or a
+    datagram from it is learned) it is "handshaking", whatever was shown before."""
+    from lanspan.node.core import _session_word
+
+    nat = PeerPaths([], T)  # no endpoint, no relay yet
+    assert _session_word(False, nat) == "down"
+    nat.set_relays({"r1"})
+    assert _session_word(False, nat) == "handshaking"
+    assert _session_word(True, nat) == "up"
+    nat.set_relays(set())
+    assert _session_word(False, nat) == "down"

@@ -1419,12 +1419,12 @@ def _shift(hdr: bytes, delta: int) -> bytes:
     return vnet.build(vnet.parse_untrusted(hdr).shifted(delta))
 
 
-@functools.lru_cache(maxsize=4096)
 def _session_word(established: bool, paths: PeerPaths) -> Literal["up", "handshaking", "down"]:
     """A peer's `session` in the status: handshaking while there is a path to try."""
     return "up" if established else ("handshaking" if paths.paths else "down")
 
 
+@functools.lru_cache(maxsize=4096)
 def _key_text(key: bytes) -> str:
     return base64.b64encode(key).decode()
 
