@@ -63,7 +63,7 @@ REACH_NEWS_PER_SECOND = 100.0
 # flapping on an overloaded machine (100 agents on 2 cores, a cold start with guests
 # pinging, issue 10) 66 relays sent each agent ~66 REACH a second, which kept the
 # overload going after the guests had stopped. A relay path that stops working is
-# seen by its probes meanwhile; comebacks within the flap budget still go at once.
+# seen by its probes meanwhile; comebacks within the flap budget go after the news gap.
 REACH_CHANGES_PER_SECOND = 10.0
 # More than this many immediate "newly reachable" REACHes in the window: back to the interval.
 REACH_FLAP_LIMIT = 3
