@@ -116,6 +116,22 @@ def test_up_test_down(small_lab: tuple[Path, Path, str], tmp_path: Path) -> None
             assert isinstance(f["outage_ms"], float | int) and f["outage_ms"] > 0
         html = (report / "index.html").read_text()
         assert html.count("<svg") == 1 + len(result["faults"])
+
+        # ARP suppression, with a guest's own kernel: gra-lan forgets rbx-lan's MAC and
+        # asks again; gra-hv1 answers from the binding rbx-lan's ARP taught it.
+        def exec_(where: str, *cmd: str) -> str:
+            return lab("exec", str(lab_file), "--run-dir", str(run_dir), where, "--", *cmd).stdout
+
+        def suppressed() -> int:
+            doc = json.loads(exec_("gra-hv1", sys.executable, "-m", "lanspan", "show", "--json"))
+            return int(doc["counters"].get("arp_suppressed", 0))
+
+        before = suppressed()
+        exec_("gra-lan", "ip", "neigh", "flush", "dev", "eth0")
+        exec_("gra-lan", "ping", "-c", "1", "-W", "2", "198.18.10.21")
+        assert suppressed() > before
+        neigh = exec_("gra-lan", "ip", "neigh", "show", "198.18.10.21")
+        assert "lladdr" in neigh, neigh
     finally:
         down = lab("down", str(lab_file), "--run-dir", str(run_dir), check=False)
     assert down.returncode == 0, down.stderr

@@ -40,6 +40,11 @@ Rules, in the order they are applied to a frame from a local port:
      frames sourcing it elsewhere meanwhile are `switch.mac_held`;
    - the new location is at its MAC limit (`switch.mac_limit`, `switch.peer_mac_limit`).
    Every sighting at a new location counts in `mac_moves` (refused ones too).
+   An ARP frame also teaches its sender's IPv4 binding (`lanspan.switch.arp`),
+   from a local port or a peer; a broadcast ARP request from a local port for an
+   address bound to a MAC known elsewhere (behind a peer that is up, or another
+   port) is answered on the port with the owner's reply and goes no further
+   (`arp_suppressed`): ARP suppression, as EVPN does it.
 4. Forwarding: unicast to a known MAC goes to exactly that port or peer
    (`switch.same_port` if that is where it came from); anything else (broadcast,
    multicast, unknown unicast) is flooded to the segment's other local ports
@@ -88,7 +93,7 @@ plus the `ethernet.*` reasons of a header that does not parse.
 Counters (`Switch.counters`): learned, aged, flushed, mac_moves, mac_flaps,
 unicast, flooded, no_destination (accepted, nowhere to go), events_dropped,
 flood_held (floods kept for peers that were down), flood_held_sent (held floods
-handed to a peer that came up).
+handed to a peer that came up), arp_suppressed (ARP requests answered here).
 A storm (flood rate limit engaged on a port) is reported once, and ends when
 the port's bucket has refilled.
 """
@@ -104,6 +109,7 @@ from typing import Final, Literal
 
 from lanspan.config.model import HostPort, Network, Node, TrunkPort
 from lanspan.errors import BadPacket
+from lanspan.switch.arp import ARP_ETHERTYPE, Bindings, answerable, arp_reply, parse_arp, teaches
 from lanspan.switch.bucket import TokenBucket, flood_burst
 from lanspan.wire.ethernet import TAG_TPIDS, format_mac, parse_untrusted, pop_tag, push_tag
 
@@ -437,6 +443,8 @@ class Switch:
         # down) bumps `_gen`, so a stale answer is never used. Structure
         # (ports, segments, static entries) only changes with a new Switch.
         self._gen = 0
+        # ARP suppression (rule 4, lanspan.switch.arp): IPv4 -> MAC per segment.
+        self._bindings = Bindings(self.ageing)
         self._hot_out: dict[tuple[str, bytes], _HotOut] = {}
         self._hot_in: dict[tuple[str, int, bytes], _HotIn] = {}
 
@@ -528,6 +536,12 @@ class Switch:
             self._expire(now)
         if not self._learn(seg, h.src, p.where, now, p.mac_limit, p):
             return None
+        if h.ethertype == ARP_ETHERTYPE:
+            # broadcast requests only: a unicast one is the asker checking on the owner
+            answer = self._arp(seg, mesh, h.src, p.where, now, hold and bool(h.dst[0] & 1))
+            if answer is not None:
+                out = answer if vid is None or vid == 0 else push_tag(answer, vid)
+                return Forward(seg.vni, answer, ((p.name, out),), ())
 
         dst = h.dst
         if not dst[0] & 1:
@@ -537,7 +551,7 @@ class Switch:
                     self.drops["switch.same_port"] += 1
                     return None
                 fwd = self._unicast(seg, mesh, inner_tagged, where)
-                if fwd is not None and fwd.peers and vid is None:
+                if fwd is not None and fwd.peers and vid is None and h.ethertype != ARP_ETHERTYPE:
                     self._remember_out(port, frame, seg.vni, h.src, p.where, fwd.peers)
                 return fwd
         # flood: broadcast, multicast, unknown unicast
@@ -563,6 +577,29 @@ class Switch:
             return None
         self.counters["flooded"] += 1
         return Forward(seg.vni, mesh, ports, peers, True)
+
+    def _arp(
+        self, seg: _Seg, mesh: bytes, src: bytes, came: Location, now: float, answer: bool
+    ) -> bytes | None:
+        """Learn the binding an ARP frame from `came` shows; with `answer`, the reply to
+        a request this node can give itself (`lanspan.switch.arp`), or None: forward it."""
+        arp = parse_arp(mesh)
+        if arp is None:
+            return None
+        if teaches(arp, src):
+            self._bindings.learn(seg.vni, arp.sender_ip, src, now)
+        if not answer or not answerable(arp):
+            return None
+        mac = self._bindings.get(seg.vni, arp.target_ip, now)
+        if mac is None or mac == src:
+            return None
+        where = self._lookup(seg.vni, mac)
+        if where is None or where == came:
+            return None
+        if isinstance(where, PeerLocation) and not self._peers[where.peer].up:
+            return None
+        self.counters["arp_suppressed"] += 1
+        return arp_reply(arp, mac)
 
     def _unknown_unicast_peers(
         self, vni: int, dst: bytes, peers: tuple[str, ...], now: float
@@ -638,6 +675,8 @@ class Switch:
             self._expire(now)
         if not self._learn(seg, h.src, pr.where, now, pr.mac_limit, pr):
             return None
+        if h.ethertype == ARP_ETHERTYPE:
+            self._arp(seg, frame, h.src, pr.where, now, False)
 
         dst = h.dst
         if not dst[0] & 1:
@@ -650,7 +689,8 @@ class Switch:
                     self.drops["switch.split_horizon"] += 1
                     return None
                 fwd = self._unicast(seg, frame, inner_tagged, where)
-                if fwd is not None and h.vlan is None:  # (a short tagged frame must not hit)
+                # (a short tagged frame must not hit; ARP must be read: bindings)
+                if fwd is not None and h.vlan is None and h.ethertype != ARP_ETHERTYPE:
                     self._remember_in(peer, vni, frame, h.src, pr.where, where, seg)
                 return fwd
         ports = self._egress(seg, frame, inner_tagged, None)
