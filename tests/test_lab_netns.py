@@ -139,6 +139,41 @@ def test_up_test_down(small_lab: tuple[Path, Path, str], tmp_path: Path) -> None
     assert _root_links() <= links_before
 
 
+def test_nd_suppression_with_guest_kernels(small_lab: tuple[Path, Path, str]) -> None:
+    """A guest's own kernel solicits, advertises and takes an answer the node gives."""
+    lab_file, run_dir, prefix = small_lab
+    text = lab_file.read_text()
+    text = text.replace(
+        'ipv4 = "198.18.10.0/24"\nmtu', 'ipv4 = "198.18.10.0/24"\nipv6 = "fd00:10::/64"\nmtu', 1
+    )
+    for g in ("11", "21"):
+        text = text.replace(f'["198.18.10.{g}/24"]', f'["198.18.10.{g}/24", "fd00:10::{g}/64"]')
+    lab_file.write_text(text)
+
+    def exec_(where: str, *cmd: str) -> str:
+        return lab("exec", str(lab_file), "--run-dir", str(run_dir), where, "--", *cmd).stdout
+
+    def suppressed() -> int:
+        doc = json.loads(exec_("gra-hv1", sys.executable, "-m", "lanspan", "show", "--json"))
+        return int(doc["counters"].get("nd_suppressed", 0))
+
+    pids: list[int] = []
+    try:
+        lab("up", str(lab_file), "--run-dir", str(run_dir))
+        pids = _pids(run_dir)
+        exec_("gra-lan", "ping", "-6", "-c", "1", "-W", "2", "fd00:10::21")  # floods, learns
+        before = suppressed()
+        exec_("gra-lan", "ip", "-6", "neigh", "flush", "dev", "eth0")
+        exec_("gra-lan", "ping", "-6", "-c", "1", "-W", "2", "fd00:10::21")
+        assert suppressed() > before
+        neigh = exec_("gra-lan", "ip", "-6", "neigh", "show", "fd00:10::21")
+        assert "lladdr" in neigh, neigh
+    finally:
+        down = lab("down", str(lab_file), "--run-dir", str(run_dir), check=False)
+    assert down.returncode == 0, down.stderr
+    _assert_gone(prefix, pids)
+
+
 def test_down_after_sigkill(small_lab: tuple[Path, Path, str]) -> None:
     lab_file, run_dir, prefix = small_lab
     try:

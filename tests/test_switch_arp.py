@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from test_switch import A, B, C, switch
 
 from lanspan.switch import Forward, Switch
-from lanspan.switch.arp import Arp, Bindings, arp_reply, parse_arp
+from lanspan.switch.arp import Arp, arp_reply, parse_arp
+from lanspan.switch.bindings import Bindings
 from lanspan.wire.ethernet import BROADCAST, build, parse_untrusted, pop_tag
 
 LAN, API = 10010, 10011
@@ -162,7 +163,7 @@ def test_bindings_are_bounded_and_the_least_recently_seen_go_first() -> None:
     assert b.get(LAN, bytes([198, 18, 0, 1]), 5.0) is None
     b.learn(LAN, bytes([198, 18, 0, 2]), bytes([2, 0, 0, 0, 0, 9]), 6.0)  # refreshed
     b.learn(LAN, bytes([198, 18, 0, 7]), bytes([2, 0, 0, 0, 0, 7]), 7.0)
-    assert b.get(LAN, bytes([198, 18, 0, 2]), 7.0) == bytes([2, 0, 0, 0, 0, 9])
+    assert b.get(LAN, bytes([198, 18, 0, 2]), 7.0) == (bytes([2, 0, 0, 0, 0, 9]), False)
     assert b.get(LAN, bytes([198, 18, 0, 3]), 7.0) is None
     b.learn(LAN, bytes([198, 18, 0, 7]), bytes([2, 0, 0, 0, 0, 7]), 1.0)  # clock stepped back
     assert b.get(LAN, bytes([198, 18, 0, 7]), 306.0) is not None

@@ -20,17 +20,12 @@ see and learn from). Only a sender whose ARP MAC is the frame's source teaches.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = [
-    "ARP_ETHERTYPE", "MAX_BINDINGS", "Arp", "Bindings", "answerable", "arp_reply", "parse_arp",
-    "teaches",
-]  # fmt: skip
+__all__ = ["ARP_ETHERTYPE", "Arp", "answerable", "arp_reply", "parse_arp", "teaches"]
 
 ARP_ETHERTYPE: Final = 0x0806
-MAX_BINDINGS: Final = 8192  # per node, across segments; the least recently seen go first
 # Ethernet hardware, IPv4 protocol, 6-byte and 4-byte addresses: the one kind answered.
 _ETHER_IPV4: Final = b"\x00\x01\x08\x00\x06\x04"
 _ARP_LEN: Final = 14 + 28
@@ -75,42 +70,3 @@ def teaches(arp: Arp, src: bytes) -> bool:
 def answerable(arp: Arp) -> bool:
     """Whether a request may be answered from a binding (no probe, no announcement)."""
     return arp.op == REQUEST and arp.sender_ip != _NO_IP and arp.target_ip != arp.sender_ip
-
-
-@dataclass(slots=True)
-class _Binding:
-    mac: bytes
-    seen: float
-
-
-class Bindings:
-    """(VNI, IPv4 address) -> MAC, as last seen in an ARP frame; bounded, least
-    recently seen first out. `get` answers only bindings seen within `max_age`."""
-
-    def __init__(self, max_age: float, max_size: int = MAX_BINDINGS) -> None:
-        if max_size < 1:
-            raise ValueError(f"bindings need room for at least one, not {max_size}")
-        self.max_age = max_age
-        self.max_size = max_size
-        self._table: OrderedDict[tuple[int, bytes], _Binding] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._table)
-
-    def learn(self, vni: int, ip: bytes, mac: bytes, now: float) -> None:
-        key = (vni, ip)
-        b = self._table.get(key)
-        if b is None:
-            if len(self._table) >= self.max_size:
-                self._table.popitem(last=False)
-            self._table[key] = _Binding(mac, now)
-            return
-        b.mac = mac
-        b.seen = max(b.seen, now)  # a clock stepping back never makes a binding older
-        self._table.move_to_end(key)
-
-    def get(self, vni: int, ip: bytes, now: float) -> bytes | None:
-        b = self._table.get((vni, ip))
-        if b is None or now - b.seen > self.max_age:
-            return None
-        return b.mac

@@ -40,11 +40,14 @@ Rules, in the order they are applied to a frame from a local port:
      frames sourcing it elsewhere meanwhile are `switch.mac_held`;
    - the new location is at its MAC limit (`switch.mac_limit`, `switch.peer_mac_limit`).
    Every sighting at a new location counts in `mac_moves` (refused ones too).
-   An ARP frame also teaches its sender's IPv4 binding (`lanspan.switch.arp`),
-   from a local port or a peer; a broadcast ARP request from a local port for an
-   address bound to a MAC known elsewhere (behind a peer that is up, or another
-   port) is answered on the port with the owner's reply and goes no further
-   (`arp_suppressed`): ARP suppression, as EVPN does it.
+   An ARP frame also teaches its sender's IPv4 binding (`lanspan.switch.arp`), a
+   neighbour advertisement its target's IPv6 one (`lanspan.switch.nd`), from a
+   local port or a peer; a broadcast ARP request or a multicast neighbour
+   solicitation from a local port for an address bound to a MAC known elsewhere
+   (behind a peer that is up, or another port) is answered on the port with the
+   owner's reply and goes no further (`arp_suppressed`, `nd_suppressed`): ARP
+   and ND suppression, as EVPN does them. The fast path never keeps an answer
+   for an ARP or ND frame, nor gives one to an ND frame: each is read.
 4. Forwarding: unicast to a known MAC goes to exactly that port or peer
    (`switch.same_port` if that is where it came from); anything else (broadcast,
    multicast, unknown unicast) is flooded to the segment's other local ports
@@ -93,7 +96,8 @@ plus the `ethernet.*` reasons of a header that does not parse.
 Counters (`Switch.counters`): learned, aged, flushed, mac_moves, mac_flaps,
 unicast, flooded, no_destination (accepted, nowhere to go), events_dropped,
 flood_held (floods kept for peers that were down), flood_held_sent (held floods
-handed to a peer that came up), arp_suppressed (ARP requests answered here).
+handed to a peer that came up), arp_suppressed and nd_suppressed (ARP requests
+and neighbour solicitations answered here).
 A storm (flood rate limit engaged on a port) is reported once, and ends when
 the port's bucket has refilled.
 """
@@ -109,7 +113,8 @@ from typing import Final, Literal
 
 from lanspan.config.model import HostPort, Network, Node, TrunkPort
 from lanspan.errors import BadPacket
-from lanspan.switch.arp import ARP_ETHERTYPE, Bindings, answerable, arp_reply, parse_arp, teaches
+from lanspan.switch import arp, nd
+from lanspan.switch.bindings import Bindings
 from lanspan.switch.bucket import TokenBucket, flood_burst
 from lanspan.wire.ethernet import TAG_TPIDS, format_mac, parse_untrusted, pop_tag, push_tag
 
@@ -280,6 +285,7 @@ class _HotOut:
     src: _Learned
     vni: int
     peers: tuple[str, ...]
+    v6: bool  # IPv6: an ND message among such frames is read, not answered here
 
 
 @dataclass(slots=True)
@@ -291,6 +297,7 @@ class _HotIn:
     src: _Learned
     port: str
     vid: int | None  # the tag pushed on the way out, if the port wants one
+    v6: bool
 
 
 @dataclass(slots=True)
@@ -443,7 +450,7 @@ class Switch:
         # down) bumps `_gen`, so a stale answer is never used. Structure
         # (ports, segments, static entries) only changes with a new Switch.
         self._gen = 0
-        # ARP suppression (rule 4, lanspan.switch.arp): IPv4 -> MAC per segment.
+        # ARP and ND suppression (rule 3, lanspan.switch.arp, .nd): address -> MAC.
         self._bindings = Bindings(self.ageing)
         self._hot_out: dict[tuple[str, bytes], _HotOut] = {}
         self._hot_in: dict[tuple[str, int, bytes], _HotIn] = {}
@@ -455,7 +462,7 @@ class Switch:
         all `from_port` would do (the entry current, no ageing due); None, and nothing
         done, otherwise: the caller then asks `from_port`. The node's fast path."""
         hot = self._hot_out.get((port, frame[:14]))
-        if hot is None or not self._hot_hit(hot, now):
+        if hot is None or not self._hot_hit(hot, frame, now):
             return None
         return hot.vni, hot.peers
 
@@ -463,14 +470,14 @@ class Switch:
         """`from_peer`'s answer from its hot cache, as (port, bytes to write), likewise
         (None, and nothing done: ask `from_peer`)."""
         hot = self._hot_in.get((peer, vni, frame[:14]))
-        if hot is None or not self._hot_hit(hot, now):
+        if hot is None or not self._hot_hit(hot, frame, now):
             return None
         return hot.port, frame if hot.vid is None else push_tag(frame, hot.vid)
 
-    def _hot_hit(self, hot: _HotOut | _HotIn, now: float) -> bool:
-        """Whether `hot` is current with no ageing due; if so, used: as the full path would
-        (the source refreshed, the unicast counted)."""
-        if now >= self._expire_at or hot.gen != self._gen:
+    def _hot_hit(self, hot: _HotOut | _HotIn, frame: bytes, now: float) -> bool:
+        """Whether `hot` is current with no ageing due (and `frame` no ND message); if
+        so, used: as the full path would (the source refreshed, the unicast counted)."""
+        if now >= self._expire_at or hot.gen != self._gen or (hot.v6 and _maybe_nd(frame)):
             return False
         self._now = now
         hot.src.seen = now
@@ -490,8 +497,8 @@ class Switch:
         if hot is not None:
             if now >= self._expire_at:
                 self._expire(now)
-            if hot.gen == self._gen:  # what the rules below would answer, and do
-                e = hot.src
+            if hot.gen == self._gen and not (hot.v6 and _maybe_nd(frame)):
+                e = hot.src  # what the rules below would answer, and do
                 e.seen = now
                 self._table.move_to_end(hot.key)
                 self.counters["unicast"] += 1
@@ -536,12 +543,15 @@ class Switch:
             self._expire(now)
         if not self._learn(seg, h.src, p.where, now, p.mac_limit, p):
             return None
-        if h.ethertype == ARP_ETHERTYPE:
+        answer = None
+        if h.ethertype == arp.ARP_ETHERTYPE:
             # broadcast requests only: a unicast one is the asker checking on the owner
             answer = self._arp(seg, mesh, h.src, p.where, now, hold and bool(h.dst[0] & 1))
-            if answer is not None:
-                out = answer if vid is None or vid == 0 else push_tag(answer, vid)
-                return Forward(seg.vni, answer, ((p.name, out),), ())
+        elif h.ethertype == nd.IPV6_ETHERTYPE and _maybe_nd(mesh):
+            answer = self._nd(seg, mesh, h.src, p.where, now, hold)
+        if answer is not None:
+            out = answer if vid is None or vid == 0 else push_tag(answer, vid)
+            return Forward(seg.vni, answer, ((p.name, out),), ())
 
         dst = h.dst
         if not dst[0] & 1:
@@ -551,7 +561,7 @@ class Switch:
                     self.drops["switch.same_port"] += 1
                     return None
                 fwd = self._unicast(seg, mesh, inner_tagged, where)
-                if fwd is not None and fwd.peers and vid is None and h.ethertype != ARP_ETHERTYPE:
+                if fwd is not None and fwd.peers and vid is None and not _read_always(mesh):
                     self._remember_out(port, frame, seg.vni, h.src, p.where, fwd.peers)
                 return fwd
         # flood: broadcast, multicast, unknown unicast
@@ -583,23 +593,50 @@ class Switch:
     ) -> bytes | None:
         """Learn the binding an ARP frame from `came` shows; with `answer`, the reply to
         a request this node can give itself (`lanspan.switch.arp`), or None: forward it."""
-        arp = parse_arp(mesh)
-        if arp is None:
+        a = arp.parse_arp(mesh)
+        if a is None:
             return None
-        if teaches(arp, src):
-            self._bindings.learn(seg.vni, arp.sender_ip, src, now)
-        if not answer or not answerable(arp):
+        if arp.teaches(a, src):
+            self._bindings.learn(seg.vni, a.sender_ip, src, now)
+        if not answer or not arp.answerable(a):
             return None
-        mac = self._bindings.get(seg.vni, arp.target_ip, now)
-        if mac is None or mac == src:
+        bound = self._bound(seg.vni, a.target_ip, src, came, now)
+        if bound is None:
             return None
-        where = self._lookup(seg.vni, mac)
+        self.counters["arp_suppressed"] += 1
+        return arp.arp_reply(a, bound[0])
+
+    def _nd(
+        self, seg: _Seg, mesh: bytes, src: bytes, came: Location, now: float, answer: bool
+    ) -> bytes | None:
+        """`_arp` for IPv6 neighbour discovery (`lanspan.switch.nd`)."""
+        m = nd.parse_nd(mesh)
+        if m is None:
+            return None
+        if m.kind == nd.ADVERTISEMENT and m.lladdr in (None, src):
+            self._bindings.learn(seg.vni, m.target, src, now, m.router)
+        if not answer or not nd.answerable(m, mesh[:6]):
+            return None
+        bound = self._bound(seg.vni, m.target, src, came, now)
+        if bound is None:
+            return None
+        self.counters["nd_suppressed"] += 1
+        return nd.advert_reply(m, src, bound[0], bound[1])
+
+    def _bound(
+        self, vni: int, ip: bytes, asker: bytes, came: Location, now: float
+    ) -> tuple[bytes, bool] | None:
+        """The binding of `ip` an answer to `asker` (from `came`) may use: fresh, not the
+        asker's own, its MAC known elsewhere than `came` (behind a peer that is up)."""
+        bound = self._bindings.get(vni, ip, now)
+        if bound is None or bound[0] == asker:
+            return None
+        where = self._lookup(vni, bound[0])
         if where is None or where == came:
             return None
         if isinstance(where, PeerLocation) and not self._peers[where.peer].up:
             return None
-        self.counters["arp_suppressed"] += 1
-        return arp_reply(arp, mac)
+        return bound
 
     def _unknown_unicast_peers(
         self, vni: int, dst: bytes, peers: tuple[str, ...], now: float
@@ -644,8 +681,8 @@ class Switch:
         if hot is not None:
             if now >= self._expire_at:
                 self._expire(now)
-            if hot.gen == self._gen:  # what the rules below would answer, and do
-                e = hot.src
+            if hot.gen == self._gen and not (hot.v6 and _maybe_nd(frame)):
+                e = hot.src  # what the rules below would answer, and do
                 e.seen = now
                 self._table.move_to_end(hot.key)
                 self.counters["unicast"] += 1
@@ -675,8 +712,10 @@ class Switch:
             self._expire(now)
         if not self._learn(seg, h.src, pr.where, now, pr.mac_limit, pr):
             return None
-        if h.ethertype == ARP_ETHERTYPE:
+        if h.ethertype == arp.ARP_ETHERTYPE:
             self._arp(seg, frame, h.src, pr.where, now, False)
+        elif h.ethertype == nd.IPV6_ETHERTYPE and _maybe_nd(frame):
+            self._nd(seg, frame, h.src, pr.where, now, False)
 
         dst = h.dst
         if not dst[0] & 1:
@@ -690,7 +729,7 @@ class Switch:
                     return None
                 fwd = self._unicast(seg, frame, inner_tagged, where)
                 # (a short tagged frame must not hit; ARP must be read: bindings)
-                if fwd is not None and h.vlan is None and h.ethertype != ARP_ETHERTYPE:
+                if fwd is not None and h.vlan is None and not _read_always(frame):
                     self._remember_in(peer, vni, frame, h.src, pr.where, where, seg)
                 return fwd
         ports = self._egress(seg, frame, inner_tagged, None)
@@ -811,7 +850,7 @@ class Switch:
         hot = self._hot_out
         if len(hot) >= MAX_HOT:
             hot.clear()
-        hot[port, frame[:14]] = _HotOut(self._gen, key, e, vni, peers)
+        hot[port, frame[:14]] = _HotOut(self._gen, key, e, vni, peers, frame[12:14] == _V6)
 
     def _remember_in(
         self,
@@ -833,7 +872,7 @@ class Switch:
         hot = self._hot_in
         if len(hot) >= MAX_HOT:
             hot.clear()
-        hot[peer, vni, frame[:14]] = _HotIn(self._gen, key, e, dst.port, vid)
+        hot[peer, vni, frame[:14]] = _HotIn(self._gen, key, e, dst.port, vid, frame[12:14] == _V6)
 
     def _refresh_flood_peers(self) -> None:
         for vni, s in self._segs.items():
@@ -1074,3 +1113,18 @@ def _expire_held(held: deque[_Held], now: float) -> None:
     limit = now - FLOOD_HOLD
     while held and held[0].at < limit:
         held.popleft()
+
+
+def _maybe_nd(frame: bytes) -> bool:
+    """A cheap first look: IPv6 carrying ICMPv6 of a neighbour discovery type."""
+    return len(frame) > 54 and frame[20] == nd.ICMPV6 and frame[54] in _ND_TYPES
+
+
+_ND_TYPES: Final = frozenset((nd.SOLICITATION, nd.ADVERTISEMENT))
+_V6: Final = b"\x86\xdd"
+
+
+def _read_always(frame: bytes) -> bool:
+    """Frames the fast path must not keep answers for: ARP and ND teach bindings."""
+    et = frame[12:14]
+    return et == b"\x08\x06" or (et == _V6 and _maybe_nd(frame))
