@@ -163,8 +163,12 @@ ARMED = re.compile(r"^A (\d+\.\d+)$")
 # The all-pairs probers of one check together send at most this many echoes a second
 # (each at 50 a second until that many pairs): at 100 nodes, 198 pairs at 50 Hz were
 # ~10 000 frames a second through the guests' agents on 2 cores while they started,
-# the measurement loading what it measures (issue 10, bench/scale's cold start).
-PAIRS_RATE = 2000.0
+# the measurement loading what it measures (issue 10, bench/scale's cold start). At
+# 2 000 a second (one echo per pair every 0.1 s) a restart of all 100 agents still
+# had 14 and 48 of 198 pairs silent after 240 s in two runs; at 1 000 (every 0.2 s)
+# all answered after 157 s (session 11, bench/README.md). The first answer is timed
+# to within the interval, never early.
+PAIRS_RATE = 1000.0
 PAIRS_INTERVAL = 0.02
 
 
