@@ -164,7 +164,7 @@ def generate(
             "[[fault]]",
             f"name = {_q(FAULT_COLD)}",
             'kind = "cold-start"',
-            f"recovery_timeout = {min(300, 30 + nodes)}",
+            f"recovery_timeout = {min(300, 30 + 2 * nodes)}",  # 100 nodes: 157-168 s here
             f'probe = {{ source = "vm-{members[nat_sites[0]][0]}-lan", target = "vm-{hub1}-lan" }}',
             "",
         ]

@@ -105,7 +105,7 @@ def test_session_timer_heap_through_a_cold_start_behind_nat() -> None:
 
 def test_the_idle_interval_grows_with_the_peers_to_a_fixed_probe_budget() -> None:
     from lanspan.config import encode_key, generate_private_key, parse_network, public_key
-    from lanspan.node.core import IDLE_PROBES_PER_SECOND, NodeCore
+    from lanspan.node.core import IDLE_PROBE_MAX, IDLE_PROBES_PER_SECOND, NodeCore
 
     def node(n: int) -> NodeCore:
         text = '[network]\nname = "t"\n[[segment]]\nname = "lan"\nvlan = 10\n'
@@ -122,16 +122,20 @@ def test_the_idle_interval_grows_with_the_peers_to_a_fixed_probe_budget() -> Non
                         wall_time=lambda: 1.7e9, now=0.0)  # fmt: skip
 
     assert node(10)._idle_base() == IDLE_PROBE_INTERVAL  # small: as before
-    big = node(121)
-    assert big._idle_base() == 120 / IDLE_PROBES_PER_SECOND  # 12 s: 10 probes a second
+    big = node(81)
+    assert big._idle_base() == 80 / IDLE_PROBES_PER_SECOND  # 16 s: 5 probes a second
     gaps = [big._idle_interval() for _ in range(200)]
-    assert min(gaps) > 0.74 * 12 and max(gaps) < 1.26 * 12  # jittered around it
-    # and its grid with it: one timer round per 0.75 s for the same probes, not per 0.25
+    assert min(gaps) > 0.74 * 16 and max(gaps) < 1.26 * 16  # jittered around it
+    # never past IDLE_PROBE_MAX: under 25 s with the jitter, within NAT mappings' life
+    huge = node(161)
+    assert huge._idle_base() == IDLE_PROBE_MAX and IDLE_PROBE_MAX * 1.25 <= 25.0
+    assert max(huge._idle_interval() for _ in range(200)) <= 25.0
+    # and its grid with it: one timer round per second for the same probes, not per 0.25
     assert node(10)._grid() == IDLE_GRID
-    assert big._grid() == 12 / IDLE_GRID_SLOTS
+    assert big._grid() == 16 / IDLE_GRID_SLOTS
     for t in (0.0, 3.3, 1234.5):
         due = big._idle_due(t)
-        assert t + 0.74 * 12 < due < t + 1.26 * 12 + big._grid()
+        assert t + 0.74 * 16 < due < t + 1.26 * 16 + big._grid()
         slot = (due - big._grid_phase * big._grid()) / big._grid()
         assert abs(slot - round(slot)) < 1e-6, slot  # on the node's grid
 
@@ -331,3 +335,20 @@ def test_reach_refreshes_ride_on_probes_and_keep_every_offer_fresh(
     assert len(alone) <= 1, (len(alone), len(reach))  # a rekey's too (4 of 68 when told alone)
     # and n1 wakes for no more than its probes and their answers
     assert w.datagram_wakeups / window <= 1.5 * (n - 1) / IDLE_PROBE_INTERVAL
+
+
+def test_reach_refreshes_slow_down_with_the_network_and_both_ends_agree() -> None:
+    """Past 50 nodes a relay's whole offer goes again every 0.6 s per node (60 s at
+    100), and a receiver keeps an offer for three refreshes: computed from the file's
+    node count, the same at both ends (a receiver that expired offers before the
+    sender refreshed them would drop relays every cycle)."""
+    from lanspan.node.relays import REACH_REFRESH, ReachTimes
+
+    assert ReachTimes.of(2) == ReachTimes.of(50) == ReachTimes()  # small: as before
+    assert ReachTimes.of(2).refresh == REACH_REFRESH
+    t = ReachTimes.of(100)
+    assert t.refresh == 60.0 and t.ride < t.refresh < t.late < t.expiry
+    assert t.expiry > t.late + t.refresh  # a late refresh lost once is not an expiry
+    net = EventNet(60)
+    n1 = net.nodes["n1"]
+    assert n1._reach.expiry == ReachTimes.of(60).expiry == n1._reach_times.expiry

@@ -30,11 +30,10 @@ from lanspan.node.relays import (
     MAX_RELAYS,
     REACH_FIRST_GAP,
     REACH_INTERVAL,
-    REACH_REFRESH_LATE,
-    REACH_RIDE,
     ReachGossip,
     ReachParts,
     ReachTable,
+    ReachTimes,
     relay_request,
     relayed,
 )
@@ -84,7 +83,10 @@ _TRANSPORT_OVERHEAD = 32
 # 100 nodes where one end is 5.6). The first frame to an idle peer probes it at once.
 # With many peers the interval grows so that idle probing stays within
 # IDLE_PROBES_PER_SECOND for the node (issue 10: 100 agents x 99 peers every 4 s
-# took both cores of the machine they shared).
+# took both cores of the machine they shared; at 10 a second, every 9.9 s, an idle
+# agent used 0.8-1.0 % of a core; at 5, every 19.8 s, with the REACH refreshes
+# scaled alike, 0.50-0.67 %). At most IDLE_PROBE_MAX, under 25 s with the jitter
+# (WireGuard's advice for a NAT'd peer's keepalive), so that NAT mappings stay.
 BUSY_WINDOW = 5.0
 # A probe timer handled this late means the machine, not a path, is slow: for
 # OVERLOAD_HOLD seconds a busy peer's late answer no longer gets its relays probed at
@@ -95,7 +97,8 @@ BUSY_WINDOW = 5.0
 OVERLOAD_LATE = 0.5
 OVERLOAD_HOLD = 10.0
 IDLE_PROBE_INTERVAL = 4.0
-IDLE_PROBES_PER_SECOND = 10.0
+IDLE_PROBES_PER_SECOND = 5.0  # the node's budget: idle probing starts to grow at 20 peers
+IDLE_PROBE_MAX = 20.0  # past 100 peers the budget grows instead
 IDLE_QUIET = 1.3
 IDLE_JITTER = 0.25  # fraction of the interval, either way
 # Idle probes are due on a grid of this many seconds (rounded up): the peers due in
@@ -105,8 +108,8 @@ IDLE_JITTER = 0.25  # fraction of the interval, either way
 # one grid 100 agents of a lab woke in the same instant 4 times a second (50-80
 # runnable at once on 2 cores; a control answer waited ~100 ms behind them, issue 10).
 IDLE_GRID = 0.25
-# ... or a sixteenth of the idle interval if that is longer: at 100 nodes (a 9.9 s
-# interval) 0.62 s, and ~1.6 rounds a second instead of 4 for the same probes (each
+# ... or a sixteenth of the idle interval if that is longer: at 100 nodes (a 19.8 s
+# interval) 1.24 s, and ~0.8 rounds a second instead of 4 for the same probes (each
 # round a wake-up: ~0.5 ms of CPU on a shared 2-core machine, issue 10).
 IDLE_GRID_SLOTS = 16
 _NEVER = float("-inf")
@@ -186,7 +189,8 @@ class NodeCore:
         self._max_relayed_plaintext = self._max_plaintext - (
             _TRANSPORT_OVERHEAD + payload.HEADER_LEN + 2 + longest
         )
-        self._reach = ReachTable()
+        self._reach_times = ReachTimes.of(len(network.nodes))
+        self._reach = ReachTable(self._reach_times.expiry)
         self._gossip_state = ReachGossip()
         self._out: list[NodeOutput] = []
         self._random_bytes = random_bytes
@@ -314,6 +318,8 @@ class NodeCore:
         if plan.timers_changed:
             for paths in self._paths.values():
                 paths.timers = new.timers
+        self._reach_times = ReachTimes.of(len(new.nodes))  # every node reloads the same file
+        self._reach.expiry = self._reach_times.expiry
         if plan.rebuild_switch:
             self._switch = Switch(new, self._me.name)
             for peer in self._up:
@@ -962,7 +968,7 @@ class NodeCore:
                 # our offer rides on the answer to its next probe, which a restarted
                 # peer sends at once (its first "up"). Told alone at every rekey, 99
                 # peers every 120 s were 0.8 wake-ups a second of an idle agent.
-                self._refreshed_at[ev.peer] = now - REACH_RIDE  # due (not yet late)
+                self._refreshed_at[ev.peer] = now - self._reach_times.ride  # due, not late
         elif ev.kind == "down" and ev.peer in self._up:
             self._up.discard(ev.peer)
             self._planes_acked.discard(ev.peer)  # told again once it is back
@@ -1020,7 +1026,9 @@ class NodeCore:
 
     def _idle_base(self) -> float:
         """The idle probe interval for this node's number of peers."""
-        return max(IDLE_PROBE_INTERVAL, len(self._peers) / IDLE_PROBES_PER_SECOND)
+        return min(
+            IDLE_PROBE_MAX, max(IDLE_PROBE_INTERVAL, len(self._peers) / IDLE_PROBES_PER_SECOND)
+        )
 
     def _idle_interval(self) -> float:
         unit = int.from_bytes(self._random_bytes(2), "little") / 65535  # 0..1
@@ -1172,9 +1180,10 @@ class NodeCore:
         ]
 
     def _ride_reach(self, peer: str, now: float) -> list[bytes]:
-        """Our whole offer for `peer` if its refresh is due (REACH_RIDE), as bodies to
-        seal with what goes to `peer` anyway; [] otherwise."""
-        if not self._me.relay or now - self._refreshed_at.get(peer, _NEVER) < REACH_RIDE:
+        """Our whole offer for `peer` if its refresh is due (`ReachTimes.ride`), as
+        bodies to seal with what goes to `peer` anyway; [] otherwise."""
+        ride = self._reach_times.ride
+        if not self._me.relay or now - self._refreshed_at.get(peer, _NEVER) < ride:
             return []
         return self._offer_bodies(peer, now)
 
@@ -1190,13 +1199,13 @@ class NodeCore:
         return self._sessions.seal_many(peer, bodies, now, no_answer=True) if bodies else None
 
     def _late_refreshes(self, now: float) -> None:
-        """The refresh of a peer no probe or answer went to since REACH_REFRESH_LATE
+        """The refresh of a peer no probe or answer went to since `ReachTimes.late`
         (one that probes us and answers none of our probes, say): sent alone."""
         if not self._me.relay:
             return
-        refreshed = self._refreshed_at
+        refreshed, late = self._refreshed_at, self._reach_times.late
         for peer in self._up:
-            if now - refreshed.get(peer, _NEVER) >= REACH_REFRESH_LATE:
+            if now - refreshed.get(peer, _NEVER) >= late:
                 self._emit(peer, self._paths[peer].destination(), self._seal_reach(peer, now), now)
 
     def _tell_reach(self, peer: str, now: float) -> None:

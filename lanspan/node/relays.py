@@ -13,6 +13,7 @@ relay forwards only over a direct path, so a datagram crosses at most two.
 from __future__ import annotations
 
 from collections import deque
+from typing import NamedTuple
 
 from lanspan.errors import BadPacket
 from lanspan.wire import control, payload
@@ -29,6 +30,7 @@ __all__ = [
     "ReachGossip",
     "ReachParts",
     "ReachTable",
+    "ReachTimes",
     "relay_request",
     "relayed",
 ]
@@ -43,8 +45,12 @@ __all__ = [
 # (a REACH to each peer every ~32 s: with REACH_RIDE 15 s, every ~20 s, 1.5 times as
 # many) and before REACH_REFRESH_LATE, past which the refresh goes alone. What a
 # relay said is forgotten after REACH_EXPIRY, or at once when its session goes.
+# Past 50 nodes all four grow with the network (`ReachTimes.of`): at 100 nodes, with
+# idle probes every ~20 s, 30 s refreshes went alone more often than they rode, and
+# an idle agent used 0.80-0.83 % of a core; with 60 s ones, 0.50-0.67 % (session 11).
 REACH_INTERVAL = 1.0
 REACH_REFRESH = 30.0
+REACH_REFRESH_PER_NODE = 0.6  # seconds: 60 s at 100 nodes
 REACH_RIDE = 0.75 * REACH_REFRESH
 REACH_REFRESH_LATE = 2 * REACH_REFRESH
 REACH_EXPIRY = 3 * REACH_REFRESH + 5.0
@@ -166,6 +172,21 @@ class ReachParts:
         self._parts.pop(relay, None)
 
 
+class ReachTimes(NamedTuple):
+    """The refresh times of a network's size (seconds): every node of the network
+    computes the same ones from the same file, senders and receivers alike."""
+
+    refresh: float = REACH_REFRESH
+    ride: float = REACH_RIDE
+    late: float = REACH_REFRESH_LATE
+    expiry: float = REACH_EXPIRY
+
+    @classmethod
+    def of(cls, nodes: int) -> ReachTimes:
+        refresh = max(REACH_REFRESH, nodes * REACH_REFRESH_PER_NODE)
+        return cls(refresh, 0.75 * refresh, 2 * refresh, 3 * refresh + 5.0)
+
+
 class ReachTable:
     """What each relay offered, and the candidates per peer it adds up to.
 
@@ -177,7 +198,8 @@ class ReachTable:
     of every peer for every relay. `work` counts peers touched, for tests.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, expiry: float = REACH_EXPIRY) -> None:
+        self.expiry = expiry
         self.offers: dict[str, tuple[dict[str, int], float]] = {}
         self.candidates: dict[str, dict[str, int]] = {}
         self._applied: dict[str, dict[str, int]] = {}
@@ -197,8 +219,8 @@ class ReachTable:
         return self.apply(relay, usable=False)
 
     def expire(self, now: float) -> list[str]:
-        """Relays whose offer is older than REACH_EXPIRY (removed; `apply` them next)."""
-        old = [r for r, (_, at) in self.offers.items() if now - at > REACH_EXPIRY]
+        """Relays whose offer is older than `expiry` (removed; `apply` them next)."""
+        old = [r for r, (_, at) in self.offers.items() if now - at > self.expiry]
         for relay in old:
             del self.offers[relay]
         return old

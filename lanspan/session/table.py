@@ -580,8 +580,8 @@ class SessionTable:
         """What `peer` just sent (at `now`) expects no answer (a probe's ack, a REACH;
         sealed with `no_answer=True`): it arms no passive keepalive.
 
-        Idle peers are probed about every 10 s at 99 peers, the keepalive timeout,
-        and relays refresh their REACH every 30 s: a keepalive after each ack or
+        Idle peers are probed about every 20 s at 99 peers, past the keepalive
+        timeout, and relays refresh their REACH every 60 s: a keepalive after each ack or
         REACH was a sixth of an idle agent's datagrams and wake-ups (issue 10).
         Only a keepalive armed by this very datagram is dropped; one owed for
         earlier data still goes.
