@@ -260,6 +260,7 @@ class _Keypair:
         "reject_at",
         "rekey_at",
         "rekey_on_receive_at",
+        "rekey_timer_at",
         "remote_index",
         "replay",
         "send_counter",
@@ -298,6 +299,8 @@ class _Keypair:
         # Only the initiator rekeys on time, so both sides do not race (paper §6.2).
         self.rekey_at = now + REKEY_AFTER_TIME - rekey_early if initiator else _INF
         self.rekey_on_receive_at = now + _REKEY_ON_RECEIVE_AGE if initiator else _INF
+        # A deferred rekey (REKEY_DEFER: both initiated) is due whether or not we send.
+        self.rekey_timer_at = self.rekey_at if rekey_early < 0 else _INF
 
     def __repr__(self) -> str:
         return f"_Keypair(local={self.local_index:#x}, initiator={self.initiator})"
@@ -1218,8 +1221,11 @@ class SessionTable:
             if deadline is not None and deadline < best:
                 best = deadline
         current = p.current  # p.keypairs(), without building the list (once per wake)
-        if current is not None and current.reject_at < best:
-            best = current.reject_at
+        if current is not None:
+            if current.reject_at < best:
+                best = current.reject_at
+            if current.rekey_timer_at < best and p.state is HsState.IDLE:
+                best = current.rekey_timer_at  # a deferred rekey (`_peer_timers`)
         for kps in (p.previous, p.nexts):
             for kp in kps:
                 if kp.reject_at < best:
@@ -1337,6 +1343,16 @@ class SessionTable:
 
     def _peer_timers(self, p: _Peer, now: float) -> None:
         self._expire_keypairs(p, now)
+        current = p.current
+        if current is not None and now >= current.rekey_timer_at and p.state is HsState.IDLE:
+            # A side that deferred its rekey (REKEY_DEFER, both initiated) to a peer
+            # that meanwhile became the responder of this keypair (its confirmation
+            # crossed ours: the peer never rekeys it on time) rekeyed on its first send
+            # after 150 s; with idle probes ~20 s apart at 100 nodes, 55 of 4 674
+            # sessions expired first (issue 10, session 11). On time, the 30 s margin
+            # (six REKEY_TIMEOUT retries) is all there. Other rekeys wait for a send.
+            current.rekey_timer_at = _INF  # once per keypair: no spin if it cannot start
+            self._hs(p, HsInput.WANT_HANDSHAKE, now)
         if p.retry_at is not None and now >= p.retry_at:
             assert p.attempt_started is not None
             if now - p.attempt_started >= REKEY_ATTEMPT_TIME:  # drop the queue, go on
