@@ -47,6 +47,13 @@ def taught(sw: Switch, peer: str = "p1", owner: bytes = B, owner_ip: str = "198.
     assert fwd is not None and fwd.flooded
 
 
+def introduced(sw: Switch, port: str = "vm1", mac: bytes = A, addr: str = "198.18.0.1") -> None:
+    """The asker has spoken once (a request that floods): its own binding is known, so
+    its next request tells no one anything new and may be answered."""
+    vlan = 11 if port == "trunk1" else None
+    sw.from_port(port, request(mac, addr, "198.18.0.254", vlan=vlan), 0.5, True)
+
+
 def answered(fwd: Forward | None, port: str) -> Arp:
     assert fwd is not None and fwd.peers == () and [p for p, _ in fwd.ports] == [port]
     got = parse_arp(fwd.ports[0][1])
@@ -57,6 +64,7 @@ def answered(fwd: Forward | None, port: str) -> Arp:
 def test_a_request_for_an_address_learned_behind_a_peer_is_answered_on_the_port() -> None:
     sw = switch()
     taught(sw)
+    introduced(sw)
     fwd = sw.from_port("vm1", request(A, "198.18.0.1", "198.18.0.2"), 2.0, True)
     got = answered(fwd, "vm1")
     assert got == Arp(2, B, ip("198.18.0.2"), A, ip("198.18.0.1"))
@@ -71,7 +79,8 @@ def test_an_unknown_address_floods_and_its_owners_reply_teaches_it() -> None:
     assert first is not None and first.flooded and "p1" in first.peers
     back = sw.from_peer("p1", LAN, reply(B, "198.18.0.2", A, "198.18.0.1"), 1.1)
     assert back is not None and [p for p, _ in back.ports] == ["vm1"]
-    # another guest of the segment (vm3) asks: answered here
+    # another guest of the segment (vm3), known already, asks: answered here
+    introduced(sw, "vm3", C, "198.18.0.3")
     got = answered(sw.from_port("vm3", request(C, "198.18.0.3", "198.18.0.2"), 1.2, True), "vm3")
     assert got.sender_mac == B and got.target_mac == C
 
@@ -79,6 +88,7 @@ def test_an_unknown_address_floods_and_its_owners_reply_teaches_it() -> None:
 def test_a_request_on_a_trunk_is_answered_in_its_vlan() -> None:
     sw = switch()
     sw.from_peer("p3", API, request(B, "198.18.1.2", "198.18.1.9"), 1.0)
+    introduced(sw, "trunk1", A, "198.18.1.1")
     fwd = sw.from_port("trunk1", request(A, "198.18.1.1", "198.18.1.2", vlan=11), 2.0, True)
     assert fwd is not None and fwd.ports[0][0] == "trunk1"
     tagged = fwd.ports[0][1]
@@ -140,6 +150,7 @@ def test_an_announcement_moves_the_binding() -> None:
     taught(sw)
     new = bytes.fromhex("020000000e05")
     sw.from_peer("p2", LAN, request(new, "198.18.0.2", "198.18.0.2"), 1.5)  # gratuitous
+    introduced(sw)
     got = answered(sw.from_port("vm1", request(A, "198.18.0.1", "198.18.0.2"), 2.0, True), "vm1")
     assert got.sender_mac == new
 
@@ -147,6 +158,7 @@ def test_an_announcement_moves_the_binding() -> None:
 def test_an_answer_to_a_mac_on_another_local_port_and_never_to_its_own() -> None:
     sw = switch()
     sw.from_port("vm3", request(C, "198.18.0.3", "198.18.0.9"), 1.0, True)
+    introduced(sw)
     got = answered(sw.from_port("vm1", request(A, "198.18.0.1", "198.18.0.3"), 2.0, True), "vm1")
     assert got.sender_mac == C
     # C moved to vm1's port? then the owner is on the asker's own port: no answer
@@ -163,7 +175,7 @@ def test_bindings_are_bounded_and_the_least_recently_seen_go_first() -> None:
     assert b.get(LAN, bytes([198, 18, 0, 1]), 5.0) is None
     b.learn(LAN, bytes([198, 18, 0, 2]), bytes([2, 0, 0, 0, 0, 9]), 6.0)  # refreshed
     b.learn(LAN, bytes([198, 18, 0, 7]), bytes([2, 0, 0, 0, 0, 7]), 7.0)
-    assert b.get(LAN, bytes([198, 18, 0, 2]), 7.0) == (bytes([2, 0, 0, 0, 0, 9]), False)
+    assert b.get(LAN, bytes([198, 18, 0, 2]), 7.0) == (bytes([2, 0, 0, 0, 0, 9]), False, None)
     assert b.get(LAN, bytes([198, 18, 0, 3]), 7.0) is None
     b.learn(LAN, bytes([198, 18, 0, 7]), bytes([2, 0, 0, 0, 0, 7]), 1.0)  # clock stepped back
     assert b.get(LAN, bytes([198, 18, 0, 7]), 306.0) is not None
@@ -206,3 +218,20 @@ def test_an_answer_always_names_the_last_mac_that_spoke_for_the_address(
         else:
             sw.from_port(at, frame, now, True)
         owner[target] = m
+
+
+def test_a_guest_that_took_another_mac_is_heard_by_everyone_again() -> None:
+    """A migrated VM (or a guest whose MAC changed) without a gratuitous ARP: its next
+    request floods even though the answer is known here, so the guests that cache its
+    address see its new MAC (issue 10: the conformance test's moved guest)."""
+    sw = switch()
+    taught(sw)
+    introduced(sw)
+    moved = bytes.fromhex("020000000f06")
+    fwd = sw.from_port("vm1", request(moved, "198.18.0.1", "198.18.0.2"), 2.0, True)
+    assert fwd is not None and fwd.flooded and "p1" in fwd.peers
+    # once heard, it is known: the next request is answered
+    got = answered(
+        sw.from_port("vm1", request(moved, "198.18.0.1", "198.18.0.2"), 2.5, True), "vm1"
+    )
+    assert got.target_mac == moved

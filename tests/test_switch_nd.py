@@ -61,6 +61,12 @@ def na(owner: bytes, target: str, to: bytes = ALL_NODES, *, router: bool = False
     return icmp6(owner, to, ip6(target), ip6("ff02::1"), body, hop)
 
 
+def introduced(sw: Switch, mac: bytes = A, addr: str = "fd00::1") -> None:
+    """The asker has advertised its own address once: a solicitation from it then
+    tells no one anything new, and may be answered."""
+    sw.from_port("vm1", na(mac, addr), 0.5, True)
+
+
 def answered(fwd: Forward | None, port: str) -> Nd:
     assert fwd is not None and fwd.peers == () and [p for p, _ in fwd.ports] == [port]
     got = parse_nd(fwd.ports[0][1])
@@ -76,6 +82,7 @@ def taught(sw: Switch, owner: bytes = B, target: str = "fd00::2", router: bool =
 def test_a_solicitation_for_an_advertised_address_is_answered_on_the_port() -> None:
     sw = switch()
     taught(sw)
+    introduced(sw)
     fwd = sw.from_port("vm1", ns(A, "fd00::1", "fd00::2"), 2.0, True)
     got = answered(fwd, "vm1")
     assert got == Nd(ADVERTISEMENT, ip6("fd00::2"), ip6("fd00::2"), B, False)
@@ -90,6 +97,7 @@ def test_a_solicitation_for_an_advertised_address_is_answered_on_the_port() -> N
 def test_a_routers_answer_says_it_is_a_router() -> None:
     sw = switch()
     taught(sw, router=True)
+    introduced(sw)
     got = answered(sw.from_port("vm1", ns(A, "fd00::1", "fd00::2"), 2.0, True), "vm1")
     assert got.router
 
@@ -129,6 +137,7 @@ def test_a_solicitation_between_known_guests_is_read_not_taken_by_the_fast_path(
         sw.from_peer("p1", LAN, A + B + data, 1.6)
     # ... yet the advertisement B then sends A (unicast) still teaches a new binding
     sw.from_peer("p1", LAN, na(B, "fd00::5", to=A), 1.7)
+    introduced(sw)
     assert answered(sw.from_port("vm1", ns(A, "fd00::1", "fd00::5"), 2.0, True), "vm1")
 
 

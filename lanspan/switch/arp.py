@@ -10,8 +10,10 @@ start of 100 nodes made each guest node send thousands of datagrams a second
 and kept the machine too busy to heal (issue 10).
 
 A binding is used only while it is fresh (seen within the MAC ageing time) and
-its MAC is in the MAC table somewhere else than the asker: behind a peer that is
-up, or another local port. Anything else floods as before: the owner answers,
+its MAC is in the MAC table somewhere else than the asker, where it was when it
+spoke for the address: behind a peer that is up, or another local port; and only
+for an asker whose own address is bound to its MAC already (a request also tells
+every guest that hears it where its sender is). Anything else floods as before: the owner answers,
 and the answer teaches the binding. Never answered: probes (sender 0.0.0.0,
 address conflict detection must hear the owner itself) and gratuitous requests
 (sender = target: an address announcing where it now is, which every node must

@@ -21,6 +21,7 @@ class _Binding:
     mac: bytes
     seen: float
     router: bool
+    where: object  # where the MAC was when it spoke for the address (a switch Location)
 
 
 class Bindings:
@@ -37,21 +38,30 @@ class Bindings:
     def __len__(self) -> int:
         return len(self._table)
 
-    def learn(self, vni: int, ip: bytes, mac: bytes, now: float, router: bool = False) -> None:
+    def learn(
+        self,
+        vni: int,
+        ip: bytes,
+        mac: bytes,
+        now: float,
+        router: bool = False,
+        where: object = None,
+    ) -> None:
         key = (vni, ip)
         b = self._table.get(key)
         if b is None:
             if len(self._table) >= self.max_size:
                 self._table.popitem(last=False)
-            self._table[key] = _Binding(mac, now, router)
+            self._table[key] = _Binding(mac, now, router, where)
             return
-        b.mac, b.router = mac, router
+        b.mac, b.router, b.where = mac, router, where
         b.seen = max(b.seen, now)  # a clock stepping back never makes a binding older
         self._table.move_to_end(key)
 
-    def get(self, vni: int, ip: bytes, now: float) -> tuple[bytes, bool] | None:
-        """(MAC, router flag) of a fresh binding of `ip` in segment `vni`, else None."""
+    def get(self, vni: int, ip: bytes, now: float) -> tuple[bytes, bool, object] | None:
+        """(MAC, router flag, where it spoke from) of a fresh binding of `ip` in segment
+        `vni`, else None."""
         b = self._table.get((vni, ip))
         if b is None or now - b.seen > self.max_age:
             return None
-        return b.mac, b.router
+        return b.mac, b.router, b.where

@@ -44,10 +44,12 @@ Rules, in the order they are applied to a frame from a local port:
    neighbour advertisement its target's IPv6 one (`lanspan.switch.nd`), from a
    local port or a peer; a broadcast ARP request or a multicast neighbour
    solicitation from a local port for an address bound to a MAC known elsewhere
-   (behind a peer that is up, or another port) is answered on the port with the
-   owner's reply and goes no further (`arp_suppressed`, `nd_suppressed`): ARP
-   and ND suppression, as EVPN does them. The fast path never keeps an answer
-   for an ARP or ND frame, nor gives one to an ND frame: each is read.
+   (behind a peer that is up, or another port), from an asker whose own address
+   is bound to its MAC already (its request tells no one anything new), is
+   answered on the port with the owner's reply and goes no further
+   (`arp_suppressed`, `nd_suppressed`): ARP and ND suppression, as EVPN does
+   them. The fast path never keeps an answer for an ARP or ND frame, nor gives
+   one to an ND frame: each is read.
 4. Forwarding: unicast to a known MAC goes to exactly that port or peer
    (`switch.same_port` if that is where it came from); anything else (broadcast,
    multicast, unknown unicast) is flooded to the segment's other local ports
@@ -596,9 +598,10 @@ class Switch:
         a = arp.parse_arp(mesh)
         if a is None:
             return None
+        known = self._knows(seg.vni, a.sender_ip, src, now)
         if arp.teaches(a, src):
-            self._bindings.learn(seg.vni, a.sender_ip, src, now)
-        if not answer or not arp.answerable(a):
+            self._bindings.learn(seg.vni, a.sender_ip, src, now, where=came)
+        if not answer or not known or not arp.answerable(a):
             return None
         bound = self._bound(seg.vni, a.target_ip, src, came, now)
         if bound is None:
@@ -614,8 +617,10 @@ class Switch:
         if m is None:
             return None
         if m.kind == nd.ADVERTISEMENT and m.lladdr in (None, src):
-            self._bindings.learn(seg.vni, m.target, src, now, m.router)
+            self._bindings.learn(seg.vni, m.target, src, now, m.router, came)
         if not answer or not nd.answerable(m, mesh[:6]):
+            return None
+        if not self._knows(seg.vni, m.source, src, now) or m.lladdr not in (None, src):
             return None
         bound = self._bound(seg.vni, m.target, src, came, now)
         if bound is None:
@@ -623,20 +628,32 @@ class Switch:
         self.counters["nd_suppressed"] += 1
         return nd.advert_reply(m, src, bound[0], bound[1])
 
+    def _knows(self, vni: int, ip: bytes, mac: bytes, now: float) -> bool:
+        """Whether the asker's own address is bound to its MAC already. A request also
+        tells every guest that hears it where its sender is (their caches follow it):
+        a guest that took another MAC (a migrated VM, without a gratuitous ARP) was
+        answered from our bindings, its request went nowhere, and its peers kept
+        replying to its old MAC. Only a request that tells nothing new is answered."""
+        bound = self._bindings.get(vni, ip, now)
+        return bound is not None and bound[0] == mac
+
     def _bound(
         self, vni: int, ip: bytes, asker: bytes, came: Location, now: float
     ) -> tuple[bytes, bool] | None:
         """The binding of `ip` an answer to `asker` (from `came`) may use: fresh, not the
-        asker's own, its MAC known elsewhere than `came` (behind a peer that is up)."""
+        asker's own, its MAC known elsewhere than `came` (behind a peer that is up) and
+        still where it was when it spoke for `ip`: a MAC that moved since may belong to
+        another guest now (a migrated VM moved back: the conformance test's a3, whose
+        address kept naming the MAC it had borrowed)."""
         bound = self._bindings.get(vni, ip, now)
         if bound is None or bound[0] == asker:
             return None
         where = self._lookup(vni, bound[0])
-        if where is None or where == came:
+        if where is None or where == came or where != bound[2]:
             return None
         if isinstance(where, PeerLocation) and not self._peers[where.peer].up:
             return None
-        return bound
+        return bound[0], bound[1]
 
     def _unknown_unicast_peers(
         self, vni: int, dst: bytes, peers: tuple[str, ...], now: float
