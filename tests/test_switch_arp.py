@@ -235,3 +235,14 @@ def test_a_guest_that_took_another_mac_is_heard_by_everyone_again() -> None:
         sw.from_port("vm1", request(moved, "198.18.0.1", "198.18.0.2"), 2.5, True), "vm1"
     )
     assert got.target_mac == moved
+
+
+def test_a_binding_whose_mac_moved_since_is_not_used() -> None:
+    """B spoke for .2 behind p1; then B's MAC turns up behind p2 (another guest took it,
+    or it moved) without a word about .2: the binding may name the wrong guest now."""
+    sw = switch()
+    taught(sw)  # .2 is at B, behind p1
+    introduced(sw)
+    sw.from_peer("p2", LAN, build(BROADCAST, B, 0x0800, b"x" * 46), 1.5)  # B behind p2 now
+    fwd = sw.from_port("vm1", request(A, "198.18.0.1", "198.18.0.2"), 2.0, True)
+    assert fwd is not None and fwd.flooded and sw.counters["arp_suppressed"] == 0
