@@ -7,14 +7,14 @@ IPv6 without brackets). A path to a peer goes either to such an address
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from lanspan.records import record
 
 __all__ = ["Addr", "Relay", "Target", "format_target"]
 
 Addr = tuple[str, int]
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Relay:
     """The path through relay node `node` (at most one hop: the relay sends direct)."""
 

@@ -24,9 +24,10 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
+
+from lanspan.records import record
 
 __all__ = ["JsonFormatter", "RateLimitedLog", "TextFormatter", "setup_logging"]
 
@@ -141,7 +142,7 @@ def setup_logging(level: str = "info", fmt: Literal["text", "json"] = "text") ->
     root.setLevel(numeric)
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class _Reason:
     last_emit: float
     suppressed: int = 0

@@ -12,7 +12,7 @@ with a literal name. A failure names the file, the line and the import.
     node                     the composing core (pure)
     session  switch          per-peer state machine; VLAN-aware switch (pure)
     noise    wire   config   Noise on `cryptography`; byte formats; the network file (pure)
-    lanspan (version), errors, addr, logs: leaves
+    lanspan (version), errors, addr, records, logs: leaves
 
 The pure layers also import no I/O from the standard library (sans-IO,
 as tests/test_sans_io.py has it), and no package has an import cycle
@@ -33,10 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "lanspan"
 
 # Leaves everyone may import: the version (lanspan/__init__), the exception
-# classes and the one address type. An entry names a module or a package
-# (the package entry covers its modules); `lanspan` itself means only its
-# __init__.
-LEAVES = ("lanspan", "lanspan.errors", "lanspan.addr")
+# classes, the one address type and `record` (lanspan's dataclass decorator).
+# An entry names a module or a package (the package entry covers its modules);
+# `lanspan` itself means only its __init__.
+LEAVES = ("lanspan", "lanspan.errors", "lanspan.addr", "lanspan.records")
 PURE_BELOW_NODE = (
     "lanspan.wire",
     "lanspan.noise",
@@ -51,8 +51,9 @@ LAYERS: dict[str, tuple[str, ...]] = {
     # leaves
     "lanspan": (),
     "lanspan.errors": (),
-    "lanspan.addr": ("lanspan.errors",),
-    "lanspan.logs": (),
+    "lanspan.records": (),
+    "lanspan.addr": ("lanspan.errors", "lanspan.records"),
+    "lanspan.logs": ("lanspan.records",),
     # pure cores: config and wire are independent bases (neither imports the other)
     "lanspan.config": LEAVES,
     "lanspan.wire": LEAVES,

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from ipaddress import ip_address
 from typing import TYPE_CHECKING, Literal
 
@@ -67,6 +67,7 @@ from lanspan.dataplane.kernel import (
 )
 from lanspan.dataplane.kernel_probe import KernelCapabilities, probe
 from lanspan.dataplane.tap import TapPort
+from lanspan.records import record
 
 if TYPE_CHECKING:
     from lanspan.node.core import NodeCore
@@ -79,7 +80,7 @@ log = logging.getLogger("lanspan.agent.kernel")
 Plane = Literal["kernel", "userspace"]
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class PlaneChoice:
     """The data plane of one segment on this node, and why."""
 

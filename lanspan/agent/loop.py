@@ -23,7 +23,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING, get_args
 
@@ -50,6 +50,7 @@ from lanspan.node.core import (
     host_port_mac,
 )
 from lanspan.node.outputs import Send, Write
+from lanspan.records import record
 
 if TYPE_CHECKING:
     from lanspan.control.metrics import MetricsServer
@@ -102,7 +103,7 @@ _HANDSHAKE_TYPES = (b"\x01", b"\x02", b"\x03")  # initiation, response, cookie r
 ENTRY_POINTS: tuple[InternalError, ...] = get_args(InternalError)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class AgentOptions:
     network_file: Path
     node: str

@@ -48,11 +48,12 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from ipaddress import IPv4Network, IPv6Network
 from typing import TYPE_CHECKING
 
 from lanspan.agent.nft_counters import BadReply
+from lanspan.records import record
 from lanspan.wire.messages import (
     COOKIE_REPLY_LEN,
     INITIATION_LEN,
@@ -128,7 +129,7 @@ def _type_word(kind: int) -> str:
     return f"0x{int.from_bytes(bytes([kind, 0, 0, 0]), 'big'):08x}"
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class FilterSpec:
     """What the table filters: the mesh port, and plain VXLAN on a trusted site."""
 

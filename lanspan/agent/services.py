@@ -30,7 +30,7 @@ import shutil
 import signal
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 
 from lanspan.config.model import Network
@@ -44,6 +44,7 @@ from lanspan.gateway.policy import (
     sysctl_keys,
 )
 from lanspan.gateway.status import GatewayStatus, Lease, VrrpTracker, gateway_status, parse_leases
+from lanspan.records import record
 
 __all__ = ["GatewayServices", "MissingPackage", "ServiceError"]
 
@@ -92,7 +93,7 @@ def _write_atomic(path: Path, text: str, mode: int = 0o644) -> bool:
     return True
 
 
-@dataclass
+@record
 class _Child:
     name: str
     argv: list[str]
@@ -128,7 +129,7 @@ class _Child:
         log.info("%s stopped (pid %d)", self.name, proc.pid)
 
 
-@dataclass
+@record
 class GatewayServices:
     network: Network
     node: str

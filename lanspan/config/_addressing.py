@@ -13,7 +13,7 @@ import dataclasses
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from ipaddress import (
     IPv4Address,
     IPv4Network,
@@ -54,6 +54,7 @@ from lanspan.config.model import (
     Uplink,
 )
 from lanspan.config.pools import PoolExhausted, assign, parse_range
+from lanspan.records import record
 
 _M = TypeVar("_M", bound=_Raw)
 
@@ -99,7 +100,7 @@ _DNSNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,62})\Z")
 Net = IPv4Network | IPv6Network
 
 
-@dataclass
+@record
 class Addressing:
     """What the checker adds to `Network`."""
 

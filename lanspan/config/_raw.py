@@ -23,7 +23,7 @@ import re
 import types
 import typing
 from collections.abc import Callable
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, field, fields
 from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 from lanspan.config.model import (
@@ -35,6 +35,7 @@ from lanspan.config.model import (
     DEFAULT_PORT,
     DEFAULT_VXLAN_PORT,
 )
+from lanspan.records import record
 
 
 class _Raw:
@@ -48,7 +49,7 @@ class _Raw:
     __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, slots=True, kw_only=True)
 class RawTimers(_Raw):
     keepalive: float = 10.0
     probe_interval: float = 0.2
@@ -56,7 +57,7 @@ class RawTimers(_Raw):
     hold_down: float = 2.0
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, slots=True, kw_only=True)
 class RawNetworkTable(_Raw):
     name: str
     port: int = DEFAULT_PORT
@@ -65,7 +66,7 @@ class RawNetworkTable(_Raw):
     timers: RawTimers = field(default_factory=RawTimers)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, slots=True, kw_only=True)
 class RawSegment(_Raw):
     name: str
     vlan: int
@@ -76,14 +77,14 @@ class RawSegment(_Raw):
     gateway: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, slots=True, kw_only=True)
 class RawUplink(_Raw):
     name: str
     interface: str
     address: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, slots=True, kw_only=True)
 class RawNode(_Raw):
     name: str
     site: str
@@ -102,7 +103,7 @@ class RawNode(_Raw):
 # ---------------------------------------------------------------- kernel data plane
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, slots=True, kw_only=True)
 class RawSite(_Raw):
     name: str
     trusted: bool = False
@@ -110,7 +111,7 @@ class RawSite(_Raw):
     vxlan_port: int = DEFAULT_VXLAN_PORT
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, slots=True, kw_only=True)
 class RawVtep(_Raw):
     """A [[node]] with vtep = true: a hand-made kernel VXLAN node, no agent, no key."""
 
@@ -121,7 +122,7 @@ class RawVtep(_Raw):
     segments: list[str]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, slots=True, kw_only=True)
 class RawAccessPort(_Raw):
     kind: Literal["access"]
     name: str
@@ -132,7 +133,7 @@ class RawAccessPort(_Raw):
     flood_rate: float | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, slots=True, kw_only=True)
 class RawTrunkPort(_Raw):
     kind: Literal["trunk"]
     name: str
@@ -144,7 +145,7 @@ class RawTrunkPort(_Raw):
     flood_rate: float | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, slots=True, kw_only=True)
 class RawHostPort(_Raw):
     kind: Literal["host"]
     name: str
@@ -155,7 +156,7 @@ class RawHostPort(_Raw):
     mac: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, slots=True, kw_only=True)
 class RawStaticMac(_Raw):
     segment: str
     mac: str
@@ -163,7 +164,7 @@ class RawStaticMac(_Raw):
     port: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, slots=True, kw_only=True)
 class RawGateway(_Raw):
     segment: str
     address: list[str]
@@ -173,7 +174,7 @@ class RawGateway(_Raw):
     vrid: int | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, slots=True, kw_only=True)
 class RawFloating(_Raw):
     name: str
     segment: str | None = None
@@ -187,7 +188,7 @@ class RawFloating(_Raw):
     check_interval: float = DEFAULT_CHECK_INTERVAL
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, slots=True, kw_only=True)
 class RawAllow(_Raw):
     source: str = field(metadata={"alias": "from"})
     to: str
@@ -196,20 +197,20 @@ class RawAllow(_Raw):
     family: str = "both"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, slots=True, kw_only=True)
 class RawPool(_Raw):
     segment: str
     range: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, slots=True, kw_only=True)
 class RawDhcpHost(_Raw):
     mac: str
     address: str
     name: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, slots=True, kw_only=True)
 class RawDhcp(_Raw):
     segment: str
     range: str | None = None

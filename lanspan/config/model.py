@@ -6,7 +6,7 @@ once; code that receives a `Network` does not re-validate it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from ipaddress import (
     IPv4Address,
     IPv4Interface,
@@ -16,6 +16,8 @@ from ipaddress import (
     IPv6Network,
 )
 from typing import Literal
+
+from lanspan.records import record
 
 DEFAULT_PORT = 51820
 DEFAULT_MTU = 1400
@@ -34,7 +36,7 @@ IPAddress = IPv4Address | IPv6Address
 IPInterface = IPv4Interface | IPv6Interface
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Segment:
     """One Layer-2 segment: a VLAN on every switch port, a VNI inside the mesh."""
 
@@ -47,7 +49,7 @@ class Segment:
     gateway: IPAddress | None = None  # the segment's default gateway, if any
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Endpoint:
     """An underlay address a node listens on, as peers reach it."""
 
@@ -60,7 +62,7 @@ class Endpoint:
         return f"{self.host}:{self.port}"
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class AccessPort:
     """Untagged port in one segment: a TAP lanspan creates, or an existing interface."""
 
@@ -74,7 +76,7 @@ class AccessPort:
     kind: Literal["access"] = field(default="access", init=False)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class TrunkPort:
     """802.1Q-tagged port carrying several segments, one optionally untagged."""
 
@@ -89,7 +91,7 @@ class TrunkPort:
     kind: Literal["trunk"] = field(default="trunk", init=False)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class HostPort:
     """An interface on the node itself in one segment; never bridged to another."""
 
@@ -109,7 +111,7 @@ class HostPort:
 Port = AccessPort | TrunkPort | HostPort
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class StaticMac:
     """A MAC pinned to a node (and, on that node, to a local port)."""
 
@@ -119,7 +121,7 @@ class StaticMac:
     port: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Uplink:
     """A node's interface towards its provider (not part of the mesh): floating
     public addresses live here, and filtering rules may name it."""
@@ -129,7 +131,7 @@ class Uplink:
     addresses: tuple[IPInterface, ...] = ()  # the node's own addresses on it
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Gateway:
     """A segment's virtual gateway address(es), held by VRRPv3 among `nodes`.
 
@@ -144,7 +146,7 @@ class Gateway:
     vrid: int = 1  # VRRP virtual router id, unique among the instances of one segment
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class FloatingAddress:
     """A service address that moves between `nodes` (VRRPv3), in a segment or on an uplink."""
 
@@ -160,7 +162,7 @@ class FloatingAddress:
     check_interval: float = DEFAULT_CHECK_INTERVAL
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Allow:
     """One flow the gateways forward; everything else between segments is dropped."""
 
@@ -172,7 +174,7 @@ class Allow:
     families: tuple[Literal[4, 6], ...] = (4, 6)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Pool:
     """Addresses a segment hands to host ports with `address = "auto"`."""
 
@@ -189,7 +191,7 @@ class Pool:
         return int(self.last) - int(self.first) + 1
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Assignment:
     """How one `auto` host port got its address from a pool (printed by `lanspan check`)."""
 
@@ -201,7 +203,7 @@ class Assignment:
     collided_with: tuple[str, ...] = ()  # nodes that hashed to the same home address
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class DhcpHost:
     """A static lease: this MAC always gets this address."""
 
@@ -210,7 +212,7 @@ class DhcpHost:
     name: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Dhcp:
     """DHCPv4 and router advertisements for a segment's guests, served by its gateway master."""
 
@@ -224,7 +226,7 @@ class Dhcp:
     hosts: tuple[DhcpHost, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Node:
     """One server running `lanspan agent`."""
 
@@ -253,7 +255,7 @@ class Node:
 IPNetwork = IPv4Network | IPv6Network
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Site:
     """A site declared in [[site]]; sites only named by nodes are untrusted."""
 
@@ -267,7 +269,7 @@ class Site:
         return self.trusted and any(addr in net for net in self.underlay)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Vtep:
     """A plain VXLAN VTEP in a trusted site: kernel VXLAN configured by hand, no agent, no key."""
 
@@ -277,7 +279,7 @@ class Vtep:
     segments: tuple[str, ...]  # the segments (VNIs) it bridges
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Timers:
     """Protocol timers, seconds."""
 
@@ -287,7 +289,7 @@ class Timers:
     hold_down: float = 2.0  # a recovered path must stay up this long before use
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Network:
     """The whole network file, validated."""
 

@@ -19,7 +19,7 @@ import dataclasses
 import math
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import field
 from ipaddress import (
     IPv4Address,
     IPv4Interface,
@@ -77,6 +77,7 @@ from lanspan.config.model import (
     Vtep,
 )
 from lanspan.errors import ConfigError
+from lanspan.records import record
 
 VLAN_MIN, VLAN_MAX = 1, 4094
 VNI_MIN, VNI_MAX = 1, 2**24 - 1
@@ -204,7 +205,7 @@ def parse_endpoint(text: str, default_port: int = 51820) -> Endpoint | str:
 # ------------------------------------------------------------ the checker
 
 
-@dataclass
+@record
 class _Seg:
     where: str
     raw: RawSegment
@@ -213,7 +214,7 @@ class _Seg:
     built: Segment | None = None
 
 
-@dataclass
+@record
 class _NodeInfo:
     where: str
     name: str | None

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 
 from lanspan.config.model import IPAddress, Pool
+from lanspan.records import record
 
 __all__ = ["Placed", "PoolExhausted", "assign", "home_offset", "parse_range"]
 
@@ -37,7 +37,7 @@ class PoolExhausted(Exception):
         self.free = free
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Placed:
     name: str
     address: IPAddress

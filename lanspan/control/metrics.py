@@ -19,12 +19,13 @@ import logging
 import math
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from lanspan.control._conn import Conn, Listener
 from lanspan.control.document import status_json
 from lanspan.control.server import StatusSource
 from lanspan.node.status import NodeStatus
+from lanspan.records import record
 
 __all__ = ["CONTENT_TYPE", "MetricsServer", "parse_addr", "render_prometheus"]
 
@@ -35,7 +36,7 @@ MAX_HTTP_REQUEST = 8192
 MAX_METRICS_CLIENTS = 16
 
 
-@dataclass
+@record
 class _Family:
     name: str
     kind: str  # "counter" | "gauge"

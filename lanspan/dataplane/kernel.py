@@ -43,12 +43,12 @@ import logging
 import os
 import struct
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any, Literal
 
 from lanspan.dataplane.links import link_aliases
 from lanspan.dataplane.tap import TapPort
+from lanspan.records import record
 
 __all__ = [
     "DEFAULT_VXLAN_PORT",
@@ -114,7 +114,7 @@ def _parse_alias(alias: str | None) -> tuple[str, str, str, str] | None:
     return parts[1], parts[2], parts[3], parts[4]
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class SegmentDevices:
     """Kernel device names of one segment (15 bytes at most: VNI < 2**24 fits)."""
 
@@ -129,7 +129,7 @@ class SegmentDevices:
         return cls(f"lsb{vni}", f"lsx{vni}", f"lsm{vni}")
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class KernelAccessPort:
     """An untagged local port bridged in the kernel: a TAP we make or an existing interface."""
 
@@ -138,7 +138,7 @@ class KernelAccessPort:
     create: bool  # True: a persistent TAP made (and removed) by us
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class KernelTrunkVlan:
     """One VLAN of an existing trunk interface, bridged as an 802.1Q sub-interface."""
 
@@ -154,7 +154,7 @@ class KernelTrunkVlan:
         return name
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class KernelSegmentSpec:
     """Everything `KernelSegment.create` needs; no config objects below the agent."""
 
@@ -176,7 +176,7 @@ class KernelSegmentSpec:
         return SegmentDevices.for_vni(self.vni)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class KernelMac:
     """One MAC the kernel bridge knows, and where it is."""
 
@@ -187,7 +187,7 @@ class KernelMac:
     static: bool  # set by the agent, not learned
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class DeviceCounters:
     """Kernel interface counters (IFLA_STATS64)."""
 

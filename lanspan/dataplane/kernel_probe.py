@@ -29,8 +29,10 @@ import errno
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Any
+
+from lanspan.records import record
 
 __all__ = ["Feature", "KernelCapabilities", "probe"]
 
@@ -41,7 +43,7 @@ _PROBE_LOCAL = "198.18.255.1"
 _PROBE_PEERS = ("198.18.255.2", "198.18.255.3")
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Feature:
     """One kernel feature: there or not, and if not, the errno and why."""
 
@@ -57,7 +59,7 @@ class Feature:
         return f"{self.name}: no{code}: {self.why}"
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class KernelCapabilities:
     """The result of one probe; what the kernel data plane may use."""
 

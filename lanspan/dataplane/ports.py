@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
+
+from lanspan.records import record
 
 __all__ = ["FramePort", "PortCounters"]
 
 _DROP_ERRNOS = frozenset({errno.EAGAIN, errno.ENOBUFS})
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class PortCounters:
     """What a port counted since it was opened; errors never raise out of read/write."""
 

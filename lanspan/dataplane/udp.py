@@ -36,9 +36,9 @@ import struct
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from lanspan.addr import Addr
+from lanspan.records import record
 
 __all__ = ["MAX_GSO_BYTES", "MAX_GSO_SEGMENTS", "Addr", "UdpCounters", "UdpEndpoint", "chunks"]
 
@@ -95,7 +95,7 @@ _GSO_OFF_ERRNOS = frozenset({errno.EIO, errno.EINVAL, errno.EOPNOTSUPP, errno.EN
 _MSG_TRUNC = int(socket.MSG_TRUNC)
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class UdpCounters:
     rx_calls: int = 0
     rx_datagrams: int = 0

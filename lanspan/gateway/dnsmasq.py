@@ -11,9 +11,8 @@ nor hands out a live address.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from lanspan.config.model import Dhcp, HostPort, Network
+from lanspan.records import record
 
 __all__ = ["DnsmasqConfig", "default_lease_file", "render_dnsmasq", "segments_served"]
 
@@ -21,7 +20,7 @@ RA_INTERVAL = 10  # seconds between unsolicited router advertisements
 ROUTER_LIFETIME = 1800
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class DnsmasqConfig:
     segment: str
     device: str

@@ -31,9 +31,10 @@ State changes reach the agent through keepalived's `notify_fifo`: lines like
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from lanspan.config.model import FloatingAddress, Gateway, HostPort, IPInterface, Network
+from lanspan.records import record
 
 __all__ = [
     "KeepalivedConfig",
@@ -50,7 +51,7 @@ CHECK_FALL = 2  # failed checks before a floating address moves away
 CHECK_RISE = 2
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class KeepalivedConfig:
     """What the agent writes into its run directory and hands keepalived."""
 

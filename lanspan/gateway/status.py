@@ -14,12 +14,13 @@ reads a dnsmasq lease file. `gateway_status(...)` builds the frozen record
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import field
 from ipaddress import ip_address
 from typing import Literal
 
 from lanspan.config.model import Network
 from lanspan.gateway.keepalived import instance_name, priority
+from lanspan.records import record
 
 __all__ = [
     "GatewayStatus",
@@ -43,7 +44,7 @@ _STATES: dict[str, VrrpState] = {
 MAX_LINE = 512
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class StateChange:
     instance: str
     old: VrrpState
@@ -51,7 +52,7 @@ class StateChange:
     at: float  # wall-clock seconds
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class InstanceStatus:
     name: str  # the vrrp_instance: gw_<segment> or fl_<name>
     kind: Literal["gateway", "floating"]
@@ -63,7 +64,7 @@ class InstanceStatus:
     since: float | None  # wall-clock seconds of the last change; None: never reported
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Lease:
     segment: str
     mac: str
@@ -72,7 +73,7 @@ class Lease:
     expires: float | None  # wall-clock seconds; None: infinite
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class GatewayStatus:
     instances: tuple[InstanceStatus, ...] = ()
     leases: tuple[Lease, ...] = ()
@@ -111,7 +112,7 @@ class GatewayStatus:
         }
 
 
-@dataclass
+@record
 class VrrpTracker:
     """State per vrrp_instance from keepalived's FIFO lines; sans-IO (`now` comes in)."""
 

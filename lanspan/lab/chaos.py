@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from typing import Any
 
 from lanspan.lab import impair
@@ -23,6 +23,7 @@ from lanspan.lab.model import Impairment, Lab
 from lanspan.lab.runner import LabRun
 from lanspan.lab.state import State
 from lanspan.lab.topology import Plan
+from lanspan.records import record
 
 HEAL_S = 2.0  # every guest pair answers within this long after an episode clears
 LINGER_S = 20.0  # how much longer a late pair is waited for (to say when it answered)
@@ -30,7 +31,7 @@ KINDS = ("cut-uplink", "block", "kill-agent", "kill-hub", "impair")
 Log = Callable[[str], None]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ChaosFault:
     """One fault of the schedule: `start` s after its episode begins, lasting `duration` s."""
 

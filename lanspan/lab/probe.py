@@ -17,17 +17,18 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from lanspan.lab.netns import terminate
+from lanspan.records import record
 
 REPLY = re.compile(r"^R (\d+) (\d+\.\d+) (\d+\.\d+)$")
 SENT = re.compile(r"^S (\d+)$")
 START = re.compile(r"^T (\d+\.\d+)$")
 
 
-@dataclass
+@record
 class ProbeResult:
     source: str
     target: str

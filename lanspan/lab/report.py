@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import html
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from pathlib import Path
 from typing import Any
 
 from lanspan.lab.model import Lab
 from lanspan.lab.runner import LabRun
+from lanspan.records import record
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 CUT = "#d62728"
@@ -34,7 +35,7 @@ def text_width(text: str, size: float, bold: bool = False) -> float:
     return size * (per * (len(text) - wide - narrow) + 0.95 * wide + 0.36 * narrow)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Box:
     x: float
     y: float
@@ -56,7 +57,7 @@ class Box:
         )  # fmt: skip
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Label:
     """One line of text; `parts` are (text, colour or "", bold) runs drawn one after the other."""
 
@@ -96,7 +97,7 @@ def _plain(text: str, bold: bool = False) -> tuple[tuple[str, str, bool], ...]:
     return ((text, "", bold),)
 
 
-@dataclass
+@record
 class Layout:
     """The topology as shapes (SVG elements) and labels, with the labels' boxes for checking."""
 

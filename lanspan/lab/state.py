@@ -10,14 +10,16 @@ import json
 import os
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
+
+from lanspan.records import record
 
 STATE = "state.json"
 
 
-@dataclass
+@record
 class State:
     """What a lab made, saved after every change."""
 

@@ -31,18 +31,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, field, replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, ip_interface
 from typing import Any
 
 from lanspan.lab.model import Guest, Lab, Node, Site
+from lanspan.records import record
 
 UNDERLAY = IPv4Network("198.19.0.0/16")
 CORE_SHORT = "core"
 PROBE_INTERFACE = "eth0"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Link:
     """A veth pair; each end named, addressed by MAC, in its namespace."""
 
@@ -55,7 +56,7 @@ class Link:
     mtu: int = 1500
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SitePlan:
     name: str
     ns: str  # the site router
@@ -77,7 +78,7 @@ class SitePlan:
         return (self.prefix,) if self.prefix2 is None else (self.prefix, self.prefix2)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PortPlan:
     guest: str
     device: str  # node-side veth
@@ -87,7 +88,7 @@ class PortPlan:
     native_vlan: int | None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class HostPlan:
     """A host port of the node itself (a TAP the agent creates) in one segment."""
 
@@ -96,7 +97,7 @@ class HostPlan:
     addresses: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class NodePlan:
     name: str
     site: str
@@ -114,7 +115,7 @@ class NodePlan:
         return tuple(e for e in (self.endpoint, self.endpoint2) if e is not None)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class GuestIf:
     ifname: str  # in the guest's namespace
     segment: str
@@ -123,7 +124,7 @@ class GuestIf:
     mtu: int
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class GuestPlan:
     name: str
     node: str
@@ -138,7 +139,7 @@ class GuestPlan:
         return None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Plan:
     lab: str
     prefix: str
@@ -240,7 +241,7 @@ def gateway_router(lab: Lab, segment: str, version: int) -> str | None:
     return None
 
 
-@dataclass
+@record
 class _Build:
     """What the expansion has laid out so far, in creation order."""
 

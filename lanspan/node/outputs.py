@@ -6,15 +6,15 @@ agent's one executor sends, writes and logs them and nothing else.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from lanspan.addr import Addr
+from lanspan.records import record
 
 __all__ = ["Log", "NodeOutput", "Send", "Write"]
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Send:
     """Send datagrams to an underlay address; each equal-sized but for the last."""
 
@@ -22,7 +22,7 @@ class Send:
     batch: list[bytes]
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Write:
     """Write one frame (10-byte vnet header, then the frame) to a local port."""
 
@@ -30,7 +30,7 @@ class Write:
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Log:
     """One line for the log: a state change somewhere in the node."""
 

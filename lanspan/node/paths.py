@@ -18,12 +18,13 @@ Traffic uses the best up path; a path that comes back must stay up for
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from lanspan.addr import Addr, Relay, Target, format_target
 from lanspan.config.model import Timers
+from lanspan.records import record
 from lanspan.wire.control import Probe
 
 if TYPE_CHECKING:  # built only when a status is asked
@@ -102,7 +103,7 @@ class LossWindow:
 _WINDOW_MASK = (1 << LOSS_WINDOW) - 1
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class Path:
     target: Target  # an underlay address (direct) or a relay node
     configured: bool
@@ -149,7 +150,7 @@ class PathEventKind(StrEnum):
     EXPIRED = "path_expired"
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class PathEvent:
     kind: PathEventKind
     target: Target

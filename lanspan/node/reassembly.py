@@ -20,13 +20,14 @@ all have been lost, or be late). A buffer that had parity and is given up
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import field
 
+from lanspan.records import record
 from lanspan.wire import parity
 from lanspan.wire.payload import FLAG_F, FLAG_P, MAX_BODY, Payload, parity_header
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Reassembled:
     """A whole (super)frame rebuilt from `peer`'s fragments."""
 
@@ -34,7 +35,7 @@ class Reassembled:
     payload: Payload
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class _Pending:
     flags: int
     vni: int

@@ -7,10 +7,11 @@ is rebuilt) and the human-readable changes, in the order they are reported.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Literal
 
 from lanspan.config.model import Network, Node
+from lanspan.records import record
 
 __all__ = ["PeerChange", "ReloadPlan", "check_reload", "plan_reload", "switch_view"]
 
@@ -37,7 +38,7 @@ def check_reload(old: Network, me: str, new: Network) -> None:
                 raise ValueError(f"segment {seg.name!r} changed VLAN/VNI: restart to apply")
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class PeerChange:
     """add: a new peer; rekey: same name, new key (new session); update: same key."""
 
@@ -46,7 +47,7 @@ class PeerChange:
     endpoints_changed: bool = False
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class ReloadPlan:
     removed: list[str] = field(default_factory=list)
     peers: list[PeerChange] = field(default_factory=list)

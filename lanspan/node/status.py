@@ -9,10 +9,10 @@ its units), from which `lanspan show` text and Prometheus metrics are rendered.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Literal
 
 from lanspan.gateway.status import GatewayStatus, InstanceStatus, Lease
+from lanspan.records import record
 from lanspan.switch import Location
 
 __all__ = [
@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Counts(Mapping[str, int]):
     """Counts by name (drops by reason, or event counters), sorted by name."""
 
@@ -56,7 +56,7 @@ class Counts(Mapping[str, int]):
         return len(self.pairs)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class SegmentStatus:
     name: str
     vlan: int
@@ -68,7 +68,7 @@ class SegmentStatus:
     plane_reason: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class PortStatus:
     name: str
     kind: Literal["access", "trunk", "host"]
@@ -80,7 +80,7 @@ class PortStatus:
     tx_bytes: int
 
 
-@dataclass(frozen=True)  # no slots: orjson writes a __dict__ 3x faster (a status has ~800)
+@record(frozen=True)  # no slots: orjson writes a __dict__ 3x faster (a status has ~800)
 class PathStatus:
     endpoint: str  # "198.19.2.2:51820", "[fd00::2]:51820" or "via NODE"
     state: Literal["up", "down"]
@@ -90,7 +90,7 @@ class PathStatus:
     learned: bool
 
 
-@dataclass(frozen=True)  # no slots: see PathStatus
+@record(frozen=True)  # no slots: see PathStatus
 class PeerSegment:
     """How one segment's traffic to a peer goes: kernel VXLAN (same trusted site) or the mesh."""
 
@@ -99,7 +99,7 @@ class PeerSegment:
     vtep: str | None = None  # kernel_vxlan: the peer's VXLAN address the FDB sends it to
 
 
-@dataclass(frozen=True)  # no slots: see PathStatus
+@record(frozen=True)  # no slots: see PathStatus
 class PeerStatus:
     name: str
     public_key: str  # base64
@@ -117,7 +117,7 @@ class PeerStatus:
     segments: tuple[PeerSegment, ...] = ()  # segments shared with it, per plane (by the agent)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class UdpStatus:
     """Offloads of the agent's UDP socket (filled in by the agent, not the core)."""
 
@@ -125,7 +125,7 @@ class UdpStatus:
     gro: bool
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class KernelFilterStatus:
     """The agent's nftables filter on its UDP port (filled in by the agent, not the core)."""
 
@@ -134,7 +134,7 @@ class KernelFilterStatus:
     drops: Counts  # what the kernel dropped, by reason (docs/drops.md, ## kernel)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class NodeStatus:
     node: str
     network: str
@@ -151,7 +151,7 @@ class NodeStatus:
     kernel_filter: KernelFilterStatus | None = None  # set by the agent when its filter is on
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class KernelLocation:
     """A MAC a kernel bridge learned (trusted sites): an access port, or a VTEP over VXLAN."""
 
@@ -162,7 +162,7 @@ class KernelLocation:
         return f"kernel:{self.port}" if self.remote is None else f"kernel:vxlan {self.remote}"
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class MacRow:
     """One row of `lanspan show macs`."""
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -25,11 +24,12 @@ from lanspan.noise.primitives import (
     private_key,
     static_key,
 )
+from lanspan.records import record
 
 __all__ = ["PATTERNS", "HandshakeState", "Pattern", "ProtocolName", "SymmetricState"]
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Pattern:
     """Pre-messages (initiator's, responder's) and the message token lists."""
 
@@ -45,7 +45,7 @@ PATTERNS: dict[str, Pattern] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class ProtocolName:
     """A parsed `Noise_<pattern><mods>_25519_<cipher>_BLAKE2s` name."""
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import collections
 import heapq
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Literal
 
 from cryptography.exceptions import InvalidTag
@@ -22,6 +21,7 @@ from cryptography.exceptions import InvalidTag
 from lanspan.addr import Target as Addr
 from lanspan.errors import BadPacket
 from lanspan.noise import CipherName, HandshakeState, aead_for, nonce_struct, public_key
+from lanspan.records import record
 from lanspan.session.cookie import CookieChecker, CookieJar
 from lanspan.session.handshake import (
     TAI64N_LEN,
@@ -204,7 +204,7 @@ _pack_header = _HEADER.pack
 _unpack_header = _HEADER.unpack_from
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Transmit:
     """Send `data` to `peer`; `to` set => to that address (a handshake reply)."""
 
@@ -213,7 +213,7 @@ class Transmit:
     to: Addr | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class SessionEvent:
     """kind: "up" (new keypair confirmed), "down" (keys expired / peer removed),
     "handshake_failed" (REKEY_ATTEMPT_TIME passed without a response: queued
@@ -224,7 +224,7 @@ class SessionEvent:
     detail: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Delivered:
     """Authenticated plaintext from `peer`; `src` is where it came from; b"" = keepalive."""
 
@@ -233,7 +233,7 @@ class Delivered:
     src: Addr
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class PeerStatus:
     peer: str
     established: bool

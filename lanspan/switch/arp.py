@@ -22,8 +22,9 @@ see and learn from). Only a sender whose ARP MAC is the frame's source teaches.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Final
+
+from lanspan.records import record
 
 __all__ = ["ARP_ETHERTYPE", "Arp", "answerable", "arp_reply", "parse_arp", "teaches"]
 
@@ -37,7 +38,7 @@ REPLY: Final = 2
 _NO_IP: Final = b"\x00\x00\x00\x00"
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Arp:
     """The fields of an Ethernet/IPv4 ARP packet."""
 

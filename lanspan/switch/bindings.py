@@ -8,15 +8,16 @@ say so, or its hosts drop it from their default routers: RFC 4861 7.2.5).
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Final
+
+from lanspan.records import record
 
 __all__ = ["MAX_BINDINGS", "Bindings"]
 
 MAX_BINDINGS: Final = 8192  # per node, across segments; the least recently seen go first
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class _Binding:
     mac: bytes
     seen: float

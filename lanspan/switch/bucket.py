@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
+
+from lanspan.records import record
 
 __all__ = ["TokenBucket", "flood_burst"]
 
@@ -12,7 +14,7 @@ def flood_burst(rate: float) -> float:
     return max(rate / 10.0, 32.0)
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class TokenBucket:
     """`rate` tokens per second, holding at most `burst`; starts full.
 

@@ -109,12 +109,13 @@ from __future__ import annotations
 import collections
 import hashlib
 from collections import Counter, OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import field
 from enum import StrEnum
 from typing import Final, Literal
 
 from lanspan.config.model import HostPort, Network, Node, TrunkPort
 from lanspan.errors import BadPacket
+from lanspan.records import record
 from lanspan.switch import arp, nd
 from lanspan.switch.bindings import Bindings
 from lanspan.switch.bucket import TokenBucket, flood_burst
@@ -159,7 +160,7 @@ _ZERO_MAC = b"\x00" * 6
 _LOCAL: Final = "local"  # static pin: this node, any local port
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class PortLocation:
     """A MAC behind a local port of this node."""
 
@@ -169,7 +170,7 @@ class PortLocation:
         return f"port:{self.port}"
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class PeerLocation:
     """A MAC behind a peer node."""
 
@@ -182,7 +183,7 @@ class PeerLocation:
 Location = PortLocation | PeerLocation
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Forward:
     """Where one accepted frame goes."""
 
@@ -193,7 +194,7 @@ class Forward:
     flooded: bool = False  # a flood (broadcast, multicast, unknown unicast), not a unicast
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class MacEntry:
     """One row of `lanspan show macs`."""
 
@@ -214,7 +215,7 @@ class SwitchEventKind(StrEnum):
     STORM = "storm"  # a port's flood rate limit engaged
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class SwitchEvent:
     """Something worth one log line."""
 
@@ -224,7 +225,7 @@ class SwitchEvent:
     detail: str
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class _Held:
     """A flood some of the segment's peers missed (down), kept for them (FLOOD_HOLD)."""
 
@@ -234,7 +235,7 @@ class _Held:
     given: set[str] | None = None  # peers it was handed to as they came up
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class _Seg:
     name: str
     vlan: int
@@ -244,7 +245,7 @@ class _Seg:
     peers: tuple[str, ...]  # peers that carry the segment, in network-file order
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class _Port:
     name: str
     where: PortLocation
@@ -260,7 +261,7 @@ class _Port:
     limit_reported: bool = False  # mac_limit event logged, not yet back under the limit
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class _Peer:
     name: str
     where: PeerLocation
@@ -272,13 +273,13 @@ class _Peer:
     sinks: frozenset[int] = frozenset()  # segments where a flood has somewhere to go there
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class _Learned:
     where: Location
     seen: float
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class _HotOut:
     """A fast-path answer for a frame from a local port (see `Switch._hot_out`)."""
 
@@ -290,7 +291,7 @@ class _HotOut:
     v6: bool  # IPv6: an ND message among such frames is read, not answered here
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class _HotIn:
     """A fast-path answer for a frame from a peer (see `Switch._hot_in`)."""
 
@@ -302,7 +303,7 @@ class _HotIn:
     v6: bool
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class _Moves:
     times: deque[float] = field(default_factory=deque)  # bounded: maxlen flap_moves + 1
     flap_reported_at: float | None = None

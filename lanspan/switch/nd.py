@@ -20,8 +20,9 @@ a target that is not multicast. ICMPv6 directly after the IPv6 header only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Final
+
+from lanspan.records import record
 
 __all__ = ["IPV6_ETHERTYPE", "Nd", "advert_reply", "answerable", "parse_nd"]
 
@@ -39,7 +40,7 @@ _OVERRIDE: Final = 0x20
 _UNSPECIFIED: Final = bytes(16)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Nd:
     """A neighbour solicitation or advertisement, as far as suppression needs it."""
 

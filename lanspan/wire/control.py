@@ -48,9 +48,9 @@ plain VXLAN (lanspan/agent/kernel_plane.py).
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
 from lanspan.errors import BadPacket
+from lanspan.records import record
 
 PROBE = 1
 PROBE_ACK = 2
@@ -69,7 +69,7 @@ _ACK = 0x01
 _PROBE = struct.Struct("!BBIQ")
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Probe:
     ack: bool
     path: int
@@ -77,19 +77,19 @@ class Probe:
     stamp: int
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Relay:
     delivered: bool  # False: RELAY (please forward); True: RELAYED (forwarded to you)
     node: str  # RELAY: the destination; RELAYED: the origin
     inner: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Reach:
     peers: tuple[tuple[str, int], ...]  # (node, rtt in µs)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class ReachPart:
     gen: int
     index: int
@@ -97,7 +97,7 @@ class ReachPart:
     peers: tuple[tuple[str, int], ...]
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Planes:
     ack: bool  # the sender has the receiver's planes (no answer wanted)
     segments: tuple[tuple[str, str], ...]  # (segment, "userspace" | "kernel")

@@ -30,9 +30,9 @@ Every function here is cheap: the data plane calls them once per
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from lanspan.errors import BadPacket
+from lanspan.records import record
 
 __all__ = [
     "BROADCAST",
@@ -62,7 +62,7 @@ _TPID_8021Q_BYTES = b"\x81\x00"
 _MAC_RE = re.compile(r"[0-9A-Fa-f]{2}(?:([:-])[0-9A-Fa-f]{2})(?:\1[0-9A-Fa-f]{2}){4}")
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class EthernetHeader:
     """The decoded Ethernet header (and outer 802.1Q tag, if any) of a frame."""
 

@@ -45,9 +45,9 @@ mac1 covers the message up to `mac1`; mac2 up to `mac2` (see
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
 from lanspan.errors import BadPacket
+from lanspan.records import record
 
 __all__ = [
     "COOKIE_REPLY_LEN",
@@ -115,7 +115,7 @@ def _check_u32(name: str, value: int) -> None:
         raise ValueError(f"{name} must fit in u32, got {value}")
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class HandshakeInitiation:
     sender: int
     ephemeral: bytes
@@ -133,7 +133,7 @@ class HandshakeInitiation:
         _check_len("mac2", self.mac2, 16)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class HandshakeResponse:
     sender: int
     receiver: int
@@ -151,7 +151,7 @@ class HandshakeResponse:
         _check_len("mac2", self.mac2, 16)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class CookieReply:
     receiver: int
     nonce: bytes
@@ -163,7 +163,7 @@ class CookieReply:
         _check_len("encrypted_cookie", self.encrypted_cookie, 32)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class TransportData:
     receiver: int
     counter: int

@@ -25,9 +25,10 @@ never raise.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from lanspan.errors import BadPacket
+from lanspan.records import record
 
 __all__ = [
     "DATA_VALID",
@@ -79,7 +80,7 @@ _STRUCT = struct.Struct("<BBHHHH")
 ZERO_HEADER = bytes(VNET_HDR_LEN)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class VnetHeader:
     flags: int = 0
     gso_type: int = GSO_NONE

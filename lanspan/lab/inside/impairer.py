@@ -27,10 +27,10 @@ import struct
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from lanspan.lab.model import Impairment
+from lanspan.records import record
 
 ETH_P_ALL = 0x0003
 ETH_P_IP = 0x0800
@@ -40,7 +40,7 @@ PACKET_HOST = 0
 VNET_LEN = 10
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Route:
     net: ipaddress.IPv4Network
     ifname: str
