@@ -335,3 +335,29 @@ def test_roaming_source_is_reported() -> None:
     assert b.receive(first, ("198.18.0.9", 51820), 1.0) == Delivered("a", b"1", SRC)
     moved = ("198.19.7.7", 40000)
     assert b.receive(second, moved, 1.1) == Delivered("a", b"2", moved)
+
+
+def test_no_initiation_while_nothing_can_carry_it_and_one_at_the_sign_of_life() -> None:
+    """A peer the node cannot reach yet (a NAT'd peer before any relay offers it) gets
+    no initiation and spends no token of the budget; its retry timer keeps looking
+    (never given up), and the REACH that names it (retry_soon) starts one at once."""
+    a = _table(1)
+    ways = {"hub": True, "nat": False}
+    a.dialable = lambda name: ways[name]
+    for name, seed in (("hub", 2), ("nat", 3)):
+        a.add_peer(name, _table(seed).public_key)
+    a.seal("hub", b"x", 0.0)
+    a.seal("nat", b"x", 0.0)
+    sent = _transmits(a)
+    assert [t.peer for t in sent] == ["hub"]
+    now = 0.0
+    for _ in range(40):  # ~40 s of retries: to the hub only, the nat peer still looked at
+        deadline = a.next_timer()
+        assert deadline is not None and deadline - now <= RETRY_MAX + RETRY_MAX_JITTER
+        now = deadline
+        a.handle_timer(now)
+        assert {t.peer for t in _transmits(a)} <= {"hub"}
+    ways["nat"] = True  # a relay that reaches it is up
+    a.retry_soon("nat", now)
+    a.handle_timer(now)
+    assert [t.peer for t in _transmits(a) if t.data[0] == 1] == ["nat"]

@@ -163,6 +163,7 @@ class NodeCore:
             wall_time=wall_time,
             index_prefix=index_prefix,
         )
+        self._sessions.dialable = self._dialable
         self._switch = Switch(network, name)
         self._reassembly = Reassembler()
         self._tcp_segmentation = tcp_segmentation
@@ -929,6 +930,14 @@ class NodeCore:
         outer = self._sessions.seal_many(relay, [relay_request(peer, d) for d in sealed], now)
         if outer is not None:
             self._out.append(Send(hop, outer))
+
+    def _dialable(self, peer: str) -> bool:
+        """Something can carry a handshake to `peer` now: a direct path, or a relay
+        path through a relay whose session is up (a relayed initiation rides in it)."""
+        paths = self._paths.get(peer)
+        if paths is None:
+            return False
+        return any(p.relay is None or p.relay in self._up for p in paths.paths)
 
     def _drain_sessions(self, now: float, relayed_from: tuple[str, str] | None = None) -> None:
         """Carry out what the sessions decided. `relayed_from` (relay, origin): we are

@@ -511,6 +511,9 @@ class SessionTable:
         self._latency: float | None = None
         self._first_sent: float | None = None  # our first initiation, while none answered
         self._budget = InitiationBudget(initiations_per_second, initiation_burst_extra)
+        # Set by the node: False while nothing can carry a datagram to the peer (a NAT'd
+        # peer before any relay that reaches it is up). See _send_initiation.
+        self.dialable: Callable[[str], bool] | None = None
         # Peers whose next initiation waits for a token (insertion order, bounded by
         # the peers): served by _serve_waiting in priority order.
         self._waiting: dict[str, _Peer] = {}
@@ -1034,6 +1037,15 @@ class SessionTable:
         p.retry_at = None
         if p.waiting_since is not None:
             return  # already in line
+        if self.dialable is not None and not self.dialable(p.name):
+            # Nothing could carry it: it would be dropped unsent, and at a cold start
+            # such initiations (to every NAT'd peer, before any REACH) took the tokens
+            # the peers that can answer needed (their retries came 0.2-0.3 s late in
+            # tests/test_node_coldstart.py). Looked at again on the backoff's schedule;
+            # the REACH that names the peer hurries it (retry_soon).
+            p.retry_at = now + (_BACKOFF[p.backoff] if p.backoff < len(_BACKOFF) else RETRY_MAX)
+            p.backoff = min(p.backoff + 1, len(_BACKOFF))
+            return
         if self._latency is None:
             self._budget.set_rate(self._rate(now), now)
         if not self._waiting and self._budget.take(now):
