@@ -1043,8 +1043,11 @@ class SessionTable:
             # the peers that can answer needed (their retries came 0.2-0.3 s late in
             # tests/test_node_coldstart.py). Looked at again on the backoff's schedule;
             # the REACH that names the peer hurries it (retry_soon).
-            p.retry_at = now + (_BACKOFF[p.backoff] if p.backoff < len(_BACKOFF) else RETRY_MAX)
-            p.backoff = min(p.backoff + 1, len(_BACKOFF))
+            if p.current is not None and not p.suspected:
+                p.retry_at = now + REKEY_TIMEOUT  # a rekey: its schedule, not the backoff
+            else:
+                p.retry_at = now + (_BACKOFF[p.backoff] if p.backoff < len(_BACKOFF) else RETRY_MAX)
+                p.backoff = min(p.backoff + 1, len(_BACKOFF))
             return
         if self._latency is None:
             self._budget.set_rate(self._rate(now), now)
