@@ -1043,11 +1043,7 @@ class SessionTable:
             # the peers that can answer needed (their retries came 0.2-0.3 s late in
             # tests/test_node_coldstart.py). Looked at again on the backoff's schedule;
             # the REACH that names the peer hurries it (retry_soon).
-            if p.current is not None and not p.suspected:
-                p.retry_at = now + REKEY_TIMEOUT  # a rekey: its schedule, not the backoff
-            else:
-                p.retry_at = now + (_BACKOFF[p.backoff] if p.backoff < len(_BACKOFF) else RETRY_MAX)
-                p.backoff = min(p.backoff + 1, len(_BACKOFF))
+            p.retry_at = now + self._retry_delay(p)
             return
         if self._latency is None:
             self._budget.set_rate(self._rate(now), now)
@@ -1132,6 +1128,12 @@ class SessionTable:
         pending = _Pending(p, hs, index, now)
         p.pendings.append(pending)
         self._pendings[index] = pending
+        p.retry_at = now + self._retry_delay(p)
+        self._outbox.append(Transmit(p.name, data))
+
+    def _retry_delay(self, p: _Peer) -> float:
+        """How long after this initiation (sent or, undialable, not) the next one is due:
+        a rekey's REKEY_TIMEOUT, or the no-session backoff (advanced one step)."""
         unit = int.from_bytes(self._random_bytes(2), "little") / 65536  # in [0, 1)
         if p.current is not None and not p.suspected:
             timeout = REKEY_TIMEOUT + unit * REKEY_TIMEOUT_JITTER
@@ -1141,8 +1143,7 @@ class SessionTable:
             p.backoff += 1  # bounded: stops at len(_BACKOFF)
         else:
             timeout = RETRY_MAX + unit * RETRY_MAX_JITTER
-        p.retry_at = now + max(timeout, _retry_floor(p))
-        self._outbox.append(Transmit(p.name, data))
+        return max(timeout, _retry_floor(p))
 
     def _confirm(
         self, p: _Peer, done: HandshakeState, index: int, remote_index: int, now: float
