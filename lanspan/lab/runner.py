@@ -10,7 +10,6 @@ only when they still run in one of the lab's namespaces.
 
 from __future__ import annotations
 
-import compileall
 import json
 import os
 import shutil
@@ -22,7 +21,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import lanspan
 from lanspan.config.keys import encode_key, generate_private_key, public_key, write_private_key
 from lanspan.control.client import ControlUnavailable, request
 from lanspan.errors import ConfigError
@@ -97,7 +95,6 @@ class LabRun:
         why = tools.problem(tools.for_up(self.lab), "lanspan lab up")
         if why:
             raise LabError(why)
-        _byte_compile_lanspan()
         old = self.state()
         if old is not None and any(ns in netns.existing() for ns in old.namespaces):
             raise LabError(
@@ -470,14 +467,3 @@ def remove_recorded(run_dir: Path, log: Callable[[str], None] = print) -> list[s
 
 
 __all__ = ["STATE", "LabError", "LabRun", "State", "compile_package", "remove_recorded"]
-
-
-def _byte_compile_lanspan() -> None:
-    """Byte-compile lanspan's modules where their bytecode is stale or missing.
-
-    An agent started with PYTHONDONTWRITEBYTECODE=1 (set on many CI and developer
-    machines) compiles every such module from source at each start, ~200 ms of CPU after
-    an edit of the modules it imports, and a lab starts all its agents at once. ~7 ms
-    when everything is fresh; a read-only install (already compiled by pip) is left as is.
-    """
-    compileall.compile_dir(str(Path(lanspan.__file__).parent), quiet=2)
