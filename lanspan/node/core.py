@@ -732,7 +732,8 @@ class NodeCore:
         paths = self._paths.get(got.peer)
         if paths is None:
             return False
-        paths.seen(got.src, now)
+        if paths.seen(got.src, now):
+            self._schedule(got.peer, now)  # a down path shows life: probe it now
         self._path_events(got.peer, now)
         if got.peer not in self._up:
             # A sign of life from a peer we count as down: retry its handshake now.

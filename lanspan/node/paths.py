@@ -7,8 +7,9 @@ paths win over relay paths whenever one is up.
 A path is up while probe acks keep arriving: `probe_multiplier` intervals
 without one takes it down (BFD-like). Authenticated traffic from a path is a
 sign of life too: it keeps an up path up (it does not bring one up: only an
-ack measures the round trip). The node chooses the rate (fast for peers with
-traffic, slow for idle ones) and passes the matching `dead_after` to `check`.
+ack measures the round trip; a direct path that is down gets probed at once).
+The node chooses the rate (fast for peers with traffic, slow for idle ones) and
+passes the matching `dead_after` to `check`.
 A learned path with no authenticated traffic for `LEARNED_EXPIRY` seconds is
 removed (a replayed datagram from a spoofed source adds one that never answers).
 Traffic uses the best up path; a path that comes back must stay up for
@@ -320,17 +321,20 @@ class PeerPaths:
             )
         self._choose(now)
 
-    def seen(self, src: Target, now: float) -> None:
-        """An authenticated datagram arrived from `src`."""
+    def seen(self, src: Target, now: float) -> bool:
+        """An authenticated datagram arrived from `src`. True: it came over a direct path
+        that is down and had no probe for a probe interval, so the node probes it now,
+        not at its idle time (a restarted peer, a path back: up to ~5 s otherwise; the
+        probe it sends is then outstanding, so this is at most once an interval)."""
         a = self.active
-        if a is not None and a.target == src:  # the common case: from the active path
+        if a is not None and a.target == src and a.up:  # the common case
             a.last_seen = now
-            return
+            return False
         p = self.find(src)
         if p is None and isinstance(src, Relay):
             # Relay paths come from REACH offers only; a datagram relayed by a node that
             # does not offer the peer (yet) is answered that way but does not add a path.
-            return
+            return False
         if p is None:
             p = Path(src, configured=False, added=now)
             learned = [q for q in self.paths if not q.configured and q.relay is None]
@@ -344,6 +348,10 @@ class PeerPaths:
         p.last_seen = now
         if self.active is None:
             self._choose(now, fallback=p)
+        if p.up or p.relay is not None:
+            return False  # relay paths are probed only while they may be needed
+        asked = max(p.outstanding.values(), default=None)
+        return asked is None or now - asked >= self.timers.probe_interval
 
     def check(
         self, now: float, dead_after: float | None = None, since: float | None = None
