@@ -444,10 +444,9 @@ class _ColdRun:
     def state(self) -> Any:
         return type("S", (), {"agents": {}})()
 
-    def start_agent(self, node: str, plan: object, state: object) -> int:
+    def start_agents(self, nodes: list[str], plan: object, state: object) -> None:
         _ColdPairs.started = time.time() if not self.started else _ColdPairs.started
-        self.started.append(node)
-        return 0
+        self.started.extend(nodes)
 
     def wait_sessions(self, plan: object, timeout: float) -> dict[str, list[str]]:
         return {}

@@ -74,6 +74,35 @@ def _pids(run_dir: Path) -> list[int]:
     return [a["pid"] for a in state["agents"].values()] + [h["pid"] for h in state["helpers"]]
 
 
+def _assert_in_their_namespaces(run_dir: Path, *, forked: bool) -> None:
+    """Each agent runs in its node's namespace, started as `[lab] agent_start` says."""
+    state = json.loads((run_dir / "state.json").read_text())
+    for node, a in state["agents"].items():
+        assert os.stat(f"/proc/{a['pid']}/ns/net").st_ino == os.stat(f"/run/netns/{a['ns']}").st_ino
+        cmd = Path(f"/proc/{a['pid']}/cmdline").read_bytes().split(b"\0")
+        assert (b"lanspan.lab.launcher" in cmd) is forked, (node, cmd)
+        if forked:
+            assert a["agent_argv"][:4] == ["--network", a["agent_argv"][1], "--node", node], a
+
+
+def test_agents_started_one_exec_each(small_lab: tuple[Path, Path, str]) -> None:
+    """`[lab] agent_start = "exec"`: each agent its own `python -m lanspan agent`."""
+    lab_file, run_dir, prefix = small_lab
+    text = lab_file.read_text()
+    lab_file.write_text(text.replace("[lab]\n", '[lab]\nagent_start = "exec"\n', 1))
+    pids: list[int] = []
+    try:
+        lab("up", str(lab_file), "--run-dir", str(run_dir))
+        pids = _pids(run_dir)
+        _assert_in_their_namespaces(run_dir, forked=False)
+        st = json.loads(lab("status", str(lab_file), "--run-dir", str(run_dir), "--json").stdout)
+        assert all(n["agent_running"] and n["sessions_up"] == 1 for n in st["nodes"]), st
+    finally:
+        down = lab("down", str(lab_file), "--run-dir", str(run_dir), check=False)
+    assert down.returncode == 0, down.stderr
+    _assert_gone(prefix, pids)
+
+
 def test_up_test_down(small_lab: tuple[Path, Path, str], tmp_path: Path) -> None:
     lab_file, run_dir, prefix = small_lab
     links_before = _root_links()
@@ -84,6 +113,7 @@ def test_up_test_down(small_lab: tuple[Path, Path, str], tmp_path: Path) -> None
         st = json.loads(lab("status", str(lab_file), "--run-dir", str(run_dir), "--json").stdout)
         assert {n["name"] for n in st["nodes"]} == {"gra-hv1", "rbx-hv1"}, st
         assert all(n["agent_running"] and n["sessions_up"] == 1 for n in st["nodes"])
+        _assert_in_their_namespaces(run_dir, forked=True)
         ex = lab("exec", str(lab_file), "--run-dir", str(run_dir), "gra-lan", "--",
                  "ip", "-br", "addr", "show", "eth0")  # fmt: skip
         assert "198.18.10.11/24" in ex.stdout

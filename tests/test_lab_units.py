@@ -226,7 +226,7 @@ def test_the_lab_byte_compiles_lanspan_before_it_starts_agents(
     assert cached.exists()
     src = Path(runner.__file__).read_text()
     build = src[src.index("    def _build(") : src.index("    def _validate_network(")]
-    assert build.index("compile_package()") < build.index("self.start_agent(")
+    assert build.index("compile_package()") < build.index("self.start_agents(")
 
 
 def test_all_pairs_probers_share_a_bounded_echo_rate() -> None:

@@ -661,8 +661,7 @@ def cold_start(run: LabRun, plan: Plan, fault: Fault, log: Log) -> dict[str, Any
             ap.wait_started(5.0)
         probe.mark("fault")  # agents stopped
         t_start = time.time()
-        for node in plan.nodes:  # all at once
-            run.start_agent(node.name, plan, state)
+        run.start_agents([node.name for node in plan.nodes], plan, state)  # all at once
         probe.mark("cleared")  # agents started
         t_end = time.time()
         deadline = time.monotonic() + fault.recovery_timeout

@@ -83,6 +83,10 @@ class LabHeader(_Model):
     port: int = Field(default=51820, ge=1, le=65535)  # UDP port of every agent
     cipher: Literal["aesgcm", "chachapoly"] = "aesgcm"
     up_timeout: float = Field(default=60.0, gt=0, le=600)  # seconds to wait for every session
+    # How `lab up` and a cold-start fault start all agents at once: "fork" from one
+    # launcher that imported the agent once (lanspan.lab.launcher: N servers boot side by
+    # side, here they share 2 cores), or "exec": one `python -m lanspan agent` each.
+    agent_start: Literal["fork", "exec"] = "fork"
     throughput_seconds: float = Field(default=3.0, gt=0, le=60)
     min_throughput_mbps: float = Field(default=1.0, ge=0)
 

@@ -194,17 +194,23 @@ def entered(ns: str) -> Iterator[None]:
     """
     back = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        target = os.open(f"/run/netns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            _setns(target)
-        finally:
-            os.close(target)
+        join(ns)
         try:
             yield
         finally:
             _setns(back)
     finally:
         os.close(back)
+
+
+def join(ns: str) -> None:
+    """Move the calling thread into namespace `ns` (the whole process when it has one
+    thread, as a freshly forked child does); `entered` comes back, this does not."""
+    target = os.open(f"/run/netns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _setns(target)
+    finally:
+        os.close(target)
 
 
 def require_root() -> str | None:

@@ -24,7 +24,7 @@ from typing import Any
 from lanspan.config.keys import encode_key, generate_private_key, public_key, write_private_key
 from lanspan.control.client import ControlUnavailable, request
 from lanspan.errors import ConfigError
-from lanspan.lab import impair, netns, tools
+from lanspan.lab import impair, launcher, netns, tools
 from lanspan.lab.model import Lab, load_lab
 from lanspan.lab.state import STATE, State, alive_as, reap, spawn
 from lanspan.lab.topology import Plan, default_prefix, expand
@@ -169,8 +169,7 @@ class LabRun:
             if not site.uplink.empty:
                 impair.apply(plan, state, site.name, site.uplink, tag="uplink")
         compile_package()
-        for node in plan.nodes:
-            self.start_agent(node.name, plan, state)
+        self.start_agents([node.name for node in plan.nodes], plan, state)
 
     def _validate_network(self) -> None:
         import importlib
@@ -235,6 +234,39 @@ class LabRun:
         state.agents[node] = {"pid": pid, "ns": ns, "argv": argv, "started": time.time()}
         state.save()
         return pid
+
+    def start_agents(self, nodes: list[str], plan: Plan, state: State) -> None:
+        """Start these agents at once: forked from one launcher that imported the agent
+        once (`lanspan.lab.launcher`), or one exec each with `[lab] agent_start = "exec"`."""
+        if self.lab.lab.agent_start == "exec" or len(nodes) < 2:
+            for node in nodes:
+                self.start_agent(node, plan, state)
+            return
+        requests: list[launcher.Request] = []
+        for node in nodes:
+            self.control(node).unlink(missing_ok=True)
+            requests.append(
+                {
+                    "ns": plan.node(node).ns,
+                    "argv": self.agent_argv(node)[4:],  # after `python -m lanspan agent`
+                    "log": str(self.log_dir / f"agent-{node}.log"),
+                }
+            )
+        started = time.time()
+        try:
+            pids = launcher.launch(requests, self.run_dir)
+        except RuntimeError as e:
+            raise LabError(str(e)) from e
+        argv = launcher.launcher_argv(self.run_dir)  # what each forked agent's cmdline shows
+        for node, req, pid in zip(nodes, requests, pids, strict=True):
+            state.agents[node] = {
+                "pid": pid,
+                "ns": req["ns"],
+                "argv": argv,
+                "agent_argv": req["argv"],
+                "started": started,
+            }
+        state.save()
 
     def kill_agent(self, node: str, state: State, sig: int = signal.SIGKILL) -> None:
         a = state.agents.get(node)
