@@ -65,9 +65,11 @@ def launch(requests: list[Request], run_dir: Path, timeout: float = 60.0) -> lis
             raise RuntimeError(f"the agent launcher did not finish within {timeout:g} s") from e
     pids = [int(x) for x in proc.stdout.split()]
     if proc.returncode != 0 or len(pids) != len(requests):
+        # The run directory (and this log) may be gone by the time anyone reads it.
+        tail = err.read_text(errors="replace").strip().splitlines()[-1:]
         raise RuntimeError(
             f"the agent launcher exited {proc.returncode} after starting {len(pids)} of "
-            f"{len(requests)} agents (its errors in {err})"
+            f"{len(requests)} agents: {tail[0] if tail else 'no error output'} (all in {err})"
         )
     return pids
 
