@@ -1251,15 +1251,56 @@ class NodeCore:
                 continue
             cands = self._reach.candidates.get(peer, {})
             relays = paths.relays() & cands.keys()
+            self._make_room_outside(peer, relays, cands)
             if len(relays) < MAX_RELAYS and len(cands) > len(relays):
-                offers = sorted(
-                    (self._rtt_us(r) + rtt, r) for r, rtt in cands.items() if r not in relays
-                )
-                for _, r in offers[: MAX_RELAYS - len(relays)]:
-                    relays.add(r)
+                relays |= self._new_relays(peer, relays, cands)
             paths.set_relays(relays)
             if cands and peer not in self._up:
                 self._sessions.retry_soon(peer, now)  # a REACH names it: try that way now
+
+    def _fate(self, peer: str) -> set[str]:
+        """The sites whose fault can take our direct path to `peer` down: ours, its."""
+        return {self._me.site, self._peers[peer].site}
+
+    def _make_room_outside(self, peer: str, kept: set[str], cands: dict[str, int]) -> None:
+        """Drop the farthest of a full set of `kept` relays that all share our or
+        `peer`'s site while a relay outside both is on offer: the set fills as offers
+        arrive (a site's own nodes first, at a cold start) and is kept while on offer."""
+        if len(kept) < MAX_RELAYS:
+            return
+        fate = self._fate(peer)
+        sites = {r: self._peers[r].site for r in cands if r in self._peers}
+        if any(sites.get(r) not in fate for r in kept):
+            return
+        if all(s in fate for r, s in sites.items() if r not in kept):
+            return
+        kept.discard(max(kept, key=lambda r: (self._rtt_us(r) + cands[r], r)))
+
+    def _new_relays(self, peer: str, kept: set[str], cands: dict[str, int]) -> set[str]:
+        """Up to MAX_RELAYS - len(kept) more relays for `peer` out of `cands` (relay ->
+        its RTT to `peer`, us): relays in a site other than ours and `peer`'s first, one
+        per site, then by estimated RTT. A site's own nodes are the nearest relays, and
+        the first a cut or block of the site takes with it: at 100 nodes a node's three
+        relays to a blocked site were its site-mates, blocked too, and kept until their
+        offers were withdrawn, ~10 s later (issue 10, bench/scale's block fault)."""
+        fate = self._fate(peer)
+        used = {self._peers[r].site for r in kept if r in self._peers}
+        offers = sorted(
+            (self._peers[r].site in fate, self._rtt_us(r) + rtt, r)
+            for r, rtt in cands.items()
+            if r not in kept and r in self._peers
+        )
+        picked: set[str] = set()
+        room = MAX_RELAYS - len(kept)
+        for diverse in (True, False):  # one per site first, then whatever is left
+            for _, _, r in offers:
+                if len(picked) >= room:
+                    return picked
+                r_site = self._peers[r].site
+                if r not in picked and (not diverse or r_site not in used):
+                    picked.add(r)
+                    used.add(r_site)
+        return picked
 
     def _rtt_us(self, peer: str) -> int:
         active = self._paths[peer].active
