@@ -7,17 +7,16 @@ import random
 import time
 
 import pytest
-
 from test_node_twocore import BCAST, MAC1, Link, Net, block, frame
 
 from lanspan.addr import Addr
 from lanspan.config import encode_key, generate_private_key, parse_network, public_key
 from lanspan.config.model import AccessPort, HostPort, Network, Node, Segment
+from lanspan.node import relays as relays_module
 from lanspan.node.core import NodeCore
 from lanspan.node.outputs import Send
 from lanspan.node.paths import LEARNED_EXPIRY
 from lanspan.node.reassembly import Reassembler
-from lanspan.node import relays as relays_module
 from lanspan.node.relays import relay_request
 from lanspan.switch import Switch, host_port_mac
 from lanspan.wire import control, payload

@@ -1244,7 +1244,7 @@ class NodeCore:
 
     def _choose_relays(self, peers: set[str], now: float) -> None:
         """Relay paths for these peers: keep relays still on offer (their probe history),
-        fill up to MAX_RELAYS with the best new ones by estimated RTT."""
+        fill up to MAX_RELAYS with new ones, other sites first (`_new_relays`)."""
         for peer in peers:
             paths = self._paths.get(peer)
             if paths is None:
@@ -1268,11 +1268,10 @@ class NodeCore:
         arrive (a site's own nodes first, at a cold start) and is kept while on offer."""
         if len(kept) < MAX_RELAYS:
             return
-        fate = self._fate(peer)
-        sites = {r: self._peers[r].site for r in cands if r in self._peers}
-        if any(sites.get(r) not in fate for r in kept):
-            return
-        if all(s in fate for r, s in sites.items() if r not in kept):
+        fate, peers = self._fate(peer), self._peers
+        if any(r not in peers or peers[r].site not in fate for r in kept):
+            return  # the usual case: no scan of the offers
+        if all(r in kept or r not in peers or peers[r].site in fate for r in cands):
             return
         kept.discard(max(kept, key=lambda r: (self._rtt_us(r) + cands[r], r)))
 
