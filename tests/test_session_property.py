@@ -17,7 +17,13 @@ from hypothesis import strategies as st
 
 from lanspan.session import MAX_QUEUED, HsState, SessionTable, Transmit
 from lanspan.session.ratelimit import MAX_SOURCES
-from lanspan.session.table import _BACKOFF, _MAX_NEXT, _MAX_PENDINGS, _SEEN_SIZE
+from lanspan.session.table import (
+    _BACKOFF,
+    _MAX_GIVEN_UP,
+    _MAX_NEXT,
+    _MAX_PENDINGS,
+    _SEEN_SIZE,
+)
 
 SRC = ("198.18.0.9", 51820)
 MAX_OUTPUTS = MAX_QUEUED + 16  # what one event may hand out at most (a flushed queue)
@@ -54,12 +60,17 @@ def assert_bounded(t: SessionTable) -> None:
         for pending in p.pendings:
             assert t._pendings[pending.local_index] is pending
             own.add(pending.local_index)
+        assert len(p.given_up) <= _MAX_GIVEN_UP
+        for pending in p.given_up:
+            assert t._given_up[pending.local_index] is pending
+            own.add(pending.local_index)
         for kp in p.keypairs():
             assert t._keypairs[kp.local_index] is kp
             own.add(kp.local_index)
     # No index outlives its peer or its keypair: the tables are exactly the live ones.
     assert t.receiver_indexes() == own
     assert len(t._pendings) <= _MAX_PENDINGS * len(peers)
+    assert len(t._given_up) <= _MAX_GIVEN_UP * len(peers)
     assert len(t._keypairs) <= (1 + 2 * _MAX_NEXT) * len(peers)
     assert set(t._waiting) <= set(peers)
     assert len(t._load_times) <= t._load_limit + 1

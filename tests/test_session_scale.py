@@ -37,7 +37,7 @@ from lanspan.session import (
     Transmit,
 )
 from lanspan.session import table as table_module
-from lanspan.session.table import _MAX_NEXT, _MAX_PENDINGS
+from lanspan.session.table import _MAX_GIVEN_UP, _MAX_NEXT, _MAX_PENDINGS
 
 UNIT = 0.0003  # seconds of the one CPU per X25519 (and what goes with it)
 SRC = ("198.18.0.9", 51820)
@@ -148,7 +148,8 @@ def test_initiations_remembered_and_keypairs_offered_are_bounded() -> None:
     a, b = _pair()
     inits = _retries(a, 20)
     assert len(a._peers["b"].pendings) == _MAX_PENDINGS
-    assert len(a.receiver_indexes()) == _MAX_PENDINGS
+    assert len(a._peers["b"].given_up) == _MAX_GIVEN_UP
+    assert len(a.receiver_indexes()) == _MAX_PENDINGS + _MAX_GIVEN_UP
     for i, data in enumerate(inits):
         b.receive(data, SRC, 100.0 + i)  # each answered (1 s apart: not a flood)
     assert len(b._peers["a"].nexts) == _MAX_NEXT and len(b.receiver_indexes()) == _MAX_NEXT
@@ -157,6 +158,10 @@ def test_initiations_remembered_and_keypairs_offered_are_bounded() -> None:
     for r in responses[: 20 - _MAX_PENDINGS]:  # answers to initiations a gave up
         a.receive(r, SRC, 130.0)
     assert not a.status("b").established
+    # The last _MAX_GIVEN_UP of those taught how long answers take; older ones, nothing.
+    assert a.drops["session.late_response"] == _MAX_GIVEN_UP
+    assert a.drops["session.unknown_receiver"] == 20 - _MAX_PENDINGS - _MAX_GIVEN_UP
+    assert a._peers["b"].given_up == [] and a._peers["b"].answer_latency is not None
     a.receive(responses[-_MAX_PENDINGS], SRC, 130.0)  # the oldest still remembered
     assert a.status("b").established
 
@@ -340,6 +345,51 @@ def test_answers_slower_than_the_retries_still_complete(
     monkeypatch.setattr(table_module, "RETRY_LATENCY_FACTOR", 0.0)  # no spacing
     m = Mesh(("a", "b"), delay=delay)
     assert m.run_until(lambda: m.established("a", "b"), 120.0, 0.5) is None
+
+
+def test_answers_that_all_come_too_late_still_teach_their_latency(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only one side initiates (the other cannot reach it: a relayed pair on an
+    overloaded machine), its answers take 2.4 s, and a sign of life every second
+    restarts the retries: every answer came after three more retries, was refused
+    as unknown_receiver, and nothing was ever heard from the peer to learn how long
+    answers take, so the retries never slowed down (issue 10). An authenticated
+    answer to a given-up initiation teaches the latency: the retries space out and
+    the next answer completes; without it, never (None after 60 s, 240 sent)."""
+
+    def run() -> tuple[Mesh, float | None]:
+        m = Mesh(("a", "b"), delay=1.2, initiate=False)
+        m.tables["a"].initiate("b", 0.0)
+        for second in range(1, 61):
+            m.tables["a"].retry_soon("b", float(second))  # a relay path flapping back
+            m.run(float(second))
+            if m.established("a", "b") and m.established("b", "a"):
+                return m, float(second)
+        return m, None
+
+    m, up = run()
+    assert up is not None and up <= 4 * 2.4, up
+    a = m.tables["a"]
+    assert a.drops["session.late_response"] >= 1
+    assert a._peers["b"].answer_latency == pytest.approx(2.4, abs=0.1)
+    monkeypatch.setattr(table_module, "_MAX_GIVEN_UP", 0)  # late answers teach nothing
+    m, up = run()
+    assert up is None and m.tables["a"]._peers["b"].answer_latency is None
+
+
+def test_a_forged_late_answer_teaches_nothing() -> None:
+    a, b = _pair()
+    inits = _retries(a, _MAX_PENDINGS + 1)  # the first is given up
+    b.receive(inits[0], SRC, 10.0)
+    (real,) = _sent(b, 2)
+    forged = bytearray(real)
+    forged[20] ^= 1  # in the ephemeral key: mac1 no longer matches
+    a.receive(bytes(forged), SRC, 10.1)
+    assert a.drops["session.bad_mac1"] == 1 and a._peers["b"].answer_latency is None
+    a.receive(real, SRC, 10.2)  # the real one still teaches
+    assert a.drops["session.late_response"] == 1
+    assert a._peers["b"].answer_latency == pytest.approx(10.2, abs=1.0)
 
 
 def test_a_suspected_session_rekeys_while_answers_take_seconds() -> None:

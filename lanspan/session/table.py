@@ -157,6 +157,13 @@ _SILENCE_HALVING = 1.0  # before any answer, the rate halves every this many sec
 # 32 s to converge instead of 6 s).
 INITIATION_BURST_EXTRA = 8.0
 _MAX_PENDINGS = 3  # our initiations per peer whose response we still accept
+# ... and this many older ones per peer, whose response is not accepted but, once
+# authenticated, tells how long answers take (`_Peer.answer_latency`). Without them,
+# a peer whose answers all came after _MAX_PENDINGS more retries was never heard
+# from, its latency never learned, and retries kept their pace for ever: a relayed
+# pair on an overloaded machine (answers 2.4 s late, retries restarted by every
+# sign of life) never got its session (issue 10, tests/test_session_late.py).
+_MAX_GIVEN_UP = 3
 # No retry to a peer sooner than RETRY_LATENCY_FACTOR x the time its answers take
 # (`_Peer.answer_latency`; at most RETRY_LATENCY_CAP): on a loaded machine answers
 # took 6-12 s while retries went every ~2 s, so each answer came for an initiation
@@ -377,6 +384,7 @@ class _Peer:
         "backoff",
         "current",
         "failed_reported",
+        "given_up",
         "hurry",
         "jar",
         "keepalive_at",
@@ -421,6 +429,7 @@ class _Peer:
         # Our initiations in flight, oldest first (at most _MAX_PENDINGS); empty
         # in INITIATION_SENT while we wait for a token (then waiting_since is set).
         self.pendings: list[_Pending] = []
+        self.given_up: list[_Pending] = []  # before those, oldest first (_MAX_GIVEN_UP)
         self.waiting_since: float | None = None
         self.hurry = False  # a sign of life: first in line for the next token
         # Every path went silent with the session up (suspect()): retry as if there
@@ -504,6 +513,7 @@ class SessionTable:
         self._by_public: dict[bytes, _Peer] = {}
         self._keypairs: dict[int, _Keypair] = {}
         self._pendings: dict[int, _Pending] = {}
+        self._given_up: dict[int, _Pending] = {}  # every peer's `given_up`, by index
         self._burst_extra = initiation_burst_extra
         self._rate_max = initiations_per_second
         # How long our initiations take to be answered (EWMA over every response);
@@ -971,6 +981,7 @@ class SessionTable:
             raise BadPacket("session.bad_mac1")
         pending = self._pendings.get(msg.receiver)
         if pending is None:
+            self._on_late_response(msg, now)
             raise BadPacket("session.unknown_receiver")
         p = pending.peer
         try:
@@ -983,6 +994,24 @@ class SessionTable:
         self._hs(
             p, HsInput.VALID_RESPONSE, now, completed=done, remote_index=msg.sender, to=pending
         )
+
+    def _on_late_response(self, msg: HandshakeResponse, now: float) -> None:
+        """A response to an initiation we gave up (`_MAX_GIVEN_UP`): too late to use,
+        but, authenticated, it says how long the peer's answers take."""
+        late = self._given_up.get(msg.receiver)
+        if late is None:
+            return  # the caller counts it unknown_receiver
+        try:
+            consume_response_untrusted(late.hs, msg)
+        except BadPacket:
+            raise BadPacket("session.bad_handshake") from None
+        p = late.peer
+        del self._given_up[msg.receiver]
+        p.given_up.remove(late)
+        p.last_heard = now
+        self._answered(now - late.sent, now)
+        _peer_answered(p, now - late.sent)
+        raise BadPacket("session.late_response")
 
     def _on_cookie(self, msg: CookieReply, now: float) -> None:
         pending = self._pendings.get(msg.receiver)
@@ -1105,6 +1134,10 @@ class SessionTable:
         if len(p.pendings) >= _MAX_PENDINGS:  # the oldest: its response is given up
             oldest = p.pendings.pop(0)
             self._pendings.pop(oldest.local_index, None)
+            p.given_up.append(oldest)
+            self._given_up[oldest.local_index] = oldest
+            if len(p.given_up) > _MAX_GIVEN_UP:
+                del self._given_up[p.given_up.pop(0).local_index]
             if p.last_heard > oldest.sent:
                 # The peer is alive (its initiations or data reached us after we sent
                 # this one) and did not answer it in all that time: answers take at
@@ -1193,7 +1226,9 @@ class SessionTable:
     def _clear_pending(self, p: _Peer) -> None:
         for pending in p.pendings:
             self._pendings.pop(pending.local_index, None)
-        p.pendings = []
+        for pending in p.given_up:
+            self._given_up.pop(pending.local_index, None)
+        p.pendings, p.given_up = [], []
         if p.waiting_since is not None:
             del self._waiting[p.name]
             p.waiting_since = None
@@ -1225,7 +1260,11 @@ class SessionTable:
                 index = int.from_bytes(self._random_bytes(4), "little")
             else:
                 index = self._index_prefix << 16 | int.from_bytes(self._random_bytes(2), "little")
-            if index not in self._keypairs and index not in self._pendings:
+            if (
+                index not in self._keypairs
+                and index not in self._pendings
+                and index not in self._given_up
+            ):
                 return index
 
     # ---- timers ------------------------------------------------------------
@@ -1435,10 +1474,10 @@ class SessionTable:
         )
 
     def receiver_indexes(self) -> frozenset[int]:
-        """Every receiver index that is ours right now (keypairs and initiations in
-        flight): a datagram naming any other is dropped as unknown_receiver. The agent
-        mirrors it into the kernel (an nftables set) to drop junk before Python."""
-        return frozenset(self._keypairs.keys() | self._pendings.keys())
+        """Every receiver index that is ours right now (keypairs, initiations in flight
+        or given up): a datagram naming any other is dropped as unknown_receiver. The
+        agent mirrors it into the kernel (an nftables set) to drop junk before Python."""
+        return frozenset(self._keypairs.keys() | self._pendings.keys() | self._given_up.keys())
 
     def receiver_peer(self, datagram: bytes) -> str | None:
         index = receiver_index_untrusted(datagram)
@@ -1447,7 +1486,7 @@ class SessionTable:
         kp = self._keypairs.get(index)
         if kp is not None:
             return kp.peer.name
-        pending = self._pendings.get(index)
+        pending = self._pendings.get(index) or self._given_up.get(index)
         return pending.peer.name if pending is not None else None
 
 
