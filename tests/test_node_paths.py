@@ -187,6 +187,27 @@ def test_relays_wait_until_the_direct_paths_had_their_chance() -> None:
     assert nat.direct_tried(0.0) and [t for t, _ in nat.probes(0.0)] == [Relay("r1")]
 
 
+def test_an_overloaded_node_gives_the_direct_paths_its_patience() -> None:
+    from lanspan.addr import Relay
+    from lanspan.node.paths import RELAY_PROBE_AFTER
+
+    p = PeerPaths([A], T)
+    p.set_relays({"r1"})
+    p.probes(0.0, relays=False)
+    assert p.direct_tried(RELAY_PROBE_AFTER)  # not overloaded
+    assert not p.direct_tried(RELAY_PROBE_AFTER, patience=3.0)  # the machine is slow
+    assert p.direct_tried(3.0, patience=3.0)
+    # The peer's datagrams come through a relay, none directly: it found no direct
+    # path, so the relays are worth probing now, patience or not.
+    heard = PeerPaths([A], T)
+    heard.set_relays({"r1"})
+    heard.probes(0.0, relays=False)
+    heard.seen(Relay("r1"), 0.1)
+    assert heard.direct_tried(0.1, patience=3.0)
+    heard.seen(A, 0.2)  # then directly: back to waiting
+    assert not heard.direct_tried(0.3, patience=3.0)
+
+
 def test_a_handshake_tries_the_direct_paths_before_the_relays() -> None:
     """At a cold start of 100 nodes every initiation went through three relays too as
     soon as their REACH came (a third of each node's datagrams, issue 10)."""

@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # built only when a status is asked
 MAX_LEARNED = 4
 LEARNED_EXPIRY = 60.0  # seconds without authenticated traffic before a learned path goes
 LOSS_WINDOW = 20
+_NEVER = float("-inf")
 # A probe not answered within the path's deadline counts as lost, but its answer
 # still proves the path works if it comes later (a loaded machine, issue 10: 100
 # agents on 2 cores answered after 15-20 s, so no path ever came up and every
@@ -253,16 +254,23 @@ class PeerPaths:
     def direct_up(self) -> bool:
         return any(p.up and p.relay is None for p in self.paths)
 
-    def direct_tried(self, now: float) -> bool:
+    def direct_tried(self, now: float, patience: float = 0.0) -> bool:
         """The direct paths had their chance: there are none, or one lost a probe,
-        or one has had a probe outstanding for RELAY_PROBE_AFTER."""
+        or one has had a probe outstanding for RELAY_PROBE_AFTER (or `patience`, an
+        overloaded node's, if longer), or the peer's last datagram came through a
+        relay (it found no direct path: an overloaded pair waited ~7 s more for its
+        relay path to come up when it had to wait out `patience` first)."""
         direct = [p for p in self.paths if p.relay is None]
         if not direct:
             return True
+        relayed = max((p.last_seen or _NEVER for p in self.paths if p.relay), default=_NEVER)
+        if relayed > max(p.alive_at() or _NEVER for p in direct):
+            return True
+        after = max(RELAY_PROBE_AFTER, patience)
         for p in direct:
             if p.late or (p.results and p.results[-1] is False):
                 return True
-            if any(now - sent >= RELAY_PROBE_AFTER for sent in p.outstanding.values()):
+            if any(now - sent >= after for sent in p.outstanding.values()):
                 return True
         return False
 
