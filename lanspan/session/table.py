@@ -162,7 +162,7 @@ _MAX_PENDINGS = 3  # our initiations per peer whose response we still accept
 # a peer whose answers all came after _MAX_PENDINGS more retries was never heard
 # from, its latency never learned, and retries kept their pace for ever: a relayed
 # pair on an overloaded machine (answers 2.4 s late, retries restarted by every
-# sign of life) never got its session (issue 10, tests/test_session_late.py).
+# sign of life) never got its session (issue 10, tests/test_session_scale.py).
 _MAX_GIVEN_UP = 3
 # No retry to a peer sooner than RETRY_LATENCY_FACTOR x the time its answers take
 # (`_Peer.answer_latency`; at most RETRY_LATENCY_CAP): on a loaded machine answers
