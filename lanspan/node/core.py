@@ -105,6 +105,13 @@ OVERLOAD_HOLD = 10.0
 # answers came 3 s later, for pairs whose direct path worked (issue 10).
 OVERLOAD_SLACK_FACTOR = 4.0
 OVERLOAD_PATIENCE_MAX = 5.0
+# A peer reached over an up direct path needs its relays only on standby: the
+# relays' offers that change its candidates are folded in at most once per
+# RELAY_CHOICE_DELAY (a peer with no direct path up, or no session, at once). At a
+# cold start every relay's offer grows every REACH news gap, so each node chose
+# relays for each peer once per relay that offered it: ~1 000 000 choices (N^3) at
+# 100 nodes, a quarter of a sans-IO cold start's CPU under cProfile (issue 10).
+RELAY_CHOICE_DELAY = 1.0
 IDLE_PROBE_INTERVAL = 4.0
 IDLE_PROBES_PER_SECOND = 5.0  # the node's budget: idle probing starts to grow at 20 peers
 IDLE_PROBE_MAX = 20.0  # past 100 peers the budget grows instead
@@ -214,6 +221,12 @@ class NodeCore:
         self._overload_slack = 0.0  # the episode's worst timer lateness (OVERLOAD_SLACK_FACTOR)
         self._fast_since: dict[str, float] = {}
         self._gossip_at = now
+        self._relays_due: set[str] = set()  # their relay choice waits for _relays_at
+        # Peers with a session and a direct path up, as their last path or session
+        # event left them: relays on standby (`_choose_relays`).
+        self._standby: set[str] = set()
+        self.relay_choices = 0  # peers whose relays were chosen, for tests
+        self._relays_at = float("inf")
         self._told_at: dict[str, float] = {}  # peer -> our offer sent to it alone (_tell_reach)
         self._refreshed_at: dict[str, float] = {}  # peer -> our whole offer last sent to it
         self._reach_parts = ReachParts(limit=_reach_limit(len(network.nodes)))
@@ -259,6 +272,8 @@ class NodeCore:
         self._refreshed_at.pop(name, None)
         self._planes_acked.discard(name)
         self._planes_heard.pop(name, None)
+        self._standby.discard(name)
+        self._relays_due.discard(name)
         self._choose_relays(changed, now)
 
     def set_planes(self, planes: Mapping[str, str]) -> None:
@@ -991,6 +1006,7 @@ class NodeCore:
                 self._refreshed_at[ev.peer] = now - self._reach_times.ride  # due, not late
         elif ev.kind == "down" and ev.peer in self._up:
             self._up.discard(ev.peer)
+            self._standby.discard(ev.peer)
             self._planes_acked.discard(ev.peer)  # told again once it is back
             self._switch.set_peer_up(ev.peer, False)
             self._reassembly.forget(ev.peer)
@@ -1005,6 +1021,12 @@ class NodeCore:
             self._out.append(_path_log(peer, pe))
         self._gossip_at = min(self._gossip_at, now)  # what we reach may have changed
         paths = self._paths[peer]
+        if peer in self._up and paths.direct_up():
+            self._standby.add(peer)
+        elif peer in self._standby:
+            self._standby.discard(peer)
+            if peer in self._relays_due:
+                self._choose_relays({peer}, now)  # its relays are needed now
         if (
             not self._me.endpoints
             and peer in self._up
@@ -1080,7 +1102,7 @@ class NodeCore:
         heap, due = self._probe_heap, self._probe_at
         while heap and due.get(heap[0][1]) != heap[0][0]:
             heapq.heappop(heap)  # stale: rescheduled or removed
-        best = self._gossip_at
+        best = min(self._gossip_at, self._relays_at)
         if heap and heap[0][0] < best:
             best = heap[0][0]
         for t in (
@@ -1110,6 +1132,9 @@ class NodeCore:
                     self._overloaded_until = now + OVERLOAD_HOLD
                     self._overload_slack = max(self._overload_slack, now - at)
                 self._probe_peer(peer, now)
+        if now >= self._relays_at:
+            due_now, self._relays_due, self._relays_at = self._relays_due, set(), float("inf")
+            self._choose_relays(due_now, now, defer=False)
         if now >= self._gossip_at:
             # on the idle probes' grid: one timer round for both
             self._gossip_at = self._on_grid(now + REACH_INTERVAL)
@@ -1258,13 +1283,23 @@ class NodeCore:
         """Fold `relay`'s offer (or its withdrawal) into the peers it changes, only those."""
         self._choose_relays(self._reach.apply(relay, self._relay_usable(relay)), now)
 
-    def _choose_relays(self, peers: set[str], now: float) -> None:
+    def _choose_relays(self, peers: set[str], now: float, defer: bool = True) -> None:
         """Relay paths for these peers: keep relays still on offer (their probe history),
-        fill up to MAX_RELAYS with new ones, other sites first (`_new_relays`)."""
+        fill up to MAX_RELAYS with new ones, other sites first (`_new_relays`). With
+        `defer`, a peer with a session and an up direct path waits RELAY_CHOICE_DELAY."""
+        if defer and peers:
+            standby = peers & self._standby  # set operations: a REACH changes ~N peers
+            if standby:
+                if not self._relays_due:
+                    self._relays_at = now + RELAY_CHOICE_DELAY
+                self._relays_due |= standby
+                peers = peers - standby
         for peer in peers:
             paths = self._paths.get(peer)
             if paths is None:
                 continue
+            self._relays_due.discard(peer)
+            self.relay_choices += 1
             cands = self._reach.candidates.get(peer, {})
             relays = paths.relays() & cands.keys()
             self._make_room_outside(peer, relays, cands)
