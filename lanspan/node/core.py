@@ -221,12 +221,12 @@ class NodeCore:
         self._overload_slack = 0.0  # the episode's worst timer lateness (OVERLOAD_SLACK_FACTOR)
         self._fast_since: dict[str, float] = {}
         self._gossip_at = now
-        self._relays_due: set[str] = set()  # their relay choice waits for _relays_at
         # Peers with a session and a direct path up, as their last path or session
         # event left them: relays on standby (`_choose_relays`).
         self._standby: set[str] = set()
-        self.relay_choices = 0  # peers whose relays were chosen, for tests
+        self._relays_due: set[str] = set()  # their relay choice waits for _relays_at
         self._relays_at = float("inf")
+        self.relay_choices = 0  # peers whose relays were chosen, for tests
         self._told_at: dict[str, float] = {}  # peer -> our offer sent to it alone (_tell_reach)
         self._refreshed_at: dict[str, float] = {}  # peer -> our whole offer last sent to it
         self._reach_parts = ReachParts(limit=_reach_limit(len(network.nodes)))
