@@ -12,6 +12,7 @@ import pytest
 from test_node_twocore import BCAST, Link, Net, frame, plain
 
 from lanspan.addr import Addr
+from lanspan.config import encode_key, generate_private_key, parse_network, public_key
 from lanspan.node.core import NodeCore
 from lanspan.node.outputs import Log, Send, Write
 from lanspan.node.relays import (
@@ -254,3 +255,40 @@ def test_initiations_nothing_can_carry_do_not_delay_the_ones_that_can() -> None:
     for seed in range(8):
         worst, got = cold(seed)
         assert worst <= 0.5, (seed, worst, sorted(got.items(), key=lambda kv: -kv[1])[:3])
+
+
+def test_a_new_session_sends_where_the_response_came_from_not_to_every_path() -> None:
+    """With no path active yet, what the initiator sends once the response is in (its
+    keepalive, its queue, a relay's offer) goes to the response's source alone: it
+    went to every candidate path, so at a 100-node cold start ~7 000 copies (relays'
+    among them) arrived only to be dropped as replays (issue 10)."""
+    keys = {name: generate_private_key() for name in ("a", "b")}
+    ends = {"a": ['"198.18.1.1:51820"'], "b": ['"198.18.2.1:51820"', '"198.18.3.1:51820"']}
+    text = ['[network]\nname = "t"\n[[segment]]\nname = "s"\nvlan = 10\n']
+    for name, key in keys.items():
+        text.append(
+            f'[[node]]\nname = "{name}"\nsite = "{name}"\nrelay = true\n'
+            f'public_key = "{encode_key(public_key(key))}"\n'
+            f'endpoints = [{", ".join(ends[name])}]\nsegments = ["s"]\n'
+            '  [[node.port]]\n  kind = "access"\n  name = "ps"\n  segment = "s"\n'
+        )
+    network = parse_network("\n".join(text), "dual.toml")
+    rng, now = random.Random(3), 100.0
+    a, b = (
+        NodeCore(network, n, keys[n], random_bytes=rng.randbytes,
+                 wall_time=lambda: 1.7e9 + now, now=now)
+        for n in ("a", "b")
+    )  # fmt: skip
+    a_addr, live, dead = ("198.18.1.1", 51820), ("198.18.2.1", 51820), ("198.18.3.1", 51820)
+    a.frame_from_port("ps", plain(frame(BCAST, guest_mac("n1"))), now)  # queued for b
+    a.handle_timer(now)
+    inits = [(o.target, d) for o in a.take_outputs() if isinstance(o, Send) for d in o.batch]
+    assert {t for t, _ in inits} == {live, dead}  # the initiation goes both ways
+    b.datagram(next(d for t, d in inits if t == live), a_addr, now)
+    out = [d for o in b.take_outputs() if isinstance(o, Send) for d in o.batch]
+    response = [d for d in out if d[0] == 2]  # (b may be initiating too)
+    assert len(response) == 1
+    a.datagram(response[0], live, now)  # the response, from the live endpoint
+    assert a._sessions.status("b").established
+    sent = [o.target for o in a.take_outputs() if isinstance(o, Send)]
+    assert sent and set(sent) == {live}, sent  # the queued frame and keepalive: one way

@@ -224,11 +224,14 @@ class Transmit:
 class SessionEvent:
     """kind: "up" (new keypair confirmed), "down" (keys expired / peer removed),
     "handshake_failed" (REKEY_ATTEMPT_TIME passed without a response: queued
-    payloads dropped, said once per outage; the handshake keeps being retried)."""
+    payloads dropped, said once per outage; the handshake keeps being retried).
+    `src`: for "up" as initiator, where the response came from (a path that works
+    both ways, so the node sends there before any probe has answered)."""
 
     peer: str
     kind: str
     detail: str = ""
+    src: Addr | None = None
 
 
 @record(frozen=True, slots=True)
@@ -844,7 +847,7 @@ class SessionTable:
         if isinstance(msg, HandshakeInitiation):
             self._on_initiation(datagram, msg, src, now)
         elif isinstance(msg, HandshakeResponse):
-            self._on_response(datagram, msg, now)
+            self._on_response(datagram, msg, src, now)
         elif isinstance(msg, CookieReply):
             self._on_cookie(msg, now)
         else:  # a transport message that did not take the fast path cannot parse
@@ -976,7 +979,7 @@ class SessionTable:
         self.responses_resent += 1
         self._outbox.append(Transmit(p.name, seen.response, to=src))
 
-    def _on_response(self, datagram: bytes, msg: HandshakeResponse, now: float) -> None:
+    def _on_response(self, datagram: bytes, msg: HandshakeResponse, src: Addr, now: float) -> None:
         if not self._checker.check_mac1(datagram, MAC1_OFFSET_RESPONSE):
             raise BadPacket("session.bad_mac1")
         pending = self._pendings.get(msg.receiver)
@@ -992,7 +995,13 @@ class SessionTable:
         self._answered(now - pending.sent, now)
         _peer_answered(p, now - pending.sent)
         self._hs(
-            p, HsInput.VALID_RESPONSE, now, completed=done, remote_index=msg.sender, to=pending
+            p,
+            HsInput.VALID_RESPONSE,
+            now,
+            completed=done,
+            remote_index=msg.sender,
+            to=pending,
+            src=src,
         )
 
     def _on_late_response(self, msg: HandshakeResponse, now: float) -> None:
@@ -1032,6 +1041,7 @@ class SessionTable:
         completed: HandshakeState | None = None,
         remote_index: int = 0,
         to: _Pending | None = None,
+        src: Addr | None = None,
     ) -> None:
         self._touched.add(p.name)
         action, p.state = step(p.state, event)
@@ -1039,7 +1049,7 @@ class SessionTable:
             self._send_initiation(p, now)
         elif action is HsAction.CONFIRM:
             assert completed is not None and to is not None and to in p.pendings
-            self._confirm(p, completed, to.local_index, remote_index, now)
+            self._confirm(p, completed, to.local_index, remote_index, now, src)
         elif action is HsAction.FAIL_AND_RETRY:
             self.drops["session.handshake_failed"] += self._clear_queue(p)
             if not p.failed_reported:  # once per outage, not every REKEY_ATTEMPT_TIME
@@ -1179,7 +1189,13 @@ class SessionTable:
         return max(timeout, _retry_floor(p))
 
     def _confirm(
-        self, p: _Peer, done: HandshakeState, index: int, remote_index: int, now: float
+        self,
+        p: _Peer,
+        done: HandshakeState,
+        index: int,
+        remote_index: int,
+        now: float,
+        src: Addr | None,
     ) -> None:
         self._clear_pending(p)  # the response to one answers them all
         if p.nexts and self.public_key > p.public:
@@ -1211,17 +1227,17 @@ class SessionTable:
             p.previous = [p.current] if p.current is not None else []
             _retire(p.previous)
             p.current = kp
-        self._went_up(p, now, "initiator")
+        self._went_up(p, now, "initiator", src)
         # The responder may only send once it saw us use the keypair: say something.
         self._flush(p, now, keepalive_if_empty=True)
 
-    def _went_up(self, p: _Peer, now: float, detail: str) -> None:
+    def _went_up(self, p: _Peer, now: float, detail: str, src: Addr | None = None) -> None:
         p.suspected = False
         p.last_handshake = now
         p.failed_reported = False
         p.new_handshake_at = None  # a handshake answered: the peer is alive
         p.up = True
-        self._outbox.append(SessionEvent(p.name, "up", detail))
+        self._outbox.append(SessionEvent(p.name, "up", detail, src))
 
     def _clear_pending(self, p: _Peer) -> None:
         for pending in p.pendings:
