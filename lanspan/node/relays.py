@@ -13,6 +13,7 @@ relay forwards only over a direct path, so a datagram crosses at most two.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Container
 from typing import NamedTuple
 
 from lanspan.errors import BadPacket
@@ -20,6 +21,7 @@ from lanspan.wire import control, payload
 
 __all__ = [
     "MAX_RELAYS",
+    "NATD_FIRST_GAP",
     "REACH_EXPIRY",
     "REACH_FLAP_LIMIT",
     "REACH_FLAP_WINDOW",
@@ -58,6 +60,10 @@ REACH_EXPIRY = 3 * REACH_REFRESH + 5.0
 # cold start a hub's 99 peers come up one by one, and a REACH (to every peer, each
 # listing all) per appearance was ~10 000 messages per relay (issue 10).
 REACH_FIRST_GAP = 0.25
+# ... but 0.1 s to peers behind NAT (only those hear news at once; `NodeCore._gossip`):
+# few peers and few rounds (a peer behind NAT is news to them, not every peer), and a
+# pair of them waits for it to reach each other at all (tests/test_node_coldstart.py).
+NATD_FIRST_GAP = 0.1
 # ... or longer in a large network: each REACH of news goes to every peer, so the gap
 # is what keeps a relay's news at about REACH_NEWS_PER_SECOND datagrams a second (at
 # 100 nodes a second: a cold start's growth went out ~4 times a second to 99 peers,
@@ -88,9 +94,9 @@ def relayed(origin: str, inner: bytes) -> bytes:
     return payload.build_control(control.build_relay(control.Relay(True, origin, inner)))
 
 
-def news_gap(peers: int) -> float:
+def news_gap(peers: int, first_gap: float = REACH_FIRST_GAP) -> float:
     """The least time between two REACHes of news to every one of `peers` peers."""
-    return max(REACH_FIRST_GAP, peers / REACH_NEWS_PER_SECOND)
+    return max(first_gap, peers / REACH_NEWS_PER_SECOND)
 
 
 def change_interval(peers: int) -> float:
@@ -99,11 +105,13 @@ def change_interval(peers: int) -> float:
 
 
 class ReachGossip:
-    """When our own offer goes out to every peer: at once when it grows (unless growth
-    flaps; at most once per `news_gap`), losses at most once per `change_interval`.
-    RTT changes alone wait for each peer's refresh (`NodeCore._ride_reach`)."""
+    """When our own offer goes out to an audience of peers: at once when it grows by a
+    peer that is news to them (unless growth flaps; at most once per `news_gap`), other
+    changes at most once per `change_interval`. RTT changes alone wait for each peer's
+    refresh (`NodeCore._ride_reach`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, first_gap: float = REACH_FIRST_GAP) -> None:
+        self.first_gap = first_gap
         self.sent: dict[str, int] = {}
         self.sent_at = -1e9
         self._growth: deque[float] = deque()
@@ -113,15 +121,23 @@ class ReachGossip:
         self._ever: set[str] = set()
         self.held_until: float | None = None  # news held back by the news gap, until
 
-    def due(self, reach: dict[str, int], now: float, peers: int = 0) -> bool:
+    def due(
+        self,
+        reach: dict[str, int],
+        now: float,
+        peers: int = 0,
+        news: Container[str] | None = None,
+    ) -> bool:
         """True when `reach` should be sent now (to `peers` peers); it is then recorded
-        as sent. News waits `news_gap` after the last send, losses `change_interval`."""
-        gap, interval = news_gap(peers), change_interval(peers)
+        as sent. News (a newly reachable peer, of `news` if given) waits `news_gap` after
+        the last send; other growth, losses and RTT changes `change_interval`."""
+        gap, interval = news_gap(peers, self.first_gap), change_interval(peers)
         self.held_until = None  # set again below if news is held
         # Good news goes out at once (a peer newly reachable), unless growth itself
         # flaps; losses and RTT changes wait for the interval: one flapping link
         # cannot make a storm. RTT wiggles alone only ride on the refresh.
-        new = reach.keys() - self.sent.keys()
+        grown = reach.keys() - self.sent.keys()
+        new = grown if news is None else {n for n in grown if n in news}
         first = not new <= self._ever
         while self._growth and now - self._growth[0] > REACH_FLAP_WINDOW:
             self._growth.popleft()
