@@ -28,8 +28,8 @@ trusted site with the kernel data plane, UDP to the site's VXLAN port is
 accepted first thing from the site's underlay prefixes and dropped from
 anywhere else.
 
-What the installed nft cannot express is left out (probed once with
-``nft -c`` at start, logged); where nft is missing or refuses the table the
+What the installed nft cannot express is left out (the fullest table it
+installs, tried in turn at start, logged); where nft is missing or refuses the table the
 agent logs one line and runs without the filter. Each drop rule has a
 named counter; `KernelFilter.status` reads them (at most once a second,
 in a thread: a status request never waits for nft) as the drop reasons of
@@ -328,7 +328,7 @@ class KernelFilter:
         spawn: Spawn | None = None,
         read: CounterRead | None = None,
     ) -> KernelFilter | None:
-        """Probe what nft can express (`nft -c`), remove a leftover table, install.
+        """Install the fullest table nft can express (replacing a leftover of its name).
 
         `read` reads the table's counters in-process (the agent: over netlink,
         `nft_counters.read_counters`, well under a millisecond); without one, or
@@ -344,6 +344,11 @@ class KernelFilter:
                 spec.port,
             )
             return None
+        # Each candidate is installed at once (`nft -f`: one transaction, which also
+        # replaces a table of that name): one that nft cannot express changes
+        # nothing, and the next is tried. A check first (`nft -c`) and a look for a
+        # leftover (`remove_leftover` removed it at the start) were two more nft
+        # processes that the loop's first round waited for in every agent's start.
         chosen, why = None, ""
         for candidate in (
             spec,
@@ -351,7 +356,7 @@ class KernelFilter:
             replace(spec, handshake_v6_prefix=False),
             replace(spec, receiver_prefix=None, handshake_v6_prefix=False),
         ):
-            code, _, err = runner([nft, "-c", "-f", "-"], render(candidate))
+            code, _, err = runner([nft, "-f", "-"], render(candidate))
             if code == 0:
                 chosen = candidate
                 break
@@ -364,19 +369,6 @@ class KernelFilter:
                 spec.port,
             )
             return None
-        leftover = runner([nft, "list", "table", "inet", chosen.table], None)[0] == 0
-        code, _, err = runner([nft, "-f", "-"], render(chosen))
-        if code != 0:
-            log.warning(
-                "kernel filter off: nft could not install table inet %s (%s); junk on udp "
-                "port %d is dropped in Python only",
-                chosen.table,
-                _first_line(err),
-                spec.port,
-            )
-            return None
-        if leftover:
-            log.info("kernel filter: replaced table inet %s left by an earlier run", chosen.table)
         left_out = []
         if spec.receiver_prefix is not None and chosen.receiver_prefix is None:
             left_out.append("receiver index prefix (nft cannot express it)")
