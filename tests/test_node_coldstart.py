@@ -24,6 +24,7 @@ from lanspan.node.relays import (
     change_interval,
     news_gap,
 )
+from lanspan.session import INITIATION_BURST_EXTRA
 from lanspan.wire import control, vnet
 
 GUEST_EVERY = 0.1  # each guest broadcasts (an ARP request, say) this often
@@ -342,3 +343,20 @@ def test_a_relays_news_goes_at_once_only_to_peers_behind_nat() -> None:
     built, worst = _reach_count(30, 8, 0)
     assert worst <= 1.5, worst
     assert built <= 2000, built
+
+
+def test_a_node_behind_nat_dials_every_peer_in_its_first_wave() -> None:
+    """No peer can dial a node behind NAT, so its first initiations each bring their
+    own token: all go at once. A node with endpoints sends INITIATION_BURST_EXTRA + 1
+    or so and the rest at the budget's rate (its peers dial it too)."""
+    n = 30
+    net = Net(n, Link(random.Random(1)), {f"n{i}": ["a"] for i in range(1, n + 1)},
+              nat=frozenset({"n1"}))  # fmt: skip
+    first: dict[str, set[Addr]] = {}
+    for name in ("n1", "n2"):
+        node = net.nodes[name]
+        node.handle_timer(net.now)
+        sends = [o for o in node.take_outputs() if isinstance(o, Send)]
+        first[name] = {o.target for o in sends for d in o.batch if d[0] == 1}  # initiations
+    assert len(first["n1"]) == n - 1  # every peer, at once
+    assert INITIATION_BURST_EXTRA < len(first["n2"]) <= INITIATION_BURST_EXTRA + 3

@@ -240,6 +240,23 @@ def test_first_wave_at_once_then_retries_at_the_budget_none_lost() -> None:
     assert len(t._waiting) > 0 and all(p.state == "initiation_sent" for p in t._peers.values())
 
 
+@pytest.mark.parametrize("own_token", [False, True])
+def test_peers_added_one_by_one_send_a_first_wave_of_their_own_tokens(own_token: bool) -> None:
+    """As a NodeCore starts (each peer initiated as it is added): the budget's extra
+    tokens and one, unless each initiation brings its own (a node behind NAT, that no
+    peer can dial); the rest wait for the rate, and own tokens never add up past it."""
+    rng = random.Random(5)
+    t = SessionTable(rng.randbytes(32), random_bytes=rng.randbytes, wall_time=lambda: 1.7e9)
+    for i in range(60):
+        t.add_peer(f"p{i}", rng.randbytes(32))
+        t.initiate(f"p{i}", 0.0, own_token=own_token)
+    first = [o for o in t.take_outputs() if isinstance(o, Transmit) and o.data[0] == 1]
+    assert len(first) == (60 if own_token else INITIATION_BURST_EXTRA + 1)
+    sent: list[tuple[float, str]] = []
+    _drive(t, 1.0, sent)  # no answers: retries at most at the budget's rate
+    assert len(sent) <= INITIATION_BURST_EXTRA + 1 + INITIATIONS_PER_SECOND
+
+
 def test_signs_of_life_then_queued_traffic_get_the_next_tokens() -> None:
     t = _silent_table(50)
     for i in range(50):

@@ -112,9 +112,12 @@ REKEY_DEFER = 30.0
 #  - All retries and initiations of this node share one token bucket refilled at
 #    INITIATIONS_PER_SECOND, holding one token per peer plus INITIATION_BURST_EXTRA.
 #    It is full at its first take, and a NodeCore adds its peers one by one, each
-#    initiated as it is added: its first wave is INITIATION_BURST_EXTRA + 1, the rest
-#    go at the rate, and most pairs come up first by the peer's initiation (answered
-#    at once, never budgeted). Tried in session 19 and dropped: a whole first wave
+#    initiated as it is added: its first wave is INITIATION_BURST_EXTRA + 1 (a few
+#    more if peers it does not dial come first), the rest go at the rate, and most
+#    pairs come up first by the peer's initiation (answered at once, never
+#    budgeted). A node behind NAT, whom no peer can dial, gives each of its first
+#    initiations its own token (`initiate(own_token=True)`): its whole first wave.
+#    Tried in session 19 and dropped for every node: a whole first wave
 #    (a token added with each peer) to the half of the peers this node was to dial
 #    first, the other half 0.5 s later unless they dialed. 100 agents restarted
 #    together on 2 cores then dropped 6 400-9 000 handshakes that had waited over 2 s
@@ -599,8 +602,12 @@ class SessionTable:
 
     # ---- sending -----------------------------------------------------------
 
-    def initiate(self, peer: str, now: float) -> None:
+    def initiate(self, peer: str, now: float, *, own_token: bool = False) -> None:
+        """Start a handshake with `peer`. With `own_token`, the first initiation brings
+        its own token to the budget (see INITIATION_BURST_EXTRA)."""
         self._clock = max(self._clock, now)
+        if own_token:
+            self._budget.grant(now)
         self._hs(self._peer(peer), HsInput.WANT_HANDSHAKE, now)
 
     def no_answer_owed(self, peer: str, now: float) -> None:
