@@ -29,8 +29,8 @@ accepted first thing from the site's underlay prefixes and dropped from
 anywhere else.
 
 What the installed nft cannot express is left out (the fullest table it
-installs, tried in turn at start, logged); where nft is missing or refuses the table the
-agent logs one line and runs without the filter. Each drop rule has a
+installs, tried in turn at start, logged); where nft is missing or refuses the
+table the agent logs one line and runs without the filter. Each drop rule has a
 named counter; `KernelFilter.status` reads them (at most once a second,
 in a thread: a status request never waits for nft) as the drop reasons of
 docs/drops.md ``## kernel``.

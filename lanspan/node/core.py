@@ -1225,7 +1225,7 @@ class NodeCore:
         reach = self._direct_reach()
         peers = self._peers
         natd = [p for p in self._up if not peers[p].endpoints]
-        dialing = [p for p in self._up if peers[p].endpoints] if natd else list(self._up)
+        dialing = [p for p in self._up if peers[p].endpoints]
         news = {n for n in reach if not peers[n].endpoints}
         entries: list[tuple[str, bytes]] | None = None
         for state, audience, new in (
