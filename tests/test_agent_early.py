@@ -97,6 +97,31 @@ def test_the_interfaces_of_the_nodes_access_and_trunk_ports_are_attached(
     assert got.close() == []
 
 
+def test_a_preloaded_file_is_not_parsed_again_for_the_same_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    attach = Attach()
+    monkeypatch.setattr(early.PacketPort, "attach", attach)
+    monkeypatch.setattr(early, "_PRELOADED", {})
+    f = _file(tmp_path, PORTS)
+    early.preload(f)
+    real = early.tomllib.loads
+    parsed: list[str] = []
+
+    def counting(text: str) -> dict[str, object]:
+        parsed.append(text)
+        return real(text)
+
+    monkeypatch.setattr(early.tomllib, "loads", counting)
+    got = open_early(f, "n1")
+    assert got.devices() == ["ga", "gt"] and parsed == []
+    got.close()
+    f.write_text(f.read_text().replace('interface = "ga"', 'interface = "gb"'))
+    got = open_early(f, "n1")
+    assert got.devices() == ["gb", "gt"] and len(parsed) == 1  # changed: read afresh
+    got.close()
+
+
 @pytest.mark.parametrize(
     "text",
     [

@@ -741,6 +741,38 @@ def test_load_network_reports_path_as_source(tmp_path: Path) -> None:
     assert str(ei.value).startswith(f'{p}: segment "api" vlan: 0 is outside 1..4094')
 
 
+def test_a_preloaded_file_is_parsed_once_while_its_bytes_stay_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lanspan.config import load
+
+    p = tmp_path / "n.toml"
+    p.write_text(BASE)
+    monkeypatch.setattr(load, "_PRELOADED", {})
+    load.preload_network(p)
+    parsed: list[str] = []
+    real = load.parse_network
+
+    def counting(text: str, source: str) -> Network:
+        parsed.append(source)
+        return real(text, source)
+
+    monkeypatch.setattr(load, "parse_network", counting)
+    first = load_network(p)
+    assert load_network(p) is first and parsed == []  # the lab launcher's children
+    p.write_text(BASE.replace('name = "acme"', 'name = "acme2"'))
+    assert load_network(p).name == "acme2" and parsed == [str(p)]  # changed: read afresh
+    p.write_text(BASE.replace("vlan = 11", "vlan = 0"))
+    with pytest.raises(ConfigError):  # and judged afresh
+        load_network(p)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[network\n")
+    load.preload_network(bad)  # a file with a problem is not kept; its load says why
+    assert str(bad) not in load._PRELOADED
+    with pytest.raises(ConfigError):
+        load_network(bad)
+
+
 # ------------------------------------------------------------------ nothing hidden
 
 

@@ -32,9 +32,22 @@ from typing import Any
 from lanspan.dataplane.packet import PacketPort
 from lanspan.dataplane.ports import FramePort
 
-__all__ = ["EarlyPorts", "open_early"]
+__all__ = ["EarlyPorts", "open_early", "preload"]
 
 log = logging.getLogger("lanspan.agent")
+
+# path -> (the text read, its TOML document), kept by `preload`: the lab's launcher
+# reads its network file once before it forks every agent (as `preload_network`)
+_PRELOADED: dict[str, tuple[str, dict[str, Any]]] = {}
+
+
+def preload(network_file: Path) -> None:
+    """Read `network_file` now for later `open_early`s of it (same text: no parse)."""
+    try:
+        text = network_file.read_text()
+        _PRELOADED[str(network_file)] = (text, tomllib.loads(text))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        _PRELOADED.pop(str(network_file), None)
 
 
 class EarlyPorts:
@@ -78,7 +91,9 @@ def _interfaces(network_file: Path, node: str) -> list[str]:
     """The interfaces of `node`'s access and trunk ports, as the file names them;
     [] for a file that cannot be read or does not look as expected."""
     try:
-        doc = tomllib.loads(network_file.read_text())
+        text = network_file.read_text()
+        kept = _PRELOADED.get(str(network_file))
+        doc = kept[1] if kept is not None and kept[0] == text else tomllib.loads(text)
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return []
     nodes = doc.get("node")
