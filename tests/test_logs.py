@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from lanspan.logs import JsonFormatter, RateLimitedLog, TextFormatter, setup_logging
+from lanspan.logs import JsonFormatter, RateLimitedLog, TextFormatter, _timestamp, setup_logging
 
 
 class FakeClock:
@@ -221,3 +224,18 @@ def test_rate_limited_at_most_one_line_per_interval(
 def test_rate_limited_rejects_bad_interval(captured: tuple[logging.Logger, Capture]) -> None:
     with pytest.raises(ValueError):
         RateLimitedLog(captured[0], interval=0)
+
+
+@given(
+    st.one_of(
+        st.floats(min_value=-1e9, max_value=4e9),
+        st.integers(0, 4 * 10**9).map(lambda s: s + 0.9999996),  # rounds up to the next second
+        st.integers(0, 4 * 10**12).map(lambda ms: ms / 1000),
+    )
+)
+def test_the_timestamp_is_what_datetime_writes(created: float) -> None:
+    # formatted a second at a time (cached), rounded to the microsecond as datetime rounds
+    dt = datetime.fromtimestamp(created, tz=UTC)
+    assert (
+        _timestamp(created) == dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    )
