@@ -261,6 +261,26 @@ def block(net: Net, a: str, b: str) -> None:
     net.link.blocked.add(frozenset((net.addr[a], net.addr[b])))
 
 
+def test_a_blocked_busy_path_fails_over_at_its_deadline_whatever_the_probes_phase() -> None:
+    # On the probe grid a silent path went down up to a probe interval after its
+    # deadline: blocks at twelve phases failed over in 0.61-0.80 s (default timers);
+    # checked at the deadline, within dead_after (0.6 s) of the block and a step.
+    took = []
+    for seed in range(12):
+        net = Net(3, Link(random.Random(seed)))
+        net.chatty.add("n1")
+        net.run(4.0 + seed * 0.017)  # the block falls at another point of the grid
+        paths = net.nodes["n1"]._paths["n3"]
+        assert paths.active is not None and paths.active.relay is None
+        block(net, "n1", "n3")
+        cut = net.now
+        while paths.active is None or paths.active.relay is None or not paths.active.up:
+            net.step()
+            assert net.now - cut < 1.0, "no failover to the relay within 1 s"
+        took.append(net.now - cut)
+    assert max(took) <= paths.dead_after + 0.03, sorted(took)
+
+
 def test_blocked_direct_path_goes_through_a_relay_end_to_end() -> None:
     net = Net(3, Link(random.Random(8)))
     block(net, "n1", "n3")

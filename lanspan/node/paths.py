@@ -275,6 +275,17 @@ class PeerPaths:
                 return True
         return False
 
+    def dead_at(self, dead_after: float, since: float | None = None) -> float | None:
+        """When `check(now, dead_after, since)` would first take the active path down
+        if nothing more came from it; None without an up active path."""
+        a = self.active
+        if a is None or not a.up:
+            return None
+        alive = a.alive_at()
+        if since is not None and (alive is None or alive < since):
+            alive = since
+        return None if alive is None else alive + dead_after
+
     def direct_lossy(self, now: float) -> bool:
         """The direct path in use shows trouble: down, losses in its window, or a probe
         unanswered for longer than a probe interval (so relays get probed early)."""
