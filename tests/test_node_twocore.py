@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import struct
 from dataclasses import dataclass, field, replace
@@ -590,6 +591,47 @@ def test_only_unicast_to_a_known_mac_makes_a_peer_busy_a_flood_does_not() -> Non
     assert known - 12 > 6 * 3, known  # n2 probed fast
     # n2 alone: n1's probes and its acks of n2's (5 a second each), the rest idle
     assert known - 12 < 6 * 5 * 2 + 4 * 6 / 2, known
+
+
+def _natd_outage(seed: int) -> tuple[list[float], float]:
+    """n1 behind NAT, its uplink cut for ~20 s: the gaps between its initiations once
+    they reached their cap, and how long after the heal its session was whole."""
+    net = Net(2, Link(random.Random(seed)), nat=frozenset({"n1"}))
+    net.run(3.0)
+    assert net.up("n1", "n2")
+    sent: list[float] = []
+    real_send = net.link.send
+
+    def send(src: Addr, dst: Addr, data: bytes) -> None:
+        if src == net.addr["n1"] and data[0] == 1:  # n1's initiations
+            sent.append(net.now)
+        real_send(src, dst, data)
+
+    net.link.send = send  # type: ignore[method-assign]
+    net.link.cut.add(net.addr["n1"])
+    cut = net.now
+    net.run(20.0 + seed * 0.37)  # the heal falls at another point of n1's retries
+    gaps = [b - a for a, b in itertools.pairwise(t for t in sent if t > cut + 3.0)]
+    net.link.cut.clear()
+    healed = net.now
+    n1 = net.nodes["n1"]._sessions
+    while not (n1.status("n2").established and not n1._peers["n2"].suspected):
+        net.step()
+        assert net.now - healed < 10.0
+    return gaps, net.now - healed
+
+
+def test_a_node_nobody_can_dial_retries_often_enough_to_heal_its_pairs_alone() -> None:
+    """Behind NAT, a node's pairs heal only by its own retries: at RETRY_MAX and its
+    jitter a pair could wait 2 s after the heal (chaos, seed 20: 2.03 s), so such a
+    node caps its retries at RETRY_MAX_BEHIND_NAT."""
+    from lanspan.session import RETRY_MAX_BEHIND_NAT, RETRY_MAX_JITTER
+
+    cap = RETRY_MAX_BEHIND_NAT + RETRY_MAX_JITTER
+    for seed in range(4):
+        gaps, took = _natd_outage(seed)
+        assert gaps and max(gaps) <= cap + 0.02, (seed, gaps)
+        assert took <= cap + 0.1, (seed, took)
 
 
 @pytest.mark.parametrize("nat", [False, True])

@@ -39,7 +39,14 @@ from lanspan.node.relays import (
     relayed,
 )
 from lanspan.node.reload import check_reload, plan_reload
-from lanspan.session import Delivered, SessionEvent, SessionTable, Transmit
+from lanspan.session import (
+    RETRY_MAX,
+    RETRY_MAX_BEHIND_NAT,
+    Delivered,
+    SessionEvent,
+    SessionTable,
+    Transmit,
+)
 from lanspan.switch import Forward, Switch, host_port_mac
 from lanspan.wire import control, parity, payload, tcpseg, vnet
 
@@ -193,6 +200,7 @@ class NodeCore:
             random_bytes=random_bytes,
             wall_time=wall_time,
             index_prefix=index_prefix,
+            retry_max=RETRY_MAX if self._me.endpoints else RETRY_MAX_BEHIND_NAT,
         )
         self._sessions.dialable = self._dialable
         self._switch = Switch(network, name)
@@ -353,6 +361,7 @@ class NodeCore:
         self.check_reload(new)
         plan = plan_reload(self._network, self._me.name, new)
         self._network, self._me = new, new.node(self._me.name)
+        self._sessions.retry_max = RETRY_MAX if self._me.endpoints else RETRY_MAX_BEHIND_NAT
         for name in plan.removed:
             self._remove_peer(name, now)
         for change in plan.peers:

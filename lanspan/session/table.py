@@ -68,6 +68,7 @@ __all__ = [
     "REKEY_TIMEOUT",
     "REKEY_TIMEOUT_JITTER",
     "RETRY_MAX",
+    "RETRY_MAX_BEHIND_NAT",
     "RETRY_MAX_JITTER",
     "RETRY_SOON_INTERVAL",
     "Addr",
@@ -142,6 +143,12 @@ FIRST_RETRY = 0.25
 _BACKOFF = (FIRST_RETRY, 2 * FIRST_RETRY, 4 * FIRST_RETRY)  # then RETRY_MAX
 RETRY_MAX = 1.5
 RETRY_MAX_JITTER = 0.5
+# A node no peer can dial (behind NAT: no endpoints) heals each of its pairs alone:
+# the worst case is its own cap and jitter, not the sooner of two sides' timers.
+# RETRY_MAX_BEHIND_NAT + RETRY_MAX_JITTER = 1.5 s leaves a healed pair a round trip
+# and a busy machine within the 2 s goal (chaos, seed 20: a NAT'd branch's agent
+# restarted during a 4 s cut of its uplink answered 2.03 s after the heal).
+RETRY_MAX_BEHIND_NAT = 1.0
 # retry_soon() (a sign of life: a REACH naming the peer, a path back) restarts the
 # backoff at most this often per peer, so a member toggling REACH cannot make us spin.
 RETRY_SOON_INTERVAL = 1.0
@@ -500,16 +507,20 @@ class SessionTable:
         initiations_per_second: float = INITIATIONS_PER_SECOND,
         initiation_burst_extra: float = INITIATION_BURST_EXTRA,
         index_prefix: int | None = None,
+        retry_max: float = RETRY_MAX,
     ) -> None:
         if len(private_key) != 32:
             raise ValueError("private_key must be 32 bytes")
         if cipher not in ("aesgcm", "chachapoly"):
             raise ValueError(f"cipher must be 'aesgcm' or 'chachapoly', not {cipher!r}")
+        if not retry_max > 0:
+            raise ValueError(f"retry_max must be positive, not {retry_max!r}")
         if index_prefix is not None and not 0 <= index_prefix <= 0xFFFF:
             raise ValueError(f"index_prefix must be 0..0xffff, not {index_prefix!r}")
         # With a prefix, every local index is prefix << 16 | 16 random bits: the agent's
         # kernel filter drops transport datagrams without it, and never needs updating.
         self._index_prefix = index_prefix
+        self.retry_max = retry_max  # RETRY_MAX, or RETRY_MAX_BEHIND_NAT
         self._private = private_key
         self.public_key: bytes = public_key(private_key)
         self._cipher: CipherChoice = cipher
@@ -1200,7 +1211,7 @@ class SessionTable:
             timeout += unit * REKEY_TIMEOUT_JITTER * timeout / REKEY_TIMEOUT
             p.backoff += 1  # bounded: stops at len(_BACKOFF)
         else:
-            timeout = RETRY_MAX + unit * RETRY_MAX_JITTER
+            timeout = self.retry_max + unit * RETRY_MAX_JITTER
         return max(timeout, _retry_floor(p))
 
     def _confirm(
