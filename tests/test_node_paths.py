@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 
 from lanspan.addr import Target
 from lanspan.config.model import Timers
-from lanspan.node.paths import LATE_MAX, LATE_WINDOW, PeerPaths
+from lanspan.node.paths import LATE_MAX, LATE_WINDOW, PROBE_GAP, PeerPaths
 
 A = ("198.18.0.1", 51820)
 B = ("198.18.1.1", 51820)
@@ -247,3 +248,21 @@ def test_a_peers_session_word_follows_its_paths() -> None:
     assert _session_word(True, nat) == "up"
     nat.set_relays(set())
     assert _session_word(False, nat) == "down"
+
+
+def test_a_path_is_asked_at_most_once_an_interval_however_often_probes_are_due() -> None:
+    # Signs of life from down paths (a member sealing from ever new source addresses)
+    # asked for the peer's probes every 10 ms: each path had a probe per round.
+    p = PeerPaths([A, B], T)
+    sent: list[tuple[float, Target]] = []
+    for i in range(60):
+        now = i * 0.01
+        p.check(now)
+        sent += [(now, addr) for addr, _ in p.probes(now)]
+    for addr in (A, B):
+        times = [t for t, a in sent if a == addr]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert len(times) == 4 and min(gaps) >= T.probe_interval * PROBE_GAP - 1e-9, times
+    # the regular rounds, a whole interval apart, are not held back
+    q = PeerPaths([A], T)
+    assert [len(q.probes(round(i * T.probe_interval, 6))) for i in range(5)] == [1] * 5
