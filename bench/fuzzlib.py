@@ -336,6 +336,8 @@ def _control_corpus() -> list[bytes]:
         control.build_relay(control.Relay(True, "n\u00e9", r.randbytes(3))),
         control.build_reach(control.Reach((("na", 10), ("nb", 2**32 - 1)))),
         control.build_reach(control.Reach(())),
+        control.build_reach_part(control.ReachPart(7, 1, 3, (("na", 10), ("nb", 2**32 - 1)))),
+        control.build_planes(control.Planes(True, (("lan", "kernel"), ("api", "userspace")))),
     ]
 
 
@@ -344,6 +346,10 @@ def _roundtrip_control(data: bytes, msg: object) -> None:
         again = control.build_probe(msg)
     elif isinstance(msg, control.Relay):
         again = control.build_relay(msg)
+    elif isinstance(msg, control.ReachPart):
+        again = control.build_reach_part(msg)
+    elif isinstance(msg, control.Planes):
+        again = control.build_planes(msg)
     else:
         assert isinstance(msg, control.Reach)
         again = control.build_reach(msg)

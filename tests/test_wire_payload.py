@@ -186,6 +186,24 @@ def test_reach_messages_fit_the_budget_and_rebuild_the_offer(
     assert table.add("r", parts[0]) == tuple(peers)
 
 
+@given(
+    st.lists(st.tuples(_NAMES, st.integers(0, 2**32 - 1)), max_size=255),
+    st.integers(0, 255),
+    st.integers(1, 255).flatmap(lambda t: st.tuples(st.integers(0, t - 1), st.just(t))),
+)
+def test_a_reach_part_builds_back_to_what_parses(
+    peers: list[tuple[str, int]], gen: int, where: tuple[int, int]
+) -> None:
+    part = control.ReachPart(gen, where[0], where[1], tuple(peers))
+    data = control.build_reach_part(part)
+    assert control.parse_untrusted(data) == part
+    parts = control.build_reach_messages([control.reach_entry(*p) for p in peers], gen, 300)
+    if len(parts) > 1:  # a whole offer's parts are the same bytes
+        first = control.parse_untrusted(parts[0])
+        assert isinstance(first, control.ReachPart)
+        assert control.build_reach_part(first) == parts[0]
+
+
 def test_reach_parts_start_over_on_a_new_generation_and_stay_bounded() -> None:
     one = [control.ReachPart(1, i, 3, (("a", i),)) for i in range(3)]
     two = [control.ReachPart(2, i, 3, (("b", i),)) for i in range(3)]

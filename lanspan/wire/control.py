@@ -159,6 +159,15 @@ def build_reach_messages(entries: list[bytes], gen: int, budget: int) -> list[by
     ]
 
 
+def build_reach_part(p: ReachPart) -> bytes:
+    """One REACH_PART as `parse_untrusted` reads it (`build_reach_messages` makes a
+    whole offer's)."""
+    if not 0 <= p.index < p.total <= 255 or len(p.peers) > 255:
+        raise ValueError(f"part {p.index} of {p.total} with {len(p.peers)} peers")
+    entries = b"".join(reach_entry(name, rtt) for name, rtt in p.peers)
+    return _PART.pack(REACH_PART, p.gen & 0xFF, p.index, p.total, len(p.peers)) + entries
+
+
 def _take_name(data: bytes, at: int) -> tuple[str, int]:
     if at >= len(data):
         raise BadPacket("control.short", "name length")
