@@ -1200,7 +1200,8 @@ class NodeCore:
             paths.check(now, dead, since)
             # Checked at the deadline, not at the next probe after it: on the probe grid
             # a silent active path went down 0-1 probe interval late (a block's
-            # failover took 0.61-0.80 s with the default timers, now 0.6 s and a step).
+            # failover took 0.61-0.80 s with the default timers; now dead_after, 0.6 s,
+            # after the path's last sign of life).
             at = paths.dead_at(dead, since)
             if at is not None and now < at + _DEADLINE_STEP < due:
                 due = at + _DEADLINE_STEP

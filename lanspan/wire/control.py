@@ -153,10 +153,7 @@ def build_reach_messages(entries: list[bytes], gen: int, budget: int) -> list[by
         size += len(e)
     if len(parts) > 255:
         raise ValueError(f"{len(entries)} peers need {len(parts)} REACH parts: at most 255")
-    return [
-        _PART.pack(REACH_PART, gen & 0xFF, i, len(parts), len(part)) + b"".join(part)
-        for i, part in enumerate(parts)
-    ]
+    return [_reach_part(gen, i, len(parts), part) for i, part in enumerate(parts)]
 
 
 def build_reach_part(p: ReachPart) -> bytes:
@@ -164,8 +161,11 @@ def build_reach_part(p: ReachPart) -> bytes:
     whole offer's)."""
     if not 0 <= p.index < p.total <= 255 or len(p.peers) > 255:
         raise ValueError(f"part {p.index} of {p.total} with {len(p.peers)} peers")
-    entries = b"".join(reach_entry(name, rtt) for name, rtt in p.peers)
-    return _PART.pack(REACH_PART, p.gen & 0xFF, p.index, p.total, len(p.peers)) + entries
+    return _reach_part(p.gen, p.index, p.total, [reach_entry(n, rtt) for n, rtt in p.peers])
+
+
+def _reach_part(gen: int, index: int, total: int, entries: list[bytes]) -> bytes:
+    return _PART.pack(REACH_PART, gen & 0xFF, index, total, len(entries)) + b"".join(entries)
 
 
 def _take_name(data: bytes, at: int) -> tuple[str, int]:
