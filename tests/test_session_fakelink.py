@@ -324,9 +324,12 @@ def test_a_node_that_answered_its_peer_waits_for_the_confirmation_instead_of_dia
     assert _initiations(net, "b") == 1
 
 
+@dataclass
 class _LoseFirstResponse(FakeLink):
+    lost: bool = False
+
     def send(self, now: float, src: str, dst: str, data: bytes) -> None:
-        if data[0] == TYPE_RESPONSE and not getattr(self, "lost", False):
+        if data[0] == TYPE_RESPONSE and not self.lost:
             self.lost = True
             self.tap.append((dst, data))
             return

@@ -1115,9 +1115,7 @@ class SessionTable:
         p.retry_at = None
         if p.waiting_since is not None:
             return  # already in line
-        held = self._offer_held_until(p)
-        if held is not None and now < held:
-            p.retry_at = held  # the peer's handshake is about to be confirmed
+        if self._held_for_offer(p, now):
             return
         if self.dialable is not None and not self.dialable(p.name):
             # Nothing could carry it: it would be dropped unsent, and at a cold start
@@ -1135,14 +1133,19 @@ class SessionTable:
             p.waiting_since = now
             self._waiting[p.name] = p
 
-    def _offer_held_until(self, p: _Peer) -> float | None:
-        """Until when our initiation to `p` waits for the peer to confirm the oldest
-        offer we made it (OFFER_HOLD_FACTOR); None without an offer."""
+    def _held_for_offer(self, p: _Peer, now: float) -> bool:
+        """Whether our initiation to `p` waits for the peer to confirm the oldest offer
+        we made it (OFFER_HOLD_FACTOR); if so, its retry timer is set to the hold's end."""
         if not p.nexts:
-            return None
+            return False
         latency = p.answer_latency if p.answer_latency is not None else self._latency
         hold = OFFER_HOLD_FACTOR * latency if latency is not None else FIRST_RETRY
-        return p.nexts[0].created + min(OFFER_HOLD_MAX, max(FIRST_RETRY, hold))
+        until = p.nexts[0].created + min(OFFER_HOLD_MAX, max(FIRST_RETRY, hold))
+        if now >= until:
+            return False
+        p.retry_at = until
+        self._touched.add(p.name)  # retry_at moved
+        return True
 
     def _rate(self, now: float) -> float:
         slow = min(self._rate_max, INITIATIONS_PER_SECOND_SLOW)
@@ -1187,11 +1190,8 @@ class SessionTable:
             p = min(self._waiting.values(), key=lambda p: self._priority(p, now))
             del self._waiting[p.name]
             p.waiting_since = None
-            held = self._offer_held_until(p)
-            if held is not None and now < held:
+            if self._held_for_offer(p, now):
                 self._budget.grant(now)  # the token goes back: no initiation sent
-                p.retry_at = held
-                self._touched.add(p.name)
                 continue
             self._initiate_now(p, now)
 
