@@ -6,6 +6,7 @@ import hashlib
 import hmac
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from hypothesis import given
 from hypothesis import strategies as st
@@ -215,3 +216,32 @@ def test_a_handshake_loads_the_static_keys_once(monkeypatch: pytest.MonkeyPatch)
     # two static keys (once each, ever) + two ephemerals a handshake; it was 12 a handshake
     assert len(loads) <= 2 + 2 * 3
     assert len(set(loads)) == len(loads)
+
+
+def test_the_static_keys_dh_is_computed_once_per_pair(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ss is the same in every handshake of a pair (issue 10: handshake CPU at a cold
+    start): after the first handshake each side makes 4 scalar multiplications, not 5,
+    and the handshakes still agree."""
+    from lanspan.noise import handshake as hs_module
+    from lanspan.noise import primitives as prim
+
+    calls: list[bytes] = []
+    real = prim.dh
+
+    def counting(private: bytes | X25519PrivateKey, public: bytes) -> bytes:
+        calls.append(public)
+        return real(private, public)
+
+    monkeypatch.setattr(hs_module, "dh", counting)
+    monkeypatch.setattr(prim, "dh", counting)  # what static_dh calls on a miss
+    prim.static_dh.cache_clear()
+    per_handshake = []
+    for _ in range(3):
+        before = len(calls)
+        init, resp = _pair(bytes(32))
+        resp.read_message_untrusted(init.write_message(b""))
+        resp.psks = [bytes(32)]
+        init.read_message_untrusted(resp.write_message(b""))
+        assert init.split_keys() == tuple(reversed(resp.split_keys()))
+        per_handshake.append(len(calls) - before)
+    assert per_handshake == [8, 6, 6], per_handshake

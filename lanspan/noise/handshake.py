@@ -22,6 +22,7 @@ from lanspan.noise.primitives import (
     hash_,
     hkdf,
     private_key,
+    static_dh,
     static_key,
 )
 from lanspan.records import record
@@ -250,6 +251,8 @@ class HandshakeState:
         pub = self.remote_ephemeral if remote_ephemeral else self.remote_static
         if priv is None or pub is None:
             raise ValueError(f"key for {token!r} missing")
+        if token == "ss":
+            return static_dh(priv, pub)  # the same in every handshake of this pair
         return dh(priv, pub)
 
     def _tokens(self, writing: bool) -> tuple[str, ...]:

@@ -32,6 +32,7 @@ __all__ = [
     "nonce_struct",
     "private_key",
     "public_key",
+    "static_dh",
     "static_key",
 ]
 
@@ -86,6 +87,21 @@ def dh(private: bytes | X25519PrivateKey, public: bytes) -> bytes:
         return key.exchange(X25519PublicKey.from_public_bytes(public))
     except ValueError as exc:  # cryptography rejects an all-zero shared secret
         raise BadPacket("session.noise_bad_dh") from exc
+
+
+# ss, the static keys' DH, is the same in every handshake of a pair: computed once per
+# (our key, peer key) and kept, as WireGuard keeps it per peer. 2 of a handshake's 10
+# scalar multiplications (30 us each here); at a 100-node cold start the handshakes
+# were a quarter of the agents' CPU (issue 10). Bounded: keys that come and go (an
+# initiation names any static key it likes) evict the oldest; nothing else changes.
+STATIC_DH_CACHE = 4096
+
+
+@functools.lru_cache(maxsize=STATIC_DH_CACHE)
+def static_dh(private: X25519PrivateKey, public: bytes) -> bytes:
+    """DH of a static key object (from `static_key`, so one per key) and a peer's
+    static public key, computed once; raises like `dh` (a failure is not kept)."""
+    return dh(private, public)
 
 
 def hash_(data: bytes) -> bytes:
