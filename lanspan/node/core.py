@@ -251,6 +251,7 @@ class NodeCore:
         self._overload_slack = 0.0  # the episode's worst timer lateness (OVERLOAD_SLACK_FACTOR)
         self._fast_since: dict[str, float] = {}
         self._gossip_at = now
+        self._sweep_at = now  # expired offers, late refreshes: on the gossip's grid
         # Peers with a session and a direct path up, as their last path or session
         # event left them: relays on standby (`_choose_relays`).
         self._standby: set[str] = set()
@@ -259,6 +260,11 @@ class NodeCore:
         self.relay_choices = 0  # peers whose relays were chosen, for tests
         self._told_at: dict[str, float] = {}  # peer -> our offer sent to it alone (_tell_reach)
         self._refreshed_at: dict[str, float] = {}  # peer -> our whole offer last sent to it
+        # What we offer to relay (`_direct_reach`), kept current peer by peer: each
+        # peer's entry is recomputed when its session, paths or RTT change. A scan of
+        # every peer per gossip round and per offer was 8 % of a sans-IO 100-node cold
+        # start's CPU, gossip running after every round with path events (issue 10).
+        self._offer: dict[str, int] = {}
         self._reach_parts = ReachParts(limit=_reach_limit(len(network.nodes)))
         self._reach_gen = 0  # told apart by receivers of REACH_PARTs (wraps at 256)
         # Data plane per segment, told to the other members of this node's site
@@ -304,6 +310,7 @@ class NodeCore:
         self._fast_since.pop(name, None)
         self._told_at.pop(name, None)
         self._refreshed_at.pop(name, None)
+        self._offer.pop(name, None)
         self._planes_acked.discard(name)
         self._planes_heard.pop(name, None)
         self._standby.discard(name)
@@ -376,6 +383,7 @@ class NodeCore:
                 if change.endpoints_changed:
                     addrs = [endpoint_addr(e) for e in change.node.endpoints]
                     self._paths[name].set_endpoints(addrs)
+                    self._offer_entry(name)
         if plan.timers_changed:
             for paths in self._paths.values():
                 paths.timers = new.timers
@@ -871,6 +879,7 @@ class NodeCore:
         if isinstance(msg, control.Probe):
             if msg.ack:
                 self._paths[peer].ack(msg, now)
+                self._offer_entry(peer)  # its RTT moved
                 self._sessions.no_answer_owed(peer, now)  # an ack needs no keepalive
                 self._path_events(peer, now)
             else:
@@ -1036,6 +1045,7 @@ class NodeCore:
         if ev.kind == "up":
             if ev.peer not in self._up:
                 self._up.add(ev.peer)
+                self._offer_entry(ev.peer)
                 self._switch.set_peer_up(ev.peer, True)
                 self._send_held(ev.peer, now)
                 self._schedule(ev.peer, now)  # probe its paths now: whole again
@@ -1048,6 +1058,7 @@ class NodeCore:
                 self._refreshed_at[ev.peer] = now - self._reach_times.ride  # due, not late
         elif ev.kind == "down" and ev.peer in self._up:
             self._up.discard(ev.peer)
+            self._offer.pop(ev.peer, None)
             self._standby.discard(ev.peer)
             self._planes_acked.discard(ev.peer)  # told again once it is back
             self._switch.set_peer_up(ev.peer, False)
@@ -1059,6 +1070,7 @@ class NodeCore:
         events = self._paths[peer].take_outputs()
         if not events:
             return
+        self._offer_entry(peer)
         for pe in events:
             self._out.append(_path_log(peer, pe))
         self._gossip_at = min(self._gossip_at, now)  # what we reach may have changed
@@ -1180,10 +1192,17 @@ class NodeCore:
         if now >= self._gossip_at:
             # on the idle probes' grid: one timer round for both
             self._gossip_at = self._on_grid(now + REACH_INTERVAL)
-            for relay in self._reach.expire(now):
-                self._sync_relay(relay, now)
+            # Expired offers and late refreshes on the grid only, not in every round a
+            # path event brings the gossip forward: at a cold start that was ~30 rounds
+            # a second, each a scan of every peer (issue 10).
+            sweep = now >= self._sweep_at
+            if sweep:
+                self._sweep_at = self._gossip_at
+                for relay in self._reach.expire(now):
+                    self._sync_relay(relay, now)
             self._gossip(now)
-            self._late_refreshes(now)
+            if sweep:
+                self._late_refreshes(now)
         self._drain_sessions(now)
 
     def _probe_peer(self, peer: str, now: float) -> None:
@@ -1233,21 +1252,26 @@ class NodeCore:
         self._schedule(peer, due)
 
     def _direct_reach(self) -> dict[str, int]:
-        """Peers we reach over an up, direct path, with RTT in µs: what we offer to relay.
-        The active path if it is one, else any (one held down after it came back is
-        good enough to relay over: see `_hop`)."""
-        out = {}
-        for peer in self._up:
+        """Peers we reach over an up, direct path, with RTT in µs: what we offer to
+        relay (a copy: `ReachGossip` keeps what was sent)."""
+        return dict(self._offer)
+
+    def _offer_entry(self, peer: str) -> None:
+        """Recompute `peer`'s entry of our offer: the RTT of its active path if that is
+        up and direct, else of any up direct path (one held down after it came back is
+        good enough to relay over: see `_hop`); none without a session or such a path."""
+        rtt: float | None = None
+        if peer in self._up:
             paths = self._paths[peer]
             active = paths.active
             if active is not None and active.up and active.relay is None:
-                out[peer] = round((active.rtt or 0.0) * 1e6)
-                continue
-            for p in paths.paths:
-                if p.up and p.relay is None:
-                    out[peer] = round((p.rtt or 0.0) * 1e6)
-                    break
-        return out
+                rtt = active.rtt or 0.0
+            else:
+                rtt = next((p.rtt or 0.0 for p in paths.paths if p.up and p.relay is None), None)
+        if rtt is None:
+            self._offer.pop(peer, None)
+        else:
+            self._offer[peer] = round(rtt * 1e6)
 
     def _gossip(self, now: float) -> None:
         if not self._me.relay:
@@ -1301,7 +1325,7 @@ class NodeCore:
     def _offer_bodies(self, peer: str, now: float) -> list[bytes]:
         """Our whole offer, as it stands, for `peer` alone (a new generation)."""
         self._reach_gen += 1
-        reach = sorted(self._direct_reach().items())
+        reach = sorted(self._offer.items())
         listed = [control.reach_entry(n, rtt) for n, rtt in reach if n != peer]
         return self._reach_bodies(peer, listed, now)
 

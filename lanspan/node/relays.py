@@ -219,11 +219,15 @@ class ReachTable:
         self.offers: dict[str, tuple[dict[str, int], float]] = {}
         self.candidates: dict[str, dict[str, int]] = {}
         self._applied: dict[str, dict[str, int]] = {}
+        # At or before every offer's time (a lower bound: a replaced offer only gets
+        # newer), so `expire` scans only when one may have expired.
+        self._oldest = float("inf")
         self.work = 0
 
     def offer(self, relay: str, peers: dict[str, int], now: float) -> None:
         """Keep `peers` (not copied: the caller hands over a dict it no longer changes)."""
         self.offers[relay] = (peers, now)
+        self._oldest = min(self._oldest, now)
 
     def offered_by(self, relay: str) -> list[str]:
         """The peers `relay`'s applied offer names."""
@@ -236,9 +240,14 @@ class ReachTable:
 
     def expire(self, now: float) -> list[str]:
         """Relays whose offer is older than `expiry` (removed; `apply` them next)."""
+        if now - self._oldest <= self.expiry:
+            # No offer can be that old: the scan of every offer at every gossip round
+            # was 4-5 % of a sans-IO 100-node cold start's CPU (issue 10).
+            return []
         old = [r for r, (_, at) in self.offers.items() if now - at > self.expiry]
         for relay in old:
             del self.offers[relay]
+        self._oldest = min((at for _, at in self.offers.values()), default=float("inf"))
         return old
 
     def apply(self, relay: str, usable: bool) -> set[str]:
