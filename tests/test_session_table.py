@@ -94,7 +94,8 @@ def test_events_and_status_after_handshake() -> None:
     init = _transmits(a)[0]
     b.receive(init.data, SRC, 3.0)
     a.receive(_transmits(b)[0].data, SRC, 3.5)
-    assert SessionEvent("b", "up", "initiator", SRC) in a.take_outputs()  # where it came from
+    # where the response came from, and how long after the initiation (a proven path)
+    assert SessionEvent("b", "up", "initiator", SRC, 0.5) in a.take_outputs()
     st_a = a.status("b")
     assert st_a.established and st_a.last_handshake == 3.5 and st_a.tx_messages == 1
 
@@ -105,7 +106,7 @@ def test_up_events_on_both_sides() -> None:
     b.receive(_transmits(a)[0].data, SRC, 0.0)
     a.receive(_transmits(b)[0].data, SRC, 0.0)
     actions = a.take_outputs()
-    assert SessionEvent("b", "up", "initiator", SRC) in actions
+    assert SessionEvent("b", "up", "initiator", SRC, 0.0) in actions
     keepalive = next(x for x in actions if isinstance(x, Transmit))
     b.receive(keepalive.data, SRC, 0.0)
     assert SessionEvent("a", "up", "responder") in b.take_outputs()

@@ -1055,6 +1055,9 @@ class NodeCore:
             if ev.peer not in self._up:
                 self._up.add(ev.peer)
                 self._offer_entry(ev.peer)
+                if ev.src is not None and ev.rtt is not None:
+                    self._paths[ev.peer].proven(ev.src, ev.rtt, now)  # no probe needed
+                    self._path_events(ev.peer, now)
                 self._switch.set_peer_up(ev.peer, True)
                 self._send_held(ev.peer, now)
                 self._schedule(ev.peer, now)  # probe its paths now: whole again

@@ -352,6 +352,23 @@ class PeerPaths:
             )
         self._choose(now)
 
+    def proven(self, src: Target, rtt: float, now: float) -> None:
+        """A handshake we initiated was answered from `src`, `rtt` after it went out:
+        the responder answers from the address our initiation reached, so the path
+        works both ways, as a probe's ack shows. It is up from now (at a cold start of
+        100 nodes every new session's first probe exchange was a quarter of the
+        agents' datagrams, and what a node offers to relay waited for it, issue 10)."""
+        p = self.find(src)
+        if p is None or p.up:
+            return
+        p.rtt = rtt
+        p.last_ack = now
+        p.up, p.up_since = True, now
+        self._events.append(
+            PathEvent(PathEventKind.UP, p.target, f"rtt {rtt * 1000:.2f} ms, handshake")
+        )
+        self._choose(now)
+
     def seen(self, src: Target, now: float) -> bool:
         """An authenticated datagram arrived from `src`. True: it came over a direct path
         that is down and had no probe for a probe interval, so the node probes it now,

@@ -255,6 +255,8 @@ class ReachTable:
         want = offered[0] if usable and offered is not None else {}
         have = self._applied.get(relay, {})
         if want == have:
+            if want:
+                self._applied[relay] = want  # the one kept in `offers`: not two copies
             return set()
         changed: set[str] = set()
         for peer in have.keys() - want.keys():

@@ -257,12 +257,14 @@ class SessionEvent:
     "handshake_failed" (REKEY_ATTEMPT_TIME passed without a response: queued
     payloads dropped, said once per outage; the handshake keeps being retried).
     `src`: for "up" as initiator, where the response came from (a path that works
-    both ways, so the node sends there before any probe has answered)."""
+    both ways, so the node sends there before any probe has answered); `rtt`, then,
+    how long after our initiation the response came (seconds)."""
 
     peer: str
     kind: str
     detail: str = ""
     src: Addr | None = None
+    rtt: float | None = None
 
 
 @record(frozen=True, slots=True)
@@ -1088,7 +1090,7 @@ class SessionTable:
             self._send_initiation(p, now)
         elif action is HsAction.CONFIRM:
             assert completed is not None and to is not None and to in p.pendings
-            self._confirm(p, completed, to.local_index, remote_index, now, src)
+            self._confirm(p, completed, to.local_index, remote_index, now, src, now - to.sent)
         elif action is HsAction.FAIL_AND_RETRY:
             self.drops["session.handshake_failed"] += self._clear_queue(p)
             if not p.failed_reported:  # once per outage, not every REKEY_ATTEMPT_TIME
@@ -1254,6 +1256,7 @@ class SessionTable:
         remote_index: int,
         now: float,
         src: Addr | None,
+        rtt: float,
     ) -> None:
         self._clear_pending(p)  # the response to one answers them all
         if p.nexts and self.public_key > p.public:
@@ -1285,17 +1288,19 @@ class SessionTable:
             p.previous = [p.current] if p.current is not None else []
             _retire(p.previous)
             p.current = kp
-        self._went_up(p, now, "initiator", src)
+        self._went_up(p, now, "initiator", src, rtt)
         # The responder may only send once it saw us use the keypair: say something.
         self._flush(p, now, keepalive_if_empty=True)
 
-    def _went_up(self, p: _Peer, now: float, detail: str, src: Addr | None = None) -> None:
+    def _went_up(
+        self, p: _Peer, now: float, detail: str, src: Addr | None = None, rtt: float | None = None
+    ) -> None:
         p.suspected = False
         p.last_handshake = now
         p.failed_reported = False
         p.new_handshake_at = None  # a handshake answered: the peer is alive
         p.up = True
-        self._outbox.append(SessionEvent(p.name, "up", detail, src))
+        self._outbox.append(SessionEvent(p.name, "up", detail, src, rtt))
 
     def _clear_pending(self, p: _Peer) -> None:
         for pending in p.pendings:
