@@ -108,9 +108,22 @@ def test_up_events_on_both_sides() -> None:
     actions = a.take_outputs()
     assert SessionEvent("b", "up", "initiator", SRC, 0.0) in actions
     keepalive = next(x for x in actions if isinstance(x, Transmit))
-    b.receive(keepalive.data, SRC, 0.0)
-    assert SessionEvent("a", "up", "responder") in b.take_outputs()
+    b.receive(keepalive.data, SRC, 0.25)
+    # confirmed from where the response went: that path is proven, with its RTT
+    assert SessionEvent("a", "up", "responder", SRC, 0.25) in b.take_outputs()
     assert b.status("a").established
+
+
+def test_a_confirmation_from_elsewhere_proves_no_path() -> None:
+    """The responder's response went to SRC; a confirmation from another address says
+    nothing of SRC's return path, nor of its own: the session is up, no path proven."""
+    a, b = _pair()
+    a.initiate("b", 0.0)
+    b.receive(_transmits(a)[0].data, SRC, 0.0)
+    a.receive(_transmits(b)[0].data, SRC, 0.1)
+    keepalive = _transmits(a)[0]
+    b.receive(keepalive.data, ("198.18.0.10", 51820), 0.2)
+    assert SessionEvent("a", "up", "responder") in b.take_outputs()
 
 
 def test_seal_without_session_queues_and_initiates_once() -> None:

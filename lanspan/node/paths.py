@@ -353,11 +353,13 @@ class PeerPaths:
         self._choose(now)
 
     def proven(self, src: Target, rtt: float, now: float) -> None:
-        """A handshake we initiated was answered from `src`, `rtt` after it went out:
-        the responder answers from the address our initiation reached, so the path
-        works both ways, as a probe's ack shows. It is up from now (at a cold start of
-        100 nodes every new session's first probe exchange was a quarter of the
-        agents' datagrams, and what a node offers to relay waited for it, issue 10)."""
+        """A handshake completed over `src`, `rtt` after our message went out: our
+        initiation was answered from there (the responder answers from the address it
+        reached), or our response was confirmed from where it went. Either way the
+        path works both ways, as a probe's ack shows, and is up from now (at a cold
+        start of 100 nodes every new session's first probe exchanges were a third of
+        the agents' datagrams, and what a node offers to relay waited for them,
+        issue 10)."""
         p = self.find(src)
         if p is None or p.up:
             return

@@ -257,8 +257,10 @@ class SessionEvent:
     "handshake_failed" (REKEY_ATTEMPT_TIME passed without a response: queued
     payloads dropped, said once per outage; the handshake keeps being retried).
     `src`: for "up" as initiator, where the response came from (a path that works
-    both ways, so the node sends there before any probe has answered); `rtt`, then,
-    how long after our initiation the response came (seconds)."""
+    both ways, so the node sends there before any probe has answered); as responder,
+    where our response went, when the confirming datagram came from there. `rtt`,
+    then, how long after our initiation the response came, or after our response
+    the confirmation (seconds)."""
 
     peer: str
     kind: str
@@ -292,6 +294,7 @@ class _Keypair:
     """Transport keys from one handshake. Never repr'd with its keys."""
 
     __slots__ = (
+        "answered_to",
         "cipher",
         "created",
         "decrypt",
@@ -338,6 +341,7 @@ class _Keypair:
         self.send_counter = 0
         self.replay = ReplayWindow()
         self.created = now
+        self.answered_to: Addr | None = None  # a responder's: where its response went
         self.reject_at = now + REJECT_AFTER_TIME
         # Only the initiator rekeys on time, so both sides do not race (paper §6.2).
         self.rekey_at = now + REKEY_AFTER_TIME - rekey_early if initiator else _INF
@@ -798,7 +802,7 @@ class SessionTable:
                     p.keepalive_at = now + KEEPALIVE_TIMEOUT
                     self._touched.add(p.name)
                 if kp is not p.current:
-                    self._received_on_other(p, kp, now)
+                    self._received_on_other(p, kp, now, src)
                 elif now >= kp.rekey_on_receive_at and p.state is HsState.IDLE:
                     self._hs(p, HsInput.WANT_HANDSHAKE, now)
                 return Delivered(p.name, payload, src)
@@ -867,7 +871,7 @@ class SessionTable:
             kp.peer.rx_messages += rx_messages
         return out
 
-    def _received_on_other(self, p: _Peer, kp: _Keypair, now: float) -> None:
+    def _received_on_other(self, p: _Peer, kp: _Keypair, now: float, src: Addr) -> None:
         if kp in p.nexts:
             # The initiator used one of the keypairs we offered: it is confirmed (paper
             # §5.4.6). The other offers answered initiations it no longer waits for.
@@ -880,7 +884,12 @@ class SessionTable:
             _retire(p.previous)
             p.current, p.nexts = kp, []
             self._hs(p, HsInput.PEER_CONFIRMED, now)
-            self._went_up(p, now, "responder")
+            if src == kp.answered_to:
+                # From where our response went: it arrived (the initiator uses the keys
+                # it carried), so that path works both ways, as for the initiator.
+                self._went_up(p, now, "responder", src, now - kp.created)
+            else:
+                self._went_up(p, now, "responder")
             self._flush(p, now, keepalive_if_empty=False)
 
     def _receive_handshake(self, datagram: bytes, src: Addr, now: float) -> None:
@@ -991,6 +1000,7 @@ class SessionTable:
             self._free(p.nexts.pop(0))
         self._touched.add(p.name)
         self._keypairs[index] = kp
+        kp.answered_to = src
         self._seen.put(key, _Answered(p, kp, response, src), now)
         self._outbox.append(Transmit(p.name, response, to=src))
 
