@@ -13,6 +13,7 @@ from __future__ import annotations
 import heapq
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from test_node_twocore import Link, Net
@@ -44,7 +45,13 @@ class Watch:
 class EventNet:
     """`n` nodes on one segment, every node with an endpoint (as the 100-node lab)."""
 
-    def __init__(self, n: int, seed: int = 22, no_relay: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        n: int,
+        seed: int = 22,
+        no_relay: frozenset[str] = frozenset(),
+        latency: Callable[[str, str], float] | None = None,
+    ) -> None:
         segments = {f"n{i}": ["a"] for i in range(1, n + 1)}
         self.net = Net(n, Link(random.Random(seed)), segments, no_relay=no_relay)
         self.rng = random.Random(seed)
@@ -58,6 +65,7 @@ class EventNet:
         self._spins = 0
         self._last_timer_at: dict[str, float] = {}
         self._seq = 0
+        self._latency = latency  # (sender, receiver) -> one-way seconds, jitter included
         self.watched: dict[str, Watch] = {}
         for name in self.nodes:
             self._flush(name)
@@ -68,6 +76,27 @@ class EventNet:
 
     def up(self, a: str, b: str) -> bool:
         return self.net.up(a, b)
+
+    def restart(self, name: str, watch: Callable[[NodeCore], None] | None = None) -> NodeCore:
+        """`name`'s agent restarted now: a new core with the same key and file (every
+        session and path forgotten); its peers keep theirs. `watch` sees the new core
+        before its first outputs are carried out."""
+        inner = self.net
+        node = NodeCore(
+            inner.network,
+            name,
+            inner.keys[name],
+            random_bytes=inner.rng.randbytes,
+            wall_time=lambda: 1.7e9 + self.now,
+            now=self.now,
+        )
+        self.nodes[name] = node
+        if watch is not None:
+            watch(node)
+        self._due.pop(name, None)
+        self._armed.pop(name, None)
+        self._flush(name)
+        return node
 
     def _flush(self, name: str) -> None:
         """Carry out a node's outputs, then re-arm its one timer (as the agent does)."""
@@ -92,7 +121,11 @@ class EventNet:
                         self._seq += 1
                         at = arrive.get(dst)
                         if at is None:
-                            at = arrive[dst] = self.now + LATENCY + self.rng.random() * JITTER
+                            if self._latency is not None:
+                                delay = self._latency(name, dst)
+                            else:
+                                delay = LATENCY + self.rng.random() * JITTER
+                            at = arrive[dst] = self.now + delay
                         heapq.heappush(self._events, (at, self._seq, dst, d, src))
         if self._due.get(name) != due:
             self._due[name] = due
