@@ -14,7 +14,7 @@ import pytest
 from idlesim import EventNet
 
 from lanspan.node.core import NodeCore
-from lanspan.node.outputs import Log, Send
+from lanspan.node.outputs import Log, NodeOutput, Send
 from lanspan.session import FIRST_RETRY, INITIATION_BURST_EXTRA, INITIATIONS_PER_SECOND
 from lanspan.session import table as table_module
 
@@ -31,7 +31,7 @@ def _restart(net: EventNet, name: str, seconds: float) -> tuple[list[float], lis
     def watch(node: NodeCore) -> None:
         take = node.take_outputs
 
-        def watched() -> list[object]:
+        def watched() -> list[NodeOutput]:
             outs = take()
             for out in outs:
                 if isinstance(out, Log) and out.kind == "session_up":
