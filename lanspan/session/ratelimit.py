@@ -189,11 +189,12 @@ class InitiationBudget:
         self._burst = burst
         self._tokens = min(self._tokens, burst)
 
-    def grant(self, now: float) -> None:
-        """One token more (never past the capacity): a peer's own, for an initiation
-        no other node can make (SessionTable.initiate with own_token)."""
+    def grant(self, now: float, tokens: float = 1.0) -> None:
+        """`tokens` more (never past the capacity): a peer's own, for an initiation no
+        other node can make (SessionTable.initiate with own_token), or what a prompt
+        answer gives back (PROMPT_ANSWER_TOKENS)."""
         self._refill(now)
-        self._tokens = min(self._burst, self._tokens + 1.0)
+        self._tokens = min(self._burst, self._tokens + tokens)
 
     def next_token(self) -> float:
         due = self._last + max(0.0, 1.0 - self._tokens) / self._rate

@@ -1057,11 +1057,6 @@ class SessionTable:
         p.last_heard = now
         self._answered(now - pending.sent, now)
         _peer_answered(p, now - pending.sent)
-        if now - pending.sent <= FIRST_RETRY:
-            # A prompt answer: the peers and the machine keep up, so the next
-            # initiations need not wait for the rate (PROMPT_ANSWER_TOKENS).
-            for _ in range(PROMPT_ANSWER_TOKENS):
-                self._budget.grant(now)
         self._hs(
             p,
             HsInput.VALID_RESPONSE,
@@ -1187,15 +1182,18 @@ class SessionTable:
             fast = self._rate_max * 0.5 ** min(silence, 64.0)
         return max(slow, min(self._rate_max, fast))
 
-    def _answered(self, latency: float, now: float) -> None:
-        """One of our initiations was answered `latency` s after we sent it (or,
-        given up unanswered, had not been in that time)."""
+    def _answered(self, latency: float, now: float, *, at_least: bool = False) -> None:
+        """One of our initiations was answered `latency` s after we sent it (or, with
+        `at_least`, given up unanswered, had not been in that time): the budget's rate
+        follows the latency, and a prompt answer gives tokens (PROMPT_ANSWER_TOKENS)."""
         latency = max(0.0, latency)
         if self._latency is None:
             self._latency = latency
         else:
             self._latency += (latency - self._latency) * _LATENCY_GAIN
         self._budget.set_rate(self._rate(now), now)
+        if not at_least and latency <= FIRST_RETRY:
+            self._budget.grant(now, PROMPT_ANSWER_TOKENS)
 
     def _priority(self, p: _Peer, now: float) -> tuple[int, float]:
         if p.hurry:
@@ -1241,7 +1239,7 @@ class SessionTable:
                 # least as long. Heard from only before (a peer that went away right
                 # after it last spoke), it says nothing of how long answers take: the
                 # retry floor grew with the outage (issue 10, chaos: 2.9 s apart).
-                self._answered(now - oldest.sent, now)
+                self._answered(now - oldest.sent, now, at_least=True)
                 _peer_answered(p, now - oldest.sent, at_least=True)
         index = self._new_index()
         data, hs = create_initiation(
