@@ -26,9 +26,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from idlesim import EventNet  # type: ignore[import-not-found]
 
-from lanspan.node.core import NodeCore
-from lanspan.node.outputs import Log, NodeOutput
-
 
 def _quartiles(values: list[float]) -> list[float]:
     s = sorted(values)
@@ -37,25 +34,11 @@ def _quartiles(values: list[float]) -> list[float]:
 
 def _restart(net: EventNet, name: str, limit: float) -> list[float]:
     """Restart `name`; when each of its sessions came back (s after the restart)."""
-    start = net.now
-    ups: list[float] = []
-
-    def watch(node: NodeCore) -> None:
-        take = node.take_outputs
-
-        def watched() -> list[NodeOutput]:
-            outs = take()
-            ups.extend(
-                net.now - start for o in outs if isinstance(o, Log) and o.kind == "session_up"
-            )
-            return outs
-
-        node.take_outputs = watched  # type: ignore[method-assign]
-
-    net.restart(name, watch)
+    seen = net.restart(name)
     peers = len(net.nodes) - 1
-    while net.now - start < limit and len(ups) < peers:
+    while net.now - seen.at < limit and len(seen.sessions_up) < peers:
         net.run(0.05)
+    ups: list[float] = seen.sessions_up
     return ups
 
 

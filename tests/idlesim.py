@@ -20,11 +20,21 @@ from test_node_twocore import Link, Net
 
 from lanspan.addr import Addr
 from lanspan.node.core import NodeCore
-from lanspan.node.outputs import Send
+from lanspan.node.outputs import Log, NodeOutput, Send
 
 # One-way latency on the fake underlay, seconds: LATENCY + [0, JITTER).
 LATENCY = 0.0005
 JITTER = 0.0005
+
+
+@dataclass
+class Restarted:
+    """What a node restarted at `at` did since: when (s after `at`) each session came
+    up and each initiation went out."""
+
+    at: float
+    sessions_up: list[float] = field(default_factory=list)
+    initiations: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -77,26 +87,30 @@ class EventNet:
     def up(self, a: str, b: str) -> bool:
         return self.net.up(a, b)
 
-    def restart(self, name: str, watch: Callable[[NodeCore], None] | None = None) -> NodeCore:
+    def restart(self, name: str) -> Restarted:
         """`name`'s agent restarted now: a new core with the same key and file (every
-        session and path forgotten); its peers keep theirs. `watch` sees the new core
-        before its first outputs are carried out."""
-        inner = self.net
-        node = NodeCore(
-            inner.network,
-            name,
-            inner.keys[name],
-            random_bytes=inner.rng.randbytes,
-            wall_time=lambda: 1.7e9 + self.now,
-            now=self.now,
-        )
+        session and path forgotten); its peers keep theirs. What it does from then on
+        is recorded in the returned `Restarted`."""
+        node = self.net.core(name)
+        seen = Restarted(self.now)
+        take = node.take_outputs
+
+        def watched() -> list[NodeOutput]:
+            outs = take()
+            at = self.now - seen.at
+            for out in outs:
+                if isinstance(out, Log) and out.kind == "session_up":
+                    seen.sessions_up.append(at)
+                elif isinstance(out, Send):
+                    seen.initiations.extend(at for d in out.batch if d[:1] == b"\x01")
+            return outs
+
+        node.take_outputs = watched  # type: ignore[method-assign]
         self.nodes[name] = node
-        if watch is not None:
-            watch(node)
         self._due.pop(name, None)
         self._armed.pop(name, None)
         self._flush(name)
-        return node
+        return seen
 
     def _flush(self, name: str) -> None:
         """Carry out a node's outputs, then re-arm its one timer (as the agent does)."""

@@ -110,23 +110,24 @@ class Net:
         self.rng = random.Random(7)
         self.now = 100.0
         self.link = link
-        self.nodes = {
-            name: NodeCore(
-                self.network,
-                name,
-                key,
-                random_bytes=self.rng.randbytes,
-                wall_time=lambda: 1.7e9 + self.now,
-                now=self.now,
-            )
-            for name, key in self.keys.items()
-        }
+        self.nodes = {name: self.core(name) for name in self.keys}
         self.by_addr = {self.addr[n]: n for n in self.nodes}
         # Nodes that carry traffic: unicast from CHATTY every 0.1 s to every peer (to its
         # pinned MAC: only unicast to a known MAC makes a peer busy, a flood does not).
         self.chatty: set[str] = set()
         self.written: dict[str, list[tuple[str, bytes]]] = {n: [] for n in self.nodes}
         self.logged: dict[str, list[Log]] = {n: [] for n in self.nodes}
+
+    def core(self, name: str) -> NodeCore:
+        """A new core for node `name`, started now (as its agent starts)."""
+        return NodeCore(
+            self.network,
+            name,
+            self.keys[name],
+            random_bytes=self.rng.randbytes,
+            wall_time=lambda: 1.7e9 + self.now,
+            now=self.now,
+        )
 
     def step(self, dt: float = 0.01) -> None:
         before, self.now = self.now, round(self.now + dt, 6)

@@ -13,38 +13,10 @@ from __future__ import annotations
 import pytest
 from idlesim import EventNet
 
-from lanspan.node.core import NodeCore
-from lanspan.node.outputs import Log, NodeOutput, Send
 from lanspan.session import FIRST_RETRY, INITIATION_BURST_EXTRA, INITIATIONS_PER_SECOND
 from lanspan.session import table as table_module
 
 N = 40
-
-
-def _restart(net: EventNet, name: str, seconds: float) -> tuple[list[float], list[float]]:
-    """Restart `name` and run: when (after the restart) each of its sessions came up
-    and each of its initiations went out."""
-    start = net.now
-    ups: list[float] = []
-    sent: list[float] = []
-
-    def watch(node: NodeCore) -> None:
-        take = node.take_outputs
-
-        def watched() -> list[NodeOutput]:
-            outs = take()
-            for out in outs:
-                if isinstance(out, Log) and out.kind == "session_up":
-                    ups.append(net.now - start)
-                elif isinstance(out, Send):
-                    sent.extend(net.now - start for d in out.batch if d[0] == 1)
-            return outs
-
-        node.take_outputs = watched  # type: ignore[method-assign]
-
-    net.restart(name, watch)
-    net.run(seconds)
-    return ups, sent
 
 
 @pytest.mark.parametrize("old", [False, True])
@@ -59,7 +31,9 @@ def test_a_restarted_node_gets_every_session_back_at_once(
     net = EventNet(N)
     net.run(8.0)
     assert all(net.up(a, b) for a in net.nodes for b in net.nodes if a != b)
-    ups, _ = _restart(net, "n20", 3.0)
+    seen = net.restart("n20")
+    net.run(3.0)
+    ups = seen.sessions_up
     assert len(ups) == N - 1
     paced = (N - 1 - INITIATION_BURST_EXTRA - 1) / INITIATIONS_PER_SECOND
     if old:
@@ -76,8 +50,10 @@ def test_slow_answers_give_no_tokens_back() -> None:
     net = EventNet(N, latency=lambda src, dst: 0.3)
     net.run(20.0)
     assert all(net.up(a, b) for a in net.nodes for b in net.nodes if a != b)
-    ups, sent = _restart(net, "n20", 8.0)
-    assert len(ups) == N - 1
-    within = [t for t in sent if t <= 2 * 0.3 + FIRST_RETRY]  # before any answer could be prompt
+    seen = net.restart("n20")
+    net.run(8.0)
+    assert len(seen.sessions_up) == N - 1
+    # before any answer could have been prompt
+    within = [t for t in seen.initiations if t <= 2 * 0.3 + FIRST_RETRY]
     budget = INITIATION_BURST_EXTRA + 1 + INITIATIONS_PER_SECOND * (2 * 0.3 + FIRST_RETRY) + 1
     assert len(within) <= budget, (len(within), budget)
